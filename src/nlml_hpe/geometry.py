@@ -1,0 +1,109 @@
+"""Angle conventions and frame conversions, free of ROS.
+
+Three frames matter:
+
+* **Head (model) frame** -- the frame of the training faces and of MediaPipe's
+  canonical face: x toward the subject's left, y up, z out of the face (cm).
+* **Viewer frame** -- the AFLW2000 / 300W-LP / 3DDFA camera frame: x right in
+  the image, y up, z toward the viewer.
+* **Optical frame** (REP-103 ``*_optical_frame``): x right, y down, z forward.
+
+Output angles follow AFLW2000-3D: ``pitch, yaw, roll = Pose_Para[:3]``
+(degrees here).  A head with those angles has the head-to-viewer rotation
+
+    R = Rx'(pitch) @ Ry'(yaw) @ Rz'(roll)
+
+where ``Rx'`` etc. are the *transposed* elementary rotations used by 3DDFA's
+``angle2matrix``.  Equivalently ``R.T = Rz(roll) Ry(yaw) Rx(pitch)`` with
+standard rotations, i.e. ``scipy`` intrinsic ``'ZYX'`` Euler angles
+``[roll, yaw, pitch]`` of ``R.T``.  The convention was checked against the
+AFLW2000 labels with MediaPipe + solvePnP (see ``nlml_hpe.baseline``).
+
+REP-155 face frame: x out of the face, y to the subject's left, z up.
+"""
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+#: Optical frame from viewer frame (flip y and z).
+VIEWER_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])
+
+#: Columns are the REP-155 face axes (x fwd, y left, z up) in head-frame coordinates.
+FACE_TO_HEAD = np.array([[0.0, 1.0, 0.0],
+                         [0.0, 0.0, 1.0],
+                         [1.0, 0.0, 0.0]])
+
+
+def euler_to_matrix(pitch, yaw, roll):
+    """Head-to-viewer rotation(s) from AFLW2000 angles in degrees.
+
+    Accepts scalars or arrays of equal shape; returns ``(..., 3, 3)``.
+    """
+    p, y, r = np.broadcast_arrays(np.asarray(pitch, float), np.asarray(yaw, float),
+                                  np.asarray(roll, float))
+    shape = p.shape
+    angles = np.stack([r.ravel(), y.ravel(), p.ravel()], axis=-1)
+    mats = Rotation.from_euler('ZYX', angles, degrees=True).as_matrix()
+    return np.swapaxes(mats, -1, -2).reshape(shape + (3, 3))
+
+
+def matrix_to_euler(rot):
+    """AFLW2000 ``(pitch, yaw, roll)`` in degrees from head-to-viewer rotation(s).
+
+    ``rot`` is ``(3, 3)`` or ``(N, 3, 3)``; returns ``(3,)`` or ``(N, 3)``.
+    """
+    rot = np.asarray(rot, float)
+    flat = rot.reshape(-1, 3, 3)
+    ryp = Rotation.from_matrix(np.swapaxes(flat, -1, -2)).as_euler('ZYX', degrees=True)
+    out = ryp[:, ::-1].copy()
+    return out.reshape(rot.shape[:-2] + (3,))
+
+
+def viewer_to_optical(rot_viewer):
+    """Head-to-optical-frame rotation from a head-to-viewer rotation."""
+    return VIEWER_TO_OPTICAL @ np.asarray(rot_viewer, float)
+
+
+def optical_to_viewer(rot_optical):
+    """Head-to-viewer rotation from a head-to-optical-frame rotation."""
+    return VIEWER_TO_OPTICAL @ np.asarray(rot_optical, float)
+
+
+def face_frame_in_optical(rot_viewer):
+    """REP-155 face frame (x out of the face, z up) expressed in the optical frame."""
+    return viewer_to_optical(rot_viewer) @ FACE_TO_HEAD
+
+
+def euler_to_optical_face_quaternion(pitch, yaw, roll):
+    """Quaternion ``(x, y, z, w)`` of the REP-155 face frame in the optical frame."""
+    mat = face_frame_in_optical(euler_to_matrix(pitch, yaw, roll))
+    return Rotation.from_matrix(mat).as_quat()
+
+
+def optical_face_quaternion_to_euler(quat):
+    """Inverse of :func:`euler_to_optical_face_quaternion`."""
+    mat = Rotation.from_quat(np.asarray(quat, float)).as_matrix()
+    rot_viewer = optical_to_viewer(mat @ FACE_TO_HEAD.T)
+    return matrix_to_euler(rot_viewer)
+
+
+def angle_between_deg(u, v):
+    """Angle in degrees between vectors ``u`` and ``v`` (last axis)."""
+    u = np.asarray(u, float)
+    v = np.asarray(v, float)
+    nu = np.linalg.norm(u, axis=-1)
+    nv = np.linalg.norm(v, axis=-1)
+    cos = np.sum(u * v, axis=-1) / np.maximum(nu * nv, 1e-12)
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def gaze_offset_deg(rot_optical_face, position_optical):
+    """Angle between the face's forward axis and the ray from the head to the camera.
+
+    ``rot_optical_face`` is the REP-155 face frame in the optical frame (its first
+    column is the facing direction); ``position_optical`` is the head position in
+    the optical frame.  0 means looking straight into the camera.
+    """
+    forward = np.asarray(rot_optical_face, float)[..., :, 0]
+    to_camera = -np.asarray(position_optical, float)
+    return angle_between_deg(forward, to_camera)

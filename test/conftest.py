@@ -1,0 +1,45 @@
+"""Shared pytest fixtures: isolated ROS domain, shared data location, repo path."""
+
+import os
+from pathlib import Path
+import sys
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get('NLML_HPE_SHARED', REPO.parent / 'shared')) / 'data'
+
+# Each test session gets its own DDS domain so parallel runs and other ROS
+# systems on the machine never see our traffic.
+os.environ.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
+os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # the training/ pipeline lives beside src/
+
+
+def shared_path(*parts):
+    """Return a path under ../shared/data, or skip the test with the reason."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f'shared data not available: {path} is absent '
+                    '(set NLML_HPE_SHARED or place shared/ beside the repo)')
+    return path
+
+
+@pytest.fixture
+def aflw_dir():
+    """Return the AFLW2000-3D dev split (skip when absent)."""
+    return shared_path('aflw2000_dev')
+
+
+@pytest.fixture
+def ict_npz():
+    """Return the ICT-FaceKit morphable model (skip when absent)."""
+    return shared_path('ict_facekit', 'ict_facekit.npz')
+
+
+@pytest.fixture
+def canonical_obj():
+    """Return MediaPipe's canonical face mesh (skip when absent)."""
+    return shared_path('mediapipe_canonical', 'canonical_face_model.obj')

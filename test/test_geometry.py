@@ -1,0 +1,60 @@
+"""Angle conventions: every conversion round-trips and matches the documented axes."""
+
+import numpy as np
+import pytest
+
+from nlml_hpe import geometry as g
+
+
+def _random_angles(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.uniform(-85, 85, n), rng.uniform(-85, 85, n), rng.uniform(-85, 85, n)], 1)
+
+
+def test_euler_matrix_round_trip():
+    ang = _random_angles(500)
+    mats = g.euler_to_matrix(ang[:, 0], ang[:, 1], ang[:, 2])
+    assert mats.shape == (500, 3, 3)
+    np.testing.assert_allclose(np.einsum('nij,nkj->nik', mats, mats),
+                               np.broadcast_to(np.eye(3), (500, 3, 3)), atol=1e-12)
+    np.testing.assert_allclose(g.matrix_to_euler(mats), ang, atol=1e-9)
+
+
+def test_matches_3ddfa_angle2matrix():
+    # 3DDFA / face3d angle2matrix: R = Rx(p) Ry(y) Rz(r) with these matrices.
+    p, y, r = np.radians([12.0, -33.0, 7.0])
+    rx = np.array([[1, 0, 0], [0, np.cos(p), np.sin(p)], [0, -np.sin(p), np.cos(p)]])
+    ry = np.array([[np.cos(y), 0, -np.sin(y)], [0, 1, 0], [np.sin(y), 0, np.cos(y)]])
+    rz = np.array([[np.cos(r), np.sin(r), 0], [-np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    np.testing.assert_allclose(g.euler_to_matrix(12.0, -33.0, 7.0), rx @ ry @ rz, atol=1e-12)
+
+
+def test_frontal_face_frame_axes():
+    # A frontal face looks at the camera: REP-155 x (out of the face) points along
+    # optical -z, z (up) along optical -y, y (subject's left) along optical +x.
+    face = g.face_frame_in_optical(g.euler_to_matrix(0, 0, 0))
+    np.testing.assert_allclose(face, [[0, 1, 0], [0, 0, -1], [-1, 0, 0]], atol=1e-12)
+
+
+@pytest.mark.parametrize('yaw', [30.0, -30.0])
+def test_yaw_turns_face_sideways(yaw):
+    face = g.face_frame_in_optical(g.euler_to_matrix(0, yaw, 0))
+    forward = face[:, 0]
+    # The facing direction leaves the optical axis by |yaw| in the x-z plane only.
+    assert abs(forward[1]) < 1e-12
+    assert g.angle_between_deg(forward, [0, 0, -1]) == pytest.approx(abs(yaw))
+
+
+def test_quaternion_round_trip():
+    ang = _random_angles(200, seed=1)
+    for p, y, r in ang:
+        q = g.euler_to_optical_face_quaternion(p, y, r)
+        assert np.linalg.norm(q) == pytest.approx(1.0)
+        np.testing.assert_allclose(g.optical_face_quaternion_to_euler(q), [p, y, r], atol=1e-9)
+
+
+def test_gaze_offset():
+    face = g.face_frame_in_optical(g.euler_to_matrix(0, 0, 0))
+    assert g.gaze_offset_deg(face, [0, 0, 1.0]) == pytest.approx(0.0, abs=1e-9)
+    # A frontal face 1 m away and 1 m to the side is looking 45 deg past the camera.
+    assert g.gaze_offset_deg(face, [1.0, 0, 1.0]) == pytest.approx(45.0)
