@@ -28,7 +28,6 @@ setup(
     description='Real-time head pose estimation (NLML-HPE) for ROS 2: '
                 'camera images in, head poses, TF face frames and a gaze signal out.',
     license='MIT',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'head_pose_node = nlml_hpe.node:main',

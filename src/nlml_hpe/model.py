@@ -8,14 +8,17 @@
 Weights are stored as safetensors (never pickles) beside a small JSON file of
 metadata.  :func:`load_model` validates every tensor's name and shape and names
 the offending file in its error messages.
+
+Inference is numpy-only: :func:`load_model` reads the weights with
+``safetensors.numpy`` and :class:`PoseModel` runs the MLPs in float32 numpy, so
+the ROS node never imports torch.  The torch module :class:`NLMLNet` (used for
+training) and :func:`save_model` import torch lazily, on first use.
 """
 
 import json
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 from .features import N_FEATURES
 
@@ -31,87 +34,231 @@ class ModelFileError(ValueError):
     """A model file is missing, unreadable or does not match the architecture."""
 
 
-def _mlp(sizes, last_hidden_act=nn.ReLU):
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            last_hidden = i == len(sizes) - 3
-            layers.append(last_hidden_act() if last_hidden else nn.ReLU())
-    return nn.Sequential(*layers)
+def _linear_keys(prefix, sizes):
+    """``[(weight_key, bias_key, (out, in)), ...]`` of an MLP built by ``_mlp``.
+
+    ``nn.Sequential`` numbers Linear layers 0, 2, 4, ... (activations between).
+    """
+    return [(f'{prefix}.{2 * i}.weight', f'{prefix}.{2 * i}.bias', (b, a))
+            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
 
 
-class NLMLNet(nn.Module):
-    """Encoder + three heads.  Input: normalised landmark features ``(N, 1404)``."""
+def expected_shapes():
+    """Return ``{tensor name: shape}`` of a complete NLML-HPE state dict."""
+    shapes = {'feature_mean': (N_FEATURES,), 'feature_std': (N_FEATURES,)}
+    mlps = [('encoder', ENCODER_SIZES)] + [(f'heads.{i}', HEAD_SIZES)
+                                           for i in range(len(LATENT_ANGLES))]
+    for prefix, sizes in mlps:
+        for wkey, bkey, (out, inp) in _linear_keys(prefix, sizes):
+            shapes[wkey] = (out, inp)
+            shapes[bkey] = (out,)
+    return shapes
 
-    def __init__(self):
-        super().__init__()
-        self.encoder = _mlp(ENCODER_SIZES, last_hidden_act=nn.Tanh)
-        self.heads = nn.ModuleList(_mlp(HEAD_SIZES) for _ in LATENT_ANGLES)
-        self.register_buffer('feature_mean', torch.zeros(N_FEATURES))
-        self.register_buffer('feature_std', torch.ones(N_FEATURES))
 
-    def encode(self, features):
-        """Map features ``(N, 1404)`` to latents ``(N, 9)``."""
-        return self.encoder((features - self.feature_mean) / self.feature_std)
+# --------------------------------------------------------------------------- torch (training)
 
-    def decode(self, latents):
-        """Map latents ``(N, 9)`` to ``(N, 3)`` angles in radians, ordered yaw, pitch, roll."""
-        return torch.cat([head(latents[:, 3 * i:3 * i + 3])
-                          for i, head in enumerate(self.heads)], dim=1)
+_TORCH_CLASSES = {}
 
-    def forward(self, features):
-        """Return ``(latents, angles)``; angles are radians ordered yaw, pitch, roll."""
-        latents = self.encode(features)
-        return latents, self.decode(latents)
 
+def _build_nlmlnet():
+    import torch
+    from torch import nn
+
+    def _mlp(sizes, last_hidden_act=nn.ReLU):
+        layers = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(nn.Linear(a, b))
+            if i < len(sizes) - 2:
+                last_hidden = i == len(sizes) - 3
+                layers.append(last_hidden_act() if last_hidden else nn.ReLU())
+        return nn.Sequential(*layers)
+
+    class NLMLNet(nn.Module):
+        """Encoder + three heads.  Input: normalised landmark features ``(N, 1404)``."""
+
+        def __init__(self):
+            super().__init__()
+            self.encoder = _mlp(ENCODER_SIZES, last_hidden_act=nn.Tanh)
+            self.heads = nn.ModuleList(_mlp(HEAD_SIZES) for _ in LATENT_ANGLES)
+            self.register_buffer('feature_mean', torch.zeros(N_FEATURES))
+            self.register_buffer('feature_std', torch.ones(N_FEATURES))
+
+        def encode(self, features):
+            """Map features ``(N, 1404)`` to latents ``(N, 9)``."""
+            return self.encoder((features - self.feature_mean) / self.feature_std)
+
+        def decode(self, latents):
+            """Map latents ``(N, 9)`` to ``(N, 3)`` radians, ordered yaw, pitch, roll."""
+            return torch.cat([head(latents[:, 3 * i:3 * i + 3])
+                              for i, head in enumerate(self.heads)], dim=1)
+
+        def forward(self, features):
+            """Return ``(latents, angles)``; angles are radians ordered yaw, pitch, roll."""
+            latents = self.encode(features)
+            return latents, self.decode(latents)
+
+    NLMLNet.__module__ = __name__
+    return NLMLNet
+
+
+def __getattr__(name):
+    """Create the torch module class :class:`NLMLNet` lazily (PEP 562)."""
+    if name == 'NLMLNet':
+        if name not in _TORCH_CLASSES:
+            _TORCH_CLASSES[name] = _build_nlmlnet()
+        return _TORCH_CLASSES[name]
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+def state_dict_to_numpy(net):
+    """Return a torch module's state dict as float32 numpy arrays."""
+    return {k: v.detach().cpu().float().numpy() for k, v in net.state_dict().items()}
+
+
+# --------------------------------------------------------------------------- numpy inference
 
 class PoseModel:
-    """Numpy-in, numpy-out wrapper: features ``(N, 1404)`` -> ``(N, 3)`` pitch, yaw, roll (deg)."""
+    """Numpy-in, numpy-out model: features ``(N, 1404)`` -> ``(N, 3)`` pitch, yaw, roll (deg).
 
-    def __init__(self, net, metadata=None):
-        self.net = net.eval()
+    ``weights`` is a state dict (name -> array) as written by :func:`save_model`;
+    a torch ``NLMLNet`` is accepted too (converted once).  The forward pass is
+    float32 numpy and matches the torch forward within 1e-4.
+    """
+
+    def __init__(self, weights, metadata=None):
+        if hasattr(weights, 'state_dict'):
+            weights = state_dict_to_numpy(weights)
+        _check_state(weights, '<in-memory weights>')
+        w = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
         self.metadata = dict(metadata or {})
+        self._mean = w['feature_mean'].copy()
+        self._inv_std = (1.0 / w['feature_std']).astype(np.float32)
+        # Weights keep torch's (out, in) layout: ``h @ w.T`` is a fast BLAS call for
+        # one face as well as for a batch.  The three heads are stacked so each of
+        # their layers is one batched matmul.
+        self._encoder = [(np.ascontiguousarray(w[wk]), w[bk].copy())
+                         for wk, bk, _ in _linear_keys('encoder', ENCODER_SIZES)]
+        n_heads = len(LATENT_ANGLES)
+        self._heads = []
+        for wk, bk, _ in _linear_keys('head', HEAD_SIZES):
+            wk, bk = wk.split('.', 1)[1], bk.split('.', 1)[1]
+            self._heads.append((
+                np.stack([w[f'heads.{j}.{wk}'].T for j in range(n_heads)]),
+                np.stack([w[f'heads.{j}.{bk}'] for j in range(n_heads)])[:, None, :]))
 
-    @torch.inference_mode()
-    def predict(self, features):
-        """Predict AFLW2000-convention ``(pitch, yaw, roll)`` in degrees for each row."""
+    @staticmethod
+    def _check(features):
         x = np.asarray(features, dtype=np.float32)
+        if x.ndim == 1 and x.shape[0] == N_FEATURES:
+            x = x[None]
         if x.ndim != 2 or x.shape[1] != N_FEATURES:
             raise ValueError(f'expected features of shape (N, {N_FEATURES}), got {x.shape}')
+        if not np.all(np.isfinite(x)):
+            raise ValueError('features contain NaN or inf')
+        return x
+
+    def _encode(self, x):
+        h = (x - self._mean) * self._inv_std
+        last = len(self._encoder) - 1
+        for i, (w, b) in enumerate(self._encoder):
+            h = h @ w.T
+            h += b
+            if i == last - 1:
+                np.tanh(h, out=h)
+            elif i < last:
+                np.maximum(h, 0.0, out=h)
+        return h
+
+    def _decode(self, latents):
+        n_heads = len(LATENT_ANGLES)
+        # (N, 9) -> (3, N, 3): one 3-d latent per head.
+        h = np.ascontiguousarray(latents.reshape(len(latents), n_heads, 3).transpose(1, 0, 2))
+        last = len(self._heads) - 1
+        for i, (w, b) in enumerate(self._heads):
+            h = np.matmul(h, w)
+            h += b
+            if i < last:
+                np.maximum(h, 0.0, out=h)
+        return np.ascontiguousarray(h[:, :, 0].T)
+
+    def _forward(self, x):
+        latents = self._encode(x)
+        return latents, self._decode(latents)
+
+    def forward(self, features):
+        """Return ``(latents (N, 9), angles (N, 3) radians ordered yaw, pitch, roll)``."""
+        return self._forward(self._check(features))
+
+    def predict(self, features):
+        """Predict AFLW2000-convention ``(pitch, yaw, roll)`` in degrees for each row."""
+        x = self._check(features)
         if len(x) == 0:
             return np.zeros((0, 3), dtype=np.float64)
-        _, ang = self.net(torch.from_numpy(x))
-        yaw, pitch, roll = np.degrees(ang.numpy().astype(np.float64)).T
+        _, ang = self._forward(x)
+        yaw, pitch, roll = np.degrees(ang.astype(np.float64)).T
         return np.stack([pitch, yaw, roll], axis=1)
 
-    @torch.inference_mode()
+    def decode(self, latents):
+        """Map latents ``(N, 9)`` to ``(N, 3)`` radians ordered yaw, pitch, roll (heads only)."""
+        lat = np.asarray(latents, dtype=np.float32)
+        if lat.ndim != 2 or lat.shape[1] != 3 * len(LATENT_ANGLES):
+            raise ValueError(f'expected latents of shape (N, 9), got {lat.shape}')
+        if not np.all(np.isfinite(lat)):
+            raise ValueError('latents contain NaN or inf')
+        return self._decode(lat)
+
     def latents(self, features):
         """Return the encoder's ``(N, 9)`` latents (yaw, pitch, roll blocks)."""
-        x = torch.from_numpy(np.asarray(features, dtype=np.float32))
-        return self.net.encode(x).numpy()
+        x = self._check(features)
+        if len(x) == 0:
+            return np.zeros((0, 9), dtype=np.float32)
+        return self._encode(x)
+
+
+def _check_state(state, name):
+    expected = expected_shapes()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ModelFileError(f'{name} does not match the NLML-HPE architecture: '
+                             f'missing {missing[:5]}, unexpected {unexpected[:5]}')
+    for key, shape in expected.items():
+        arr = np.asarray(state[key])
+        if tuple(arr.shape) != shape:
+            raise ModelFileError(f'{name}: tensor {key!r} has shape {tuple(arr.shape)}, '
+                                 f'expected {shape}')
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise ModelFileError(f'{name}: tensor {key!r} has dtype {arr.dtype}, expected float')
+        if not np.all(np.isfinite(arr)):
+            raise ModelFileError(f'{name}: tensor {key!r} contains NaN or inf')
+    if np.any(np.asarray(state['feature_std']) <= 0):
+        raise ModelFileError(f'{name}: feature_std must be positive')
 
 
 def save_model(net, directory, metadata):
-    """Write ``nlml_hpe.safetensors`` and ``nlml_hpe.json`` into ``directory``."""
-    from safetensors.torch import save_file
+    """Write ``nlml_hpe.safetensors`` and ``nlml_hpe.json`` into ``directory``.
+
+    ``net`` is a torch ``NLMLNet`` or a numpy state dict.
+    """
+    from safetensors.numpy import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+    state = state_dict_to_numpy(net) if hasattr(net, 'state_dict') else dict(net)
+    state = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
     save_file(state, str(directory / WEIGHTS_NAME), metadata={'format': 'pt'})
     (directory / METADATA_NAME).write_text(json.dumps(metadata, indent=2, sort_keys=True) + '\n')
     return directory / WEIGHTS_NAME
 
 
 def load_model(path):
-    """Load a :class:`PoseModel` from a directory or a ``.safetensors`` file.
+    """Load a :class:`PoseModel` from a directory or a ``.safetensors`` file (no torch).
 
     Raises :class:`ModelFileError` (a ``ValueError``) naming the file when it is
     missing, corrupt or of the wrong architecture.
     """
-    from safetensors import SafetensorsError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
 
     path = Path(path)
     weights = path / WEIGHTS_NAME if path.is_dir() else path
@@ -120,29 +267,18 @@ def load_model(path):
         raise ModelFileError(f'model weights not found: {weights}')
     try:
         state = load_file(str(weights))
-    except (SafetensorsError, OSError, ValueError, RuntimeError) as exc:
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as exc:
         raise ModelFileError(f'cannot read model weights {weights}: {exc}') from exc
-    net = NLMLNet()
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ModelFileError(f'{weights} does not match the NLML-HPE architecture: '
-                             f'missing {missing[:5]}, unexpected {unexpected[:5]}')
-    for key, tensor in expected.items():
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise ModelFileError(f'{weights}: tensor {key!r} has shape {tuple(state[key].shape)}, '
-                                 f'expected {tuple(tensor.shape)}')
-        if not torch.all(torch.isfinite(state[key])):
-            raise ModelFileError(f'{weights}: tensor {key!r} contains NaN or inf')
-    net.load_state_dict({k: v.float() for k, v in state.items()})
+    _check_state(state, str(weights))
     metadata = {}
     if meta_path.is_file():
         try:
             metadata = json.loads(meta_path.read_text())
         except (OSError, ValueError) as exc:
             raise ModelFileError(f'cannot read model metadata {meta_path}: {exc}') from exc
-    return PoseModel(net, metadata)
+        if not isinstance(metadata, dict):
+            raise ModelFileError(f'model metadata {meta_path} must be a JSON object')
+    return PoseModel(state, metadata)
 
 
 def default_model_dir():
@@ -150,6 +286,8 @@ def default_model_dir():
 
     Order: ``$NLML_HPE_MODEL_DIR``; the source tree (editable install); the
     install prefix ``share/nlml_hpe/models`` (pip or colcon); the ament index.
+    When no candidate holds weights, returns ``$NLML_HPE_MODEL_DIR`` if set, else
+    the source-tree ``models/`` (source checkout) or the last install location.
     """
     import os
     import sys
@@ -167,4 +305,8 @@ def default_model_dir():
     for cand in candidates:
         if (cand / WEIGHTS_NAME).is_file():
             return cand
-    return candidates[0] if os.environ.get('NLML_HPE_MODEL_DIR') else candidates[1]
+    # Nothing found: name the most relevant place in the caller's error message.
+    if os.environ.get('NLML_HPE_MODEL_DIR'):
+        return candidates[0]
+    source = Path(__file__).resolve().parents[2]
+    return source / 'models' if (source / 'setup.py').is_file() else candidates[-1]

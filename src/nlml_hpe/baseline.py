@@ -1,0 +1,46 @@
+"""Geometric baseline: MediaPipe landmarks + ``cv2.solvePnP`` against the canonical face.
+
+The 468 image landmarks are matched to MediaPipe's canonical face (object
+points, head frame, cm).  The camera is the usual guess for unknown
+intrinsics: focal length ``max(w, h)`` pixels, principal point at the image
+centre, no distortion.  ``solvePnP`` gives the object-to-camera rotation
+``R_cv`` (OpenCV camera = optical frame), and
+``(pitch, yaw, roll) = matrix_to_euler(diag(1, -1, -1) @ R_cv)``
+(see :mod:`nlml_hpe.geometry`).
+"""
+
+import cv2
+import numpy as np
+
+from .features import N_LANDMARKS
+from .geometry import matrix_to_euler, optical_to_viewer
+from .position import canonical_face_m, check_camera_matrix, default_camera_matrix
+
+
+def solve_pnp(landmarks_px, camera_matrix):
+    """Return ``(R_optical (3, 3), t (3,) metres)`` of the canonical face for one face."""
+    lm = np.asarray(landmarks_px, dtype=np.float64)
+    if lm.ndim != 2 or lm.shape[0] != N_LANDMARKS or lm.shape[1] < 2:
+        raise ValueError(f'expected landmarks of shape ({N_LANDMARKS}, 2 or 3), got {lm.shape}')
+    if not np.all(np.isfinite(lm[:, :2])):
+        raise ValueError('landmarks contain NaN or inf')
+    k = check_camera_matrix(camera_matrix)
+    obj = np.ascontiguousarray(canonical_face_m())
+    img = np.ascontiguousarray(lm[:, :2])
+    ok, rvec, tvec = cv2.solvePnP(obj, img, k, None, flags=cv2.SOLVEPNP_ITERATIVE)
+    if not ok:
+        raise ValueError('solvePnP failed on these landmarks')
+    rot, _ = cv2.Rodrigues(rvec)
+    return rot, tvec.ravel()
+
+
+def baseline_angles(landmarks_px, width, height, camera_matrix=None):
+    """AFLW2000 ``(pitch, yaw, roll)`` in degrees for each face (``(N, 3)``).
+
+    ``landmarks_px`` is a list/array of ``(468, 3)`` pixel landmarks of an image
+    of ``width`` x ``height``; ``camera_matrix`` defaults to
+    :func:`nlml_hpe.position.default_camera_matrix`.
+    """
+    k = default_camera_matrix(width, height) if camera_matrix is None else camera_matrix
+    out = [matrix_to_euler(optical_to_viewer(solve_pnp(lm, k)[0])) for lm in landmarks_px]
+    return np.array(out, dtype=np.float64).reshape(-1, 3)

@@ -1,0 +1,275 @@
+"""Accuracy and speed benchmarks (AFLW2000-3D, per-frame latency, position).
+
+* :func:`run_aflw2000` -- MAE of the NLML-HPE model and of the solvePnP
+  baseline on AFLW2000-3D images, side by side, with the *same* MediaPipe
+  landmarks for both (MediaPipe runs once per image).  Faces MediaPipe misses
+  are excluded from the MAE and counted in the detection rate.
+* :func:`run_speed` -- encoder+heads time for one face and whole-frame time at
+  640x480 in streaming (tracking) mode on a moving face sequence.
+* :func:`nlml_hpe.position.synthetic_accuracy` -- position accuracy.
+"""
+
+from pathlib import Path
+import time
+
+import numpy as np
+
+#: Protocols: name -> (max |yaw|, max |pitch|, max |roll|) in degrees.
+PROTOCOLS = {'full': (99.0, 99.0, 99.0), 'paper': (50.0, 40.0, 30.0)}
+
+
+def rss_mb():
+    """Return ``(current RSS, peak RSS)`` of this process in MB (Linux ``/proc``)."""
+    cur = peak = float('nan')
+    try:
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('VmRSS:'):
+                cur = int(line.split()[1]) / 1024.0
+            elif line.startswith('VmHWM:'):
+                peak = int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return cur, peak
+
+
+def read_rgb(path):
+    """Read an image file as RGB ``uint8``; ``ValueError`` if unreadable."""
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f'cannot read image {path} (missing, corrupt or unsupported format)')
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def read_aflw_pose(mat_path):
+    """AFLW2000-3D ``(pitch, yaw, roll)`` in degrees from a ``.mat`` (``Pose_Para[0][:3]``)."""
+    from scipy.io import loadmat
+
+    try:
+        para = loadmat(str(mat_path))['Pose_Para']
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValueError(f'cannot read Pose_Para from {mat_path}: {exc}') from exc
+    return np.degrees(np.asarray(para, dtype=np.float64).ravel()[:3])
+
+
+def list_aflw2000(directory, limit=None):
+    """Return sorted ``[(jpg, mat), ...]`` of an AFLW2000-3D directory."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f'AFLW2000 directory not found: {directory}')
+    pairs = [(p, p.with_suffix('.mat')) for p in sorted(directory.glob('image*.jpg'))
+             if p.with_suffix('.mat').is_file()]
+    if not pairs:
+        raise ValueError(f'no imageNNNNN.jpg + .mat pairs in {directory}')
+    return pairs[:limit] if limit else pairs
+
+
+def _in_protocol(gt, bounds):
+    pitch, yaw, roll = np.abs(gt)
+    return yaw <= bounds[0] and pitch <= bounds[1] and roll <= bounds[2]
+
+
+def _stats(values):
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) == 0:
+        return {'p50': None, 'p95': None, 'mean': None}
+    return {'p50': float(np.percentile(v, 50)), 'p95': float(np.percentile(v, 95)),
+            'mean': float(v.mean())}
+
+
+def _mae(pred, gt):
+    if len(gt) == 0:
+        return {'yaw': None, 'pitch': None, 'roll': None, 'mean': None}
+    err = np.abs(np.asarray(pred) - np.asarray(gt))  # columns pitch, yaw, roll
+    pitch, yaw, roll = err.mean(axis=0)
+    return {'yaw': float(yaw), 'pitch': float(pitch), 'roll': float(roll),
+            'mean': float((yaw + pitch + roll) / 3.0)}
+
+
+def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progress=False):
+    """Benchmark the model (if ``estimator`` is given) and the baseline on AFLW2000-3D.
+
+    ``estimator`` is a :class:`~nlml_hpe.estimator.HeadPoseEstimator` (its
+    extractor provides the landmarks); without it only the baseline runs, with
+    ``extractor`` or a new static-mode :class:`~nlml_hpe.landmarks.LandmarkExtractor`.
+    When MediaPipe finds several faces the largest is scored.  Returns a dict
+    with MAE per protocol (``full``: all angles within 99 deg; ``paper``:
+    |yaw|<=50, |pitch|<=40, |roll|<=30) and method, N, detection rates,
+    per-stage latency (ms) and RSS (MB).
+    """
+    from .baseline import baseline_angles
+    from .estimator import landmark_box
+
+    pairs = list_aflw2000(directory, limit)
+    own_extractor = None
+    if estimator is not None:
+        extractor = estimator.extractor
+    elif extractor is None:
+        from .landmarks import LandmarkExtractor
+        extractor = own_extractor = LandmarkExtractor(max_faces=5)
+    iterator = pairs
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(pairs, desc='aflw2000', unit='img')
+    rows = []
+    times = {'decode': [], 'landmarks': [], 'model': [], 'baseline': []}
+    try:
+        for jpg, mat in iterator:
+            gt = read_aflw_pose(mat)
+            t0 = time.perf_counter()
+            rgb = read_rgb(jpg)
+            t1 = time.perf_counter()
+            faces, scores = extractor.extract_with_scores(rgb)
+            t2 = time.perf_counter()
+            times['decode'].append((t1 - t0) * 1e3)
+            times['landmarks'].append((t2 - t1) * 1e3)
+            row = {'image': jpg.name, 'gt': gt, 'detected': bool(faces)}
+            if faces:
+                size = (rgb.shape[1], rgb.shape[0])
+                areas = [(b[2] - b[0]) * (b[3] - b[1])
+                         for b in (landmark_box(f, size) for f in faces)]
+                lm = faces[int(np.argmax(areas))]
+                if estimator is not None:
+                    pose = estimator.estimate_landmarks([lm], image_size=size)[0]
+                    times['model'].append(estimator.last_timings['model_ms'])
+                    row['model'] = pose.angles
+                t3 = time.perf_counter()
+                row['baseline'] = baseline_angles([lm], *size)[0]
+                times['baseline'].append((time.perf_counter() - t3) * 1e3)
+            rows.append(row)
+    finally:
+        if own_extractor is not None:
+            own_extractor.close()
+    methods = (['model'] if estimator is not None else []) + ['baseline']
+    result = {'dataset': str(directory), 'images': len(rows), 'methods': methods,
+              'note': 'faces MediaPipe misses are excluded from the MAE and counted in '
+                      'the detection rate; both methods use the same landmarks',
+              'protocols': {}}
+    for name, bounds in PROTOCOLS.items():
+        sel = [r for r in rows if _in_protocol(r['gt'], bounds)]
+        det = [r for r in sel if r['detected']]
+        entry = {'bounds_deg': {'yaw': bounds[0], 'pitch': bounds[1], 'roll': bounds[2]},
+                 'images': len(sel), 'detected': len(det),
+                 'detection_rate': len(det) / len(sel) if sel else None}
+        for m in methods:
+            entry[m] = dict(_mae([r[m] for r in det], [r['gt'] for r in det]), n=len(det))
+        result['protocols'][name] = entry
+    result['detection_rate'] = sum(r['detected'] for r in rows) / len(rows)
+    result['latency_ms'] = {
+        'decode': _stats(times['decode']), 'landmarks': _stats(times['landmarks']),
+        'encoder_heads': _stats(times['model']), 'baseline_pnp': _stats(times['baseline'])}
+    cur, peak = rss_mb()
+    result['rss_mb'] = {'current': cur, 'peak': peak}
+    if estimator is not None:
+        result['model_metadata'] = dict(getattr(estimator.model, 'metadata', {}))
+    return result
+
+
+def format_aflw2000(result):
+    """Human-readable table of :func:`run_aflw2000` output."""
+    lines = [f"AFLW2000-3D: {result['dataset']} ({result['images']} images); "
+             f"{result['note']}."]
+    head = f"{'protocol':<8} {'method':<9} {'N':>5} {'yaw':>7} {'pitch':>7} {'roll':>7} " \
+           f"{'MAE':>7}  detection"
+    lines.append(head)
+    for name, entry in result['protocols'].items():
+        rate = entry['detection_rate']
+        det = (f"{entry['detected']}/{entry['images']} ({100 * rate:.1f}%)"
+               if rate is not None else 'n/a')
+        for m in result['methods']:
+            e = entry[m]
+            vals = ' '.join(f'{e[k]:7.2f}' if e[k] is not None else f"{'n/a':>7}"
+                            for k in ('yaw', 'pitch', 'roll', 'mean'))
+            lines.append(f"{name:<8} {m:<9} {e['n']:>5} {vals}  {det}")
+    lines.append(f"overall detection rate: {100 * result['detection_rate']:.1f}%")
+    lines.append('latency per image (ms):   p50     p95')
+    for stage, s in result['latency_ms'].items():
+        if s['p50'] is None:
+            lines.append(f'  {stage:<14} n/a')
+        else:
+            lines.append(f"  {stage:<14} {s['p50']:8.3f} {s['p95']:8.3f}")
+    rss = result['rss_mb']
+    lines.append(f"RSS: {rss['current']:.0f} MB (peak {rss['peak']:.0f} MB)")
+    return '\n'.join(lines)
+
+
+def face_sequence(rgb_face, n_frames, size=(640, 480), amplitude=6.0):
+    """Yield ``n_frames`` frames of ``size`` with ``rgb_face`` drifting a few pixels.
+
+    A real face image pasted on a grey canvas, moved along a smooth path
+    (``amplitude`` pixels), imitates a video of a person sitting still.
+    """
+    w, h = size
+    fh, fw = rgb_face.shape[:2]
+    scale = min(1.0, 0.8 * h / fh, 0.8 * w / fw)
+    if scale < 1.0:
+        import cv2
+        rgb_face = cv2.resize(rgb_face, (int(fw * scale), int(fh * scale)),
+                              interpolation=cv2.INTER_AREA)
+        fh, fw = rgb_face.shape[:2]
+    x_c, y_c = (w - fw) / 2.0, (h - fh) / 2.0
+    for i in range(n_frames):
+        frame = np.full((h, w, 3), 110, dtype=np.uint8)
+        x = int(round(x_c + amplitude * np.sin(i / 7.0)))
+        y = int(round(y_c + 0.5 * amplitude * np.cos(i / 11.0)))
+        frame[y:y + fh, x:x + fw] = rgb_face
+        yield frame
+
+
+def run_speed(estimator, face_image, *, frames=300, warmup=20):
+    """Time encoder+heads for one face and whole 640x480 frames in streaming mode.
+
+    ``estimator`` must be a streaming :class:`~nlml_hpe.estimator.HeadPoseEstimator`;
+    ``face_image`` an RGB image with one face.  Returns a dict of timings (ms).
+    """
+    from .features import normalise_landmarks
+
+    if not estimator.streaming:
+        raise ValueError('run_speed needs a streaming estimator (streaming=True)')
+    frame_ms, lm_ms, model_ms, detected = [], [], [], 0
+    seq = face_sequence(face_image, frames + warmup)
+    last = None
+    for i, frame in enumerate(seq):
+        t0 = time.perf_counter()
+        poses = estimator.estimate(frame)
+        dt = (time.perf_counter() - t0) * 1e3
+        if i < warmup:
+            continue
+        frame_ms.append(dt)
+        lm_ms.append(estimator.last_timings['landmarks_ms'])
+        model_ms.append(estimator.last_timings['model_ms'])
+        detected += bool(poses)
+        if poses:
+            last = poses[0].landmarks
+    if last is None:
+        raise ValueError('no face found in the speed-benchmark sequence')
+    feats = normalise_landmarks(last)
+    n_model = max(1000, frames)
+    for _ in range(100):
+        estimator.model.predict(feats)
+    mt = []
+    for _ in range(n_model):
+        t0 = time.perf_counter()
+        estimator.model.predict(feats)
+        mt.append((time.perf_counter() - t0) * 1e3)
+    cur, peak = rss_mb()
+    return {'frames': len(frame_ms), 'frame_size': [640, 480], 'detected_frames': detected,
+            'frame_ms': _stats(frame_ms), 'landmarks_ms': _stats(lm_ms),
+            'model_in_frame_ms': _stats(model_ms), 'encoder_heads_ms': _stats(mt),
+            'encoder_heads_calls': n_model, 'rss_mb': {'current': cur, 'peak': peak}}
+
+
+def format_speed(result):
+    """Human-readable summary of :func:`run_speed` output."""
+    lines = [f"streaming {result['frame_size'][0]}x{result['frame_size'][1]}: "
+             f"{result['frames']} frames, face found in {result['detected_frames']}"]
+    for key, label in (('frame_ms', 'whole frame (estimate)'),
+                       ('landmarks_ms', '  MediaPipe landmarks'),
+                       ('model_in_frame_ms', '  normalise+enc+heads'),
+                       ('encoder_heads_ms', 'encoder+heads, 1 face')):
+        s = result[key]
+        lines.append(f"{label:<24} p50 {s['p50']:7.3f} ms  p95 {s['p95']:7.3f} ms")
+    rss = result['rss_mb']
+    lines.append(f"RSS: {rss['current']:.0f} MB (peak {rss['peak']:.0f} MB)")
+    return '\n'.join(lines)

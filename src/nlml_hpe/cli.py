@@ -1,0 +1,305 @@
+"""``nlml-hpe`` command line: predict, benchmark, demo, train.
+
+Examples::
+
+    nlml-hpe predict --json photo.jpg frames/ clip.mp4
+    nlml-hpe predict --out annotated/ photo.jpg
+    nlml-hpe benchmark aflw2000 /path/to/AFLW2000 [--json] [--limit N]
+    nlml-hpe benchmark speed [--frames N]
+    nlml-hpe benchmark position [--trials N]
+    nlml-hpe benchmark node ...   (nlml_hpe.node_benchmark)
+    nlml-hpe demo ...             (nlml_hpe.demo)
+    nlml-hpe train ...            (training.pipeline, source checkout only)
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+import sys
+import time
+
+IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm'}
+VIDEO_EXTS = {'.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg'}
+
+
+def _print_json(obj):
+    print(json.dumps(obj), flush=True)
+
+
+def _expand_inputs(paths):
+    """Yield ``(path, kind)`` with kind ``image``, ``video`` or ``missing``; dirs expand."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for child in sorted(path.iterdir()):
+                ext = child.suffix.lower()
+                if child.is_file() and ext in IMAGE_EXTS:
+                    yield child, 'image'
+                elif child.is_file() and ext in VIDEO_EXTS:
+                    yield child, 'video'
+        elif not path.exists():
+            yield path, 'missing'
+        elif path.suffix.lower() in VIDEO_EXTS:
+            yield path, 'video'
+        else:
+            yield path, 'image'
+
+
+def _faces_json(poses):
+    return [{'yaw': round(p.yaw, 3), 'pitch': round(p.pitch, 3), 'roll': round(p.roll, 3),
+             'box': [round(v, 1) for v in p.box], 'score': round(p.score, 4)}
+            for p in poses]
+
+
+def _report(args, name, poses, ms):
+    if args.json:
+        _print_json({'image': name, 'faces': _faces_json(poses), 'ms': round(ms, 3)})
+    else:
+        desc = '; '.join(f'yaw {p.yaw:+.1f} pitch {p.pitch:+.1f} roll {p.roll:+.1f}'
+                         for p in poses) or 'no face'
+        print(f'{name}: {desc} ({ms:.1f} ms)', flush=True)
+
+
+def _report_error(args, name, message):
+    if args.json:
+        _print_json({'image': name, 'error': message})
+    else:
+        print(f'{name}: ERROR {message}', file=sys.stderr, flush=True)
+
+
+def _predict_video(args, path, model, out_dir):
+    import cv2
+
+    from .drawing import draw_poses
+    from .estimator import HeadPoseEstimator
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ValueError(f'cannot open video {path}')
+    writer = None
+    n = 0
+    try:
+        with HeadPoseEstimator(model, max_faces=args.max_faces, streaming=True) as est:
+            while True:
+                ok, bgr = cap.read()
+                if not ok:
+                    break
+                t0 = time.perf_counter()
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                poses = est.estimate(rgb)
+                _report(args, f'{path}#{n}', poses, (time.perf_counter() - t0) * 1e3)
+                if out_dir is not None:
+                    if writer is None:
+                        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+                        target = out_dir / f'{path.stem}_pose.mp4'
+                        writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*'mp4v'),
+                                                 fps, (bgr.shape[1], bgr.shape[0]))
+                    writer.write(cv2.cvtColor(draw_poses(rgb, poses), cv2.COLOR_RGB2BGR))
+                n += 1
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
+    if n == 0:
+        raise ValueError(f'no frames could be decoded from {path}')
+
+
+def cmd_predict(args):
+    """Run the estimator on images, directories and videos; return the exit code."""
+    import cv2
+    import numpy as np
+
+    from .benchmark import read_rgb
+    from .drawing import draw_poses
+    from .estimator import HeadPoseEstimator
+    from .model import default_model_dir, load_model
+
+    if args.max_faces < 1:
+        raise SystemExit('nlml-hpe predict: --max-faces must be >= 1')
+    model = load_model(args.model or default_model_dir())
+    out_dir = None
+    if args.out:
+        out_dir = Path(args.out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    with HeadPoseEstimator(model, max_faces=args.max_faces, streaming=False) as est:
+        # Build MediaPipe's graph now so "ms" measures the per-image work only.
+        est.estimate(np.zeros((64, 64, 3), np.uint8))
+        for path, kind in _expand_inputs(args.inputs):
+            try:
+                if kind == 'missing':
+                    raise ValueError(f'no such file or directory: {path}')
+                if kind == 'video':
+                    _predict_video(args, path, model, out_dir)
+                    continue
+                t0 = time.perf_counter()
+                rgb = read_rgb(path)
+                poses = est.estimate(rgb)
+                _report(args, str(path), poses, (time.perf_counter() - t0) * 1e3)
+                if out_dir is not None:
+                    target = out_dir / f'{path.stem}_pose.png'
+                    cv2.imwrite(str(target), cv2.cvtColor(draw_poses(rgb, poses),
+                                                          cv2.COLOR_RGB2BGR))
+            except ValueError as exc:
+                failures += 1
+                _report_error(args, str(path), str(exc))
+    return 1 if failures else 0
+
+
+def _load_estimator_or_none(model_path, streaming=False):
+    from .estimator import HeadPoseEstimator
+    from .model import ModelFileError
+
+    try:
+        return HeadPoseEstimator.from_pretrained(model_path, streaming=streaming), None
+    except ModelFileError as exc:
+        return None, str(exc)
+
+
+def cmd_benchmark_aflw(args):
+    """AFLW2000-3D accuracy benchmark (model and baseline side by side)."""
+    from .benchmark import format_aflw2000, run_aflw2000
+
+    est, error = _load_estimator_or_none(args.model)
+    if est is None:
+        print(f'warning: model unavailable ({error}); running the baseline only',
+              file=sys.stderr)
+    try:
+        result = run_aflw2000(args.directory, est, limit=args.limit,
+                              progress=not args.json and sys.stderr.isatty())
+    finally:
+        if est is not None:
+            est.close()
+    if error:
+        result['model_error'] = error
+    print(json.dumps(result, indent=2) if args.json else format_aflw2000(result))
+    return 0
+
+
+def _default_face_image():
+    shared = Path(os.environ.get('NLML_HPE_SHARED',
+                                 Path(__file__).resolve().parents[3] / 'shared')) / 'data'
+    cand = shared / 'aflw2000_dev' / 'image00008.jpg'
+    return cand if cand.is_file() else None
+
+
+def cmd_benchmark_speed(args):
+    """Per-frame speed benchmark (streaming mode) and encoder+heads time."""
+    from .benchmark import format_speed, read_rgb, run_speed
+    from .estimator import HeadPoseEstimator
+    from .model import PoseModel, expected_shapes
+
+    image = Path(args.image) if args.image else _default_face_image()
+    if image is None:
+        raise SystemExit('nlml-hpe benchmark speed: give --image FACE.jpg (an image with one '
+                         'face); the default AFLW2000 dev image was not found')
+    est, error = _load_estimator_or_none(args.model, streaming=True)
+    note = None
+    if est is None:
+        import numpy as np
+        rng = np.random.default_rng(0)
+        weights = {k: rng.normal(0, 0.02, s).astype(np.float32)
+                   for k, s in expected_shapes().items()}
+        weights['feature_std'] = np.ones_like(weights['feature_std'])
+        est = HeadPoseEstimator(PoseModel(weights), streaming=True)
+        note = (f'model unavailable ({error}); timed a randomly initialised network of the '
+                'same architecture (timing does not depend on the weights)')
+        print(f'warning: {note}', file=sys.stderr)
+    with est:
+        result = run_speed(est, read_rgb(image), frames=args.frames)
+    result['image'] = str(image)
+    if note:
+        result['note'] = note
+    print(json.dumps(result, indent=2) if args.json else format_speed(result))
+    return 0
+
+
+def cmd_benchmark_position(args):
+    """Position accuracy on synthetic faces."""
+    from .position import synthetic_accuracy
+
+    result = synthetic_accuracy(n_trials=args.trials, seed=args.seed)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, val in result.items():
+            print(f'{key}: {val}')
+    return 0
+
+
+def _dispatch_train(argv):
+    src_root = Path(__file__).resolve().parents[2]
+    if (src_root / 'training' / '__init__.py').is_file() and str(src_root) not in sys.path:
+        sys.path.insert(0, str(src_root))
+    try:
+        from training import pipeline
+    except ImportError as exc:
+        raise SystemExit('nlml-hpe train: the training pipeline runs from a source checkout '
+                         'of nlml_hpe (training/ beside src/); it is not importable here: '
+                         f'{exc}') from exc
+    return pipeline.main(argv)
+
+
+def build_parser():
+    """Return the argument parser (predict and benchmark subcommands)."""
+    parser = argparse.ArgumentParser(prog='nlml-hpe', description=__doc__.split('\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog='Also: benchmark node ..., demo ..., train ...')
+    sub = parser.add_subparsers(dest='command', required=True)
+    pred = sub.add_parser('predict', help='estimate head poses in images, dirs and videos')
+    pred.add_argument('inputs', nargs='+', metavar='IMAGE|DIR|VIDEO')
+    pred.add_argument('--json', action='store_true', help='one JSON object per image per line')
+    pred.add_argument('--out', metavar='DIR', help='write annotated images/videos here')
+    pred.add_argument('--model', metavar='PATH', help='model directory or .safetensors file')
+    pred.add_argument('--max-faces', type=int, default=5)
+    pred.set_defaults(func=cmd_predict)
+
+    bench = sub.add_parser('benchmark', help='accuracy and speed benchmarks')
+    bsub = bench.add_subparsers(dest='benchmark', required=True)
+    aflw = bsub.add_parser('aflw2000', help='MAE of model and solvePnP baseline on AFLW2000-3D')
+    aflw.add_argument('directory', metavar='DIR')
+    aflw.add_argument('--json', action='store_true')
+    aflw.add_argument('--limit', type=int, default=None, help='use the first N images')
+    aflw.add_argument('--model', metavar='PATH')
+    aflw.set_defaults(func=cmd_benchmark_aflw)
+    speed = bsub.add_parser('speed', help='encoder+heads and streaming whole-frame latency')
+    speed.add_argument('--frames', type=int, default=300)
+    speed.add_argument('--image', metavar='FACE', help='image with one face (default: an '
+                       'AFLW2000 dev image from the shared data)')
+    speed.add_argument('--model', metavar='PATH')
+    speed.add_argument('--json', action='store_true')
+    speed.set_defaults(func=cmd_benchmark_speed)
+    pos = bsub.add_parser('position', help='position accuracy on synthetic faces')
+    pos.add_argument('--trials', type=int, default=1000)
+    pos.add_argument('--seed', type=int, default=0)
+    pos.add_argument('--json', action='store_true')
+    pos.set_defaults(func=cmd_benchmark_position)
+    bsub.add_parser('node', help='ROS node benchmark (nlml_hpe.node_benchmark)')
+    sub.add_parser('demo', help='ROS demo (nlml_hpe.demo)')
+    sub.add_parser('train', help='offline training pipeline (source checkout)')
+    return parser
+
+
+def main(argv=None):
+    """Entry point of ``nlml-hpe``; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ['benchmark', 'node']:
+        from . import node_benchmark
+        return node_benchmark.main(argv[2:])
+    if argv[:1] == ['demo']:
+        from . import demo
+        return demo.main(argv[1:])
+    if argv[:1] == ['train']:
+        return _dispatch_train(argv[1:])
+    args = build_parser().parse_args(argv)
+    from .model import ModelFileError
+    try:
+        return args.func(args)
+    except ModelFileError as exc:
+        print(f'nlml-hpe: {exc}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

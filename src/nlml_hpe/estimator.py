@@ -1,0 +1,176 @@
+"""ROS-free head pose estimation: RGB image -> one :class:`FacePose` per face.
+
+Pipeline: :class:`~nlml_hpe.landmarks.LandmarkExtractor` (MediaPipe Face Mesh,
+468 landmarks) -> :func:`~nlml_hpe.features.normalise_landmarks` -> the NLML-HPE
+encoder + heads (:class:`~nlml_hpe.model.PoseModel`, numpy) for all faces of the
+frame in one batch -> angles, rotation, quaternion and (given intrinsics) the
+metric position (:mod:`nlml_hpe.position`).
+"""
+
+from dataclasses import dataclass, field
+import time
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from .features import N_LANDMARKS, normalise_landmarks
+from .geometry import euler_to_matrix, face_frame_in_optical, viewer_to_optical
+from .images import as_rgb_uint8
+from .model import default_model_dir, load_model
+from .position import check_camera_matrix, estimate_position
+
+
+@dataclass
+class FacePose:
+    """Head pose of one face.
+
+    Angles are degrees in the AFLW2000-3D convention (``pitch, yaw, roll =
+    Pose_Para[:3]``).  ``rotation`` is the head-to-optical-frame rotation
+    (``viewer_to_optical(euler_to_matrix(pitch, yaw, roll))``); ``quaternion``
+    ``(x, y, z, w)`` is the REP-155 face frame (x out of the face, z up) in the
+    optical frame.  ``box`` is ``(x0, y0, x1, y1)`` in pixels (the landmarks'
+    bounding box, clipped to the image when its size is known); ``landmarks``
+    ``(468, 3)`` pixel-proportional coordinates; ``score`` the fraction of
+    landmarks inside the image (see :class:`~nlml_hpe.landmarks.LandmarkExtractor`);
+    ``position`` ``(3,)`` metres in the optical frame, or ``None`` without
+    camera intrinsics.
+    """
+
+    yaw: float
+    pitch: float
+    roll: float
+    rotation: np.ndarray
+    quaternion: np.ndarray
+    box: tuple
+    landmarks: np.ndarray = field(repr=False)
+    score: float = 1.0
+    position: np.ndarray = None
+
+    @property
+    def angles(self):
+        """``(pitch, yaw, roll)`` in degrees."""
+        return np.array([self.pitch, self.yaw, self.roll])
+
+    def to_dict(self):
+        """JSON-friendly summary (angles, box, score, position)."""
+        out = {'yaw': float(self.yaw), 'pitch': float(self.pitch), 'roll': float(self.roll),
+               'box': [float(v) for v in self.box], 'score': float(self.score)}
+        if self.position is not None:
+            out['position'] = [float(v) for v in self.position]
+        return out
+
+
+def landmark_box(landmarks_px, image_size=None):
+    """Bounding box ``(x0, y0, x1, y1)`` of landmarks; clipped to ``(width, height)``."""
+    lm = np.asarray(landmarks_px, dtype=np.float64)
+    x0, y0 = lm[:, 0].min(), lm[:, 1].min()
+    x1, y1 = lm[:, 0].max(), lm[:, 1].max()
+    if image_size is not None:
+        w, h = image_size
+        x0, x1 = np.clip([x0, x1], 0, w)
+        y0, y1 = np.clip([y0, y1], 0, h)
+    return (float(x0), float(y0), float(x1), float(y1))
+
+
+class HeadPoseEstimator:
+    """Estimate the head pose of every face in an RGB image.
+
+    Use :meth:`from_pretrained` to load the shipped model.  ``last_timings``
+    holds the per-stage times of the latest call (``landmarks_ms``,
+    ``model_ms``, ``post_ms``).
+    """
+
+    def __init__(self, model, extractor=None, *, max_faces=5, min_detection_confidence=0.5,
+                 min_tracking_confidence=0.5, streaming=False):
+        self.model = model
+        self._extractor = extractor
+        self._extractor_args = dict(max_faces=max_faces,
+                                    min_detection_confidence=min_detection_confidence,
+                                    min_tracking_confidence=min_tracking_confidence,
+                                    streaming=streaming)
+        self.streaming = bool(streaming)
+        self.max_faces = int(max_faces)
+        self.last_timings = {}
+
+    @classmethod
+    def from_pretrained(cls, path=None, *, max_faces=5, min_detection_confidence=0.5,
+                        min_tracking_confidence=0.5, streaming=False):
+        """Load the model at ``path`` (default :func:`~nlml_hpe.model.default_model_dir`)."""
+        model = load_model(default_model_dir() if path is None else path)
+        return cls(model, max_faces=max_faces,
+                   min_detection_confidence=min_detection_confidence,
+                   min_tracking_confidence=min_tracking_confidence, streaming=streaming)
+
+    @property
+    def extractor(self):
+        """The MediaPipe landmark extractor (created on first use)."""
+        if self._extractor is None:
+            from .landmarks import LandmarkExtractor
+            self._extractor = LandmarkExtractor(**self._extractor_args)
+        return self._extractor
+
+    def estimate(self, rgb_uint8, camera_matrix=None):
+        """Return a list of :class:`FacePose`, largest face first (``[]`` if no face)."""
+        rgb = as_rgb_uint8(rgb_uint8)
+        if camera_matrix is not None:
+            camera_matrix = check_camera_matrix(camera_matrix)
+        t0 = time.perf_counter()
+        faces, scores = self.extractor.extract_with_scores(rgb)
+        landmarks_ms = (time.perf_counter() - t0) * 1e3
+        poses = self.estimate_landmarks(faces, camera_matrix, scores=scores,
+                                        image_size=(rgb.shape[1], rgb.shape[0]))
+        self.last_timings['landmarks_ms'] = landmarks_ms
+        return poses
+
+    def estimate_landmarks(self, landmarks_px_list, camera_matrix=None, *, scores=None,
+                           image_size=None):
+        """Estimate poses from given ``(468, 3)`` pixel landmarks (skips MediaPipe).
+
+        All faces go through the model in one batch.  ``scores`` defaults to 1.0
+        per face; ``image_size`` ``(width, height)`` clips the boxes.
+        """
+        lms = [np.asarray(lm, dtype=np.float64) for lm in landmarks_px_list]
+        for lm in lms:
+            if lm.shape != (N_LANDMARKS, 3):
+                raise ValueError(f'expected landmarks of shape ({N_LANDMARKS}, 3), '
+                                 f'got {lm.shape}')
+        if scores is None:
+            scores = [1.0] * len(lms)
+        if len(scores) != len(lms):
+            raise ValueError(f'got {len(scores)} scores for {len(lms)} faces')
+        if camera_matrix is not None:
+            camera_matrix = check_camera_matrix(camera_matrix)
+        self.last_timings = {'landmarks_ms': 0.0, 'model_ms': 0.0, 'post_ms': 0.0,
+                             'faces': len(lms)}
+        if not lms:
+            return []
+        t0 = time.perf_counter()
+        feats = normalise_landmarks(np.stack(lms))
+        angles = self.model.predict(feats)  # one batch: (N, 3) pitch, yaw, roll
+        t1 = time.perf_counter()
+        rot_viewer = euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
+        quats = Rotation.from_matrix(face_frame_in_optical(rot_viewer)).as_quat()
+        poses = []
+        for i, lm in enumerate(lms):
+            rot = viewer_to_optical(rot_viewer[i])
+            pos = None if camera_matrix is None else estimate_position(lm, rot, camera_matrix)
+            pitch, yaw, roll = (float(v) for v in angles[i])
+            poses.append(FacePose(yaw=yaw, pitch=pitch, roll=roll, rotation=rot,
+                                  quaternion=quats[i], box=landmark_box(lm, image_size),
+                                  landmarks=lm, score=float(scores[i]), position=pos))
+        poses.sort(key=lambda p: -(p.box[2] - p.box[0]) * (p.box[3] - p.box[1]))
+        self.last_timings.update(model_ms=(t1 - t0) * 1e3,
+                                 post_ms=(time.perf_counter() - t1) * 1e3)
+        return poses
+
+    def close(self):
+        """Release MediaPipe resources."""
+        if self._extractor is not None:
+            self._extractor.close()
+            self._extractor = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

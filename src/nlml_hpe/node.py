@@ -1,0 +1,594 @@
+"""ROS 2 node ``head_pose_node``: camera images in, head poses, TF and a gaze signal out.
+
+Subscriptions (relative names, sensor-data QoS)::
+
+    image             sensor_msgs/Image (rgb8, bgr8, mono8, rgba8, bgra8)
+    image/compressed  sensor_msgs/CompressedImage (instead of ``image`` when
+                      the parameter use_compressed is true)
+    camera_info       sensor_msgs/CameraInfo (followed live; K gives metric positions)
+
+Publications (every message carries the image's header stamp and frame_id)::
+
+    head_pose          geometry_msgs/PoseStamped   primary face (largest box); nothing
+                                                   is published when no face is seen
+    head_poses         geometry_msgs/PoseArray     all faces, largest first (may be empty)
+    face_ids           std_msgs/Int32MultiArray    track id of each head_poses entry
+    gaze_offsets       std_msgs/Float32MultiArray  per face, in head_poses order: angle (deg)
+                                                   between the face's forward axis and the
+                                                   ray from the head to the camera
+    looking_at_camera  std_msgs/Bool               primary face: gaze offset <= the
+                                                   parameter looking_threshold_deg
+    head_markers       visualization_msgs/MarkerArray  axes, gaze arrow and label per face
+    /tf                tf2_msgs/TFMessage  <camera frame> -> face_<id> (REP-155: x out of
+                                           the face, y to the subject's left, z up) and,
+                                           optionally, -> gaze_<id>
+    /diagnostics       diagnostic_msgs/DiagnosticArray (1 Hz)
+
+Poses are in the camera's optical frame.  With a valid camera_info the position
+is metric (from the landmarks and K); otherwise the face lies on the optical ray
+through its box centre at ``default_distance_m`` (a 60 degree horizontal field
+of view is assumed for the ray when K is unknown).  The ``gaze_<id>`` frame is
+the point where the face's forward axis crosses the camera's image plane (z = 0
+of the optical frame), with the face's orientation; it is omitted when the face
+looks away from that plane.
+
+Only the newest frame is processed: the subscription callback stores the latest
+message and a worker thread processes it; frames overwritten before processing
+are counted as dropped.  Bad input (wrong encoding, zero size, truncated data,
+step mismatch, corrupt compressed bytes, invalid camera_info, no face) produces
+a throttled warning and no output that could be wrong.
+"""
+
+import collections
+import math
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, Pose, PoseArray, PoseStamped, TransformStamped
+import numpy as np
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+    SetParametersResult,
+)
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import (
+    QoSDurabilityPolicy,
+    QoSProfile,
+    QoSReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Bool, ColorRGBA, Float32MultiArray, Int32MultiArray, MultiArrayDimension
+from visualization_msgs.msg import Marker, MarkerArray
+
+from . import geometry
+from .ros_image import (
+    ImageConversionError,
+    camera_matrix_from_info,
+    compressed_to_rgb,
+    default_camera_matrix,
+    image_to_rgb,
+    ray_position,
+)
+from .tracking import FaceTracker, PoseSmoother
+
+try:  # tf2_ros is not on PyPI; with a ROS install use its broadcaster.
+    from tf2_ros import TransformBroadcaster
+except ImportError:  # pragma: no cover - depends on the install
+    TransformBroadcaster = None
+from tf2_msgs.msg import TFMessage
+
+#: Seconds between two warnings of the same kind.
+WARN_PERIOD_S = 5.0
+#: Frame id used when an image arrives with an empty header.frame_id and no override.
+FALLBACK_FRAME = 'camera_optical_frame'
+
+
+def _range_f(lo, hi):
+    return [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+
+
+def _range_i(lo, hi):
+    return [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
+
+
+#: name -> (default, description, extra ParameterDescriptor fields).
+PARAMETERS = {
+    'model_path': ('', 'Model directory or .safetensors file; empty = the shipped model.', {}),
+    'max_faces': (5, 'Maximum number of faces detected per frame.',
+                  {'integer_range': _range_i(1, 20)}),
+    'min_detection_confidence': (0.5, 'MediaPipe face detection confidence threshold.',
+                                 {'floating_point_range': _range_f(0.0, 1.0)}),
+    'tracking': (True, 'Keep face ids stable across frames (greedy IoU matching).', {}),
+    'smoothing': (True, 'One-Euro smoothing of orientation and position (needs tracking).', {}),
+    'smoothing_min_cutoff': (1.0, 'One-Euro cut-off at rest (Hz); lower = smoother.',
+                             {'floating_point_range': _range_f(0.01, 100.0)}),
+    'smoothing_beta': (0.05, 'One-Euro speed coefficient; higher = less lag.',
+                       {'floating_point_range': _range_f(0.0, 100.0)}),
+    'smoothing_d_cutoff': (1.0, 'One-Euro derivative cut-off (Hz).',
+                           {'floating_point_range': _range_f(0.01, 100.0)}),
+    'publish_tf': (True, 'Broadcast <camera frame> -> face_<id> on /tf.', {}),
+    'publish_gaze_frames': (False, 'Also broadcast <camera frame> -> gaze_<id>.', {}),
+    'face_frame_prefix': ('face_', 'Child frame prefix of the face frames.', {}),
+    'gaze_frame_prefix': ('gaze_', 'Child frame prefix of the gaze frames.', {}),
+    'camera_frame': ('', "Override of the images' header.frame_id (empty = use it).", {}),
+    'max_rate': (0.0, 'Processing-rate cap in Hz (0 = as fast as frames arrive).',
+                 {'floating_point_range': _range_f(0.0, 1000.0)}),
+    'looking_threshold_deg': (15.0, 'Gaze offset (deg) at or below which a face counts as '
+                              'looking at the camera.',
+                              {'floating_point_range': _range_f(0.0, 180.0)}),
+    'default_distance_m': (1.0, 'Distance of the face along its optical ray when camera_info '
+                           'is missing or invalid (m).',
+                           {'floating_point_range': _range_f(0.05, 100.0)}),
+    'use_compressed': (False, 'Subscribe to image/compressed instead of image.',
+                       {'read_only': True}),
+}
+_RELOAD = {'model_path', 'max_faces', 'min_detection_confidence'}
+_SMOOTH = {'smoothing_min_cutoff', 'smoothing_beta', 'smoothing_d_cutoff', 'smoothing'}
+
+
+def _valid_frame_name(name):
+    return bool(name) and all(c.isalnum() or c in '_/-.' for c in name)
+
+
+def _stamp_seconds(stamp):
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+class HeadPoseNode(Node):
+    """Thin ROS adapter over :class:`nlml_hpe.estimator.HeadPoseEstimator`."""
+
+    def __init__(self, node_name='head_pose_node', *, estimator=None, **kwargs):
+        """Create the node; ``estimator`` (optional) replaces the one built from parameters."""
+        super().__init__(node_name, **kwargs)
+        for name, (default, text, extra) in PARAMETERS.items():
+            self.declare_parameter(name, default,
+                                   ParameterDescriptor(description=text, **extra))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        problem = self._check_values(self._p)
+        if problem:
+            raise ValueError(problem)
+
+        self._lock = threading.Condition()
+        self._pending = None
+        self._stop = False
+        self._reload = False
+        self._camera_matrix = None
+        self._camera_size = None
+        self._last_warn = {}
+        self.warnings = collections.Counter()  # kind -> count (all, not just logged ones)
+        self.stats = collections.Counter()
+        self._recv_times = collections.deque(maxlen=120)
+        self._latency_ms = collections.deque(maxlen=120)
+        self._age_ms = collections.deque(maxlen=120)
+        self._last_faces = 0
+        self._tracker = FaceTracker()
+        self._smoother = self._make_smoother()
+
+        self._estimator = estimator if estimator is not None else self._make_estimator()
+        self._warm_up()
+
+        out_qos = QoSProfile(depth=10)
+        self._pub_pose = self.create_publisher(PoseStamped, 'head_pose', out_qos)
+        self._pub_poses = self.create_publisher(PoseArray, 'head_poses', out_qos)
+        self._pub_ids = self.create_publisher(Int32MultiArray, 'face_ids', out_qos)
+        self._pub_offsets = self.create_publisher(Float32MultiArray, 'gaze_offsets', out_qos)
+        self._pub_looking = self.create_publisher(Bool, 'looking_at_camera', out_qos)
+        self._pub_markers = self.create_publisher(MarkerArray, 'head_markers', out_qos)
+        self._pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', out_qos)
+        if TransformBroadcaster is not None:  # pragma: no cover - needs a ROS install
+            self._tf = TransformBroadcaster(self)
+            self._pub_tf = None
+        else:
+            self._tf = None
+            tf_qos = QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE,
+                                durability=QoSDurabilityPolicy.VOLATILE)
+            self._pub_tf = self.create_publisher(TFMessage, '/tf', tf_qos)
+
+        if self._p['use_compressed']:
+            self.create_subscription(CompressedImage, 'image/compressed',
+                                     lambda m: self._on_image(m, compressed=True),
+                                     qos_profile_sensor_data)
+        else:
+            self.create_subscription(Image, 'image', lambda m: self._on_image(m, compressed=False),
+                                     qos_profile_sensor_data)
+        self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info,
+                                 qos_profile_sensor_data)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self._worker = threading.Thread(target=self._work, name='head_pose_worker', daemon=True)
+        self._worker.start()
+        topic = 'image/compressed' if self._p['use_compressed'] else 'image'
+        self.get_logger().info(
+            f'head_pose_node ready: listening on {self.resolve_topic_name(topic)}, '
+            f'publishing {self.resolve_topic_name("head_pose")}')
+
+    # ------------------------------------------------------------------ setup
+    def _make_estimator(self):
+        from .estimator import HeadPoseEstimator
+
+        path = self._p['model_path'] or None
+        return HeadPoseEstimator.from_pretrained(
+            path=path, max_faces=int(self._p['max_faces']),
+            min_detection_confidence=float(self._p['min_detection_confidence']), streaming=True)
+
+    def _warm_up(self):
+        """Create MediaPipe's graph now, so the first camera frame is not slow."""
+        self._estimator.estimate(np.zeros((64, 64, 3), np.uint8))
+
+    def _make_smoother(self):
+        return PoseSmoother(self._p['smoothing_min_cutoff'], self._p['smoothing_beta'],
+                            self._p['smoothing_d_cutoff'])
+
+    @staticmethod
+    def _check_values(values):
+        """Return a reason string when a combination of values is invalid, else ''."""
+        from pathlib import Path
+
+        for key in ('face_frame_prefix', 'gaze_frame_prefix'):
+            if key in values and not _valid_frame_name(values[key]):
+                return (f'{key} must be a non-empty frame name of letters, digits, _ / - . '
+                        f'(got {values[key]!r})')
+        cam = values.get('camera_frame', '')
+        if cam and not _valid_frame_name(cam):
+            return f'camera_frame {cam!r} is not a valid frame name'
+        path = values.get('model_path', '')
+        if path and not Path(path).exists():
+            return f'model_path {path!r} does not exist'
+        return ''
+
+    def _on_set_parameters(self, params):
+        values = {p.name: p.value for p in params}
+        for p in params:
+            if p.name not in PARAMETERS:
+                continue
+            want = type(PARAMETERS[p.name][0])
+            if p.type_ == ParameterType.PARAMETER_NOT_SET or \
+                    (want is float and not isinstance(p.value, (int, float))) or \
+                    (want is not float and not isinstance(p.value, want)):
+                return SetParametersResult(successful=False,
+                                           reason=f'{p.name} must be of type {want.__name__}')
+            if want is float and not math.isfinite(float(p.value)):
+                return SetParametersResult(successful=False, reason=f'{p.name} must be finite')
+        problem = self._check_values(values)
+        if problem:
+            return SetParametersResult(successful=False, reason=problem)
+        if not hasattr(self, '_lock'):  # during declaration
+            return SetParametersResult(successful=True)
+        with self._lock:
+            self._p.update({k: v for k, v in values.items() if k in PARAMETERS})
+            if _RELOAD & set(values):
+                self._reload = True
+            if _SMOOTH & set(values):
+                self._smoother = self._make_smoother()
+            if 'tracking' in values and not values['tracking']:
+                self._tracker.reset()
+        return SetParametersResult(successful=True)
+
+    # -------------------------------------------------------------- callbacks
+    def _warn(self, kind, text):
+        """Log ``text`` at most once per WARN_PERIOD_S for each ``kind``; count every call."""
+        self.warnings[kind] += 1
+        now = time.monotonic()
+        if now - self._last_warn.get(kind, -1e9) >= WARN_PERIOD_S:
+            self._last_warn[kind] = now
+            suffix = f' ({self.warnings[kind]} so far)' if self.warnings[kind] > 1 else ''
+            self.get_logger().warning(f'{text}{suffix}')
+
+    def _on_image(self, msg, compressed):
+        now = time.monotonic()
+        with self._lock:
+            self.stats['received'] += 1
+            self._recv_times.append(now)
+            if self._pending is not None:
+                self.stats['dropped'] += 1
+            self._pending = (msg, compressed, now)
+            self._lock.notify()
+
+    def _on_camera_info(self, msg):
+        try:
+            K = camera_matrix_from_info(msg)
+        except ImageConversionError as exc:
+            with self._lock:
+                self._camera_matrix = None
+                self._camera_size = None
+            self._warn('camera_info', f'ignoring camera_info: {exc}; positions use '
+                       f'default_distance_m until a valid one arrives')
+            return
+        with self._lock:
+            self._camera_matrix = K
+            self._camera_size = (int(msg.width), int(msg.height))
+
+    # ----------------------------------------------------------------- worker
+    def _work(self):
+        last_start = -1e9
+        while True:
+            with self._lock:
+                while self._pending is None and not self._stop:
+                    self._lock.wait(0.5)
+                if self._stop:
+                    return
+                cap = float(self._p['max_rate'])
+                wait = (last_start + 1.0 / cap - time.monotonic()) if cap > 0 else 0.0
+                if wait > 0:
+                    self._lock.wait(wait)  # newer frames may replace the pending one meanwhile
+                    continue
+                msg, compressed, received = self._pending
+                self._pending = None
+                reload, self._reload = self._reload, False
+            last_start = time.monotonic()
+            try:
+                if reload:
+                    old = self._estimator
+                    self._estimator = self._make_estimator()
+                    self._warm_up()
+                    self._tracker.reset()
+                    if hasattr(old, 'close'):
+                        old.close()
+                    self.get_logger().info('estimator reloaded with the new parameters')
+                self._process(msg, compressed, received)
+            except Exception as exc:  # noqa: BLE001 - the node must keep running
+                self.stats['errors'] += 1
+                self._warn('error', f'frame skipped: {type(exc).__name__}: {exc}')
+
+    def _process(self, msg, compressed, received):
+        try:
+            rgb = compressed_to_rgb(msg) if compressed else image_to_rgb(msg)
+        except ImageConversionError as exc:
+            self.stats['rejected'] += 1
+            self._warn('image', f'image rejected: {exc}')
+            return
+        height, width = rgb.shape[:2]
+        frame = self._p['camera_frame'] or msg.header.frame_id
+        if not frame:
+            frame = FALLBACK_FRAME
+            self._warn('frame_id', f'image has an empty header.frame_id; using {frame!r} '
+                       '(set the camera_frame parameter)')
+        with self._lock:
+            K, size = self._camera_matrix, self._camera_size
+        if K is not None and size != (width, height):
+            self._warn('camera_info_size', f'camera_info is for {size[0]}x{size[1]} but the '
+                       f'image is {width}x{height}; ignoring its intrinsics')
+            K = None
+        faces = self._estimator.estimate(rgb, camera_matrix=K)
+        t = _stamp_seconds(msg.header.stamp)
+        if t <= 0:
+            t = received
+        if not faces:
+            self.stats['no_face'] += 1
+            self._warn('no_face', 'no face in the image')
+        results = self._to_results(faces, K, width, height, t)
+        self._publish(msg.header.stamp, frame, results)
+        done = time.monotonic()
+        with self._lock:
+            self.stats['processed'] += 1
+            self._last_faces = len(results)
+            self._latency_ms.append((done - received) * 1e3)
+            if _stamp_seconds(msg.header.stamp) > 0:
+                self._age_ms.append((self.get_clock().now().nanoseconds * 1e-9
+                                     - _stamp_seconds(msg.header.stamp)) * 1e3)
+
+    def _to_results(self, faces, K, width, height, t):
+        """Per face: dict(id, quat, rot (face axes in optical), position, offset, looking)."""
+        p = self._p
+        boxes = np.array([f.box for f in faces], float).reshape(-1, 4)
+        ids = self._tracker.update(boxes, t) if p['tracking'] else list(range(len(faces)))
+        ray_K = K if K is not None else default_camera_matrix(width, height)
+        results = []
+        for face, box, fid in zip(faces, boxes, ids):
+            quat = np.asarray(face.quaternion, float)
+            if face.position is not None and K is not None:
+                pos = np.asarray(face.position, float)
+            else:
+                centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+                pos = ray_position(ray_K, centre, p['default_distance_m'])
+            if not (np.all(np.isfinite(quat)) and np.all(np.isfinite(pos))):
+                self._warn('nonfinite', 'estimator returned a non-finite pose; face skipped')
+                continue
+            if p['smoothing'] and p['tracking']:
+                quat, pos = self._smoother(fid, quat, pos, t)
+            rot = Rotation.from_quat(quat).as_matrix()
+            offset = float(geometry.gaze_offset_deg(rot, pos))
+            results.append(dict(id=int(fid), quat=quat / np.linalg.norm(quat), rot=rot,
+                                position=pos, offset=offset,
+                                looking=offset <= p['looking_threshold_deg'],
+                                area=(box[2] - box[0]) * (box[3] - box[1])))
+        results.sort(key=lambda r: -r['area'])  # primary = largest face first
+        return results
+
+    # ------------------------------------------------------------- publishing
+    @staticmethod
+    def _pose(r):
+        pose = Pose()
+        pose.position.x, pose.position.y, pose.position.z = (float(v) for v in r['position'])
+        q = pose.orientation
+        q.x, q.y, q.z, q.w = (float(v) for v in r['quat'])
+        return pose
+
+    def _publish(self, stamp, frame, results):
+        p = self._p
+        poses = PoseArray()
+        poses.header.stamp, poses.header.frame_id = stamp, frame
+        poses.poses = [self._pose(r) for r in results]
+        self._pub_poses.publish(poses)
+        dim = [MultiArrayDimension(label='faces', size=len(results), stride=len(results))]
+        ids = Int32MultiArray(data=[r['id'] for r in results])
+        ids.layout.dim = dim
+        self._pub_ids.publish(ids)
+        offsets = Float32MultiArray(data=[r['offset'] for r in results])
+        offsets.layout.dim = dim
+        self._pub_offsets.publish(offsets)
+        self._pub_markers.publish(self._markers(stamp, frame, results))
+        if not results:
+            return
+        primary = PoseStamped()
+        primary.header = poses.header
+        primary.pose = poses.poses[0]
+        self._pub_pose.publish(primary)
+        self._pub_looking.publish(Bool(data=bool(results[0]['looking'])))
+        if p['publish_tf']:
+            transforms = []
+            for r, pose in zip(results, poses.poses):
+                child = p['face_frame_prefix'] + str(r['id'])
+                transforms.append(self._transform(stamp, frame, child, pose.position,
+                                                  pose.orientation))
+                if p['publish_gaze_frames']:
+                    gaze = self._gaze_point(r)
+                    if gaze is not None:
+                        transforms.append(self._transform(
+                            stamp, frame, p['gaze_frame_prefix'] + str(r['id']),
+                            Point(x=gaze[0], y=gaze[1], z=gaze[2]), pose.orientation))
+            if self._tf is not None:  # pragma: no cover - needs tf2_ros
+                self._tf.sendTransform(transforms)
+            else:
+                self._pub_tf.publish(TFMessage(transforms=transforms))
+
+    @staticmethod
+    def _gaze_point(r):
+        """Where the face's forward axis meets the camera's image plane (z = 0), or None."""
+        forward = r['rot'][:, 0]
+        pos = r['position']
+        if forward[2] >= -1e-6:
+            return None
+        s = -pos[2] / forward[2]
+        return [float(v) for v in pos + s * forward]
+
+    @staticmethod
+    def _transform(stamp, parent, child, position, orientation):
+        tf = TransformStamped()
+        tf.header.stamp, tf.header.frame_id, tf.child_frame_id = stamp, parent, child
+        tf.transform.translation.x = position.x
+        tf.transform.translation.y = position.y
+        tf.transform.translation.z = position.z
+        tf.transform.rotation = orientation
+        return tf
+
+    @staticmethod
+    def _markers(stamp, frame, results):
+        out = MarkerArray()
+        clear = Marker(action=Marker.DELETEALL)
+        clear.header.stamp, clear.header.frame_id = stamp, frame
+        out.markers.append(clear)
+        colours = [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]
+        for r in results:
+            origin = r['position']
+            for axis in range(4):
+                m = Marker(type=Marker.ARROW, action=Marker.ADD, id=r['id'] * 10 + axis)
+                m.header.stamp, m.header.frame_id = stamp, frame
+                m.pose.orientation.w = 1.0
+                m.lifetime.sec = 1
+                if axis < 3:
+                    m.ns, length = 'head_axes', 0.1
+                    m.scale.x, m.scale.y, m.scale.z = 0.008, 0.016, 0.02
+                    m.color = ColorRGBA(r=colours[axis][0], g=colours[axis][1],
+                                        b=colours[axis][2], a=1.0)
+                    direction = r['rot'][:, axis]
+                else:
+                    m.ns, length = 'gaze', 0.4
+                    m.scale.x, m.scale.y, m.scale.z = 0.015, 0.03, 0.05
+                    m.color = (ColorRGBA(r=0.1, g=0.9, b=0.1, a=0.8) if r['looking']
+                               else ColorRGBA(r=0.9, g=0.6, b=0.1, a=0.8))
+                    direction = r['rot'][:, 0]
+                end = origin + length * direction
+                m.points = [Point(x=float(origin[0]), y=float(origin[1]), z=float(origin[2])),
+                            Point(x=float(end[0]), y=float(end[1]), z=float(end[2]))]
+                out.markers.append(m)
+            label = Marker(type=Marker.TEXT_VIEW_FACING, action=Marker.ADD, ns='label',
+                           id=r['id'] * 10 + 9)
+            label.header.stamp, label.header.frame_id = stamp, frame
+            label.pose.position.x = float(origin[0])
+            label.pose.position.y = float(origin[1]) - 0.15
+            label.pose.position.z = float(origin[2])
+            label.pose.orientation.w = 1.0
+            label.scale.z = 0.05
+            label.lifetime.sec = 1
+            label.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+            label.text = (f'face {r["id"]}: {r["offset"]:.0f} deg'
+                          + (' (looking)' if r['looking'] else ''))
+            out.markers.append(label)
+        return out
+
+    def _publish_diagnostics(self):
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._recv_times if now - t <= 2.0]
+            rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and \
+                recent[-1] > recent[0] else 0.0
+            lat = sorted(self._latency_ms)
+            age = sorted(self._age_ms)
+            stats = dict(self.stats)
+            faces = self._last_faces
+            has_k = self._camera_matrix is not None
+        status = DiagnosticStatus(name=f'{self.get_name()}: head pose estimation',
+                                  hardware_id='camera')
+        if not recent:
+            status.level, status.message = DiagnosticStatus.WARN, 'no images received'
+        elif stats.get('rejected', 0) and not stats.get('processed', 0):
+            status.level, status.message = DiagnosticStatus.ERROR, 'all images rejected'
+        else:
+            status.level, status.message = DiagnosticStatus.OK, f'{faces} face(s)'
+
+        def pct(values, q):
+            return f'{values[min(len(values) - 1, int(q * len(values)))]:.1f}' if values else 'n/a'
+
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in [
+            ('input_rate_hz', f'{rate:.1f}'),
+            ('processing_latency_ms_p50', pct(lat, 0.5)),
+            ('processing_latency_ms_p95', pct(lat, 0.95)),
+            ('stamp_to_output_ms_p50', pct(age, 0.5)),
+            ('faces', faces),
+            ('frames_received', stats.get('received', 0)),
+            ('frames_processed', stats.get('processed', 0)),
+            ('frames_dropped', stats.get('dropped', 0)),
+            ('frames_rejected', stats.get('rejected', 0)),
+            ('frames_without_face', stats.get('no_face', 0)),
+            ('errors', stats.get('errors', 0)),
+            ('camera_info_valid', has_k),
+        ]]
+        diag = DiagnosticArray(status=[status])
+        diag.header.stamp = self.get_clock().now().to_msg()
+        self._pub_diag.publish(diag)
+
+    def destroy_node(self):
+        """Stop the worker thread, then destroy the node."""
+        worker = getattr(self, '_worker', None)
+        if worker is not None:  # fully constructed
+            with self._lock:
+                self._stop = True
+                self._lock.notify_all()
+            worker.join(timeout=5.0)
+        close = getattr(getattr(self, '_estimator', None), 'close', None)
+        if close is not None:
+            close()
+        return super().destroy_node()
+
+
+def main(args=None):
+    """Entry point of ``ros2 run nlml_hpe head_pose_node``."""
+    try:
+        with rclpy.init(args=args):
+            try:
+                node = HeadPoseNode()
+            except ValueError as exc:  # bad parameter values or model file
+                rclpy.logging.get_logger('head_pose_node').fatal(f'cannot start: {exc}')
+                return 1
+            try:
+                rclpy.spin(node)
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    return 0
+
+
+if __name__ == '__main__':
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Metric head position from 2D landmarks, a known rotation and camera intrinsics.
+
+The head is modelled by MediaPipe's canonical face (a mean face, cm, shipped as
+``data/canonical_face_468.npy``).  With the rotation fixed to the estimated
+head-to-optical rotation ``R``, each landmark ``i`` with pixel ``(u, v)`` gives
+two equations linear in the translation ``t`` (optical frame, metres)::
+
+    (u - cx) / fx * (r3 . P_i + tz) = r1 . P_i + tx
+    (v - cy) / fy * (r3 . P_i + tz) = r2 . P_i + ty
+
+solved by linear least squares over all 468 landmarks.  The returned position
+is the head-frame origin of the canonical face (roughly the centre of the head
+behind the nose, between the ears), in metres in the camera optical frame.
+
+Accuracy depends on how much the real head differs from the mean face: a head
+10 % larger than the mean appears 10 % nearer.  Measured on synthetic faces
+(``nlml-hpe benchmark position``: 1000 trials, head size N(1, 7 %), 2 mm
+per-vertex shape noise, 1 px landmark noise, 3 deg rotation error, poses in
+yaw +-50 / pitch +-40 / roll +-30 deg, 0.4-3 m away, f = 600 px at 640x480):
+median position error 5.1 % of the distance (p95 14 %), i.e. 7 cm median at
+these distances.  Without head-size variation the median is 1.2 % (p95 3 %):
+the unknown head size dominates.
+"""
+
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+
+from .features import N_LANDMARKS
+
+
+@lru_cache(maxsize=1)
+def canonical_face_m():
+    """Return MediaPipe's canonical face ``(468, 3)`` in metres (head frame, read-only)."""
+    with resources.files(__package__).joinpath('data/canonical_face_468.npy').open('rb') as f:
+        pts = np.load(f).astype(np.float64) / 100.0
+    pts.setflags(write=False)
+    return pts
+
+
+def check_camera_matrix(camera_matrix):
+    """Validate a 3x3 pinhole intrinsic matrix and return it as float64."""
+    k = np.asarray(camera_matrix, dtype=np.float64)
+    if k.shape != (3, 3):
+        raise ValueError(f'camera_matrix must be 3x3, got shape {k.shape}')
+    if not np.all(np.isfinite(k)):
+        raise ValueError('camera_matrix contains NaN or inf')
+    if k[0, 0] <= 0 or k[1, 1] <= 0:
+        raise ValueError(f'camera_matrix focal lengths must be positive, got '
+                         f'fx={k[0, 0]:g}, fy={k[1, 1]:g}')
+    if not np.allclose(k[2], (0.0, 0.0, 1.0)):
+        raise ValueError(f'camera_matrix last row must be [0, 0, 1], got {k[2].tolist()}')
+    return k
+
+
+def default_camera_matrix(width, height):
+    """Return the usual guess for an unknown camera: ``f = max(w, h)``, centred."""
+    f = float(max(width, height))
+    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
+
+
+def estimate_position(landmarks_px, rotation_optical, camera_matrix, model_points=None):
+    """Least-squares translation ``(3,)`` (metres, optical frame) of the head.
+
+    ``landmarks_px`` is ``(468, 3)`` (only x, y are used) in pixels;
+    ``rotation_optical`` the 3x3 head-to-optical rotation; ``camera_matrix``
+    the 3x3 intrinsics; ``model_points`` defaults to the canonical face (m).
+    """
+    lm = np.asarray(landmarks_px, dtype=np.float64)
+    if lm.ndim != 2 or lm.shape[0] != N_LANDMARKS or lm.shape[1] < 2:
+        raise ValueError(f'expected landmarks of shape ({N_LANDMARKS}, 2 or 3), got {lm.shape}')
+    rot = np.asarray(rotation_optical, dtype=np.float64)
+    if rot.shape != (3, 3) or not np.all(np.isfinite(rot)):
+        raise ValueError('rotation_optical must be a finite 3x3 matrix')
+    k = check_camera_matrix(camera_matrix)
+    pts = canonical_face_m() if model_points is None else np.asarray(model_points, float)
+    if not np.all(np.isfinite(lm[:, :2])):
+        raise ValueError('landmarks contain NaN or inf')
+    # Normalised image coordinates (skew ignored if present: solve it exactly).
+    kinv = np.linalg.inv(k)
+    uv1 = np.column_stack([lm[:, :2], np.ones(len(lm))]) @ kinv.T
+    a, b = uv1[:, 0], uv1[:, 1]
+    rp = pts @ rot.T  # rotated model points
+    n = len(lm)
+    mat = np.zeros((2 * n, 3))
+    rhs = np.empty(2 * n)
+    mat[:n, 0] = -1.0
+    mat[:n, 2] = a
+    rhs[:n] = rp[:, 0] - a * rp[:, 2]
+    mat[n:, 1] = -1.0
+    mat[n:, 2] = b
+    rhs[n:] = rp[:, 1] - b * rp[:, 2]
+    t, *_ = np.linalg.lstsq(mat, rhs, rcond=None)
+    return t
+
+
+def synthetic_accuracy(n_trials=500, seed=0, width=640, height=480, focal=600.0,
+                       scale_sd=0.07, shape_noise_m=0.002, pixel_noise=1.0,
+                       rotation_noise_deg=3.0, distance_range=(0.4, 3.0)):
+    """Measure :func:`estimate_position` on synthetic projections of perturbed faces.
+
+    Each trial scales the canonical face by ``N(1, scale_sd)``, adds per-vertex
+    noise (``shape_noise_m``), poses it (yaw +-50, pitch +-40, roll +-30 deg) at a
+    random distance in ``distance_range`` inside the field of view, projects it
+    with ``K`` (``focal``, centred), adds pixel noise, and recovers the position
+    with the rotation perturbed by ``rotation_noise_deg`` (like a model error).
+    Returns a dict of error statistics.
+    """
+    from scipy.spatial.transform import Rotation
+
+    from .geometry import euler_to_matrix, viewer_to_optical
+
+    rng = np.random.default_rng(seed)
+    k = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1.0]])
+    base = canonical_face_m()
+    err, rel, dist_err = [], [], []
+    for _ in range(n_trials):
+        pts = base * rng.normal(1.0, scale_sd) + rng.normal(0, shape_noise_m, base.shape)
+        ang = rng.uniform([-40, -50, -30], [40, 50, 30])
+        rot = viewer_to_optical(euler_to_matrix(*ang))
+        z = rng.uniform(*distance_range)
+        x = rng.uniform(-0.3, 0.3) * width / focal * z
+        y = rng.uniform(-0.3, 0.3) * height / focal * z
+        t = np.array([x, y, z])
+        cam = pts @ rot.T + t
+        uv = cam[:, :2] / cam[:, 2:] * focal + k[:2, 2]
+        uv += rng.normal(0, pixel_noise, uv.shape)
+        lm = np.column_stack([uv, np.zeros(len(uv))])
+        noise = Rotation.from_rotvec(rng.normal(size=3) / np.sqrt(3) *
+                                     np.radians(rotation_noise_deg)).as_matrix()
+        t_hat = estimate_position(lm, noise @ rot, k)
+        err.append(np.linalg.norm(t_hat - t))
+        rel.append(np.linalg.norm(t_hat - t) / z)
+        dist_err.append(abs(np.linalg.norm(t_hat) - np.linalg.norm(t)) / np.linalg.norm(t))
+    err, rel, dist_err = map(np.asarray, (err, rel, dist_err))
+    return {
+        'trials': int(n_trials), 'scale_sd': scale_sd, 'shape_noise_m': shape_noise_m,
+        'pixel_noise_px': pixel_noise, 'rotation_noise_deg': rotation_noise_deg,
+        'distance_range_m': list(distance_range),
+        'position_error_m_median': float(np.median(err)),
+        'position_error_m_p95': float(np.percentile(err, 95)),
+        'relative_error_median': float(np.median(rel)),
+        'relative_error_p95': float(np.percentile(rel, 95)),
+        'distance_relative_error_median': float(np.median(dist_err)),
+    }

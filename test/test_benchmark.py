@@ -1,0 +1,80 @@
+"""The AFLW2000 and speed benchmarks on a few real dev images."""
+
+import numpy as np
+import pytest
+
+from nlml_hpe.benchmark import (
+    format_aflw2000,
+    format_speed,
+    list_aflw2000,
+    read_aflw_pose,
+    read_rgb,
+    run_aflw2000,
+    run_speed,
+)
+from nlml_hpe.estimator import HeadPoseEstimator
+from nlml_hpe.model import PoseModel, expected_shapes
+
+
+def _random_model():
+    rng = np.random.default_rng(0)
+    w = {k: rng.normal(0, 0.05, s).astype(np.float32) for k, s in expected_shapes().items()}
+    w['feature_std'] = np.ones_like(w['feature_std'])
+    return PoseModel(w, {'name': 'random'})
+
+
+def test_aflw2000_benchmark_structure(aflw_dir):
+    with HeadPoseEstimator(_random_model()) as est:
+        res = run_aflw2000(aflw_dir, est, limit=20)
+    assert res['images'] == 20 and res['methods'] == ['model', 'baseline']
+    assert 0.8 <= res['detection_rate'] <= 1.0
+    for name in ('full', 'paper'):
+        entry = res['protocols'][name]
+        assert entry['detected'] <= entry['images'] <= 20
+        for m in ('model', 'baseline'):
+            assert entry[m]['n'] == entry['detected']
+            assert set(entry[m]) == {'yaw', 'pitch', 'roll', 'mean', 'n'}
+    paper = res['protocols']['paper']
+    assert paper['detected'] >= 12
+    assert 0.5 < paper['baseline']['mean'] < 6.0, paper  # ~2.8 deg on the whole dev split
+    assert res['protocols']['full']['images'] >= paper['images']
+    for stage in ('decode', 'landmarks', 'encoder_heads', 'baseline_pnp'):
+        lat = res['latency_ms'][stage]
+        assert 0 < lat['p50'] <= lat['p95']
+    assert res['rss_mb']['current'] > 10
+    assert res['model_metadata'] == {'name': 'random'}
+    text = format_aflw2000(res)
+    assert 'baseline' in text and 'paper' in text and 'detection' in text
+
+
+def test_baseline_only_run(aflw_dir):
+    res = run_aflw2000(aflw_dir, None, limit=3)
+    assert res['methods'] == ['baseline'] and 'model' not in res['protocols']['full']
+
+
+def test_aflw_reading(aflw_dir, tmp_path):
+    pairs = list_aflw2000(aflw_dir, limit=2)
+    assert len(pairs) == 2 and all(m.suffix == '.mat' for _, m in pairs)
+    pose = read_aflw_pose(pairs[0][1])
+    assert pose.shape == (3,) and np.all(np.abs(pose) < 180)
+    with pytest.raises(ValueError, match='not found'):
+        list_aflw2000(tmp_path / 'missing')
+    with pytest.raises(ValueError, match='no imageNNNNN'):
+        list_aflw2000(tmp_path)
+    bad = tmp_path / 'bad.jpg'
+    bad.write_bytes(b'garbage')
+    with pytest.raises(ValueError, match='cannot read image'):
+        read_rgb(bad)
+
+
+def test_speed_benchmark_structure(aflw_dir):
+    face = read_rgb(aflw_dir / 'image00008.jpg')
+    with HeadPoseEstimator(_random_model(), streaming=True) as est:
+        res = run_speed(est, face, frames=20, warmup=5)
+    assert res['frames'] == 20 and res['detected_frames'] == 20
+    assert res['encoder_heads_calls'] >= 1000
+    for key in ('frame_ms', 'landmarks_ms', 'encoder_heads_ms'):
+        assert 0 < res[key]['p50'] <= res[key]['p95']
+    assert 'whole frame' in format_speed(res)
+    with HeadPoseEstimator(_random_model()) as est, pytest.raises(ValueError, match='stream'):
+        run_speed(est, face, frames=2)

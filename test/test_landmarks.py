@@ -1,0 +1,87 @@
+"""Real MediaPipe Face Mesh through nlml_hpe.landmarks."""
+
+import numpy as np
+import pytest
+
+from nlml_hpe.benchmark import face_sequence, read_rgb
+from nlml_hpe.landmarks import LandmarkExtractor
+
+
+@pytest.fixture
+def face_rgb(aflw_dir):
+    return read_rgb(aflw_dir / 'image00008.jpg')
+
+
+def test_extract_one_face(face_rgb):
+    with LandmarkExtractor() as ex:
+        faces, scores = ex.extract_with_scores(face_rgb)
+    assert len(faces) == 1
+    lm = faces[0]
+    assert lm.shape == (468, 3) and lm.dtype == np.float64
+    h, w = face_rgb.shape[:2]
+    # Pixel coordinates: the nose tip lies inside the image, far from the origin.
+    assert 0 < lm[1, 0] < w and 0 < lm[1, 1] < h
+    assert lm[:, 0].max() - lm[:, 0].min() > 0.1 * w
+    assert 0.0 < scores[0] <= 1.0
+
+
+def test_no_face_gives_empty_list():
+    rng = np.random.default_rng(0)
+    with LandmarkExtractor() as ex:
+        assert ex.extract(np.zeros((240, 320, 3), np.uint8)) == []
+        assert ex.extract(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)) == []
+
+
+def test_grayscale_input_accepted(face_rgb):
+    gray = face_rgb.mean(axis=2).astype(np.uint8)
+    with LandmarkExtractor() as ex:
+        assert len(ex.extract(gray)) == 1
+
+
+def test_bad_input_and_arguments():
+    with LandmarkExtractor() as ex:
+        with pytest.raises(ValueError, match='empty'):
+            ex.extract(np.zeros((0, 10, 3), np.uint8))
+    with pytest.raises(ValueError, match='max_faces'):
+        LandmarkExtractor(max_faces=0)
+    with pytest.raises(ValueError, match='min_detection_confidence'):
+        LandmarkExtractor(min_detection_confidence=1.5)
+
+
+def test_closed_extractor_raises(face_rgb):
+    ex = LandmarkExtractor()
+    ex.close()
+    ex.close()  # idempotent
+    with pytest.raises(RuntimeError, match='closed'):
+        ex.extract(face_rgb)
+
+
+def test_streaming_tracks_a_moving_face(face_rgb):
+    frames = list(face_sequence(face_rgb, 15))
+    with LandmarkExtractor(streaming=True) as stream, LandmarkExtractor() as static:
+        assert stream.streaming and not static.streaming
+        for frame in frames:
+            tracked = stream.extract(frame)
+            detected = static.extract(frame)
+            assert len(tracked) == 1 and len(detected) == 1
+            # Tracking follows the face: same place as per-frame detection within a few px.
+            err = np.median(np.linalg.norm(tracked[0][:, :2] - detected[0][:, :2], axis=1))
+            assert err < 4.0
+
+
+def test_fast_protobuf_decoding_is_exact(face_rgb):
+    from mediapipe.framework.formats import landmark_pb2
+    from mediapipe.python.solutions import face_mesh
+
+    from nlml_hpe.landmarks import landmark_list_to_array
+
+    with face_mesh.FaceMesh(static_image_mode=True) as mesh:
+        face = mesh.process(face_rgb).multi_face_landmarks[0]
+    slow = np.array([(p.x, p.y, p.z) for p in face.landmark])
+    np.testing.assert_array_equal(landmark_list_to_array(face), slow)
+    # Other layouts (visibility set, fields omitted) take the exact fallback.
+    msg = landmark_pb2.NormalizedLandmarkList()
+    msg.landmark.add(x=0.25, y=0.5, z=-0.125, visibility=0.9)
+    msg.landmark.add(y=2.0)
+    np.testing.assert_array_equal(landmark_list_to_array(msg),
+                                  [[0.25, 0.5, -0.125], [0.0, 2.0, 0.0]])

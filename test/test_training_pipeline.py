@@ -1,0 +1,173 @@
+"""End-to-end test of the training pipeline on the tiny config (stages 1-8).
+
+Runs once per session into a temporary workdir (about a minute or two on
+2 cores) and checks the stage artifacts independently of the stage summaries.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / 'training' / 'configs' / 'tiny.yaml'
+
+#: ||T - T_hat|| / ||T|| of the tiny tensor with ranks [4, 3, 3, 3, 1404].
+RECONSTRUCTION_TOL = 0.05
+#: RMS residual of each cosine fit relative to the std of its factor column.
+COSINE_REL_RESIDUAL_TOL = 0.05
+#: Per-angle MAE (deg) on held-out synthetic identities.
+TEST_MAE_TOL_DEG = 4.0
+
+
+def _stage(workdir, name):
+    return json.loads((workdir / name / 'stage.json').read_text())
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+    """Run the whole tiny pipeline once; return its workdir."""
+    from conftest import shared_path
+
+    shared_path('ict_facekit', 'ict_facekit.npz')
+    shared_path('mediapipe_canonical', 'canonical_face_model.obj')
+    from training import pipeline
+
+    workdir = tmp_path_factory.mktemp('tiny_run')
+    models = REPO / 'models'
+    before = {p.name: p.stat().st_mtime_ns for p in models.glob('*')} if models.is_dir() else {}
+    assert pipeline.main(['--config', str(TINY), '--workdir', str(workdir)]) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in models.glob('*')} if models.is_dir() else {}
+    assert before == after, 'the tiny config must not write into models/'
+    return workdir
+
+
+def test_all_stages_ran_and_recorded(tiny_run):
+    from training.pipeline import STAGES
+
+    record = json.loads((tiny_run / 'pipeline.json').read_text())
+    for stage in STAGES:
+        entry = record['stages'][stage]
+        assert entry['skipped'] is False
+        assert entry['elapsed_s'] >= 0
+        assert (tiny_run / stage / 'stage.json').is_file()
+    assert (tiny_run / 'model' / 'nlml_hpe.safetensors').is_file()
+
+
+def test_tensor_matches_landmarks_contract(tiny_run):
+    from nlml_hpe.features import normalise_landmarks
+
+    with np.load(tiny_run / 'landmarks' / 'landmarks.npz') as lm:
+        grid = lm['grid']
+        n_grid = (len(lm['yaw_grid']), len(lm['pitch_grid']), len(lm['roll_grid']))
+    tensor = np.load(tiny_run / 'tensor' / 'tensor.npy', mmap_mode='r')
+    assert tensor.shape == grid.shape[:1] + n_grid + (1404,)
+    assert tensor.dtype == np.float32
+    assert np.all(np.isfinite(tensor))
+    # One sample re-normalised by hand equals the tensor entry.
+    np.testing.assert_allclose(tensor[1, 2, 1, 0], normalise_landmarks(grid[1, 2, 1, 0])[0],
+                               atol=1e-6)
+
+
+def test_decomposition_reconstructs_tensor(tiny_run):
+    from training.decompose import reconstruct
+
+    tensor = np.load(tiny_run / 'tensor' / 'tensor.npy').astype(np.float64)
+    with np.load(tiny_run / 'decompose' / 'decompose.npz') as dec:
+        core = dec['core']
+        factors = [dec['U_identity'], dec['U_yaw'], dec['U_pitch'], dec['U_roll'], None]
+    assert core.shape == (4, 3, 3, 3, 1404)
+    for u in factors[:4]:  # orthonormal columns
+        np.testing.assert_allclose(u.T @ u, np.eye(u.shape[1]), atol=1e-8)
+    err = np.linalg.norm(reconstruct(core, factors) - tensor) / np.linalg.norm(tensor)
+    assert err < RECONSTRUCTION_TOL
+    assert err == pytest.approx(_stage(tiny_run, 'decompose')['summary']['relative_error'],
+                                rel=1e-6)
+    # Fewer pose components must reconstruct worse (the ranks matter).
+    trunc = [factors[0], factors[1][:, :1], factors[2][:, :1], factors[3][:, :1], None]
+    err1 = np.linalg.norm(reconstruct(core[:, :1, :1, :1], trunc) - tensor) \
+        / np.linalg.norm(tensor)
+    assert err1 > err
+
+
+def test_cosine_fits_have_low_residual(tiny_run):
+    from training.manifolds import cosine
+
+    with np.load(tiny_run / 'decompose' / 'decompose.npz') as dec, \
+            np.load(tiny_run / 'manifolds' / 'manifolds.npz') as man:
+        params = man['params']
+        assert params.shape == (3, 3, 4)
+        for i, name in enumerate(('yaw', 'pitch', 'roll')):
+            u = dec[f'U_{name}']
+            w = np.radians(dec[f'{name}_grid'])
+            for j in range(u.shape[1]):
+                rms = np.sqrt(np.mean((cosine(w, *params[i, j]) - u[:, j]) ** 2))
+                assert rms / u[:, j].std() < COSINE_REL_RESIDUAL_TOL, (name, j, rms)
+    for png in ('factor_columns.png', 'spiral.png'):
+        assert (tiny_run / 'manifolds' / png).stat().st_size > 1000
+
+
+def test_model_recovers_held_out_identity_angles(tiny_run):
+    from nlml_hpe.features import normalise_landmarks
+    from nlml_hpe.model import load_model
+
+    with np.load(tiny_run / 'landmarks' / 'landmarks.npz') as lm:
+        feats = normalise_landmarks(lm['test_landmarks'])
+        truth = lm['test_angles'].astype(np.float64)
+        test_ids = set(lm['test_identity'].tolist())
+    assert len(feats) >= 50 and len(test_ids) >= 2
+    model = load_model(tiny_run / 'model')
+    pred = model.predict(feats)
+    mae = np.abs(pred - truth).mean(axis=0)
+    assert np.all(mae < TEST_MAE_TOL_DEG), mae
+    # A model that ignores its input would be much worse than this.
+    assert mae.mean() < 0.25 * np.abs(truth - truth.mean(axis=0)).mean()
+    meta = model.metadata
+    assert meta['synthetic_test_mae_deg']['mean'] == pytest.approx(mae.mean(), abs=0.05)
+    assert len(meta['training_config_sha256']) == 64
+    assert meta['aflw2000_dev_mae_deg'] is None
+    assert (tiny_run / 'networks' / 'loss_curves.png').stat().st_size > 1000
+
+
+def test_rerun_skips_and_force_reruns(tiny_run):
+    from training import pipeline
+
+    ids = {s: _stage(tiny_run, s)['run_id'] for s in pipeline.STAGES}
+    assert pipeline.main(['--config', str(TINY), '--workdir', str(tiny_run)]) == 0
+    record = json.loads((tiny_run / 'pipeline.json').read_text())
+    assert all(record['stages'][s]['skipped'] for s in pipeline.STAGES)
+    assert {s: _stage(tiny_run, s)['run_id'] for s in pipeline.STAGES} == ids
+
+    # Forcing a stage re-runs it and its downstream stages, not the upstream ones.
+    assert pipeline.main(['--config', str(TINY), '--workdir', str(tiny_run),
+                          '--force', 'decompose', '--until', 'manifolds']) == 0
+    new = {s: _stage(tiny_run, s)['run_id'] for s in pipeline.STAGES}
+    assert new['tensor'] == ids['tensor']
+    assert new['decompose'] != ids['decompose']
+    assert new['manifolds'] != ids['manifolds']
+    # networks is now stale (its upstream changed): a plain re-run must redo it.
+    stale = pipeline.run_pipeline(
+        pipeline.resolve_paths(pipeline.load_config(TINY)), workdir=tiny_run,
+        only='networks', log=lambda *_: None)
+    assert stale['stages']['networks']['skipped'] is False
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    from training import pipeline
+
+    assert pipeline.main(['--config', str(tmp_path / 'missing.yaml')]) == 2
+    assert 'config file not found' in capsys.readouterr().err
+    assert pipeline.main(['--config', str(TINY), '--workdir', str(tmp_path),
+                          '--only', 'nope']) == 2
+    assert 'unknown stage' in capsys.readouterr().err
+
+
+def test_bad_landmarks_artifact_is_rejected(tmp_path):
+    from training.tensor import load_landmarks
+
+    np.savez(tmp_path / 'landmarks.npz', yaw_grid=np.arange(5.0))
+    with pytest.raises(ValueError, match='missing arrays'):
+        load_landmarks(tmp_path / 'landmarks.npz')
+    with pytest.raises(ValueError, match='not found'):
+        load_landmarks(tmp_path / 'nope.npz')

@@ -1,0 +1,114 @@
+"""Stage 8: export the trained model (safetensors + JSON metadata).
+
+Writes :func:`nlml_hpe.model.save_model` output into ``export.out_dir`` only
+(``models/`` for the default config; a ``{workdir}/...`` path for the tiny
+config, so tests never overwrite the shipped weights).  Metadata: version,
+creation time (UTC), angle ranges, normalisation, the training config and its
+sha256, the synthetic test MAE and, when ``export.aflw2000`` is on and the
+AFLW2000 dev split and :func:`nlml_hpe.benchmark.run_aflw2000` are available,
+the dev-split MAE (paper range and full range) of the exported model; else
+``null``.  The stage directory gets ``report.md`` (and ``aflw2000.json``).
+"""
+
+import datetime
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+
+from nlml_hpe.features import LEFT_EYE_OUTER, NOSE_TIP, RIGHT_EYE_OUTER
+
+FORMAT_VERSION = 1
+MAX_BYTES = 20 * 1024 * 1024
+
+
+def _out_dir(cfg):
+    out = (cfg.get('export') or {}).get('out_dir')
+    if not out:
+        raise ValueError('export.out_dir is not set')
+    out = out.replace('{workdir}', str(cfg['workdir']))
+    return Path(out).resolve()
+
+
+def _aflw(cfg, out_dir, stage_dir):
+    ecfg = cfg.get('export') or {}
+    if not ecfg.get('aflw2000', True):
+        return None, 'disabled by export.aflw2000: false'
+    aflw_dir = ecfg.get('aflw_dir')
+    if not aflw_dir or not Path(aflw_dir).is_dir():
+        return None, f'AFLW2000 dev split not found: {aflw_dir}'
+    try:
+        from nlml_hpe.benchmark import run_aflw2000
+        from nlml_hpe.estimator import HeadPoseEstimator
+    except ImportError as exc:
+        return None, f'benchmark unavailable: {exc}'
+    est = HeadPoseEstimator.from_pretrained(out_dir)
+    try:
+        result = run_aflw2000(aflw_dir, est, progress=True)
+    finally:
+        est.close()
+    (stage_dir / 'aflw2000.json').write_text(json.dumps(result, indent=2, default=str) + '\n')
+    out = {'dataset': str(aflw_dir)}
+    for name, entry in result['protocols'].items():
+        out[name] = {'model': entry['model'], 'baseline': entry['baseline'],
+                     'detection_rate': entry['detection_rate']}
+    return out, 'measured'
+
+
+def run(cfg, out_dir, inputs):
+    """Save the trained net with metadata into ``export.out_dir``; return a summary."""
+    from safetensors.numpy import load_file
+
+    from nlml_hpe.model import load_model, save_model
+
+    stage_dir = Path(out_dir)
+    target = _out_dir(cfg)
+    ndir = Path(inputs['networks'])
+    state = load_file(str(ndir / 'net.safetensors'))
+    net_summary = json.loads((ndir / 'stage.json').read_text())['summary'] \
+        if (ndir / 'stage.json').is_file() else {}
+    tensor_summary = json.loads((Path(inputs['tensor']) / 'stage.json').read_text())['summary']
+    train_cfg = {k: v for k, v in cfg.items() if not k.startswith('_')}
+    cfg_text = yaml.safe_dump(train_cfg, sort_keys=True)
+    metadata = {
+        'format_version': FORMAT_VERSION,
+        'version': str((cfg.get('export') or {}).get('version', '0.1.0')),
+        'created': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
+        'angle_order_output': 'pitch, yaw, roll (deg, AFLW2000 Pose_Para convention)',
+        'angle_ranges_deg': {
+            'yaw': [tensor_summary['yaw_grid'][0], tensor_summary['yaw_grid'][-1]],
+            'pitch': [tensor_summary['pitch_grid'][0], tensor_summary['pitch_grid'][-1]],
+            'roll': [tensor_summary['roll_grid'][0], tensor_summary['roll_grid'][-1]]},
+        'normalisation': {
+            'input': 'MediaPipe Face Mesh 468 landmarks, pixel-proportional (x*W, y*H, z*W)',
+            'translate': f'nose tip landmark {NOSE_TIP}',
+            'scale': f'3-D distance between landmarks {RIGHT_EYE_OUTER} and {LEFT_EYE_OUTER}',
+            'function': 'nlml_hpe.features.normalise_landmarks'},
+        'training_config': train_cfg,
+        'training_config_sha256': hashlib.sha256(cfg_text.encode()).hexdigest(),
+        'synthetic_test_mae_deg': net_summary.get('test_mae_deg'),
+        'aflw2000_dev_mae_deg': None,
+    }
+    save_model(state, target, metadata)
+    aflw, note = _aflw(cfg, target, stage_dir)
+    metadata['aflw2000_dev_mae_deg'] = aflw
+    metadata['aflw2000_note'] = note
+    save_model(state, target, metadata)
+    load_model(target)  # round trip: the exported files load without torch
+    sizes = {p.name: p.stat().st_size for p in target.iterdir() if p.is_file()}
+    total = sum(sizes.values())
+    if total > MAX_BYTES:
+        raise ValueError(f'exported model is {total / 1e6:.1f} MB, over the 20 MB limit')
+    summary = {'out_dir': str(target), 'bytes': sizes, 'aflw2000': aflw, 'aflw_note': note,
+               'synthetic_test_mae_deg': metadata['synthetic_test_mae_deg']}
+    lines = ['# Stage 8: export', '', f'- model: {target} ({total / 1e6:.2f} MB)',
+             f"- synthetic test MAE (deg): {metadata['synthetic_test_mae_deg']}",
+             f'- AFLW2000 dev ({note}):']
+    if aflw:
+        for name in ('paper', 'full'):
+            if name in aflw:
+                lines.append(f"  - {name}: model {aflw[name]['model']}, "
+                             f"baseline {aflw[name]['baseline']}")
+    (stage_dir / 'report.md').write_text('\n'.join(lines) + '\n')
+    return summary
