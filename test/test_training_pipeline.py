@@ -13,12 +13,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / 'training' / 'configs' / 'tiny.yaml'
 
-#: ||T - T_hat|| / ||T|| of the tiny tensor with ranks [4, 3, 3, 3, 1404].
-RECONSTRUCTION_TOL = 0.05
-#: RMS residual of each cosine fit relative to the std of its factor column.
-COSINE_REL_RESIDUAL_TOL = 0.05
-#: Per-angle MAE (deg) on held-out synthetic identities.
-TEST_MAE_TOL_DEG = 4.0
+#: ||T - T_hat|| / ||T|| of the tiny tensor with ranks [5, 3, 3, 3, 1404] (random
+#: expressions and cameras per sample are not captured by rank-3 pose modes).
+RECONSTRUCTION_TOL = 0.15
+#: RMS residual of each cosine fit relative to the std of its factor column: every
+#: column, and the mean over the 9 columns.
+COSINE_REL_RESIDUAL_TOL = 0.15
+COSINE_MEAN_REL_RESIDUAL_TOL = 0.05
+#: Per-angle MAE (deg) on held-out synthetic identities (8 training identities).
+TEST_MAE_TOL_DEG = 5.0
 
 
 def _stage(workdir, name):
@@ -77,7 +80,7 @@ def test_decomposition_reconstructs_tensor(tiny_run):
     with np.load(tiny_run / 'decompose' / 'decompose.npz') as dec:
         core = dec['core']
         factors = [dec['U_identity'], dec['U_yaw'], dec['U_pitch'], dec['U_roll'], None]
-    assert core.shape == (4, 3, 3, 3, 1404)
+    assert core.shape == (5, 3, 3, 3, 1404)
     for u in factors[:4]:  # orthonormal columns
         np.testing.assert_allclose(u.T @ u, np.eye(u.shape[1]), atol=1e-8)
     err = np.linalg.norm(reconstruct(core, factors) - tensor) / np.linalg.norm(tensor)
@@ -91,9 +94,19 @@ def test_decomposition_reconstructs_tensor(tiny_run):
     assert err1 > err
 
 
+def test_full_rank_tucker_is_exact(tiny_run):
+    from training.decompose import reconstruct, tucker_decompose
+
+    tensor = np.load(tiny_run / 'tensor' / 'tensor.npy')
+    core, factors = tucker_decompose(tensor, list(tensor.shape), n_iter_max=1)
+    rec = reconstruct(core, factors)
+    assert np.linalg.norm(rec - tensor) / np.linalg.norm(tensor) < 1e-6
+
+
 def test_cosine_fits_have_low_residual(tiny_run):
     from training.manifolds import cosine
 
+    rel = []
     with np.load(tiny_run / 'decompose' / 'decompose.npz') as dec, \
             np.load(tiny_run / 'manifolds' / 'manifolds.npz') as man:
         params = man['params']
@@ -103,7 +116,9 @@ def test_cosine_fits_have_low_residual(tiny_run):
             w = np.radians(dec[f'{name}_grid'])
             for j in range(u.shape[1]):
                 rms = np.sqrt(np.mean((cosine(w, *params[i, j]) - u[:, j]) ** 2))
-                assert rms / u[:, j].std() < COSINE_REL_RESIDUAL_TOL, (name, j, rms)
+                rel.append(rms / u[:, j].std())
+                assert rel[-1] < COSINE_REL_RESIDUAL_TOL, (name, j, rms)
+    assert np.mean(rel) < COSINE_MEAN_REL_RESIDUAL_TOL, rel
     for png in ('factor_columns.png', 'spiral.png'):
         assert (tiny_run / 'manifolds' / png).stat().st_size > 1000
 

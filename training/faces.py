@@ -114,6 +114,37 @@ def load_faces(out_dir):
         return {k: data[k] for k in data.files}
 
 
+def _render_examples(source, fcfg, coeffs, rng, path):
+    """Render a few identities (with random expressions) at small poses; False if no GL."""
+    from nlml_hpe.geometry import euler_to_matrix
+
+    from .render import renderer_available
+
+    if source.name != 'ict' or not renderer_available()[0]:
+        return False
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    from .correspondence import make_renderer
+
+    ecfg = fcfg.get('expressions', {}) or {}
+    n = min(6, len(coeffs))
+    expr = sample_expressions(source, n, rng, float(ecfg.get('max_weight', 0.0)),
+                              int(ecfg.get('n_active', 0)))
+    renderer = make_renderer(source, fcfg, (320, 320))
+    fig, axes = plt.subplots(1, n, figsize=(2.2 * n, 2.4))
+    for i, ax in enumerate(np.atleast_1d(axes)):
+        rot = euler_to_matrix(0.0, (-1) ** i * 20.0 * (i % 3) / 2, 0.0)
+        ax.imshow(renderer.render(source.vertices(coeffs[i], expr[i]), rot, 60.0, 900.0))
+        ax.axis('off')
+    renderer.release()
+    fig.suptitle('example identities with random expressions (rendered)', fontsize=9)
+    fig.savefig(path, dpi=90, bbox_inches='tight')
+    plt.close(fig)
+    return True
+
+
 def _plot_examples(source, coeffs, path):
     import matplotlib
     matplotlib.use('Agg')
@@ -145,7 +176,10 @@ def run(cfg, out_dir, inputs):
     coeffs = sample_identities(source, n_train + n_test, rng, scale)
     np.savez(out_dir / 'faces.npz', train_coeffs=coeffs[:n_train], test_coeffs=coeffs[n_train:],
              source=np.array(source.name), identity_scale=np.array(scale))
-    _plot_examples(source, coeffs, out_dir / 'examples.png')
+    rendered = _render_examples(source, fcfg, coeffs, np.random.default_rng(rng.integers(2**31)),
+                                out_dir / 'examples.png')
+    if not rendered:
+        _plot_examples(source, coeffs, out_dir / 'examples.png')
     (out_dir / 'report.md').write_text(
         f'# faces\n\nsource: {source.name} ({fcfg["path"]})\n\n'
         f'- training identities: {n_train}\n- held-out identities: {n_test}\n'

@@ -1,12 +1,26 @@
 """Stage 3 -- landmarks: MediaPipe-like landmarks of every identity at every pose.
 
-Mode ``projection``: the 468 corresponded points of each synthetic face (stage 2)
-are rotated with :func:`nlml_hpe.geometry.euler_to_matrix` and projected with a
-pinhole camera whose focal length, distance and image position are drawn per
-sample.  The output imitates what :func:`nlml_hpe.features.to_pixel_coords` gives
-for MediaPipe: ``x, y`` in pixels and ``z`` = depth relative to the head centre,
-in pixels at the head's distance (MediaPipe's z "uses roughly the same scale as
-x"; ``landmarks.z_scale`` adjusts it), smaller = closer to the camera.
+Modes (``landmarks.mode``):
+
+* ``projection`` -- the 468 corresponded points of each synthetic face (stage 2)
+  are rotated with :func:`nlml_hpe.geometry.euler_to_matrix` and projected with
+  the pinhole camera of :func:`training.render.project`; focal length, distance
+  and image position are drawn per sample from the config ranges, plus optional
+  Gaussian landmark noise.  ``z`` is the camera depth relative to the head origin
+  in pixels at the head's distance, times MediaPipe's calibrated ``z_scale``
+  (``auto`` = the correspondence's).
+* ``render`` / ``mixed`` -- every sample is rendered (:mod:`training.render`,
+  same camera) and MediaPipe Face Mesh runs on the render; where MediaPipe finds
+  no face the projection is used instead, so the tensor stays complete (the two
+  names are synonyms; ``rendered`` in the artifact marks which samples are
+  MediaPipe output).  Slow: ~30 ms per sample per core.
+
+In every mode a *check* renders the grid poses of ``check_identities`` training
+identities with the samples' own cameras and expressions, and the report gives
+MediaPipe's detection rate per pose and the distance between the projected
+landmarks and MediaPipe's on the same render (px, and after
+:func:`nlml_hpe.features.normalise_landmarks`), plus the solvePnP baseline's
+angle error on those renders as a convention check.
 
 Artifact ``landmarks/landmarks.npz`` (the contract with stages 4-8):
 
@@ -15,17 +29,25 @@ Artifact ``landmarks/landmarks.npz`` (the contract with stages 4-8):
 * ``extra_landmarks`` ``(M, 468, 3)``, ``extra_angles`` ``(M, 3)`` (pitch, yaw, roll),
   ``extra_identity`` ``(M,)`` -- training identities at continuous poses
 * ``test_landmarks``, ``test_angles``, ``test_identity`` -- held-out identities
+* ``grid_rendered`` bool ``(I, Y, P, R)``, ``extra_rendered``, ``test_rendered`` --
+  which samples are MediaPipe output (all False in projection mode)
 """
 
+import multiprocessing
+import os
 import time
+import warnings
 
 import numpy as np
 from tqdm import tqdm
 
 from nlml_hpe.geometry import euler_to_matrix
 
-from .correspondence import landmarks_of, load_correspondence
+from .correspondence import landmarks_of, load_correspondence, to_head_frame
 from .faces import load_faces, load_source, sample_expressions
+from .render import project
+
+_WORKER = {}
 
 
 def grid_values(spec):
@@ -36,57 +58,106 @@ def grid_values(spec):
     return np.arange(start, stop + step / 2, step)
 
 
-def project(points, pitch, yaw, roll, *, focal, distance, image_size, offset_px=(0.0, 0.0),
-            z_scale=1.0):
-    """Project head-frame points ``(N, 468, 3)`` (cm) to MediaPipe-like pixel coordinates.
-
-    ``pitch, yaw, roll, focal, distance`` are ``(N,)`` arrays (degrees, px, cm);
-    ``offset_px`` ``(N, 2)`` shifts the head's image position from the centre.
-    Returns ``(N, 468, 3)``: x px, y px (down), z px-scale (smaller = closer).
-    """
-    width, height = image_size
-    rot = euler_to_matrix(pitch, yaw, roll)                     # head -> viewer
-    focal = np.asarray(focal, float)[:, None]
-    distance = np.asarray(distance, float)[:, None]
-    offset = np.broadcast_to(np.asarray(offset_px, float), (len(points), 2))
-    # Put the head centre on the ray through the requested image point.
-    cx, cy = width / 2.0 + offset[:, 0:1], height / 2.0 + offset[:, 1:2]
-    centre_x = (cx - width / 2.0) * distance / focal
-    centre_y = -(cy - height / 2.0) * distance / focal
-    view = np.einsum('nij,nkj->nki', rot, points)
-    x = view[..., 0] + centre_x
-    y = view[..., 1] + centre_y
-    depth = distance - view[..., 2]                              # camera depth (cm)
-    u = width / 2.0 + focal * x / depth
-    v = height / 2.0 - focal * y / depth
-    z = z_scale * (depth - distance) * focal / distance
-    return np.stack([u, v, z], axis=-1)
-
-
 class Projector:
     """Draws camera parameters and projects faces for one config."""
 
-    def __init__(self, lcfg, rng):
+    def __init__(self, lcfg, rng, z_scale=1.0):
         self.cfg = lcfg
         self.rng = rng
         self.size = tuple(int(v) for v in lcfg.get('image_size', (640, 480)))
+        zs = lcfg.get('z_scale', 'auto')
+        self.z_scale = float(z_scale if zs in (None, 'auto') else zs)
+        for key in ('focal_px', 'distance_cm'):
+            lo, hi = (float(v) for v in lcfg.get(key, (1, 1)))
+            if not 0 < lo <= hi:
+                raise ValueError(f'landmarks.{key} must be [low, high] with 0 < low <= high')
 
-    def __call__(self, points, angles):
-        n = len(points)
+    def cameras(self, n):
+        """Draw ``n`` cameras: dict of ``focal`` (n,), ``distance`` (n,), ``offset`` (n, 2)."""
         rng, c = self.rng, self.cfg
         focal = rng.uniform(*c.get('focal_px', (500, 900)), n)
         distance = rng.uniform(*c.get('distance_cm', (45, 120)), n)
         frac = float(c.get('offset_frac', 0.2))
         offset = np.stack([rng.uniform(-frac, frac, n) * self.size[0],
                            rng.uniform(-frac, frac, n) * self.size[1]], 1)
-        lm = project(points, angles[:, 0], angles[:, 1], angles[:, 2], focal=focal,
-                     distance=distance, image_size=self.size, offset_px=offset,
-                     z_scale=float(c.get('z_scale', 1.0)))
-        noise = float(c.get('noise_px', 0.0))
-        if noise > 0:
-            lm = lm + rng.normal(0.0, noise, lm.shape)
-        return lm.astype(np.float32)
+        return {'focal': focal, 'distance': distance, 'offset': offset}
 
+    def project(self, points, angles, cams):
+        """Noise-free projection of head-frame points ``(n, 468, 3)`` at ``angles``."""
+        rot = euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
+        return project(points, rot, cams['distance'], cams['focal'], self.size,
+                       cams['offset'], self.z_scale)
+
+    def noise(self, landmarks):
+        """Add the configured Gaussian landmark noise (px)."""
+        sigma = float(self.cfg.get('noise_px', 0.0))
+        if sigma > 0:
+            landmarks = landmarks + self.rng.normal(0.0, sigma, landmarks.shape)
+        return landmarks.astype(np.float32)
+
+
+# ---------------------------------------------------------------- rendering workers
+
+def _init_worker(cfg_faces, corr, size):
+    from nlml_hpe.landmarks import LandmarkExtractor
+
+    from .correspondence import make_renderer
+
+    source = load_source(cfg_faces)
+    _WORKER.update(source=source, corr=corr, renderer=make_renderer(source, cfg_faces, size),
+                   extractor=LandmarkExtractor(max_faces=1))
+
+
+def _render_chunk(task):
+    """Render + MediaPipe for a chunk of samples; NaN rows where nothing was found."""
+    coeffs, expr, angles, focal, distance, offset = task
+    source, corr = _WORKER['source'], _WORKER['corr']
+    out = np.full((len(coeffs), 468, 3), np.nan, np.float32)
+    for i in range(len(coeffs)):
+        verts = to_head_frame(source.vertices(coeffs[i], expr[i]), corr)
+        rot = euler_to_matrix(*angles[i])
+        rgb = _WORKER['renderer'].render(verts, rot, distance[i], focal[i], offset[i])
+        found = _WORKER['extractor'].extract(rgb)
+        if found:
+            out[i] = found[0]
+    return out
+
+
+def render_mediapipe(cfg_faces, corr, size, coeffs, expr, angles, cams, workers=2,
+                     chunk=24, desc='render + MediaPipe'):
+    """MediaPipe landmarks ``(n, 468, 3)`` of rendered samples (NaN where not detected).
+
+    ``coeffs`` (n, K) identity coefficients, ``expr`` (n, E), ``angles`` (n, 3)
+    (pitch, yaw, roll), ``cams`` from :meth:`Projector.cameras`.  Uses
+    ``workers`` processes (each with its own EGL context and MediaPipe graph).
+    """
+    n = len(coeffs)
+    tasks = [(coeffs[s:s + chunk], expr[s:s + chunk], angles[s:s + chunk],
+              cams['focal'][s:s + chunk], cams['distance'][s:s + chunk],
+              cams['offset'][s:s + chunk]) for s in range(0, n, chunk)]
+    bar = tqdm(total=n, desc=desc, unit='render')
+    results = []
+    if workers <= 1:
+        _init_worker(cfg_faces, corr, size)
+        try:
+            for t in tasks:
+                results.append(_render_chunk(t))
+                bar.update(len(t[0]))
+        finally:
+            _WORKER['renderer'].release()
+            _WORKER['extractor'].close()
+            _WORKER.clear()
+    else:
+        ctx = multiprocessing.get_context('spawn')
+        with ctx.Pool(workers, _init_worker, (cfg_faces, corr, size)) as pool:
+            for res in pool.imap(_render_chunk, tasks):
+                results.append(res)
+                bar.update(len(res))
+    bar.close()
+    return np.concatenate(results) if results else np.zeros((0, 468, 3), np.float32)
+
+
+# ---------------------------------------------------------------- stage
 
 def _uniform_angles(rng, n, grids, margin):
     lo = [g.min() - margin for g in grids]
@@ -97,69 +168,291 @@ def _uniform_angles(rng, n, grids, margin):
     return np.stack([pitch, yaw, roll], 1)
 
 
+class _Sampler:
+    """Draws expressions and cameras, projects, and optionally renders."""
+
+    def __init__(self, cfg, source, corr, projector, rng, render):
+        ecfg = cfg['faces'].get('expressions', {}) or {}
+        self.max_w, self.n_act = float(ecfg.get('max_weight', 0.0)), int(ecfg.get('n_active', 0))
+        self.cfg, self.source, self.corr = cfg, source, corr
+        self.projector, self.rng, self.render = projector, rng, render
+        self.workers = int(cfg['landmarks'].get('workers', min(2, os.cpu_count() or 1)))
+
+    def draw(self, coeffs, angles):
+        """Draw samples of identities ``coeffs`` (n, K) at ``angles`` (n, 3): dict of arrays."""
+        n = len(coeffs)
+        expr = sample_expressions(self.source, n, self.rng, self.max_w, self.n_act)
+        cams = self.projector.cameras(n)
+        pts = landmarks_of(self.source, self.corr, coeffs, expr)
+        proj = self.projector.project(pts, angles, cams)
+        return {'coeffs': coeffs, 'expr': expr, 'angles': angles, 'cams': cams, 'proj': proj}
+
+    def mediapipe(self, s, desc):
+        return render_mediapipe(self.cfg['faces'], self.corr, self.projector.size, s['coeffs'],
+                                s['expr'], s['angles'], s['cams'], self.workers, desc=desc)
+
+    def finish(self, s, desc):
+        """Return final landmarks (n, 468, 3) float32 and the ``rendered`` mask."""
+        lm = self.projector.noise(s['proj'])
+        rendered = np.zeros(len(lm), bool)
+        if self.render:
+            mp = self.mediapipe(s, desc)
+            rendered = np.all(np.isfinite(mp), axis=(1, 2))
+            lm[rendered] = mp[rendered]
+        return lm, rendered
+
+
 def run(cfg, out_dir, inputs):
     """Stage entry point: write ``landmarks.npz`` and the report."""
     t0 = time.time()
-    lcfg = cfg.get('landmarks', {})
+    lcfg = cfg.setdefault('landmarks', {})
     mode = lcfg.get('mode', 'projection')
-    if mode != 'projection':
-        raise ValueError(f'landmarks.mode {mode!r} is not available (known: projection)')
+    if mode not in ('projection', 'render', 'mixed'):
+        raise ValueError(f'landmarks.mode {mode!r} unknown (known: projection, render, mixed)')
     rng = np.random.default_rng(int(cfg.get('seed', 0)) + 3)
     source = load_source(cfg['faces'])
     faces = load_faces(inputs['faces'])
     corr = load_correspondence(inputs['correspondence'])
-    ecfg = cfg['faces'].get('expressions', {}) or {}
-    max_w, n_act = float(ecfg.get('max_weight', 0.0)), int(ecfg.get('n_active', 0))
     yaw_g, pitch_g, roll_g = (grid_values(cfg['grid'][k]) for k in ('yaw', 'pitch', 'roll'))
     ny, np_, nr = len(yaw_g), len(pitch_g), len(roll_g)
     yy, pp, rr = np.meshgrid(yaw_g, pitch_g, roll_g, indexing='ij')
     grid_angles = np.stack([pp.ravel(), yy.ravel(), rr.ravel()], 1)    # (pitch, yaw, roll)
-    projector = Projector(lcfg, rng)
+    n_pose = len(grid_angles)
+    projector = Projector(lcfg, rng, float(corr.get('z_scale', 1.0)))
+    sampler = _Sampler(cfg, source, corr, projector, rng, mode != 'projection')
     train, test = faces['train_coeffs'], faces['test_coeffs']
+    timings = {}
 
-    def faces_for(coeffs, n):
-        expr = sample_expressions(source, n, rng, max_w, n_act)
-        return landmarks_of(source, corr, np.repeat(coeffs[None], n, 0), expr)
-
+    t = time.time()
+    samples = [sampler.draw(np.repeat(c[None], n_pose, 0), grid_angles)
+               for c in tqdm(train, desc='landmarks: grid', unit='identity')]
     grid = np.zeros((len(train), ny, np_, nr, 468, 3), np.float32)
-    for i, coeffs in enumerate(tqdm(train, desc='landmarks: grid', unit='identity')):
-        pts = faces_for(coeffs, len(grid_angles))
-        grid[i] = projector(pts, grid_angles).reshape(ny, np_, nr, 468, 3)
+    grid_rendered = np.zeros((len(train), ny, np_, nr), bool)
+    if sampler.render:
+        merged = {k: np.concatenate([s[k] for s in samples]) for k in
+                  ('coeffs', 'expr', 'angles', 'proj')}
+        merged['cams'] = {k: np.concatenate([s['cams'][k] for s in samples])
+                          for k in samples[0]['cams']}
+        lm, rendered = sampler.finish(merged, 'landmarks: grid renders')
+        grid[:] = lm.reshape(grid.shape)
+        grid_rendered[:] = rendered.reshape(grid_rendered.shape)
+    else:
+        for i, s in enumerate(samples):
+            grid[i] = sampler.finish(s, '')[0].reshape(grid.shape[1:])
+    timings['grid_s'] = round(time.time() - t, 2)
 
     margin = float(lcfg.get('margin_deg', 0.0))
     grids = (yaw_g, pitch_g, roll_g)
 
     def continuous(coeff_set, per_identity, desc):
-        lms, angs, ids = [], [], []
-        for i, coeffs in enumerate(tqdm(coeff_set, desc=desc, unit='identity')):
-            ang = _uniform_angles(rng, per_identity, grids, margin)
-            lms.append(projector(faces_for(coeffs, per_identity), ang))
-            angs.append(ang)
-            ids.append(np.full(per_identity, i))
-        if not lms:
-            return np.zeros((0, 468, 3), np.float32), np.zeros((0, 3)), np.zeros(0, int)
-        return np.concatenate(lms), np.concatenate(angs), np.concatenate(ids)
+        if per_identity <= 0 or len(coeff_set) == 0:
+            return (np.zeros((0, 468, 3), np.float32), np.zeros((0, 3), np.float32),
+                    np.zeros(0, np.int64), np.zeros(0, bool))
+        ids = np.repeat(np.arange(len(coeff_set)), per_identity)
+        ang = _uniform_angles(rng, len(ids), grids, margin)
+        s = sampler.draw(coeff_set[ids], ang)
+        lm, rendered = sampler.finish(s, desc)
+        return lm, ang.astype(np.float32), ids, rendered
 
+    t = time.time()
     extra = continuous(train, int(lcfg.get('extra_per_identity', 0)), 'landmarks: extra')
     test_set = continuous(test, int(lcfg.get('test_per_identity', 0)), 'landmarks: test')
+    timings['continuous_s'] = round(time.time() - t, 2)
+    if not np.all(np.isfinite(grid)):
+        raise RuntimeError('landmark grid has non-finite values')
     np.savez(out_dir / 'landmarks.npz', yaw_grid=yaw_g, pitch_grid=pitch_g, roll_grid=roll_g,
-             grid=grid, extra_landmarks=extra[0], extra_angles=extra[1].astype(np.float32),
-             extra_identity=extra[2], test_landmarks=test_set[0],
-             test_angles=test_set[1].astype(np.float32), test_identity=test_set[2],
-             mode=np.array(mode))
+             grid=grid, extra_landmarks=extra[0], extra_angles=extra[1],
+             extra_identity=extra[2], test_landmarks=test_set[0], test_angles=test_set[1],
+             test_identity=test_set[2], grid_rendered=grid_rendered,
+             extra_rendered=extra[3], test_rendered=test_set[3], mode=np.array(mode),
+             z_scale=np.array(projector.z_scale))
+
+    t = time.time()
+    n_check = min(int(lcfg.get('check_identities', 0)), len(train))
+    check = None
+    if n_check > 0:
+        from .render import renderer_available
+
+        ok, why = renderer_available()
+        if ok:
+            check = _check(sampler, samples[:n_check], grid_rendered[:n_check], grid_angles,
+                           out_dir)
+        else:
+            check = {'skipped': why}
+    timings['check_s'] = round(time.time() - t, 2)
     _plot_examples(grid, yaw_g, pitch_g, roll_g, out_dir / 'examples.png')
     summary = {'mode': mode, 'grid_shape': list(grid.shape[:4]),
                'grid_complete': bool(np.all(np.isfinite(grid))),
+               'grid_rendered_fraction': round(float(grid_rendered.mean()), 4),
                'n_extra': int(len(extra[0])), 'n_test': int(len(test_set[0])),
+               'z_scale': round(projector.z_scale, 4), **timings,
+               'check': {k: v for k, v in (check or {}).items() if not k.startswith('_')},
                'seconds': round(time.time() - t0, 2)}
-    (out_dir / 'report.md').write_text(
-        '# landmarks\n\n'
-        f'mode: {mode} (correspondence + pinhole projection; focal '
-        f'{lcfg.get("focal_px")} px, distance {lcfg.get("distance_cm")} cm, '
-        f'noise {lcfg.get("noise_px", 0.0)} px, z_scale {lcfg.get("z_scale", 1.0)})\n\n'
-        + '\n'.join(f'- {k}: {v}' for k, v in summary.items())
-        + '\n\n![examples](examples.png)\n')
+    _write_report(out_dir, lcfg, summary, check, yaw_g, pitch_g, roll_g)
     return summary
+
+
+# ---------------------------------------------------------------- check + report
+
+def _check(sampler, samples, rendered, grid_angles, out_dir):
+    """Render the grid samples of a few identities; compare MediaPipe with projection."""
+    from nlml_hpe.baseline import baseline_angles
+    from nlml_hpe.features import normalise_landmarks
+
+    merged = {k: np.concatenate([s[k] for s in samples]) for k in
+              ('coeffs', 'expr', 'angles', 'proj')}
+    merged['cams'] = {k: np.concatenate([s['cams'][k] for s in samples])
+                      for k in samples[0]['cams']}
+    mp = sampler.mediapipe(merged, 'landmarks: check renders')
+    found = np.all(np.isfinite(mp), axis=(1, 2))
+    proj = merged['proj']
+    px = np.full(len(mp), np.nan)
+    feat = np.full(len(mp), np.nan)
+    pnp = np.full((len(mp), 3), np.nan)
+    if found.any():
+        px[found] = np.linalg.norm(mp[found, :, :2] - proj[found, :, :2], axis=2).mean(1)
+        fm = normalise_landmarks(mp[found])
+        fp = normalise_landmarks(proj[found])
+        feat[found] = np.abs(fm - fp).mean(1)
+        w, h = sampler.projector.size
+        for i in np.flatnonzero(found):
+            f = merged['cams']['focal'][i]
+            k = np.array([[f, 0, w / 2.0], [0, f, h / 2.0], [0, 0, 1.0]])
+            pnp[i] = baseline_angles(mp[i][None], w, h, k)[0] - merged['angles'][i]
+        zs = mp[found, :, 2] - mp[found, :, 2].mean(1, keepdims=True)
+        zp = proj[found, :, 2] - proj[found, :, 2].mean(1, keepdims=True)
+        z_slope = float((zs * zp).sum() / (zp * zp).sum())
+    else:
+        z_slope = float('nan')
+    n_pose = len(grid_angles)
+    with np.errstate(all='ignore'), warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)
+        per_pose = {'detected': found.reshape(-1, n_pose).mean(0),
+                    'px': np.nanmean(px.reshape(-1, n_pose), 0),
+                    'feat': np.nanmean(feat.reshape(-1, n_pose), 0)}
+    np.savez_compressed(out_dir / 'check.npz', mediapipe=mp, projected=proj,
+                        angles=merged['angles'], focal=merged['cams']['focal'],
+                        distance=merged['cams']['distance'], offset=merged['cams']['offset'],
+                        detected=found, px_error=px, feature_error=feat, pnp_error_deg=pnp)
+    _plot_check_renders(sampler, merged, mp, out_dir / 'renders.png')
+    res = {
+        'identities': len(samples), 'renders': int(len(mp)),
+        'detection_rate': round(float(found.mean()), 4),
+        'px_error_mean': round(float(np.nanmean(px)), 3),
+        'px_error_median': round(float(np.nanmedian(px)), 3),
+        'px_error_p90': round(float(np.nanpercentile(px, 90)), 3),
+        'feature_abs_error_mean': round(float(np.nanmean(feat)), 5),
+        'feature_abs_error_median': round(float(np.nanmedian(feat)), 5),
+        'mediapipe_z_vs_projected_z_slope': round(z_slope, 4),
+        'pnp_mae_deg_pitch_yaw_roll': [round(float(v), 2) for v in
+                                       np.nanmean(np.abs(pnp), 0)],
+        '_per_pose': per_pose, '_grid_angles': grid_angles, '_pnp': pnp, '_found': found}
+    return res
+
+
+def _plot_check_renders(sampler, merged, mp, path):
+    """Plot a few renders with MediaPipe (green) and projected (red) landmarks overlaid."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    from .correspondence import make_renderer
+
+    n = len(merged['angles'])
+    picks = np.unique(np.linspace(0, n - 1, 8).astype(int))
+    renderer = make_renderer(sampler.source, sampler.cfg['faces'], sampler.projector.size)
+    fig, axes = plt.subplots(2, (len(picks) + 1) // 2, figsize=(3.2 * ((len(picks) + 1) // 2),
+                                                                6.0))
+    for ax, i in zip(np.ravel(axes), picks):
+        verts = to_head_frame(sampler.source.vertices(merged['coeffs'][i], merged['expr'][i]),
+                              sampler.corr)
+        cams = merged['cams']
+        rgb = renderer.render(verts, euler_to_matrix(*merged['angles'][i]),
+                              cams['distance'][i], cams['focal'][i], cams['offset'][i])
+        ax.imshow(rgb)
+        ax.scatter(merged['proj'][i, :, 0], merged['proj'][i, :, 1], s=1.5, c='r')
+        if np.all(np.isfinite(mp[i])):
+            ax.scatter(mp[i, :, 0], mp[i, :, 1], s=1.5, c='lime')
+        lo, hi = merged['proj'][i, :, :2].min(0), merged['proj'][i, :, :2].max(0)
+        pad = 0.3 * (hi - lo).max()
+        ax.set_xlim(lo[0] - pad, hi[0] + pad)
+        ax.set_ylim(hi[1] + pad, lo[1] - pad)
+        p, y, r = merged['angles'][i]
+        ax.set_title(f'p {p:.0f} y {y:.0f} r {r:.0f}'
+                     + ('' if np.all(np.isfinite(mp[i])) else ' (missed)'), fontsize=8)
+        ax.axis('off')
+    renderer.release()
+    fig.suptitle('renders: MediaPipe (green) vs projected correspondence (red)', fontsize=9)
+    fig.savefig(path, dpi=90, bbox_inches='tight')
+    plt.close(fig)
+
+
+def _heatmaps(check, yaw_g, pitch_g, roll_g, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    shape = (len(yaw_g), len(pitch_g), len(roll_g))
+    pp = check['_per_pose']
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, (key, title, fmt) in zip(axes, (('detected', 'detection rate', '.2f'),
+                                            ('px', 'mean px error (detected)', '.1f'),
+                                            ('feat', 'mean |feature error|', '.3f'))):
+        with np.errstate(all='ignore'), warnings.catch_warnings():
+            warnings.simplefilter('ignore', RuntimeWarning)
+            vals = np.nanmean(pp[key].reshape(shape), 2).T           # (pitch, yaw)
+        im = ax.imshow(vals, origin='lower', cmap='viridis', aspect='auto')
+        ax.set_xticks(range(len(yaw_g)), [f'{v:.0f}' for v in yaw_g], fontsize=7)
+        ax.set_yticks(range(len(pitch_g)), [f'{v:.0f}' for v in pitch_g], fontsize=7)
+        ax.set_xlabel('yaw')
+        ax.set_ylabel('pitch')
+        ax.set_title(title + ' (mean over roll)', fontsize=9)
+        for (r, c), v in np.ndenumerate(vals):
+            if np.isfinite(v):
+                ax.text(c, r, format(v, fmt), ha='center', va='center', fontsize=5, color='w')
+        fig.colorbar(im, ax=ax)
+    fig.savefig(path, dpi=90, bbox_inches='tight')
+    plt.close(fig)
+
+
+def _marginal_table(check, yaw_g, pitch_g, roll_g):
+    shape = (len(yaw_g), len(pitch_g), len(roll_g))
+    pp = check['_per_pose']
+    lines = []
+    for axis, (name, vals) in enumerate((('yaw', yaw_g), ('pitch', pitch_g), ('roll', roll_g))):
+        others = tuple(a for a in range(3) if a != axis)
+        det = pp['detected'].reshape(shape).mean(others)
+        with np.errstate(all='ignore'), warnings.catch_warnings():
+            warnings.simplefilter('ignore', RuntimeWarning)
+            px = np.nanmean(pp['px'].reshape(shape), others)
+            ft = np.nanmean(pp['feat'].reshape(shape), others)
+        lines += [f'\n| {name} | detected | px error | feature error |', '|---|---|---|---|']
+        lines += [f'| {v:.0f} | {d:.2f} | {e:.2f} | {f:.4f} |'
+                  for v, d, e, f in zip(vals, det, px, ft)]
+    return '\n'.join(lines) + '\n'
+
+
+def _write_report(out_dir, lcfg, summary, check, yaw_g, pitch_g, roll_g):
+    text = ['# landmarks\n',
+            f'mode: {summary["mode"]}; focal {lcfg.get("focal_px")} px, distance '
+            f'{lcfg.get("distance_cm")} cm, offset_frac {lcfg.get("offset_frac", 0.2)}, '
+            f'noise {lcfg.get("noise_px", 0.0)} px, z_scale {summary["z_scale"]}\n']
+    text += [f'- {k}: {v}' for k, v in summary.items() if k != 'check']
+    text.append('\n![projected examples](examples.png)\n')
+    if check and 'skipped' not in check:
+        _heatmaps(check, yaw_g, pitch_g, roll_g, out_dir / 'check.png')
+        text.append('## MediaPipe on renders vs. projection (check)\n')
+        text.append(f'{check["identities"]} training identities rendered at every grid pose '
+                    'with their own camera and expression; px error = mean distance of the '
+                    "468 projected landmarks to MediaPipe's (x, y); feature error = mean "
+                    '|difference| of the 1404 normalised features; PnP = solvePnP baseline '
+                    'on the render vs. the true pose (convention check).\n')
+        text += [f'- {k}: {v}' for k, v in check.items() if not k.startswith('_')]
+        text.append('\n![renders](renders.png)\n\n![per pose](check.png)\n')
+        text.append(_marginal_table(check, yaw_g, pitch_g, roll_g))
+    elif check:
+        text.append(f'\ncheck skipped: {check["skipped"]}\n')
+    (out_dir / 'report.md').write_text('\n'.join(text))
 
 
 def _plot_examples(grid, yaw_g, pitch_g, roll_g, path):

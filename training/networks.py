@@ -37,6 +37,7 @@ DEFAULTS = {
     'head_samples': 200000, 'head_epochs': 30, 'head_batch_size': 1024, 'head_lr': 1e-3,
     'head_margin_deg': 5.0, 'head_noise': 0.05,
     'finetune_epochs': 0, 'finetune_lr': 1e-4,
+    'threads': 2,                      # torch threads (1 is faster on a busy machine)
 }
 
 
@@ -253,7 +254,8 @@ def run(cfg, out_dir, inputs):
 
     out_dir = Path(out_dir)
     opts = _options(cfg)
-    torch.set_num_threads(2)
+    threads = int(opts['threads'])
+    torch.set_num_threads(threads)
     gen = torch.Generator().manual_seed(int(cfg.get('seed', 0)))
     torch.manual_seed(int(cfg.get('seed', 0)))
     t0 = time.perf_counter()
@@ -271,7 +273,7 @@ def run(cfg, out_dir, inputs):
     t1 = time.perf_counter()
     torch.set_num_threads(1)  # the heads are tiny: threading costs more than it gains
     train_heads(net, params, ranges, m, s, opts, gen, history)
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     t_heads = time.perf_counter() - t1
     x_t = torch.from_numpy(x)
     z_t = torch.from_numpy(((lat - m) / s).astype(np.float32))

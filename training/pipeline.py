@@ -93,11 +93,16 @@ def config_hash(cfg, stage, upstream=None):
     ``upstream`` (optional) fingerprints the earlier stages' artifacts, so a stage
     re-runs when an upstream stage was re-run in another invocation.
     """
-    part = {'seed': cfg.get('seed'), 'upstream': upstream}
-    for sec in STAGE_SECTIONS[stage]:
-        part[sec] = cfg.get(sec)
-    if stage == 'landmarks' and cfg.get('_landmarks_artifact'):
-        part['artifact'] = cfg['_landmarks_artifact']
+    artifact = cfg.get('_landmarks_artifact')
+    if artifact and stage in SYNTH_STAGES:
+        # An external landmarks artifact replaces stages 1-3: only the file matters.
+        path = Path(artifact)
+        part = {'artifact': artifact,
+                'mtime_ns': path.stat().st_mtime_ns if path.exists() else None}
+    else:
+        part = {'seed': cfg.get('seed'), 'upstream': upstream}
+        for sec in STAGE_SECTIONS[stage]:
+            part[sec] = cfg.get(sec)
     blob = json.dumps(part, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
 

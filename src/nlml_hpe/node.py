@@ -37,6 +37,13 @@ message and a worker thread processes it; frames overwritten before processing
 are counted as dropped.  Bad input (wrong encoding, zero size, truncated data,
 step mismatch, corrupt compressed bytes, invalid camera_info, no face) produces
 a throttled warning and no output that could be wrong.
+
+Transport: raw 640x480 images over Fast DDS's default transports (UDP, with
+fragmentation) are mostly lost with best-effort QoS on a default Linux socket
+buffer, and slow when they arrive.  Export ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA``
+in every process of the image pipeline (camera driver, this node) or subscribe
+to ``image/compressed`` (``use_compressed``); ``nlml-hpe benchmark node
+[--large-data]`` measures both.
 """
 
 import collections

@@ -143,7 +143,7 @@ def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
     node_log = tempfile.TemporaryFile(mode='w+')
     node_proc = subprocess.Popen(node_cmd, env=env, stdout=node_log, stderr=subprocess.STDOUT,
                                  text=True)
-    pub_proc = executor = None
+    pub_proc = executor = spinner = None
     lat, poses_t = [], []
     diag = {}
     lock = threading.Lock()
@@ -228,6 +228,7 @@ def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
                     proc.kill()
         if executor is not None:
             executor.shutdown(timeout_sec=2.0)
+            spinner.join(timeout=2.0)
         rclpy.shutdown(context=context)
         node_log.close()
 
