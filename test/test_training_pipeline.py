@@ -154,18 +154,19 @@ def test_rerun_skips_and_force_reruns(tiny_run):
     assert all(record['stages'][s]['skipped'] for s in pipeline.STAGES)
     assert {s: _stage(tiny_run, s)['run_id'] for s in pipeline.STAGES} == ids
 
-    # Forcing a stage re-runs it and its downstream stages, not the upstream ones.
+    # Forcing a stage re-runs it, not the upstream ones.
     assert pipeline.main(['--config', str(TINY), '--workdir', str(tiny_run),
-                          '--force', 'decompose', '--until', 'manifolds']) == 0
+                          '--force', 'decompose', '--until', 'decompose']) == 0
     new = {s: _stage(tiny_run, s)['run_id'] for s in pipeline.STAGES}
     assert new['tensor'] == ids['tensor']
     assert new['decompose'] != ids['decompose']
-    assert new['manifolds'] != ids['manifolds']
-    # networks is now stale (its upstream changed): a plain re-run must redo it.
-    stale = pipeline.run_pipeline(
-        pipeline.resolve_paths(pipeline.load_config(TINY)), workdir=tiny_run,
-        only='networks', log=lambda *_: None)
-    assert stale['stages']['networks']['skipped'] is False
+    assert new['manifolds'] == ids['manifolds']
+    # manifolds is now stale (its upstream re-ran): a plain re-run redoes it unforced.
+    record = pipeline.run_pipeline(pipeline.resolve_paths(pipeline.load_config(TINY)),
+                                   workdir=tiny_run, until='manifolds', log=lambda *_: None)
+    assert record['stages']['tensor']['skipped'] is True
+    assert record['stages']['manifolds']['skipped'] is False
+    assert _stage(tiny_run, 'manifolds')['run_id'] != ids['manifolds']
 
 
 def test_cli_errors_are_clear(tmp_path, capsys):

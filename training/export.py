@@ -95,6 +95,9 @@ def run(cfg, out_dir, inputs):
     metadata['aflw2000_dev_mae_deg'] = aflw
     metadata['aflw2000_note'] = note
     save_model(state, target, metadata)
+    for path in target.iterdir():  # safetensors writes 0600; shipped files must be readable
+        if path.is_file():
+            path.chmod(0o644)
     load_model(target)  # round trip: the exported files load without torch
     sizes = {p.name: p.stat().st_size for p in target.iterdir() if p.is_file()}
     total = sum(sizes.values())
