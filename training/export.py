@@ -90,6 +90,15 @@ def run(cfg, out_dir, inputs):
         'synthetic_test_mae_deg': net_summary.get('test_mae_deg'),
         'aflw2000_dev_mae_deg': None,
     }
+    if cfg.get('_landmarks_artifact'):
+        artifact = Path(cfg['_landmarks_artifact'])
+        digest = hashlib.sha256()
+        with artifact.open('rb') as fh:
+            for block in iter(lambda: fh.read(1 << 24), b''):
+                digest.update(block)
+        metadata['landmarks_artifact'] = {
+            'path': str(artifact), 'sha256': digest.hexdigest(),
+            'note': 'external landmarks.npz (--landmarks); stages 1-3 of this config not run'}
     save_model(state, target, metadata)
     aflw, note = _aflw(cfg, target, stage_dir)
     metadata['aflw2000_dev_mae_deg'] = aflw
