@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 sensor_msgs = pytest.importorskip('sensor_msgs.msg', reason='sensor_msgs is not installed')
+from nlml_hpe.position import default_camera_matrix  # noqa: E402
 from nlml_hpe.ros_image import (  # noqa: E402
     ImageConversionError,
     camera_matrix_from_info,
     compressed_to_rgb,
-    default_camera_matrix,
     image_to_rgb,
     ray_position,
 )

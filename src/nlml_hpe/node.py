@@ -76,11 +76,11 @@ from std_msgs.msg import Bool, ColorRGBA, Float32MultiArray, Int32MultiArray, Mu
 from visualization_msgs.msg import Marker, MarkerArray
 
 from . import geometry
+from .position import default_camera_matrix
 from .ros_image import (
     ImageConversionError,
     camera_matrix_from_info,
     compressed_to_rgb,
-    default_camera_matrix,
     image_to_rgb,
     ray_position,
 )
@@ -92,6 +92,8 @@ except ImportError:  # pragma: no cover - depends on the install
     TransformBroadcaster = None
 from tf2_msgs.msg import TFMessage
 
+#: Horizontal field of view assumed for the optical ray when camera_info is missing.
+UNKNOWN_CAMERA_HFOV_DEG = 60.0
 #: Seconds between two warnings of the same kind.
 WARN_PERIOD_S = 5.0
 #: Frame id used when an image arrives with an empty header.frame_id and no override.
@@ -387,7 +389,8 @@ class HeadPoseNode(Node):
         p = self._p
         boxes = np.array([f.box for f in faces], float).reshape(-1, 4)
         ids = self._tracker.update(boxes, t) if p['tracking'] else list(range(len(faces)))
-        ray_K = K if K is not None else default_camera_matrix(width, height)
+        ray_K = K if K is not None else default_camera_matrix(
+            width, height, hfov_deg=UNKNOWN_CAMERA_HFOV_DEG)
         results = []
         for face, box, fid in zip(faces, boxes, ids):
             quat = np.asarray(face.quaternion, float)

@@ -54,9 +54,18 @@ def check_camera_matrix(camera_matrix):
     return k
 
 
-def default_camera_matrix(width, height):
-    """Return the usual guess for an unknown camera: ``f = max(w, h)``, centred."""
-    f = float(max(width, height))
+def default_camera_matrix(width, height, hfov_deg=None):
+    """Return intrinsics for an uncalibrated ``width x height`` camera (centred, square px).
+
+    Without ``hfov_deg`` the usual guess ``f = max(w, h)``; otherwise the focal
+    length of that horizontal field of view.
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f'image size must be positive, got {width}x{height}')
+    if hfov_deg is None:
+        f = float(max(width, height))
+    else:
+        f = (width / 2.0) / np.tan(np.radians(hfov_deg) / 2.0)
     return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
 
 

@@ -11,7 +11,6 @@ read with their ``step`` (row padding is dropped).  ``cv_bridge`` is used when i
 is importable (after the same validation), otherwise the numpy path.
 """
 
-import math
 
 import numpy as np
 
@@ -137,14 +136,6 @@ def camera_matrix_from_info(msg):
             or abs(K[2, 1]) > 1e-9:
         raise ImageConversionError(f'CameraInfo K is not an intrinsic matrix: {K.tolist()}')
     return K
-
-
-def default_camera_matrix(width, height, hfov_deg=60.0):
-    """Plausible intrinsics for an uncalibrated ``width x height`` camera (centred, square px)."""
-    if width <= 0 or height <= 0:
-        raise ValueError(f'image size must be positive, got {width}x{height}')
-    f = (width / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
-    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
 
 
 def ray_position(camera_matrix, pixel, distance_m):
