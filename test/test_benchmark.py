@@ -26,7 +26,11 @@ def _random_model():
 def test_aflw2000_benchmark_structure(aflw_dir):
     with HeadPoseEstimator(_random_model()) as est:
         res = run_aflw2000(aflw_dir, est, limit=20)
-    assert res['images'] == 20 and res['methods'] == ['model', 'baseline']
+    assert res['images'] == 20 and res['methods'] == ['model', 'baseline', 'baseline_flip']
+    assert res['flip_average'] and res['latency_ms']['landmarks_mirrored']['p50'] > 0
+    assert len(res['per_image']) == 20
+    row = next(r for r in res['per_image'] if r['detected'])
+    assert len(row['model']) == 3 and len(row['gt_pitch_yaw_roll']) == 3
     assert 0.8 <= res['detection_rate'] <= 1.0
     for name in ('full', 'paper'):
         entry = res['protocols'][name]
@@ -50,6 +54,42 @@ def test_aflw2000_benchmark_structure(aflw_dir):
 def test_baseline_only_run(aflw_dir):
     res = run_aflw2000(aflw_dir, None, limit=3)
     assert res['methods'] == ['baseline'] and 'model' not in res['protocols']['full']
+
+
+def test_no_flip_run(aflw_dir):
+    with HeadPoseEstimator(_random_model(), flip_average=False) as est:
+        res = run_aflw2000(aflw_dir, est, limit=3)
+    assert res['methods'] == ['model', 'baseline'] and not res['flip_average']
+
+
+def test_labelled_face_is_the_one_scored():
+    from nlml_hpe.benchmark import pick_labelled_face
+
+    big, small = (0, 0, 200, 200), (300, 40, 400, 140)
+    assert pick_labelled_face([big, small], None) == 0        # no label: the largest
+    assert pick_labelled_face([big, small], np.array([310, 50, 395, 135])) == 1
+    assert pick_labelled_face([big], np.array([310, 50, 395, 135])) is None  # someone else
+    assert pick_labelled_face([], np.array([0, 0, 1, 1])) is None
+
+
+def test_other_person_is_not_scored(aflw_dir):
+    # image01748 shows two people; the label is the woman on the left in profile.
+    # MediaPipe finds only the man on the right, so the image counts as missed
+    # instead of scoring his pose against her label.
+    import shutil
+
+    from nlml_hpe.benchmark import read_aflw_box
+
+    src = aflw_dir / 'image01748.jpg'
+    if not src.is_file():
+        pytest.skip('image01748 not in this AFLW2000 split')
+    assert read_aflw_box(src.with_suffix('.mat'))[2] < 300  # label box: left half
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        for suffix in ('.jpg', '.mat'):
+            shutil.copy(src.with_suffix(suffix), tmp)
+        res = run_aflw2000(tmp, None)
+    assert res['other_faces_only'] == 1 and res['detection_rate'] == 0.0
 
 
 def test_aflw_reading(aflw_dir, tmp_path):

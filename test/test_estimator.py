@@ -104,15 +104,62 @@ def test_two_faces_one_batch_largest_first(aflw_dir):
     frame[:, :a.shape[1]] = a
     frame[:b.shape[0], a.shape[1]:] = b
     model = CountingModel(_random_model())
-    with HeadPoseEstimator(model, max_faces=5) as est:
+    with HeadPoseEstimator(model, max_faces=5, flip_average=False) as est:
         poses = est.estimate(frame)
     assert len(poses) == 2
     assert model.batches == [2]  # both faces through the model in one call
+    model.batches.clear()
+    with HeadPoseEstimator(model, max_faces=5) as est:  # flip averaging: twins in the batch
+        assert len(est.estimate(frame)) == 2
+        assert est.last_timings['flip_matched'] == 2
+    assert model.batches == [4]
     areas = [(p.box[2] - p.box[0]) * (p.box[3] - p.box[1]) for p in poses]
     assert areas[0] > areas[1]
     assert poses[0].box[2] <= a.shape[1] + 1  # the larger face is the left one
     for p in poses:
         _check_pose_consistency(p)
+
+
+def test_flip_average_is_mirror_equivariant(face_rgb):
+    # Flip-averaged angles of the mirrored image are exactly the mirrored angles
+    # (yaw and roll change sign), and each is the mean of the direct reading and
+    # the un-mirrored reading of the mirrored image.
+    model = _random_model(7)
+    mirrored = np.ascontiguousarray(face_rgb[:, ::-1])
+    with HeadPoseEstimator(model) as est, \
+            HeadPoseEstimator(model, flip_average=False) as plain:
+        assert est.flip_average and not plain.flip_average
+        avg = est.estimate(face_rgb)[0].angles
+        assert est.last_timings['flip_matched'] == 1 and est.last_timings['flip_ms'] > 0
+        avg_m = est.estimate(mirrored)[0].angles
+        direct = plain.estimate(face_rgb)[0].angles
+        direct_m = plain.estimate(mirrored)[0].angles
+    signs = np.array([1.0, -1.0, -1.0])
+    np.testing.assert_allclose(avg_m, signs * avg, atol=1e-6)
+    np.testing.assert_allclose(avg, 0.5 * (direct + signs * direct_m), atol=1e-6)
+    assert not np.allclose(avg, direct, atol=1e-3)  # the mirrored pass changed something
+
+
+def test_flip_average_off_by_default_when_streaming():
+    est = HeadPoseEstimator(_random_model(), streaming=True)
+    assert not est.flip_average
+    assert HeadPoseEstimator(_random_model(), streaming=True, flip_average=True).flip_average
+
+
+def test_mirrored_faces_matched_by_box():
+    from nlml_hpe.estimator import match_mirrored, mirror_landmarks
+
+    rng = np.random.default_rng(0)
+    left = rng.uniform([50, 50, 0], [150, 150, 10], (468, 3))
+    right = rng.uniform([400, 60, 0], [520, 180, 10], (468, 3))
+    w = 640
+    # The mirrored image holds both faces mirrored, in the other order.
+    got = match_mirrored([left, right], [mirror_landmarks(right, w), mirror_landmarks(left, w)], w)
+    assert got == [1, 0]
+    assert match_mirrored([left], [mirror_landmarks(left + [200, 0, 0], w)], w) == [None]
+    with HeadPoseEstimator(_random_model()) as est:
+        with pytest.raises(ValueError, match='image_size'):
+            est.estimate_landmarks([left], mirrored=[left])
 
 
 def test_estimate_landmarks_and_position():

@@ -152,3 +152,46 @@ def test_bad_features_rejected():
 def test_metadata_is_json(tmp_path):
     save_model(_random_weights(), tmp_path, {'b': [1, 2], 'a': 'x'})
     assert json.loads((tmp_path / METADATA_NAME).read_text()) == {'a': 'x', 'b': [1, 2]}
+
+
+def test_calibration_round_trip_and_applied(tmp_path):
+    from nlml_hpe.model import odd_polynomial
+
+    w = _random_weights(3)
+    w['calibration.yaw'] = np.array([1.1, 0.2, 0.05], np.float32)
+    w['calibration.roll'] = np.array([0.95], np.float32)
+    save_model(w, tmp_path, {'note': 'calibrated'})
+    pm = load_model(tmp_path)
+    assert sorted(pm.calibration) == ['roll', 'yaw']
+    x = np.random.default_rng(1).normal(0, 1, (6, 1404))
+    _, raw = pm.forward(x)  # radians: yaw, pitch, roll
+    got = pm.predict(x)     # degrees: pitch, yaw, roll
+    np.testing.assert_allclose(got[:, 1], np.degrees(odd_polynomial([1.1, 0.2, 0.05], raw[:, 0])),
+                               atol=1e-4)
+    np.testing.assert_allclose(got[:, 0], np.degrees(raw[:, 1]), atol=1e-4)  # pitch untouched
+    np.testing.assert_allclose(got[:, 2], np.degrees(0.95 * raw[:, 2]), atol=1e-4)
+    np.testing.assert_allclose(pm.predict(x, calibrated=False),
+                               np.degrees(raw[:, [1, 0, 2]]), atol=1e-4)
+
+
+@pytest.mark.parametrize('coeffs, why', [
+    ([1.0, -0.5], 'not strictly increasing'),         # turns back within +-120 deg
+    ([-1.0], 'not strictly increasing'),
+    ([1.0, 0.0, 0.0, 0.0, 0.1], 'coefficients'),     # too many terms
+    ([1.0, float('nan')], 'finite'),
+])
+def test_bad_calibration_named(tmp_path, coeffs, why):
+    w = _random_weights(4)
+    w['calibration.pitch'] = np.array(coeffs, np.float32)
+    save_model(w, tmp_path, {})
+    with pytest.raises(ModelFileError, match=why) as err:
+        load_model(tmp_path)
+    assert WEIGHTS_NAME in str(err.value) and 'calibration.pitch' in str(err.value)
+
+
+def test_unknown_calibration_angle_rejected(tmp_path):
+    w = _random_weights(5)
+    w['calibration.gaze'] = np.array([1.0], np.float32)
+    save_model(w, tmp_path, {})
+    with pytest.raises(ModelFileError, match='unexpected'):
+        load_model(tmp_path)

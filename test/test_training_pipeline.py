@@ -1,4 +1,4 @@
-"""End-to-end test of the training pipeline on the tiny config (stages 1-8).
+"""End-to-end test of the training pipeline on the tiny config (stages 1-9).
 
 Runs once per session into a temporary workdir (about a minute or two on
 2 cores) and checks the stage artifacts independently of the stage summaries.
@@ -133,7 +133,8 @@ def test_model_recovers_held_out_identity_angles(tiny_run):
         test_ids = set(lm['test_identity'].tolist())
     assert len(feats) >= 50 and len(test_ids) >= 2
     model = load_model(tiny_run / 'model')
-    pred = model.predict(feats)
+    # The network itself (the calibration is fit to MediaPipe on renders, not to projections).
+    pred = model.predict(feats, calibrated=False)
     mae = np.abs(pred - truth).mean(axis=0)
     assert np.all(mae < TEST_MAE_TOL_DEG), mae
     # A model that ignores its input would be much worse than this.
@@ -143,6 +144,36 @@ def test_model_recovers_held_out_identity_angles(tiny_run):
     assert len(meta['training_config_sha256']) == 64
     assert meta['aflw2000_dev_mae_deg'] is None
     assert (tiny_run / 'networks' / 'loss_curves.png').stat().st_size > 1000
+
+
+def test_calibration_stage_and_export(tiny_run):
+    from nlml_hpe.model import check_calibration, load_model, odd_polynomial
+
+    entry = _stage(tiny_run, 'calibrate')['summary']
+    if 'skipped' in entry:
+        pytest.skip(f"calibrate stage skipped: {entry['skipped']}")
+    with np.load(tiny_run / 'calibrate' / 'samples.npz') as s:
+        assert s['landmarks'].shape == (40, 468, 3) and s['angles'].shape == (40, 3)
+        detected = s['detected']
+    # MediaPipe must find most rendered faces, or the renders are broken.
+    assert detected.mean() > 0.4, detected.mean()
+    with np.load(tiny_run / 'calibrate' / 'calibration.npz') as c:
+        coeffs = {k: c[k] for k in c.files}
+    assert set(coeffs) <= {'yaw', 'roll'} and coeffs, coeffs
+    for k, v in coeffs.items():
+        check_calibration(v, k)
+    model = load_model(tiny_run / 'model')
+    assert sorted(model.calibration) == sorted(coeffs)
+    assert model.metadata['format_version'] == 2
+    x = np.random.default_rng(0).normal(0, 1, (4, 1404))
+    raw = model.predict(x, calibrated=False)
+    cal = model.predict(x)
+    if 'yaw' in coeffs:
+        np.testing.assert_allclose(
+            cal[:, 1], np.degrees(odd_polynomial(coeffs['yaw'], np.radians(raw[:, 1]))),
+            atol=1e-3)
+    np.testing.assert_allclose(cal[:, 0], raw[:, 0])  # pitch is not calibrated
+    assert (tiny_run / 'calibrate' / 'calibration.png').stat().st_size > 1000
 
 
 def test_rerun_skips_and_force_reruns(tiny_run):

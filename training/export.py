@@ -1,4 +1,4 @@
-"""Stage 8: export the trained model (safetensors + JSON metadata).
+"""Stage 9: export the trained model (safetensors + JSON metadata).
 
 Writes :func:`nlml_hpe.model.save_model` output into ``export.out_dir`` only
 (``models/`` for the default config; a ``{workdir}/...`` path for the tiny
@@ -7,7 +7,9 @@ creation time (UTC), angle ranges, normalisation, the training config and its
 sha256, the synthetic test MAE and, when ``export.aflw2000`` is on and the
 AFLW2000 dev split and :func:`nlml_hpe.benchmark.run_aflw2000` are available,
 the dev-split MAE (paper range and full range) of the exported model; else
-``null``.  The stage directory gets ``report.md`` (and ``aflw2000.json``).
+``null``.  The calibration of stage 8 (when there is one) is stored in the
+weights file as ``calibration.<angle>`` tensors and described in the metadata.
+The stage directory gets ``report.md`` (and ``aflw2000.json``).
 """
 
 import datetime
@@ -15,11 +17,13 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from nlml_hpe.features import LEFT_EYE_OUTER, NOSE_TIP, RIGHT_EYE_OUTER
+from nlml_hpe.model import CALIBRATION_PREFIX
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: optional calibration.<angle> tensors
 MAX_BYTES = 20 * 1024 * 1024
 
 
@@ -49,11 +53,21 @@ def _aflw(cfg, out_dir, stage_dir):
     finally:
         est.close()
     (stage_dir / 'aflw2000.json').write_text(json.dumps(result, indent=2, default=str) + '\n')
-    out = {'dataset': str(aflw_dir)}
+    out = {'dataset': str(aflw_dir), 'flip_average': result['flip_average'],
+           'other_faces_only': result['other_faces_only']}
     for name, entry in result['protocols'].items():
-        out[name] = {'model': entry['model'], 'baseline': entry['baseline'],
-                     'detection_rate': entry['detection_rate']}
+        out[name] = {m: entry[m] for m in result['methods']}
+        out[name]['detection_rate'] = entry['detection_rate']
     return out, 'measured'
+
+
+def _calibration(inputs):
+    """``{angle: coefficients}`` from the calibrate stage (empty when it made none)."""
+    path = Path(inputs.get('calibrate', '')) / 'calibration.npz'
+    if not inputs.get('calibrate') or not path.is_file():
+        return {}
+    with np.load(path, allow_pickle=False) as data:
+        return {k: np.asarray(data[k], dtype=np.float32) for k in data.files}
 
 
 def run(cfg, out_dir, inputs):
@@ -66,6 +80,9 @@ def run(cfg, out_dir, inputs):
     target = _out_dir(cfg)
     ndir = Path(inputs['networks'])
     state = load_file(str(ndir / 'net.safetensors'))
+    calibration = _calibration(inputs)
+    for name, coeffs in calibration.items():
+        state[f'{CALIBRATION_PREFIX}{name}'] = coeffs
     net_summary = json.loads((ndir / 'stage.json').read_text())['summary'] \
         if (ndir / 'stage.json').is_file() else {}
     tensor_summary = json.loads((Path(inputs['tensor']) / 'stage.json').read_text())['summary']
@@ -89,6 +106,10 @@ def run(cfg, out_dir, inputs):
         'training_config_sha256': hashlib.sha256(cfg_text.encode()).hexdigest(),
         'synthetic_test_mae_deg': net_summary.get('test_mae_deg'),
         'aflw2000_dev_mae_deg': None,
+        'calibration': {
+            'angles': {k: [float(c) for c in v] for k, v in calibration.items()},
+            'form': 'angle = c1*x + c3*x**3 + ... of the head output x (radians)',
+            'source': 'training/calibrate.py: MediaPipe on renders of held-out identities'},
     }
     if cfg.get('_landmarks_artifact'):
         artifact = Path(cfg['_landmarks_artifact'])
@@ -113,8 +134,9 @@ def run(cfg, out_dir, inputs):
     if total > MAX_BYTES:
         raise ValueError(f'exported model is {total / 1e6:.1f} MB, over the 20 MB limit')
     summary = {'out_dir': str(target), 'bytes': sizes, 'aflw2000': aflw, 'aflw_note': note,
+               'calibrated_angles': sorted(calibration),
                'synthetic_test_mae_deg': metadata['synthetic_test_mae_deg']}
-    lines = ['# Stage 8: export', '', f'- model: {target} ({total / 1e6:.2f} MB)',
+    lines = ['# Stage 9: export', '', f'- model: {target} ({total / 1e6:.2f} MB)',
              f"- synthetic test MAE (deg): {metadata['synthetic_test_mae_deg']}",
              f'- AFLW2000 dev ({note}):']
     if aflw:

@@ -29,7 +29,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 STAGES = ('faces', 'correspondence', 'landmarks', 'tensor', 'decompose', 'manifolds',
-          'networks', 'export')
+          'networks', 'calibrate', 'export')
 
 #: Config sections each stage depends on (besides ``seed``); a change re-runs the stage.
 STAGE_SECTIONS = {
@@ -40,6 +40,8 @@ STAGE_SECTIONS = {
     'decompose': ('decompose',),
     'manifolds': ('manifolds',),
     'networks': ('networks',),
+    # Renders with the faces, correspondence and cameras of stages 1-3.
+    'calibrate': ('calibrate', 'faces', 'landmarks'),
     'export': ('export',),
 }
 

@@ -53,6 +53,42 @@ def read_aflw_pose(mat_path):
     return np.degrees(np.asarray(para, dtype=np.float64).ravel()[:3])
 
 
+def read_aflw_box(mat_path):
+    """Box ``(x0, y0, x1, y1)`` of the labelled face's 68 landmarks (``pt3d_68``), or None."""
+    from scipy.io import loadmat
+
+    try:
+        pts = np.asarray(loadmat(str(mat_path))['pt3d_68'], dtype=np.float64)
+    except (OSError, KeyError, ValueError):
+        return None
+    if pts.ndim != 2 or pts.shape[0] < 2 or not np.all(np.isfinite(pts[:2])):
+        return None
+    x, y = pts[0], pts[1]
+    return np.array([x.min(), y.min(), x.max(), y.max()])
+
+
+#: A detected face must overlap the labelled face's landmark box this much to be scored.
+MIN_LABEL_IOU = 0.3
+
+
+def pick_labelled_face(boxes, label_box):
+    """Index of the detected face that is the labelled one, or None.
+
+    With the label's landmark box, the face of highest IoU with it (at least
+    :data:`MIN_LABEL_IOU`; otherwise MediaPipe found only other people).  Without
+    it, the largest face.
+    """
+    if not boxes:
+        return None
+    from .estimator import box_iou
+
+    if label_box is None:
+        return int(np.argmax([(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]))
+    ious = [box_iou(b, label_box) for b in boxes]
+    best = int(np.argmax(ious))
+    return best if ious[best] >= MIN_LABEL_IOU else None
+
+
 def list_aflw2000(directory, limit=None):
     """Return sorted ``[(jpg, mat), ...]`` of an AFLW2000-3D directory."""
     directory = Path(directory)
@@ -93,13 +129,16 @@ def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progr
     ``estimator`` is a :class:`~nlml_hpe.estimator.HeadPoseEstimator` (its
     extractor provides the landmarks); without it only the baseline runs, with
     ``extractor`` or a new static-mode :class:`~nlml_hpe.landmarks.LandmarkExtractor`.
-    When MediaPipe finds several faces the largest is scored.  Returns a dict
+    The scored face is the one matching the label's 68 landmarks (``pt3d_68``;
+    :func:`pick_labelled_face`): AFLW2000 images can show other people, and
+    scoring their pose against the label would be wrong.  A face that does not
+    match counts as not detected.  Returns a dict
     with MAE per protocol (``full``: all angles within 99 deg; ``paper``:
     |yaw|<=50, |pitch|<=40, |roll|<=30) and method, N, detection rates,
     per-stage latency (ms) and RSS (MB).
     """
     from .baseline import baseline_angles
-    from .estimator import landmark_box
+    from .estimator import MIRROR_SIGNS, landmark_box, match_mirrored
 
     pairs = list_aflw2000(directory, limit)
     own_extractor = None
@@ -113,10 +152,11 @@ def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progr
         from tqdm import tqdm
         iterator = tqdm(pairs, desc='aflw2000', unit='img')
     rows = []
-    times = {'decode': [], 'landmarks': [], 'model': [], 'baseline': []}
+    times = {'decode': [], 'landmarks': [], 'flip': [], 'model': [], 'baseline': []}
     try:
         for jpg, mat in iterator:
             gt = read_aflw_pose(mat)
+            label_box = read_aflw_box(mat)
             t0 = time.perf_counter()
             rgb = read_rgb(jpg)
             t1 = time.perf_counter()
@@ -124,27 +164,43 @@ def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progr
             t2 = time.perf_counter()
             times['decode'].append((t1 - t0) * 1e3)
             times['landmarks'].append((t2 - t1) * 1e3)
-            row = {'image': jpg.name, 'gt': gt, 'detected': bool(faces)}
-            if faces:
-                size = (rgb.shape[1], rgb.shape[0])
-                areas = [(b[2] - b[0]) * (b[3] - b[1])
-                         for b in (landmark_box(f, size) for f in faces)]
-                lm = faces[int(np.argmax(areas))]
+            size = (rgb.shape[1], rgb.shape[0])
+            pick = pick_labelled_face([landmark_box(f, size) for f in faces], label_box)
+            row = {'image': jpg.name, 'gt': gt, 'detected': pick is not None,
+                   'other_faces_only': bool(faces) and pick is None}
+            if pick is not None:
+                lm = faces[pick]
+                mirrored = None
+                if estimator is not None and estimator.flip_average:
+                    t_f = time.perf_counter()
+                    mirrored, _ = extractor.extract_with_scores(np.ascontiguousarray(rgb[:, ::-1]))
+                    times['flip'].append((time.perf_counter() - t_f) * 1e3)
                 if estimator is not None:
-                    pose = estimator.estimate_landmarks([lm], image_size=size)[0]
+                    pose = estimator.estimate_landmarks([lm], image_size=size,
+                                                        mirrored=mirrored)[0]
                     times['model'].append(estimator.last_timings['model_ms'])
                     row['model'] = pose.angles
                 t3 = time.perf_counter()
                 row['baseline'] = baseline_angles([lm], *size)[0]
                 times['baseline'].append((time.perf_counter() - t3) * 1e3)
+                if mirrored is not None:
+                    # The baseline with the same flip averaging, for a like-for-like comparison.
+                    twin = match_mirrored([lm], mirrored, size[0])[0]
+                    row['baseline_flip'] = row['baseline'] if twin is None else 0.5 * (
+                        row['baseline'] + MIRROR_SIGNS * baseline_angles([mirrored[twin]],
+                                                                         *size)[0])
             rows.append(row)
     finally:
         if own_extractor is not None:
             own_extractor.close()
-    methods = (['model'] if estimator is not None else []) + ['baseline']
+    flip = estimator is not None and estimator.flip_average
+    methods = (['model'] if estimator is not None else []) + ['baseline'] + (
+        ['baseline_flip'] if flip else [])
     result = {'dataset': str(directory), 'images': len(rows), 'methods': methods,
               'note': 'faces MediaPipe misses are excluded from the MAE and counted in '
                       'the detection rate; both methods use the same landmarks',
+              'other_faces_only': sum(r['other_faces_only'] for r in rows),
+              'flip_average': flip,
               'protocols': {}}
     for name, bounds in PROTOCOLS.items():
         sel = [r for r in rows if _in_protocol(r['gt'], bounds)]
@@ -158,11 +214,16 @@ def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progr
     result['detection_rate'] = sum(r['detected'] for r in rows) / len(rows)
     result['latency_ms'] = {
         'decode': _stats(times['decode']), 'landmarks': _stats(times['landmarks']),
+        'landmarks_mirrored': _stats(times['flip']),
         'encoder_heads': _stats(times['model']), 'baseline_pnp': _stats(times['baseline'])}
     cur, peak = rss_mb()
     result['rss_mb'] = {'current': cur, 'peak': peak}
     if estimator is not None:
         result['model_metadata'] = dict(getattr(estimator.model, 'metadata', {}))
+    result['per_image'] = [
+        {'image': r['image'], 'gt_pitch_yaw_roll': [float(v) for v in r['gt']],
+         'detected': r['detected'],
+         **{m: [float(v) for v in r[m]] for m in methods if m in r}} for r in rows]
     return result
 
 
@@ -170,7 +231,7 @@ def format_aflw2000(result):
     """Human-readable table of :func:`run_aflw2000` output."""
     lines = [f"AFLW2000-3D: {result['dataset']} ({result['images']} images); "
              f"{result['note']}."]
-    head = f"{'protocol':<8} {'method':<9} {'N':>5} {'yaw':>7} {'pitch':>7} {'roll':>7} " \
+    head = f"{'protocol':<8} {'method':<13} {'N':>5} {'yaw':>7} {'pitch':>7} {'roll':>7} " \
            f"{'MAE':>7}  detection"
     lines.append(head)
     for name, entry in result['protocols'].items():
@@ -181,8 +242,14 @@ def format_aflw2000(result):
             e = entry[m]
             vals = ' '.join(f'{e[k]:7.2f}' if e[k] is not None else f"{'n/a':>7}"
                             for k in ('yaw', 'pitch', 'roll', 'mean'))
-            lines.append(f"{name:<8} {m:<9} {e['n']:>5} {vals}  {det}")
+            lines.append(f"{name:<8} {m:<13} {e['n']:>5} {vals}  {det}")
     lines.append(f"overall detection rate: {100 * result['detection_rate']:.1f}%")
+    if result.get('flip_average'):
+        lines.append('model: flip averaging on (MediaPipe also on the mirrored image); '
+                     'baseline_flip: solvePnP with the same averaging')
+    if result.get('other_faces_only'):
+        lines.append(f"images where MediaPipe found only people other than the labelled face "
+                     f"(counted as missed): {result['other_faces_only']}")
     lines.append('latency per image (ms):   p50     p95')
     for stage, s in result['latency_ms'].items():
         if s['p50'] is None:

@@ -123,7 +123,8 @@ def cmd_predict(args):
         out_dir = Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
-    with HeadPoseEstimator(model, max_faces=args.max_faces, streaming=False) as est:
+    with HeadPoseEstimator(model, max_faces=args.max_faces, streaming=False,
+                           flip_average=not args.no_flip) as est:
         # Build MediaPipe's graph now so "ms" measures the per-image work only.
         est.estimate(np.zeros((64, 64, 3), np.uint8))
         for path, kind in _expand_inputs(args.inputs):
@@ -147,12 +148,13 @@ def cmd_predict(args):
     return 1 if failures else 0
 
 
-def _load_estimator_or_none(model_path, streaming=False):
+def _load_estimator_or_none(model_path, streaming=False, flip_average=None):
     from .estimator import HeadPoseEstimator
     from .model import ModelFileError
 
     try:
-        return HeadPoseEstimator.from_pretrained(model_path, streaming=streaming), None
+        return HeadPoseEstimator.from_pretrained(model_path, streaming=streaming,
+                                                 flip_average=flip_average), None
     except ModelFileError as exc:
         return None, str(exc)
 
@@ -161,7 +163,7 @@ def cmd_benchmark_aflw(args):
     """AFLW2000-3D accuracy benchmark (model and baseline side by side)."""
     from .benchmark import format_aflw2000, run_aflw2000
 
-    est, error = _load_estimator_or_none(args.model)
+    est, error = _load_estimator_or_none(args.model, flip_average=not args.no_flip)
     if est is None:
         print(f'warning: model unavailable ({error}); running the baseline only',
               file=sys.stderr)
@@ -253,6 +255,9 @@ def build_parser():
     pred.add_argument('--out', metavar='DIR', help='write annotated images/videos here')
     pred.add_argument('--model', metavar='PATH', help='model directory or .safetensors file')
     pred.add_argument('--max-faces', type=int, default=5)
+    pred.add_argument('--no-flip', action='store_true',
+                      help='images: skip flip averaging (one MediaPipe pass instead of two); '
+                           'videos never flip')
     pred.set_defaults(func=cmd_predict)
 
     bench = sub.add_parser('benchmark', help='accuracy and speed benchmarks')
@@ -262,6 +267,8 @@ def build_parser():
     aflw.add_argument('--json', action='store_true')
     aflw.add_argument('--limit', type=int, default=None, help='use the first N images')
     aflw.add_argument('--model', metavar='PATH')
+    aflw.add_argument('--no-flip', action='store_true',
+                      help='score the model without flip averaging')
     aflw.set_defaults(func=cmd_benchmark_aflw)
     speed = bsub.add_parser('speed', help='encoder+heads and streaming whole-frame latency')
     speed.add_argument('--frames', type=int, default=300)

@@ -5,6 +5,13 @@ Pipeline: :class:`~nlml_hpe.landmarks.LandmarkExtractor` (MediaPipe Face Mesh,
 encoder + heads (:class:`~nlml_hpe.model.PoseModel`, numpy) for all faces of the
 frame in one batch -> angles, rotation, quaternion and (given intrinsics) the
 metric position (:mod:`nlml_hpe.position`).
+
+Flip averaging (``flip_average``, on by default for single images): MediaPipe
+also runs on the mirrored image, the model reads each mirrored face, and its
+un-mirrored angles (yaw and roll change sign) are averaged with the direct
+ones.  MediaPipe's landmark errors are not mirror-symmetric, so the average
+cancels part of them (AFLW2000 dev: see the README); it costs one more
+MediaPipe pass per image.
 """
 
 from dataclasses import dataclass, field
@@ -72,34 +79,75 @@ def landmark_box(landmarks_px, image_size=None):
     return (float(x0), float(y0), float(x1), float(y1))
 
 
+def box_iou(a, b):
+    """Intersection over union of two ``(x0, y0, x1, y1)`` boxes."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0.0) * max(h, 0.0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def mirror_landmarks(landmarks_px, width):
+    """Landmarks of a horizontally mirrored image, in the original image's pixels."""
+    out = np.array(landmarks_px, dtype=np.float64, copy=True)
+    out[:, 0] = width - out[:, 0]
+    return out
+
+
+def match_mirrored(faces, mirrored_faces, width, min_iou=0.5):
+    """For each face, the index of its mirrored-image twin (or None), matched by box IoU."""
+    boxes = [landmark_box(f) for f in faces]
+    twins = [landmark_box(mirror_landmarks(f, width)) for f in mirrored_faces]
+    pairs = sorted(((box_iou(a, b), i, j) for i, a in enumerate(boxes)
+                    for j, b in enumerate(twins)), reverse=True)
+    match, used = [None] * len(faces), set()
+    for iou, i, j in pairs:
+        if iou < min_iou:
+            break
+        if match[i] is None and j not in used:
+            match[i] = j
+            used.add(j)
+    return match
+
+
+#: Sign of (pitch, yaw, roll) under a horizontal mirror.
+MIRROR_SIGNS = np.array([1.0, -1.0, -1.0])
+
+
 class HeadPoseEstimator:
     """Estimate the head pose of every face in an RGB image.
 
-    Use :meth:`from_pretrained` to load the shipped model.  ``last_timings``
-    holds the per-stage times of the latest call (``landmarks_ms``,
-    ``model_ms``, ``post_ms``).
+    Use :meth:`from_pretrained` to load the shipped model.  ``flip_average``
+    (default: on for single images, off when ``streaming``) averages each face's
+    angles with those read from the mirrored image (see the module docstring).
+    ``last_timings`` holds the per-stage times of the latest call
+    (``landmarks_ms``, ``flip_ms``, ``model_ms``, ``post_ms``).
     """
 
     def __init__(self, model, extractor=None, *, max_faces=5, min_detection_confidence=0.5,
-                 min_tracking_confidence=0.5, streaming=False):
+                 min_tracking_confidence=0.5, streaming=False, flip_average=None):
         self.model = model
         self._extractor = extractor
+        self._flip_extractor = None
         self._extractor_args = dict(max_faces=max_faces,
                                     min_detection_confidence=min_detection_confidence,
                                     min_tracking_confidence=min_tracking_confidence,
                                     streaming=streaming)
         self.streaming = bool(streaming)
+        self.flip_average = (not self.streaming) if flip_average is None else bool(flip_average)
         self.max_faces = int(max_faces)
         self.last_timings = {}
 
     @classmethod
     def from_pretrained(cls, path=None, *, max_faces=5, min_detection_confidence=0.5,
-                        min_tracking_confidence=0.5, streaming=False):
+                        min_tracking_confidence=0.5, streaming=False, flip_average=None):
         """Load the model at ``path`` (default :func:`~nlml_hpe.model.default_model_dir`)."""
         model = load_model(default_model_dir() if path is None else path)
         return cls(model, max_faces=max_faces,
                    min_detection_confidence=min_detection_confidence,
-                   min_tracking_confidence=min_tracking_confidence, streaming=streaming)
+                   min_tracking_confidence=min_tracking_confidence, streaming=streaming,
+                   flip_average=flip_average)
 
     @property
     def extractor(self):
@@ -109,6 +157,16 @@ class HeadPoseEstimator:
             self._extractor = LandmarkExtractor(**self._extractor_args)
         return self._extractor
 
+    @property
+    def flip_extractor(self):
+        """Extractor for the mirrored images (its own tracker when streaming)."""
+        if not self.streaming:
+            return self.extractor
+        if self._flip_extractor is None:
+            from .landmarks import LandmarkExtractor
+            self._flip_extractor = LandmarkExtractor(**self._extractor_args)
+        return self._flip_extractor
+
     def estimate(self, rgb_uint8, camera_matrix=None):
         """Return a list of :class:`FacePose`, largest face first (``[]`` if no face)."""
         rgb = as_rgb_uint8(rgb_uint8)
@@ -116,18 +174,28 @@ class HeadPoseEstimator:
             camera_matrix = check_camera_matrix(camera_matrix)
         t0 = time.perf_counter()
         faces, scores = self.extractor.extract_with_scores(rgb)
-        landmarks_ms = (time.perf_counter() - t0) * 1e3
+        t1 = time.perf_counter()
+        mirrored = None
+        if self.flip_average and (faces or self.streaming):
+            # Streaming: the mirrored tracker sees every frame, so it keeps tracking.
+            mirrored, _ = self.flip_extractor.extract_with_scores(
+                np.ascontiguousarray(rgb[:, ::-1]))
+        flip_ms = (time.perf_counter() - t1) * 1e3
         poses = self.estimate_landmarks(faces, camera_matrix, scores=scores,
-                                        image_size=(rgb.shape[1], rgb.shape[0]))
-        self.last_timings['landmarks_ms'] = landmarks_ms
+                                        image_size=(rgb.shape[1], rgb.shape[0]),
+                                        mirrored=mirrored)
+        self.last_timings.update(landmarks_ms=(t1 - t0) * 1e3, flip_ms=flip_ms)
         return poses
 
     def estimate_landmarks(self, landmarks_px_list, camera_matrix=None, *, scores=None,
-                           image_size=None):
+                           image_size=None, mirrored=None):
         """Estimate poses from given ``(468, 3)`` pixel landmarks (skips MediaPipe).
 
         All faces go through the model in one batch.  ``scores`` defaults to 1.0
         per face; ``image_size`` ``(width, height)`` clips the boxes.
+        ``mirrored``: faces found in the horizontally mirrored image (in its own
+        pixels; needs ``image_size``); each face with a twin among them gets the
+        average of its angles and its twin's un-mirrored angles.
         """
         lms = [np.asarray(lm, dtype=np.float64) for lm in landmarks_px_list]
         for lm in lms:
@@ -140,13 +208,23 @@ class HeadPoseEstimator:
             raise ValueError(f'got {len(scores)} scores for {len(lms)} faces')
         if camera_matrix is not None:
             camera_matrix = check_camera_matrix(camera_matrix)
-        self.last_timings = {'landmarks_ms': 0.0, 'model_ms': 0.0, 'post_ms': 0.0,
-                             'faces': len(lms)}
+        twins = []
+        if mirrored and lms:
+            if image_size is None:
+                raise ValueError('mirrored faces need image_size')
+            twin_of = match_mirrored(lms, mirrored, image_size[0])
+            twins = [(i, np.asarray(mirrored[j], dtype=np.float64))
+                     for i, j in enumerate(twin_of) if j is not None]
+        self.last_timings = {'landmarks_ms': 0.0, 'flip_ms': 0.0, 'model_ms': 0.0,
+                             'post_ms': 0.0, 'faces': len(lms), 'flip_matched': len(twins)}
         if not lms:
             return []
         t0 = time.perf_counter()
-        feats = normalise_landmarks(np.stack(lms))
-        angles = self.model.predict(feats)  # one batch: (N, 3) pitch, yaw, roll
+        feats = normalise_landmarks(np.stack(lms + [lm for _, lm in twins]))
+        angles = self.model.predict(feats)  # one batch: (N + twins, 3) pitch, yaw, roll
+        for k, (i, _) in enumerate(twins):
+            angles[i] = 0.5 * (angles[i] + MIRROR_SIGNS * angles[len(lms) + k])
+        angles = angles[:len(lms)]
         t1 = time.perf_counter()
         rot_viewer = euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
         quats = Rotation.from_matrix(face_frame_in_optical(rot_viewer)).as_quat()
@@ -165,9 +243,10 @@ class HeadPoseEstimator:
 
     def close(self):
         """Release MediaPipe resources."""
-        if self._extractor is not None:
-            self._extractor.close()
-            self._extractor = None
+        for name in ('_extractor', '_flip_extractor'):
+            if getattr(self, name) is not None:
+                getattr(self, name).close()
+                setattr(self, name, None)
 
     def __enter__(self):
         return self

@@ -5,6 +5,12 @@
 * Heads: one per angle, 3 -> 128 -> 256 -> 128 -> 64 -> 1 (ReLU), each mapping a
   3-d latent to its angle in radians.
 
+Optional calibration: ``calibration.<angle>`` tensors hold the coefficients
+``c1, c3, ...`` of an odd polynomial ``c1*x + c3*x**3 + ...`` (x: the head's
+output in radians) that maps the head's output to the calibrated angle (see
+``training/calibrate.py``: it undoes MediaPipe's compression of large yaw,
+measured on renders).  Angles without one are returned as the heads give them.
+
 Weights are stored as safetensors (never pickles) beside a small JSON file of
 metadata.  :func:`load_model` validates every tensor's name and shape and names
 the offending file in its error messages.
@@ -30,8 +36,45 @@ WEIGHTS_NAME = 'nlml_hpe.safetensors'
 METADATA_NAME = 'nlml_hpe.json'
 
 
+#: Prefix of the optional per-angle calibration tensors.
+CALIBRATION_PREFIX = 'calibration.'
+#: Most odd-polynomial coefficients a calibration may have (c1, c3, c5, c7).
+MAX_CALIBRATION_TERMS = 4
+#: A calibration must be strictly increasing on |x| <= this (radians; 120 deg).
+CALIBRATION_CHECK_RAD = np.radians(120.0)
+
+
 class ModelFileError(ValueError):
     """A model file is missing, unreadable or does not match the architecture."""
+
+
+def odd_polynomial(coeffs, x):
+    """Evaluate ``c1*x + c3*x**3 + ...`` for coefficients ``(c1, c3, ...)``."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.zeros_like(x)
+    for k, c in enumerate(np.asarray(coeffs, dtype=np.float64)):
+        out += c * x ** (2 * k + 1)
+    return out
+
+
+def check_calibration(coeffs, name='calibration'):
+    """Raise ``ValueError`` unless ``coeffs`` is a usable odd polynomial.
+
+    Usable: 1 to :data:`MAX_CALIBRATION_TERMS` finite coefficients whose
+    polynomial is strictly increasing on ``|x| <=`` :data:`CALIBRATION_CHECK_RAD`
+    (so it never folds two head outputs onto one angle).
+    """
+    c = np.asarray(coeffs)
+    if c.ndim != 1 or not 1 <= len(c) <= MAX_CALIBRATION_TERMS:
+        raise ValueError(f'{name}: expected 1 to {MAX_CALIBRATION_TERMS} coefficients, '
+                         f'got shape {c.shape}')
+    if not np.issubdtype(c.dtype, np.floating) or not np.all(np.isfinite(c)):
+        raise ValueError(f'{name}: coefficients must be finite floats')
+    x = np.linspace(-CALIBRATION_CHECK_RAD, CALIBRATION_CHECK_RAD, 2001)
+    slope = sum((2 * k + 1) * float(ck) * x ** (2 * k) for k, ck in enumerate(c))
+    if not np.all(slope > 0):
+        raise ValueError(f'{name}: polynomial is not strictly increasing within '
+                         f'+-{np.degrees(CALIBRATION_CHECK_RAD):.0f} deg')
 
 
 def _linear_keys(prefix, sizes):
@@ -138,6 +181,9 @@ class PoseModel:
         # their layers is one batched matmul.
         self._encoder = [(np.ascontiguousarray(w[wk]), w[bk].copy())
                          for wk, bk, _ in _linear_keys('encoder', ENCODER_SIZES)]
+        #: ``{angle: (c1, c3, ...)}`` odd-polynomial calibration per angle (may be empty).
+        self.calibration = {a: w[f'{CALIBRATION_PREFIX}{a}'].astype(np.float64)
+                            for a in LATENT_ANGLES if f'{CALIBRATION_PREFIX}{a}' in w}
         n_heads = len(LATENT_ANGLES)
         self._heads = []
         for wk, bk, _ in _linear_keys('head', HEAD_SIZES):
@@ -186,16 +232,31 @@ class PoseModel:
         return latents, self._decode(latents)
 
     def forward(self, features):
-        """Return ``(latents (N, 9), angles (N, 3) radians ordered yaw, pitch, roll)``."""
+        """Return ``(latents (N, 9), angles (N, 3) radians ordered yaw, pitch, roll)``.
+
+        The angles are the heads' raw output, before any calibration.
+        """
         return self._forward(self._check(features))
 
-    def predict(self, features):
-        """Predict AFLW2000-convention ``(pitch, yaw, roll)`` in degrees for each row."""
+    def calibrate(self, angles_rad):
+        """Apply the calibration to raw head outputs ``(N, 3)`` (radians, yaw, pitch, roll)."""
+        out = np.asarray(angles_rad, dtype=np.float64).copy()
+        for j, name in enumerate(LATENT_ANGLES):
+            if name in self.calibration:
+                out[:, j] = odd_polynomial(self.calibration[name], out[:, j])
+        return out
+
+    def predict(self, features, calibrated=True):
+        """Predict AFLW2000-convention ``(pitch, yaw, roll)`` in degrees for each row.
+
+        ``calibrated=False`` returns the heads' raw output.
+        """
         x = self._check(features)
         if len(x) == 0:
             return np.zeros((0, 3), dtype=np.float64)
         _, ang = self._forward(x)
-        yaw, pitch, roll = np.degrees(ang.astype(np.float64)).T
+        ang = self.calibrate(ang) if calibrated else ang.astype(np.float64)
+        yaw, pitch, roll = np.degrees(ang).T
         return np.stack([pitch, yaw, roll], axis=1)
 
     def decode(self, latents):
@@ -217,8 +278,9 @@ class PoseModel:
 
 def _check_state(state, name):
     expected = expected_shapes()
+    calibration = {f'{CALIBRATION_PREFIX}{a}' for a in LATENT_ANGLES}
     missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+    unexpected = sorted(set(state) - set(expected) - calibration)
     if missing or unexpected:
         raise ModelFileError(f'{name} does not match the NLML-HPE architecture: '
                              f'missing {missing[:5]}, unexpected {unexpected[:5]}')
@@ -233,6 +295,11 @@ def _check_state(state, name):
             raise ModelFileError(f'{name}: tensor {key!r} contains NaN or inf')
     if np.any(np.asarray(state['feature_std']) <= 0):
         raise ModelFileError(f'{name}: feature_std must be positive')
+    for key in sorted(calibration & set(state)):
+        try:
+            check_calibration(np.asarray(state[key]), f'{name}: tensor {key!r}')
+        except ValueError as exc:
+            raise ModelFileError(str(exc)) from exc
 
 
 def save_model(net, directory, metadata):

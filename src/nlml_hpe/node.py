@@ -115,6 +115,9 @@ PARAMETERS = {
                   {'integer_range': _range_i(1, 20)}),
     'min_detection_confidence': (0.5, 'MediaPipe face detection confidence threshold.',
                                  {'floating_point_range': _range_f(0.0, 1.0)}),
+    'flip_average': (False, 'Also run MediaPipe on the mirrored frame and average the angles: '
+                     'more accurate (AFLW2000 dev, see README), about twice the MediaPipe time.',
+                     {}),
     'tracking': (True, 'Keep face ids stable across frames (greedy IoU matching).', {}),
     'smoothing': (True, 'One-Euro smoothing of orientation and position (needs tracking).', {}),
     'smoothing_min_cutoff': (1.0, 'One-Euro cut-off at rest (Hz); lower = smoother.',
@@ -139,7 +142,7 @@ PARAMETERS = {
     'use_compressed': (False, 'Subscribe to image/compressed instead of image.',
                        {'read_only': True}),
 }
-_RELOAD = {'model_path', 'max_faces', 'min_detection_confidence'}
+_RELOAD = {'model_path', 'max_faces', 'min_detection_confidence', 'flip_average'}
 _SMOOTH = {'smoothing_min_cutoff', 'smoothing_beta', 'smoothing_d_cutoff', 'smoothing'}
 
 
@@ -226,7 +229,8 @@ class HeadPoseNode(Node):
         path = self._p['model_path'] or None
         return HeadPoseEstimator.from_pretrained(
             path=path, max_faces=int(self._p['max_faces']),
-            min_detection_confidence=float(self._p['min_detection_confidence']), streaming=True)
+            min_detection_confidence=float(self._p['min_detection_confidence']), streaming=True,
+            flip_average=bool(self._p['flip_average']))
 
     def _warm_up(self):
         """Create MediaPipe's graph now, so the first camera frame is not slow."""
