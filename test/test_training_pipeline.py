@@ -144,6 +144,9 @@ def test_model_recovers_held_out_identity_angles(tiny_run):
     assert len(meta['training_config_sha256']) == 64
     assert meta['aflw2000_dev_mae_deg'] is None
     assert (tiny_run / 'networks' / 'loss_curves.png').stat().st_size > 1000
+    sens = _stage(tiny_run, 'networks')['summary']['expression_sensitivity_deg']
+    assert len(sens) == 8 and all(len(v) == 3 and np.all(np.isfinite(v)) for v in sens.values())
+    assert 'Expression sensitivity' in (tiny_run / 'networks' / 'report.md').read_text()
 
 
 def test_calibration_stage_and_export(tiny_run):
