@@ -126,7 +126,8 @@ def _child_env(large_data):
 
 
 def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
-                  large_data=False, rss_every=0.0, image=None, warmup_timeout=60.0, log=print):
+                  large_data=False, rss_every=0.0, image=None, warmup_timeout=60.0, log=print,
+                  flip_average=False):
     """Run publisher, node and receiver; return a dict of figures."""
     import tempfile
 
@@ -140,6 +141,8 @@ def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
                 '-p', 'max_faces:=1']
     if model:
         node_cmd += ['-p', f'model_path:={model}']
+    if flip_average:
+        node_cmd += ['-p', 'flip_average:=true']
     node_log = tempfile.TemporaryFile(mode='w+')
     node_proc = subprocess.Popen(node_cmd, env=env, stdout=node_log, stderr=subprocess.STDOUT,
                                  text=True)
@@ -286,6 +289,8 @@ def main(argv=None):
                         help='print the node RSS every N seconds (soak test)')
     parser.add_argument('--image', default=None,
                         help='face picture to publish (default: the first demo clip frame)')
+    parser.add_argument('--flip-average', action='store_true',
+                        help='run the node with flip_average:=true')
     parser.add_argument('--json', default=None, help='also write the figures to this file')
     parser.add_argument('--role', choices=['benchmark', 'publisher'], default='benchmark',
                         help=argparse.SUPPRESS)
@@ -302,7 +307,8 @@ def main(argv=None):
         return run_publisher(args.rate, args.duration, args.width, args.height, args.image)
     try:
         res = run_benchmark(args.rate, args.duration, args.width, args.height, args.model,
-                            args.large_data, args.rss_every, args.image)
+                            args.large_data, args.rss_every, args.image,
+                            flip_average=args.flip_average)
     except (RuntimeError, ValueError) as exc:
         print(f'nlml-hpe benchmark node: error: {exc}', file=sys.stderr)
         return 1
