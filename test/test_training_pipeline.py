@@ -221,3 +221,19 @@ def test_bad_landmarks_artifact_is_rejected(tmp_path):
         load_landmarks(tmp_path / 'landmarks.npz')
     with pytest.raises(ValueError, match='not found'):
         load_landmarks(tmp_path / 'nope.npz')
+
+
+def test_external_landmarks_artifact_runs_stages_4_to_9(tiny_run, tmp_path):
+    from training import pipeline
+
+    artifact = tiny_run / 'landmarks' / 'landmarks.npz'
+    assert pipeline.main(['--config', str(TINY), '--workdir', str(tmp_path),
+                          '--landmarks', str(artifact)]) == 0
+    cal = _stage(tmp_path, 'calibrate')['summary']
+    assert 'external landmarks' in cal['skipped']  # nothing to render without the face model
+    assert _stage(tmp_path, 'networks')['summary']['expression_sensitivity_deg'] == {}
+    from nlml_hpe.model import load_model
+
+    model = load_model(tmp_path / 'model')
+    assert model.calibration == {}
+    assert model.metadata['landmarks_artifact']['path'] == str(artifact.resolve())

@@ -174,6 +174,9 @@ def run(cfg, out_dir, inputs):
     why = None
     if not opts['enabled']:
         why = 'disabled by calibrate.enabled: false'
+    elif not ((Path(inputs['faces']) / 'faces.npz').is_file() and
+              (Path(inputs['correspondence']) / 'correspondence.npz').is_file()):
+        why = 'no face model to render (external landmarks artifact: stages 1-2 skipped)'
     elif int(opts['samples']) == 0 or not opts['angles']:
         why = 'nothing to calibrate (calibrate.samples or calibrate.angles empty)'
     else:
