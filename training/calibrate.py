@@ -165,6 +165,7 @@ def run(cfg, out_dir, inputs):
     from nlml_hpe.features import normalise_landmarks
     from nlml_hpe.model import PoseModel
 
+    from .correspondence import face_model_available
     from .render import renderer_available
 
     t0 = time.time()
@@ -174,8 +175,7 @@ def run(cfg, out_dir, inputs):
     why = None
     if not opts['enabled']:
         why = 'disabled by calibrate.enabled: false'
-    elif not ((Path(inputs['faces']) / 'faces.npz').is_file() and
-              (Path(inputs['correspondence']) / 'correspondence.npz').is_file()):
+    elif not face_model_available(inputs):
         why = 'no face model to render (external landmarks artifact: stages 1-2 skipped)'
     elif int(opts['samples']) == 0 or not opts['angles']:
         why = 'nothing to calibrate (calibrate.samples or calibrate.angles empty)'

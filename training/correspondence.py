@@ -147,6 +147,12 @@ def load_correspondence(out_dir):
         return {k: data[k] for k in data.files}
 
 
+def face_model_available(inputs):
+    """Return whether stages 1-2 wrote their artifacts (not so under ``--landmarks``)."""
+    return ((Path(inputs['faces']) / 'faces.npz').is_file() and
+            (Path(inputs['correspondence']) / 'correspondence.npz').is_file())
+
+
 def to_head_frame(model_points, corr):
     """Model-frame points (cm) -> the synthetic head frame (canonical face frame)."""
     return (np.asarray(model_points) - corr['translation']) @ corr['rotation']

@@ -239,12 +239,11 @@ def expression_sensitivity(cfg, inputs, model, weight=0.5, n=200, seed=0):
     """
     from nlml_hpe.features import normalise_landmarks
 
-    from .correspondence import landmarks_of, load_correspondence
+    from .correspondence import face_model_available, landmarks_of, load_correspondence
     from .faces import load_faces, load_source
     from .landmarks import Projector
 
-    if not ((Path(inputs['faces']) / 'faces.npz').is_file() and
-            (Path(inputs['correspondence']) / 'correspondence.npz').is_file()):
+    if not face_model_available(inputs):
         return {}  # external landmarks artifact: no face model at hand
     source = load_source(cfg['faces'])
     n_expr = len(source.expression_modes)
