@@ -173,7 +173,7 @@ def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progr
                 mirrored = None
                 if estimator is not None and estimator.flip_average:
                     t_f = time.perf_counter()
-                    mirrored, _ = extractor.extract_with_scores(np.ascontiguousarray(rgb[:, ::-1]))
+                    mirrored = estimator.extract_mirrored(rgb)
                     times['flip'].append((time.perf_counter() - t_f) * 1e3)
                 if estimator is not None:
                     pose = estimator.estimate_landmarks([lm], image_size=size,

@@ -167,6 +167,10 @@ class HeadPoseEstimator:
             self._flip_extractor = LandmarkExtractor(**self._extractor_args)
         return self._flip_extractor
 
+    def extract_mirrored(self, rgb):
+        """Landmarks of the faces in the horizontally mirrored ``rgb`` (its own pixels)."""
+        return self.flip_extractor.extract(np.ascontiguousarray(rgb[:, ::-1]))
+
     def estimate(self, rgb_uint8, camera_matrix=None):
         """Return a list of :class:`FacePose`, largest face first (``[]`` if no face)."""
         rgb = as_rgb_uint8(rgb_uint8)
@@ -178,8 +182,7 @@ class HeadPoseEstimator:
         mirrored = None
         if self.flip_average and (faces or self.streaming):
             # Streaming: the mirrored tracker sees every frame, so it keeps tracking.
-            mirrored, _ = self.flip_extractor.extract_with_scores(
-                np.ascontiguousarray(rgb[:, ::-1]))
+            mirrored = self.extract_mirrored(rgb)
         flip_ms = (time.perf_counter() - t1) * 1e3
         poses = self.estimate_landmarks(faces, camera_matrix, scores=scores,
                                         image_size=(rgb.shape[1], rgb.shape[0]),
