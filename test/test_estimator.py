@@ -9,6 +9,7 @@ from nlml_hpe.estimator import FacePose, HeadPoseEstimator
 from nlml_hpe.geometry import (
     euler_to_matrix,
     face_frame_in_optical,
+    line_of_sight_rotation,
     optical_face_quaternion_to_euler,
     viewer_to_optical,
 )
@@ -21,6 +22,8 @@ from nlml_hpe.model import (
     load_model,
 )
 from nlml_hpe.position import (
+    UNKNOWN_CAMERA_HFOV_DEG,
+    camera_frame_rotation,
     canonical_face_m,
     default_camera_matrix,
     estimate_position,
@@ -28,11 +31,22 @@ from nlml_hpe.position import (
 )
 
 
-def _random_model(seed=0):
+def _random_model(seed=0, angle_frame=None):
     rng = np.random.default_rng(seed)
     w = {k: rng.normal(0, 0.05, s).astype(np.float32) for k, s in expected_shapes().items()}
     w['feature_std'] = np.ones_like(w['feature_std'])
-    return PoseModel(w)
+    return PoseModel(w, None if angle_frame is None else {'angle_frame': angle_frame})
+
+
+def _project_canonical(rot_optical, t, k):
+    """MediaPipe-like landmarks of the canonical face at rotation and position ``t`` (m)."""
+    cam = canonical_face_m() @ rot_optical.T + t
+    uv = cam[:, :2] / cam[:, 2:] * k[0, 0] + k[:2, 2]
+    return np.column_stack([uv, (cam[:, 2] - t[2]) * k[0, 0] / t[2]])
+
+
+def _rotation_error_deg(a, b):
+    return float(np.degrees(np.arccos(np.clip((np.trace(a.T @ b) - 1) / 2, -1, 1))))
 
 
 class CountingModel:
@@ -41,6 +55,7 @@ class CountingModel:
     def __init__(self, model):
         self.model = model
         self.metadata = model.metadata
+        self.angle_frame = model.angle_frame
         self.batches = []
 
     def predict(self, features):
@@ -53,13 +68,15 @@ def face_rgb(aflw_dir):
     return read_rgb(aflw_dir / 'image00008.jpg')
 
 
-def _check_pose_consistency(pose):
-    rot = viewer_to_optical(euler_to_matrix(pose.pitch, pose.yaw, pose.roll))
-    np.testing.assert_allclose(pose.rotation, rot, atol=1e-9)
+def _check_pose_consistency(pose, angle_frame='camera'):
+    np.testing.assert_allclose(pose.rotation, viewer_to_optical(euler_to_matrix(
+        *pose.camera_angles)), atol=1e-9)
     np.testing.assert_allclose(pose.rotation @ pose.rotation.T, np.eye(3), atol=1e-9)
     np.testing.assert_allclose(optical_face_quaternion_to_euler(pose.quaternion),
-                               [pose.pitch, pose.yaw, pose.roll], atol=1e-6)
+                               pose.camera_angles, atol=1e-6)
     assert abs(np.linalg.norm(pose.quaternion) - 1.0) < 1e-9
+    if angle_frame == 'camera':  # the angles are the rotation's own
+        np.testing.assert_allclose(pose.camera_angles, pose.angles, atol=1e-9)
 
 
 def test_estimate_one_face(face_rgb):
@@ -183,6 +200,59 @@ def test_estimate_landmarks_and_position():
             est.estimate_landmarks([lm], camera_matrix=np.eye(2))
         with pytest.raises(ValueError, match='focal'):
             est.estimate_landmarks([lm], camera_matrix=np.diag([0.0, 1.0, 1.0]))
+
+
+def test_camera_frame_rotation_adds_the_line_of_sight():
+    # Faces anywhere in a wide image, at rotation R_los relative to the line of
+    # sight: the camera-frame rotation is line_of_sight_rotation(t) @ R_los.
+    rng = np.random.default_rng(5)
+    k = default_camera_matrix(640, 480, hfov_deg=90.0)
+    for _ in range(50):
+        r_los = viewer_to_optical(euler_to_matrix(*rng.uniform([-40, -50, -30], [40, 50, 30])))
+        z = rng.uniform(0.5, 3.0)
+        t = np.array([rng.uniform(-0.8, 0.8) * z, rng.uniform(-0.6, 0.6) * z, z])
+        true = line_of_sight_rotation(t) @ r_los
+        lm = _project_canonical(true, t, k)
+        assert _rotation_error_deg(camera_frame_rotation(lm, r_los, k), true) < 0.05
+        assert _rotation_error_deg(r_los, true) > 1.0  # the turn of the ray does matter
+
+
+def test_apparent_model_rotation_follows_the_line_of_sight():
+    k = default_camera_matrix(640, 480)
+    t = np.array([0.45, -0.25, 1.1])  # well off the optical axis
+    lm = _project_canonical(viewer_to_optical(euler_to_matrix(5.0, 10.0, 0.0)), t, k)
+    with HeadPoseEstimator(_random_model(3, angle_frame='apparent')) as est:
+        assert est.model.angle_frame == 'apparent'
+        with_k = est.estimate_landmarks([lm], camera_matrix=k, image_size=(640, 480))[0]
+        guessed = est.estimate_landmarks([lm], image_size=(640, 480))[0]
+        bare = est.estimate_landmarks([lm])[0]
+    # The ray goes through the head position the estimator reports (the random
+    # model's angles are wrong, so that position is a little off t).
+    r_los = viewer_to_optical(euler_to_matrix(*with_k.angles))
+    assert np.linalg.norm(with_k.position - t) < 0.1
+    assert _rotation_error_deg(with_k.rotation,
+                               line_of_sight_rotation(with_k.position) @ r_los) < 0.05
+    assert _rotation_error_deg(with_k.rotation, r_los) > 10.0
+    _check_pose_consistency(with_k, 'apparent')
+    # Without intrinsics: the guessed camera's ray through the same pixel.
+    k_guess = default_camera_matrix(640, 480, hfov_deg=UNKNOWN_CAMERA_HFOV_DEG)
+    ray = np.linalg.solve(k_guess, k @ with_k.position)
+    assert _rotation_error_deg(guessed.rotation, line_of_sight_rotation(ray) @ r_los) < 0.5
+    assert guessed.position is None
+    # Neither intrinsics nor image size: no ray to add.
+    np.testing.assert_allclose(bare.rotation, r_los, atol=1e-9)
+    np.testing.assert_allclose(with_k.angles, bare.angles, atol=1e-9)
+
+
+def test_bad_angle_frame_in_metadata(tmp_path):
+    from nlml_hpe.model import save_model
+
+    rng = np.random.default_rng(0)
+    w = {k: rng.normal(0, 0.05, s).astype(np.float32) for k, s in expected_shapes().items()}
+    w['feature_std'] = np.ones_like(w['feature_std'])
+    save_model(w, tmp_path, {'angle_frame': 'sideways'})
+    with pytest.raises(ModelFileError, match='angle_frame'):
+        load_model(tmp_path)
 
 
 def test_position_accuracy_synthetic():

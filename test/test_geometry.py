@@ -58,3 +58,33 @@ def test_gaze_offset():
     assert g.gaze_offset_deg(face, [0, 0, 1.0]) == pytest.approx(0.0, abs=1e-9)
     # A frontal face 1 m away and 1 m to the side is looking 45 deg past the camera.
     assert g.gaze_offset_deg(face, [1.0, 0, 1.0]) == pytest.approx(45.0)
+
+
+def test_rotation_between_turns_a_onto_b():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(200, 3)), rng.normal(size=(200, 3))
+    rot = g.rotation_between(a, b)
+    unit = b / np.linalg.norm(b, axis=1, keepdims=True)
+    np.testing.assert_allclose(np.einsum('nij,nj->ni', rot, a / np.linalg.norm(
+        a, axis=1, keepdims=True)), unit, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.det(rot), 1.0, atol=1e-12)
+    # Smallest rotation: its angle is the angle between a and b, and it fixes a x b.
+    angle = np.degrees(np.arccos(np.clip((np.trace(rot, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+    np.testing.assert_allclose(angle, g.angle_between_deg(a, b), atol=1e-6)
+    axis = np.cross(a, b)
+    np.testing.assert_allclose(np.einsum('nij,nj->ni', rot, axis), axis, atol=1e-9)
+    np.testing.assert_allclose(g.rotation_between([0, 0, 1.0], [0, 0, 3.0]), np.eye(3))
+    with pytest.raises(ValueError, match='opposite'):
+        g.rotation_between([0, 0, 1.0], [0, 0, -1.0])
+
+
+def test_line_of_sight_rotation():
+    # A face at (1, 0, 1) m with zero angles relative to the line of sight looks
+    # back along the ray: its forward axis points at the camera.
+    pos = np.array([1.0, 0.0, 1.0])
+    rot = g.line_of_sight_rotation(pos) @ g.face_frame_in_optical(g.euler_to_matrix(0, 0, 0))
+    assert g.gaze_offset_deg(rot, pos) < 1e-5  # arccos near 1: ~1e-6 deg of rounding
+    # Seen from the optical axis it is turned 45 deg (yaw: towards the image centre).
+    pitch, yaw, roll = g.matrix_to_euler(g.optical_to_viewer(
+        g.line_of_sight_rotation(pos) @ g.viewer_to_optical(np.eye(3))))
+    assert abs(abs(yaw) - 45.0) < 1e-9 and abs(pitch) < 1e-9 and abs(roll) < 1e-9

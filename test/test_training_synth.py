@@ -239,3 +239,36 @@ def test_bad_input_gives_clear_errors(renderer):
         renderer.render(np.zeros((len(renderer.colours), 3)), np.eye(2), 55.0, 800.0)
     with pytest.raises(ValueError, match='behind the camera'):
         project(np.array([[0.0, 0.0, 60.0]]), np.eye(3), 55.0, 800.0, (640, 480))
+
+
+def test_mediapipe_z_is_depth_along_the_line_of_sight(ict, corr, renderer, extractor):
+    """Off-centre faces: MediaPipe's z follows the depth along the ray to the head.
+
+    This is why ``landmarks.angle_frame: apparent`` computes z that way (and why
+    its angles are relative to the line of sight): the same render's depth
+    along the optical axis fits MediaPipe's z much worse.
+    """
+    from training.correspondence import landmarks_of, to_head_frame
+    from training.landmarks import Projector
+
+    coeffs = np.random.default_rng(7).normal(0, 1, len(ict.identity_modes))
+    verts = to_head_frame(ict.vertices(coeffs), corr)
+    pts = landmarks_of(ict, corr, coeffs[None])
+    zs = float(corr['z_scale'])
+    apparent = Projector({'angle_frame': 'apparent', 'z_scale': zs}, None)
+    camera = Projector({'angle_frame': 'camera', 'z_scale': zs}, None)
+    for offset, ang in (([200.0, 0.0], [0.0, 0.0, 0.0]), ([0.0, 150.0], [10.0, 30.0, 0.0]),
+                        ([-200.0, -120.0], [-10.0, -20.0, 10.0])):
+        cams = {'focal': np.array([600.0]), 'distance': np.array([60.0]),
+                'offset': np.array([offset])}
+        ang = np.array([ang])
+        rot = apparent.rotations(ang, cams)[0]
+        found = extractor.extract(renderer.render(verts, rot, 60.0, 600.0, offset))
+        assert found, (offset, ang)
+        proj_los = apparent.project(pts, ang, cams)[0]
+        proj_axis = camera.project(pts, apparent.render_angles(ang, cams), cams)[0]
+        np.testing.assert_allclose(proj_los[:, :2], proj_axis[:, :2], atol=1e-6)  # same image
+        zm = found[0][:, 2] - found[0][:, 2].mean()
+        rms_los, rms_axis = (float(np.sqrt(np.mean((zm - (z - z.mean())) ** 2)))
+                             for z in (proj_los[:, 2], proj_axis[:, 2]))
+        assert rms_los < 0.7 * rms_axis, (offset, ang, rms_los, rms_axis)

@@ -111,8 +111,9 @@ def _draw(cfg, opts, inputs, rng):
                               int(ecfg.get('n_active', 0)))
     projector = Projector(cfg.get('landmarks', {}), rng, float(corr.get('z_scale', 1.0)))
     cams = projector.cameras(n)
-    lm = render_mediapipe(cfg['faces'], corr, projector.size, ids_pool[ids], expr, angles,
-                          cams, int(opts['workers']), desc='calibrate: render + MediaPipe')
+    lm = render_mediapipe(cfg['faces'], corr, projector.size, ids_pool[ids], expr,
+                          projector.render_angles(angles, cams), cams, int(opts['workers']),
+                          desc='calibrate: render + MediaPipe')
     return lm, angles, ids
 
 

@@ -3,7 +3,8 @@
 Writes :func:`nlml_hpe.model.save_model` output into ``export.out_dir`` only
 (``models/`` for the default config; a ``{workdir}/...`` path for the tiny
 config, so tests never overwrite the shipped weights).  Metadata: version,
-creation time (UTC), angle ranges, normalisation, the training config and its
+creation time (UTC), angle ranges, the frame of the angles (``angle_frame``,
+see :mod:`nlml_hpe.estimator`), normalisation, the training config and its
 sha256, the synthetic test MAE and, when ``export.aflw2000`` is on and the
 AFLW2000 dev split and :func:`nlml_hpe.benchmark.run_aflw2000` are available,
 the dev-split MAE (paper range and full range) of the exported model; else
@@ -70,6 +71,13 @@ def _calibration(inputs):
         return {k: np.asarray(data[k], dtype=np.float32) for k in data.files}
 
 
+def angle_frame(inputs):
+    """Frame of the training angles, from the landmarks artifact (``camera`` before it said)."""
+    path = Path(inputs['landmarks']) / 'landmarks.npz'
+    with np.load(path, allow_pickle=False) as data:
+        return str(data['angle_frame']) if 'angle_frame' in data.files else 'camera'
+
+
 def run(cfg, out_dir, inputs):
     """Save the trained net with metadata into ``export.out_dir``; return a summary."""
     from safetensors.numpy import load_file
@@ -93,6 +101,7 @@ def run(cfg, out_dir, inputs):
         'version': str((cfg.get('export') or {}).get('version', '0.1.0')),
         'created': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
         'angle_order_output': 'pitch, yaw, roll (deg, AFLW2000 Pose_Para convention)',
+        'angle_frame': angle_frame(inputs),
         'angle_ranges_deg': {
             'yaw': [tensor_summary['yaw_grid'][0], tensor_summary['yaw_grid'][-1]],
             'pitch': [tensor_summary['pitch_grid'][0], tensor_summary['pitch_grid'][-1]],

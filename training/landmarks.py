@@ -41,11 +41,14 @@ import warnings
 import numpy as np
 from tqdm import tqdm
 
-from nlml_hpe.geometry import euler_to_matrix
+from nlml_hpe.geometry import euler_to_matrix, matrix_to_euler, rotation_between
 
 from .correspondence import landmarks_of, load_correspondence, to_head_frame
 from .faces import load_faces, load_source, sample_expressions
-from .render import project
+from .render import camera_centre, project
+
+#: Frames the sample angles can be given in (``landmarks.angle_frame``).
+ANGLE_FRAMES = ('apparent', 'camera')
 
 _WORKER = {}
 
@@ -66,7 +69,19 @@ class Projector:
         self.rng = rng
         self.size = tuple(int(v) for v in lcfg.get('image_size', (640, 480)))
         zs = lcfg.get('z_scale', 'auto')
-        self.z_scale = float(z_scale if zs in (None, 'auto') else zs)
+        #: ``(low, high)`` of the per-sample z scale (equal for a fixed scale).
+        if isinstance(zs, (list, tuple)):
+            self.z_range = tuple(float(v) for v in zs)
+            if len(self.z_range) != 2 or not 0 < self.z_range[0] <= self.z_range[1]:
+                raise ValueError('landmarks.z_scale must be a number, auto or [low, high] '
+                                 'with 0 < low <= high')
+        else:
+            self.z_range = (float(z_scale if zs in (None, 'auto') else zs),) * 2
+        self.z_scale = 0.5 * (self.z_range[0] + self.z_range[1])
+        self.angle_frame = lcfg.get('angle_frame', 'camera')
+        if self.angle_frame not in ANGLE_FRAMES:
+            raise ValueError(f'landmarks.angle_frame must be one of {ANGLE_FRAMES}, '
+                             f'got {self.angle_frame!r}')
         for key in ('focal_px', 'distance_cm'):
             lo, hi = (float(v) for v in lcfg.get(key, (1, 1)))
             if not 0 < lo <= hi:
@@ -80,13 +95,50 @@ class Projector:
         frac = float(c.get('offset_frac', 0.2))
         offset = np.stack([rng.uniform(-frac, frac, n) * self.size[0],
                            rng.uniform(-frac, frac, n) * self.size[1]], 1)
-        return {'focal': focal, 'distance': distance, 'offset': offset}
+        cams = {'focal': focal, 'distance': distance, 'offset': offset}
+        if self.z_range[0] < self.z_range[1]:  # (no draw for a fixed scale: same stream)
+            cams['z_scale'] = rng.uniform(*self.z_range, n)
+        return cams
+
+    def rotations(self, angles, cams):
+        """Head->viewer rotations ``(n, 3, 3)`` of samples at ``angles`` (pitch, yaw, roll).
+
+        ``angle_frame: camera``: the angles are the rotation itself.  ``apparent``:
+        they are the rotation relative to the ray from the camera to the head
+        (what a face crop shows, and what weak-perspective labels such as
+        AFLW2000's measure); the rotation adds the ray's turn.
+        """
+        rot = euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
+        if self.angle_frame == 'apparent':
+            # The viewer frame's view axis is -z (geometry.line_of_sight_rotation in
+            # the optical frame is the same rotation).
+            centre = camera_centre(cams['distance'], cams['focal'], cams['offset'])
+            rot = rotation_between(np.array([0.0, 0.0, -1.0]), centre) @ rot
+        return rot
+
+    def render_angles(self, angles, cams):
+        """Camera-frame (pitch, yaw, roll) of samples at ``angles``, for the renderer."""
+        if self.angle_frame == 'camera':
+            return np.asarray(angles, float)
+        return matrix_to_euler(self.rotations(angles, cams))
 
     def project(self, points, angles, cams):
-        """Noise-free projection of head-frame points ``(n, 468, 3)`` at ``angles``."""
-        rot = euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
-        return project(points, rot, cams['distance'], cams['focal'], self.size,
-                       cams['offset'], self.z_scale)
+        """Noise-free projection of head-frame points ``(n, 468, 3)`` at ``angles``.
+
+        x, y: the pinhole image.  z: depth relative to the head origin along the
+        ray to the head (``apparent``) or the optical axis (``camera``), in
+        pixels at the head's distance, times ``z_scale``.
+        """
+        out = project(points, self.rotations(angles, cams), cams['distance'], cams['focal'],
+                      self.size, cams['offset'])
+        if self.angle_frame == 'apparent':
+            rot = euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
+            rng = np.linalg.norm(camera_centre(cams['distance'], cams['focal'],
+                                               cams['offset']), axis=-1)
+            depth = -np.einsum('nj,nkj->nk', rot[:, 2], points)
+            out[..., 2] = depth * (cams['focal'] / rng)[:, None]
+        out[..., 2] *= np.asarray(cams.get('z_scale', self.z_scale))[..., None]
+        return out
 
     def noise(self, landmarks):
         """Add the configured Gaussian landmark noise (px)."""
@@ -189,7 +241,8 @@ class _Sampler:
 
     def mediapipe(self, s, desc):
         return render_mediapipe(self.cfg['faces'], self.corr, self.projector.size, s['coeffs'],
-                                s['expr'], s['angles'], s['cams'], self.workers, desc=desc)
+                                s['expr'], self.projector.render_angles(s['angles'], s['cams']),
+                                s['cams'], self.workers, desc=desc)
 
     def finish(self, s, desc):
         """Return final landmarks (n, 468, 3) float32 and the ``rendered`` mask."""
@@ -265,7 +318,7 @@ def run(cfg, out_dir, inputs):
              extra_identity=extra[2], test_landmarks=test_set[0], test_angles=test_set[1],
              test_identity=test_set[2], grid_rendered=grid_rendered,
              extra_rendered=extra[3], test_rendered=test_set[3], mode=np.array(mode),
-             z_scale=np.array(projector.z_scale))
+             z_scale=np.array(projector.z_scale), angle_frame=np.array(projector.angle_frame))
 
     t = time.time()
     n_check = min(int(lcfg.get('check_identities', 0)), len(train))
@@ -285,7 +338,8 @@ def run(cfg, out_dir, inputs):
                'grid_complete': bool(np.all(np.isfinite(grid))),
                'grid_rendered_fraction': round(float(grid_rendered.mean()), 4),
                'n_extra': int(len(extra[0])), 'n_test': int(len(test_set[0])),
-               'z_scale': round(projector.z_scale, 4), **timings,
+               'z_scale': round(projector.z_scale, 4), 'angle_frame': projector.angle_frame,
+               **timings,
                'check': {k: v for k, v in (check or {}).items() if not k.startswith('_')},
                'seconds': round(time.time() - t0, 2)}
     _write_report(out_dir, lcfg, summary, check, yaw_g, pitch_g, roll_g)
@@ -315,10 +369,11 @@ def _check(sampler, samples, rendered, grid_angles, out_dir):
         fp = normalise_landmarks(proj[found])
         feat[found] = np.abs(fm - fp).mean(1)
         w, h = sampler.projector.size
+        cam_angles = sampler.projector.render_angles(merged['angles'], merged['cams'])
         for i in np.flatnonzero(found):
             f = merged['cams']['focal'][i]
             k = np.array([[f, 0, w / 2.0], [0, f, h / 2.0], [0, 0, 1.0]])
-            pnp[i] = baseline_angles(mp[i][None], w, h, k)[0] - merged['angles'][i]
+            pnp[i] = baseline_angles(mp[i][None], w, h, k)[0] - cam_angles[i]
         zs = mp[found, :, 2] - mp[found, :, 2].mean(1, keepdims=True)
         zp = proj[found, :, 2] - proj[found, :, 2].mean(1, keepdims=True)
         z_slope = float((zs * zp).sum() / (zp * zp).sum())
@@ -367,8 +422,10 @@ def _plot_check_renders(sampler, merged, mp, path):
         verts = to_head_frame(sampler.source.vertices(merged['coeffs'][i], merged['expr'][i]),
                               sampler.corr)
         cams = merged['cams']
-        rgb = renderer.render(verts, euler_to_matrix(*merged['angles'][i]),
-                              cams['distance'][i], cams['focal'][i], cams['offset'][i])
+        rot = sampler.projector.rotations(merged['angles'][i:i + 1],
+                                          {k: v[i:i + 1] for k, v in cams.items()})[0]
+        rgb = renderer.render(verts, rot, cams['distance'][i], cams['focal'][i],
+                              cams['offset'][i])
         ax.imshow(rgb)
         ax.scatter(merged['proj'][i, :, 0], merged['proj'][i, :, 1], s=1.5, c='r')
         if np.all(np.isfinite(mp[i])):

@@ -6,6 +6,17 @@ encoder + heads (:class:`~nlml_hpe.model.PoseModel`, numpy) for all faces of the
 frame in one batch -> angles, rotation, quaternion and (given intrinsics) the
 metric position (:mod:`nlml_hpe.position`).
 
+Angles and frames: the model reads the head's rotation *relative to the line
+of sight* (``yaw = pitch = roll = 0``: facing the camera, wherever the face is
+in the image), the convention of weak-perspective labels such as AFLW2000's.
+:class:`FacePose` reports these angles, and its ``rotation`` and
+``quaternion`` in the camera's optical frame, which adds the turn of the ray
+from the camera to the head (:func:`nlml_hpe.position.camera_frame_rotation`):
+with the given intrinsics, else with a guess (a centred camera of
+:data:`~nlml_hpe.position.UNKNOWN_CAMERA_HFOV_DEG` horizontal field of view).
+Models exported before ``angle_frame`` existed read angles relative to the
+optical axis; their rotation is the angles' own.
+
 Flip averaging (``flip_average``, on by default for single images): MediaPipe
 also runs on the mirrored image, the model reads each mirrored face, and its
 un-mirrored angles (yaw and roll change sign) are averaged with the direct
@@ -21,10 +32,22 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from .features import N_LANDMARKS, normalise_landmarks
-from .geometry import euler_to_matrix, face_frame_in_optical, viewer_to_optical
+from .geometry import (
+    FACE_TO_HEAD,
+    euler_to_matrix,
+    matrix_to_euler,
+    optical_to_viewer,
+    viewer_to_optical,
+)
 from .images import as_rgb_uint8
 from .model import default_model_dir, load_model
-from .position import check_camera_matrix, estimate_position
+from .position import (
+    UNKNOWN_CAMERA_HFOV_DEG,
+    camera_frame_rotation,
+    check_camera_matrix,
+    default_camera_matrix,
+    estimate_position,
+)
 
 
 @dataclass
@@ -32,10 +55,13 @@ class FacePose:
     """Head pose of one face.
 
     Angles are degrees in the AFLW2000-3D convention (``pitch, yaw, roll =
-    Pose_Para[:3]``).  ``rotation`` is the head-to-optical-frame rotation
-    (``viewer_to_optical(euler_to_matrix(pitch, yaw, roll))``); ``quaternion``
-    ``(x, y, z, w)`` is the REP-155 face frame (x out of the face, z up) in the
-    optical frame.  ``box`` is ``(x0, y0, x1, y1)`` in pixels (the landmarks'
+    Pose_Para[:3]``), relative to the line of sight from the camera to the head
+    (all zero: the face looks at the camera; see the module docstring).
+    ``rotation`` is the head-to-optical-frame rotation, which adds the turn of
+    that line of sight (``viewer_to_optical(euler_to_matrix(pitch, yaw, roll))``
+    for a face on the optical axis); ``camera_angles`` are its angles.
+    ``quaternion`` ``(x, y, z, w)`` is the REP-155 face frame (x out of the
+    face, z up) in the optical frame.  ``box`` is ``(x0, y0, x1, y1)`` in pixels (the landmarks'
     bounding box, clipped to the image when its size is known); ``landmarks``
     ``(468, 3)`` pixel-proportional coordinates; ``score`` the fraction of
     landmarks inside the image (see :class:`~nlml_hpe.landmarks.LandmarkExtractor`);
@@ -55,8 +81,13 @@ class FacePose:
 
     @property
     def angles(self):
-        """``(pitch, yaw, roll)`` in degrees."""
+        """``(pitch, yaw, roll)`` in degrees, relative to the line of sight."""
         return np.array([self.pitch, self.yaw, self.roll])
+
+    @property
+    def camera_angles(self):
+        """``(pitch, yaw, roll)`` in degrees of ``rotation`` (relative to the optical axis)."""
+        return matrix_to_euler(optical_to_viewer(self.rotation))
 
     def to_dict(self):
         """JSON-friendly summary (angles, box, score, position)."""
@@ -195,7 +226,9 @@ class HeadPoseEstimator:
         """Estimate poses from given ``(468, 3)`` pixel landmarks (skips MediaPipe).
 
         All faces go through the model in one batch.  ``scores`` defaults to 1.0
-        per face; ``image_size`` ``(width, height)`` clips the boxes.
+        per face; ``image_size`` ``(width, height)`` clips the boxes and, without
+        ``camera_matrix``, gives the guessed camera of the line-of-sight turn
+        (without either, ``rotation`` is the line-of-sight rotation itself).
         ``mirrored``: faces found in the horizontally mirrored image (in its own
         pixels; needs ``image_size``); each face with a twin among them gets the
         average of its angles and its twin's un-mirrored angles.
@@ -229,11 +262,16 @@ class HeadPoseEstimator:
             angles[i] = 0.5 * (angles[i] + MIRROR_SIGNS * angles[len(lms) + k])
         angles = angles[:len(lms)]
         t1 = time.perf_counter()
-        rot_viewer = euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
-        quats = Rotation.from_matrix(face_frame_in_optical(rot_viewer)).as_quat()
+        rots = viewer_to_optical(euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2]))
+        ray_k = camera_matrix
+        if ray_k is None and image_size is not None:
+            ray_k = default_camera_matrix(*image_size, hfov_deg=UNKNOWN_CAMERA_HFOV_DEG)
+        if self.model.angle_frame == 'apparent' and ray_k is not None:
+            rots = np.stack([camera_frame_rotation(lm, r, ray_k) for lm, r in zip(lms, rots)])
+        quats = Rotation.from_matrix(rots @ FACE_TO_HEAD).as_quat()
         poses = []
         for i, lm in enumerate(lms):
-            rot = viewer_to_optical(rot_viewer[i])
+            rot = rots[i]
             pos = None if camera_matrix is None else estimate_position(lm, rot, camera_matrix)
             pitch, yaw, roll = (float(v) for v in angles[i])
             poses.append(FacePose(yaw=yaw, pitch=pitch, roll=roll, rotation=rot,

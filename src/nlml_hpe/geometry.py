@@ -59,6 +59,38 @@ def matrix_to_euler(rot):
     return out.reshape(rot.shape[:-2] + (3,))
 
 
+def rotation_between(a, b):
+    """Smallest rotation(s) ``(..., 3, 3)`` turning direction ``a`` onto direction ``b``.
+
+    ``a`` and ``b`` are ``(..., 3)`` vectors (any length, broadcast); opposite
+    directions are not supported (the rotation is not unique).
+    """
+    a = np.asarray(a, float)
+    b = np.asarray(b, float)
+    a, b = np.broadcast_arrays(a / np.linalg.norm(a, axis=-1, keepdims=True),
+                               b / np.linalg.norm(b, axis=-1, keepdims=True))
+    axis = np.cross(a, b)
+    cos = np.sum(a * b, axis=-1)
+    if np.any(cos <= -1.0 + 1e-9):
+        raise ValueError('rotation_between: opposite directions')
+    k = np.zeros(axis.shape[:-1] + (3, 3))
+    k[..., 0, 1], k[..., 0, 2], k[..., 1, 2] = -axis[..., 2], axis[..., 1], -axis[..., 0]
+    k = k - np.swapaxes(k, -1, -2)
+    # Rodrigues with the unnormalised axis (|axis| = sin): I + K + K^2 / (1 + cos).
+    return np.eye(3) + k + (k @ k) / (1.0 + cos)[..., None, None]
+
+
+def line_of_sight_rotation(position_optical):
+    """Rotation(s) turning the optical axis (+z) onto the ray to ``position_optical``.
+
+    A head at ``position_optical`` whose rotation *relative to the line of
+    sight* is ``R_los`` (what the image of the face shows, the convention of
+    weak-perspective labels such as AFLW2000's) has the head-to-optical
+    rotation ``line_of_sight_rotation(position) @ R_los``.
+    """
+    return rotation_between(np.array([0.0, 0.0, 1.0]), position_optical)
+
+
 def viewer_to_optical(rot_viewer):
     """Head-to-optical-frame rotation from a head-to-viewer rotation."""
     return VIEWER_TO_OPTICAL @ np.asarray(rot_viewer, float)

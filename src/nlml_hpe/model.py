@@ -36,6 +36,12 @@ WEIGHTS_NAME = 'nlml_hpe.safetensors'
 METADATA_NAME = 'nlml_hpe.json'
 
 
+#: Frames a model's angles can be in (metadata ``angle_frame``): ``apparent`` =
+#: relative to the line of sight to the head (what the face's image shows);
+#: ``camera`` = relative to the optical axis (models exported before
+#: ``angle_frame`` existed, which have no such key).
+ANGLE_FRAMES = ('apparent', 'camera')
+
 #: Prefix of the optional per-angle calibration tensors.
 CALIBRATION_PREFIX = 'calibration.'
 #: Most odd-polynomial coefficients a calibration may have (c1, c3, c5, c7).
@@ -179,6 +185,11 @@ class PoseModel:
         _check_state(weights, '<in-memory weights>')
         w = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
         self.metadata = dict(metadata or {})
+        #: Frame of the predicted angles (see :data:`ANGLE_FRAMES`).
+        self.angle_frame = self.metadata.get('angle_frame', 'camera')
+        if self.angle_frame not in ANGLE_FRAMES:
+            raise ModelFileError(f'model metadata angle_frame must be one of {ANGLE_FRAMES}, '
+                                 f'got {self.angle_frame!r}')
         self._mean = w['feature_mean'].copy()
         self._inv_std = (1.0 / w['feature_std']).astype(np.float32)
         # Weights keep torch's (out, in) layout: ``h @ w.T`` is a fast BLAS call for
@@ -350,7 +361,10 @@ def load_model(path):
             raise ModelFileError(f'cannot read model metadata {meta_path}: {exc}') from exc
         if not isinstance(metadata, dict):
             raise ModelFileError(f'model metadata {meta_path} must be a JSON object')
-    return PoseModel(state, metadata)
+    try:
+        return PoseModel(state, metadata)
+    except ModelFileError as exc:
+        raise ModelFileError(f'{meta_path}: {exc}') from exc
 
 
 def default_model_dir():

@@ -76,7 +76,7 @@ from std_msgs.msg import Bool, ColorRGBA, Float32MultiArray, Int32MultiArray, Mu
 from visualization_msgs.msg import Marker, MarkerArray
 
 from . import geometry
-from .position import default_camera_matrix
+from .position import UNKNOWN_CAMERA_HFOV_DEG, default_camera_matrix
 from .ros_image import (
     ImageConversionError,
     camera_matrix_from_info,
@@ -92,8 +92,6 @@ except ImportError:  # pragma: no cover - depends on the install
     TransformBroadcaster = None
 from tf2_msgs.msg import TFMessage
 
-#: Horizontal field of view assumed for the optical ray when camera_info is missing.
-UNKNOWN_CAMERA_HFOV_DEG = 60.0
 #: Seconds between two warnings of the same kind.
 WARN_PERIOD_S = 5.0
 #: Frame id used when an image arrives with an empty header.frame_id and no override.

@@ -54,6 +54,11 @@ def check_camera_matrix(camera_matrix):
     return k
 
 
+#: Horizontal field of view assumed for a camera without intrinsics (degrees):
+#: webcams and robot head cameras are mostly 55-70 deg.
+UNKNOWN_CAMERA_HFOV_DEG = 60.0
+
+
 def default_camera_matrix(width, height, hfov_deg=None):
     """Return intrinsics for an uncalibrated ``width x height`` camera (centred, square px).
 
@@ -102,6 +107,30 @@ def estimate_position(landmarks_px, rotation_optical, camera_matrix, model_point
     rhs[n:] = rp[:, 1] - b * rp[:, 2]
     t, *_ = np.linalg.lstsq(mat, rhs, rcond=None)
     return t
+
+
+def camera_frame_rotation(landmarks_px, rotation_los, camera_matrix):
+    """Head-to-optical rotation of a face whose rotation *relative to the line of sight* is given.
+
+    ``rotation_los`` is the head-to-optical rotation as the face's image shows it
+    (the model's ``apparent`` angles); the result adds the turn of the ray from
+    the camera to the head (:func:`nlml_hpe.geometry.line_of_sight_rotation`).
+    The ray goes through the head origin, located with :func:`estimate_position`
+    (seeded with the ray through the landmarks' centroid, then refined once).
+    """
+    from .geometry import line_of_sight_rotation
+
+    lm = np.asarray(landmarks_px, dtype=np.float64)
+    k = check_camera_matrix(camera_matrix)
+    rot = np.asarray(rotation_los, dtype=np.float64)
+    centre = lm[:, :2].mean(axis=0)
+    ray = np.linalg.solve(k, np.array([centre[0], centre[1], 1.0]))
+    for _ in range(2):
+        t = estimate_position(lm, line_of_sight_rotation(ray) @ rot, k)
+        if not t[2] > 0:  # degenerate landmarks: keep the previous ray
+            break
+        ray = t
+    return line_of_sight_rotation(ray) @ rot
 
 
 def synthetic_accuracy(n_trials=500, seed=0, width=640, height=480, focal=600.0,
