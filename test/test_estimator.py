@@ -239,9 +239,33 @@ def test_apparent_model_rotation_follows_the_line_of_sight():
     ray = np.linalg.solve(k_guess, k @ with_k.position)
     assert _rotation_error_deg(guessed.rotation, line_of_sight_rotation(ray) @ r_los) < 0.5
     assert guessed.position is None
-    # Neither intrinsics nor image size: no ray to add.
-    np.testing.assert_allclose(bare.rotation, r_los, atol=1e-9)
-    np.testing.assert_allclose(with_k.angles, bare.angles, atol=1e-9)
+    # Neither intrinsics nor image size: no ray to add, no centring.
+    np.testing.assert_allclose(bare.rotation, viewer_to_optical(euler_to_matrix(*bare.angles)),
+                               atol=1e-9)
+
+
+def test_centring_on_the_line_of_sight_undoes_a_camera_turn():
+    # The same face seen by a camera turned 35 deg: centred, both views agree.
+    from nlml_hpe.features import centre_on_line_of_sight
+
+    k = default_camera_matrix(640, 480, hfov_deg=90.0)
+    rot = viewer_to_optical(euler_to_matrix(10.0, 25.0, -5.0))
+    t = np.array([0.0, 0.0, 0.7])
+    turn = line_of_sight_rotation(np.array([0.5, -0.2, 0.7]))
+    ahead = _project_canonical(rot, t, k)
+    turned = _project_canonical(turn @ rot, turn @ t, k)
+    assert np.abs(turned[:, :2] - ahead[:, :2]).max() > 200  # far apart in the image
+    a, b = centre_on_line_of_sight(np.stack([ahead, turned]), k)
+    xy_err = np.abs((a[:, :2] - a[:, :2].mean(0)) - (b[:, :2] - b[:, :2].mean(0))).max()
+    assert xy_err < 1.5  # px: only the two centroids' rays differ a little
+    # The stretch of the turned view (about 1/cos 35 deg) is gone from x, y and z.
+    size = [np.ptp(v[:, :2], axis=0) for v in (ahead, turned, a, b)]
+    assert np.max(size[1] / size[0]) > 1.15 and np.allclose(size[3] / size[2], 1.0, atol=0.01)
+    # z shrinks with the face's pixel scale (the homography's local scale).
+    area = np.prod(size[3]) / np.prod(size[1])
+    assert np.ptp(b[:, 2]) / np.ptp(turned[:, 2]) == pytest.approx(np.sqrt(area), rel=0.06)
+    with pytest.raises(ValueError, match='NaN'):
+        centre_on_line_of_sight(np.full((468, 3), np.nan), k)
 
 
 def test_bad_angle_frame_in_metadata(tmp_path):
@@ -323,3 +347,44 @@ def test_from_pretrained_loads_given_dir(tmp_path):
     with HeadPoseEstimator.from_pretrained(tmp_path, max_faces=2, streaming=True) as est:
         assert est.model.metadata == {'name': 'unit'}
         assert est.streaming and est.extractor.max_faces == 2 and est.extractor.streaming
+
+
+def _turn_camera(rgb, k, rot, size):
+    """Return what a camera of intrinsics ``k`` sees after turning by ``rot`` (optical frame).
+
+    ``rgb`` is pasted at the centre of a ``size`` canvas first; a pure camera
+    rotation is the homography ``K R K^-1``: what the scene looks like along
+    each line of sight does not change, only where it lands in the image.
+    """
+    import cv2
+
+    w, h = size
+    canvas = np.zeros((h, w, 3), np.uint8)
+    y0, x0 = (h - rgb.shape[0]) // 2, (w - rgb.shape[1]) // 2
+    canvas[y0:y0 + rgb.shape[0], x0:x0 + rgb.shape[1]] = rgb
+    hom = k @ rot @ np.linalg.inv(k)
+    return canvas, cv2.warpPerspective(canvas, hom, (w, h), flags=cv2.INTER_LINEAR)
+
+
+def test_shipped_model_follows_a_face_off_the_optical_axis(aflw_dir):
+    """A face seen 25-30 deg off the optical axis: same angles, rotation turned with the ray.
+
+    The image is the same photo seen by a turned camera (a pure rotation), so
+    the face's angles relative to the line of sight do not change, and its
+    rotation in the camera frame turns by exactly the camera's turn.
+    """
+    from scipy.spatial.transform import Rotation
+
+    model = load_model(default_model_dir())
+    if model.angle_frame != 'apparent':
+        pytest.skip(f'shipped model reads angles relative to the {model.angle_frame} axis')
+    k = np.array([[600.0, 0, 480], [0, 600.0, 360], [0, 0, 1]])
+    turn = Rotation.from_euler('yx', [28.0, -12.0], degrees=True).as_matrix()
+    centred, turned = _turn_camera(read_rgb(aflw_dir / 'image01128.jpg'), k, turn, (960, 720))
+    with HeadPoseEstimator(model) as est:
+        a = est.estimate(centred, camera_matrix=k)[0]
+        b = est.estimate(turned, camera_matrix=k)[0]
+    assert abs(b.box[0] + b.box[2] - 960) / 2 > 250  # the face moved well off-centre
+    assert np.all(np.abs(b.angles - a.angles) < 3.0), (a.angles, b.angles)
+    assert _rotation_error_deg(b.rotation, turn @ a.rotation) < 3.0
+    assert _rotation_error_deg(b.rotation, a.rotation) > 25.0

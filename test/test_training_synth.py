@@ -272,3 +272,40 @@ def test_mediapipe_z_is_depth_along_the_line_of_sight(ict, corr, renderer, extra
         rms_los, rms_axis = (float(np.sqrt(np.mean((zm - (z - z.mean())) ** 2)))
                              for z in (proj_los[:, 2], proj_axis[:, 2]))
         assert rms_los < 0.7 * rms_axis, (offset, ang, rms_los, rms_axis)
+
+
+def test_apparent_samples_do_not_depend_on_where_the_face_is():
+    """``angle_frame: apparent``: after centring, an off-centre sample is the centred one.
+
+    Same identity, angles (relative to the line of sight), distance and focal
+    length, head anywhere in the image: the model sees the same landmarks.
+    In the ``camera`` frame the same offsets change them a lot.
+    """
+    from nlml_hpe.features import normalise_landmarks
+    from nlml_hpe.position import canonical_face_m
+    from training.landmarks import Projector
+
+    pts = np.repeat(canonical_face_m()[None] * 100.0, 4, axis=0)
+    ang = np.array([[10.0, 30.0, -5.0]] * 4)
+    cams = {'focal': np.full(4, 500.0), 'distance': np.full(4, 60.0),
+            'offset': np.array([[0.0, 0.0], [250.0, 0.0], [0.0, -200.0], [-250.0, 180.0]])}
+    spread = {}
+    for frame in ('apparent', 'camera'):
+        proj = Projector({'angle_frame': frame}, None)
+        feats = normalise_landmarks(proj.centre(proj.project(pts, ang, cams), cams))
+        spread[frame] = np.abs(feats[1:] - feats[0]).max()
+    # What is left: the centring ray (landmarks' centroid) and the angles' ray
+    # (head origin) are not quite the same line.
+    assert spread['apparent'] < 0.02
+    assert spread['camera'] > 20 * spread['apparent']
+
+
+def test_renderer_survives_other_gl_contexts(ict, corr, renderer):
+    """Creating and releasing another context does not corrupt a renderer's frames."""
+    from training.correspondence import to_head_frame
+    from training.render import renderer_available
+
+    verts = to_head_frame(ict.vertices(np.zeros(len(ict.identity_modes))), corr)
+    before = renderer.render(verts, np.eye(3), 55.0, 800.0)
+    assert renderer_available()[0]  # creates and releases a context of its own
+    np.testing.assert_array_equal(renderer.render(verts, np.eye(3), 55.0, 800.0), before)

@@ -93,7 +93,11 @@ def fit_odd_polynomial(raw, true, terms=3, robust_scale=0.0873):
 
 
 def _draw(cfg, opts, inputs, rng):
-    """Render + MediaPipe of random poses of the held-out identities."""
+    """Render + MediaPipe of random poses of the held-out identities.
+
+    Returns the landmarks as the network sees them (:meth:`Projector.centre`;
+    NaN where MediaPipe found no face), the angles and the identities.
+    """
     from .correspondence import load_correspondence
     from .faces import load_faces, load_source, sample_expressions
     from .landmarks import Projector, render_mediapipe
@@ -114,7 +118,7 @@ def _draw(cfg, opts, inputs, rng):
     lm = render_mediapipe(cfg['faces'], corr, projector.size, ids_pool[ids], expr,
                           projector.render_angles(angles, cams), cams, int(opts['workers']),
                           desc='calibrate: render + MediaPipe')
-    return lm, angles, ids
+    return projector.centre(lm, cams), angles, ids
 
 
 def _bias_table(true_deg, raw_deg, cal_deg, names):

@@ -9,6 +9,14 @@ Modes (``landmarks.mode``):
   Gaussian landmark noise.  ``z`` is the camera depth relative to the head origin
   in pixels at the head's distance, times MediaPipe's calibrated ``z_scale``
   (``auto`` = the correspondence's).
+* ``landmarks.angle_frame`` -- ``camera`` (default): the sample angles are the
+  head's rotation relative to the optical axis.  ``apparent``: relative to the
+  line of sight to the head origin (the ray's turn is added before projecting),
+  z is the depth along the ray through the landmarks' centroid (as MediaPipe's,
+  which it reads from a crop centred on the face), and the stored landmarks are
+  centred on the line of sight (:func:`nlml_hpe.features.centre_on_line_of_sight`,
+  what the estimator does at inference), so the model sees every face as if it
+  were on the optical axis.
 * ``render`` / ``mixed`` -- every sample is rendered (:mod:`training.render`,
   same camera) and MediaPipe Face Mesh runs on the render; where MediaPipe finds
   no face the projection is used instead, so the tensor stays complete (the two
@@ -22,7 +30,8 @@ landmarks and MediaPipe's on the same render (px, and after
 :func:`nlml_hpe.features.normalise_landmarks`), plus the solvePnP baseline's
 angle error on those renders as a convention check.
 
-Artifact ``landmarks/landmarks.npz`` (the contract with stages 4-8):
+Artifact ``landmarks/landmarks.npz`` (the contract with stages 4-8; landmarks as
+the model sees them before :func:`nlml_hpe.features.normalise_landmarks`):
 
 * ``yaw_grid``, ``pitch_grid``, ``roll_grid`` -- degrees
 * ``grid`` float32 ``(I, Y, P, R, 468, 3)`` -- complete: one sample per identity and pose
@@ -41,6 +50,7 @@ import warnings
 import numpy as np
 from tqdm import tqdm
 
+from nlml_hpe.features import centre_on_line_of_sight, line_of_sight_homography
 from nlml_hpe.geometry import euler_to_matrix, matrix_to_euler, rotation_between
 
 from .correspondence import landmarks_of, load_correspondence, to_head_frame
@@ -104,9 +114,10 @@ class Projector:
         """Head->viewer rotations ``(n, 3, 3)`` of samples at ``angles`` (pitch, yaw, roll).
 
         ``angle_frame: camera``: the angles are the rotation itself.  ``apparent``:
-        they are the rotation relative to the ray from the camera to the head
-        (what a face crop shows, and what weak-perspective labels such as
-        AFLW2000's measure); the rotation adds the ray's turn.
+        they are the rotation relative to the line of sight from the camera to
+        the head origin (what a camera looking straight at the face would read,
+        and what weak-perspective labels such as AFLW2000's measure); the
+        rotation adds the ray's turn.
         """
         rot = euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
         if self.angle_frame == 'apparent':
@@ -122,23 +133,53 @@ class Projector:
             return np.asarray(angles, float)
         return matrix_to_euler(self.rotations(angles, cams))
 
-    def project(self, points, angles, cams):
-        """Noise-free projection of head-frame points ``(n, 468, 3)`` at ``angles``.
+    def camera_matrices(self, cams):
+        """Pinhole intrinsics ``(n, 3, 3)`` of the drawn cameras (principal point centred)."""
+        f = np.asarray(cams['focal'], float)
+        k = np.zeros((len(f), 3, 3))
+        k[:, 0, 0] = k[:, 1, 1] = f
+        k[:, 0, 2], k[:, 1, 2], k[:, 2, 2] = self.size[0] / 2.0, self.size[1] / 2.0, 1.0
+        return k
 
-        x, y: the pinhole image.  z: depth relative to the head origin along the
-        ray to the head (``apparent``) or the optical axis (``camera``), in
-        pixels at the head's distance, times ``z_scale``.
+    def project(self, points, angles, cams):
+        """Noise-free MediaPipe-like landmarks of head-frame points ``(n, 468, 3)`` at ``angles``.
+
+        x, y: the pinhole image.  z: depth relative to the head origin, in pixels
+        at the head's distance, times ``z_scale``: along the optical axis
+        (``camera``), or along the ray through the landmarks' centroid, as
+        MediaPipe's z is (``apparent``; it reads z from a crop centred on the
+        face, in the scale of the face's image, which perspective stretches off
+        the optical axis: :func:`nlml_hpe.features.line_of_sight_homography`).
         """
-        out = project(points, self.rotations(angles, cams), cams['distance'], cams['focal'],
-                      self.size, cams['offset'])
+        rot = self.rotations(angles, cams)
+        out = project(points, rot, cams['distance'], cams['focal'], self.size, cams['offset'])
         if self.angle_frame == 'apparent':
-            rot = euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
-            rng = np.linalg.norm(camera_centre(cams['distance'], cams['focal'],
-                                               cams['offset']), axis=-1)
-            depth = -np.einsum('nj,nkj->nk', rot[:, 2], points)
-            out[..., 2] = depth * (cams['focal'] / rng)[:, None]
+            f = np.asarray(cams['focal'], float)
+            mean = out[:, :, :2].mean(axis=1)
+            ray = np.stack([(mean[:, 0] - self.size[0] / 2.0) / f,
+                            -(mean[:, 1] - self.size[1] / 2.0) / f, -np.ones(len(f))], 1)
+            sight = rotation_between(np.array([0.0, 0.0, -1.0]), ray)
+            # Depth along the ray = -z of the head's points in the turned camera.
+            local = np.einsum('nji,njk,nlk->nli', sight, rot, points)
+            dist = np.linalg.norm(camera_centre(cams['distance'], f, cams['offset']), axis=-1)
+            stretch = 1.0 / line_of_sight_homography(out, self.camera_matrices(cams))[1]
+            out[..., 2] = -local[..., 2] * (f / dist * stretch)[:, None]
         out[..., 2] *= np.asarray(cams.get('z_scale', self.z_scale))[..., None]
         return out
+
+    def centre(self, landmarks, cams):
+        """Landmarks as the model sees them before normalisation.
+
+        ``apparent``: centred on the line of sight with the cameras' intrinsics
+        (:func:`nlml_hpe.features.centre_on_line_of_sight`, as at inference);
+        ``camera``: unchanged.  Rows with NaN (MediaPipe found nothing) stay NaN.
+        """
+        lm = np.array(landmarks, dtype=np.float64)
+        if self.angle_frame == 'apparent':
+            ok = np.all(np.isfinite(lm), axis=(1, 2))
+            if ok.any():
+                lm[ok] = centre_on_line_of_sight(lm[ok], self.camera_matrices(cams)[ok])
+        return lm.astype(np.float32)
 
     def noise(self, landmarks):
         """Add the configured Gaussian landmark noise (px)."""
@@ -245,14 +286,17 @@ class _Sampler:
                                 s['cams'], self.workers, desc=desc)
 
     def finish(self, s, desc):
-        """Return final landmarks (n, 468, 3) float32 and the ``rendered`` mask."""
+        """Return the final landmarks (n, 468, 3) float32 and the ``rendered`` mask.
+
+        The landmarks are what the model sees (:meth:`Projector.centre`).
+        """
         lm = self.projector.noise(s['proj'])
         rendered = np.zeros(len(lm), bool)
         if self.render:
             mp = self.mediapipe(s, desc)
             rendered = np.all(np.isfinite(mp), axis=(1, 2))
             lm[rendered] = mp[rendered]
-        return lm, rendered
+        return self.projector.centre(lm, s['cams']), rendered
 
 
 def run(cfg, out_dir, inputs):

@@ -261,7 +261,7 @@ def expression_sensitivity(cfg, inputs, model, weight=0.5, n=200, seed=0):
 
     def angles_for(expr):
         lm = projector.project(landmarks_of(source, corr, coeffs, expr), angles, cams)
-        return model.predict(normalise_landmarks(lm), calibrated=False)
+        return model.predict(normalise_landmarks(projector.centre(lm, cams)), calibrated=False)
 
     neutral = angles_for(np.zeros((n, n_expr)))
     names = source.expression_names or tuple(f'expression_{k}' for k in range(n_expr))

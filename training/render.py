@@ -178,26 +178,29 @@ class Renderer:
             raise ValueError(f'rotation must be 3x3, got {rot.shape}')
         if not (distance > 0 and focal > 0):
             raise ValueError('distance and focal must be positive')
-        view = verts @ rot.T + camera_centre(distance, focal, offset_px)
-        normals = vertex_normals(view, self.triangles)
-        data = np.hstack([view, normals, self.colours, verts]).astype(np.float32)
-        self._vbo.write(data.tobytes())
-        w, h = self.size
-        self.prog['focal_ndc'].value = (2.0 * focal / w, 2.0 * focal / h)
-        self.prog['near_far'].value = (max(1.0, distance * 0.3), distance * 3.0 + 100.0)
-        self.prog['light'].value = tuple(self._light)
-        self.fbo.use()
-        self.fbo.clear(*self.background, 1.0)
-        self.vao.render()
-        rgb = np.frombuffer(self.fbo.read(components=3, attachment=0), np.uint8)
-        rgb = rgb.reshape(h, w, 3)[::-1].copy()
-        if not return_head:
-            return rgb
-        head = np.frombuffer(self.fbo.read(components=4, attachment=1, dtype='f4'), np.float32)
-        head = head.reshape(h, w, 4)[::-1]
-        out = head[..., :3].copy()
-        out[head[..., 3] < 0.5] = np.nan
-        return rgb, out
+        # Make this context current: creating or releasing another one (a second
+        # Renderer, renderer_available()) unbinds it, and drawing would then hit garbage.
+        with self.ctx:
+            view = verts @ rot.T + camera_centre(distance, focal, offset_px)
+            normals = vertex_normals(view, self.triangles)
+            data = np.hstack([view, normals, self.colours, verts]).astype(np.float32)
+            self._vbo.write(data.tobytes())
+            w, h = self.size
+            self.prog['focal_ndc'].value = (2.0 * focal / w, 2.0 * focal / h)
+            self.prog['near_far'].value = (max(1.0, distance * 0.3), distance * 3.0 + 100.0)
+            self.prog['light'].value = tuple(self._light)
+            self.fbo.use()
+            self.fbo.clear(*self.background, 1.0)
+            self.vao.render()
+            rgb = np.frombuffer(self.fbo.read(components=3, attachment=0), np.uint8)
+            rgb = rgb.reshape(h, w, 3)[::-1].copy()
+            if not return_head:
+                return rgb
+            head = np.frombuffer(self.fbo.read(components=4, attachment=1, dtype='f4'), np.float32)
+            head = head.reshape(h, w, 4)[::-1]
+            out = head[..., :3].copy()
+            out[head[..., 3] < 0.5] = np.nan
+            return rgb, out
 
     def release(self):
         """Free the GL objects."""

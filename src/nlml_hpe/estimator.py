@@ -9,6 +9,9 @@ metric position (:mod:`nlml_hpe.position`).
 Angles and frames: the model reads the head's rotation *relative to the line
 of sight* (``yaw = pitch = roll = 0``: facing the camera, wherever the face is
 in the image), the convention of weak-perspective labels such as AFLW2000's.
+The model sees each face centred on its line of sight
+(:func:`~nlml_hpe.features.centre_on_line_of_sight`), which undoes the
+perspective stretch of faces far from the image centre.
 :class:`FacePose` reports these angles, and its ``rotation`` and
 ``quaternion`` in the camera's optical frame, which adds the turn of the ray
 from the camera to the head (:func:`nlml_hpe.position.camera_frame_rotation`):
@@ -31,7 +34,7 @@ import time
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from .features import N_LANDMARKS, normalise_landmarks
+from .features import N_LANDMARKS, centre_on_line_of_sight, normalise_landmarks
 from .geometry import (
     FACE_TO_HEAD,
     euler_to_matrix,
@@ -140,6 +143,14 @@ def match_mirrored(faces, mirrored_faces, width, min_iou=0.5):
             match[i] = j
             used.add(j)
     return match
+
+
+def mirror_camera_matrix(camera_matrix, width):
+    """Intrinsics of the horizontally mirrored image of a ``width``-pixel-wide camera."""
+    k = np.array(camera_matrix, dtype=np.float64, copy=True)
+    k[0, 2] = width - k[0, 2]
+    k[0, 1] = -k[0, 1]
+    return k
 
 
 #: Sign of (pitch, yaw, roll) under a horizontal mirror.
@@ -256,17 +267,21 @@ class HeadPoseEstimator:
         if not lms:
             return []
         t0 = time.perf_counter()
-        feats = normalise_landmarks(np.stack(lms + [lm for _, lm in twins]))
-        angles = self.model.predict(feats)  # one batch: (N + twins, 3) pitch, yaw, roll
+        ray_k = camera_matrix
+        if ray_k is None and image_size is not None:
+            ray_k = default_camera_matrix(*image_size, hfov_deg=UNKNOWN_CAMERA_HFOV_DEG)
+        los = self.model.angle_frame == 'apparent' and ray_k is not None
+        batch = np.stack(lms + [lm for _, lm in twins])
+        if los:  # the model reads faces as a camera looking straight at them sees them
+            ks = [ray_k] * len(lms) + [mirror_camera_matrix(ray_k, image_size[0])] * len(twins)
+            batch = centre_on_line_of_sight(batch, np.stack(ks))
+        angles = self.model.predict(normalise_landmarks(batch))  # (N + twins, 3) p, y, r
         for k, (i, _) in enumerate(twins):
             angles[i] = 0.5 * (angles[i] + MIRROR_SIGNS * angles[len(lms) + k])
         angles = angles[:len(lms)]
         t1 = time.perf_counter()
         rots = viewer_to_optical(euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2]))
-        ray_k = camera_matrix
-        if ray_k is None and image_size is not None:
-            ray_k = default_camera_matrix(*image_size, hfov_deg=UNKNOWN_CAMERA_HFOV_DEG)
-        if self.model.angle_frame == 'apparent' and ray_k is not None:
+        if los:
             rots = np.stack([camera_frame_rotation(lm, r, ray_k) for lm, r in zip(lms, rots)])
         quats = Rotation.from_matrix(rots @ FACE_TO_HEAD).as_quat()
         poses = []

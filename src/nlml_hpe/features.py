@@ -6,6 +6,12 @@ proportional to pixels (``x*W, y*H, z*W``), so they do not depend on the aspect
 ratio, then made translation and scale invariant as in the authors' code:
 translate to the nose tip (landmark 1) and divide by the 3D distance between
 the outer eye corners (landmarks 33 and 263).
+
+Models that read angles relative to the line of sight (``angle_frame:
+apparent``) first see the landmarks through :func:`centre_on_line_of_sight`:
+as a camera turned to look straight at the face would see them.  A face at the
+edge of a wide-angle image is stretched by perspective; centring undoes that,
+so the model only ever sees faces on the optical axis.
 """
 
 import numpy as np
@@ -23,6 +29,57 @@ def to_pixel_coords(landmarks, width, height):
     if width <= 0 or height <= 0:
         raise ValueError(f'image size must be positive, got {width}x{height}')
     return lm * np.array([width, height, width], dtype=np.float64)
+
+
+def line_of_sight_homography(landmarks_px, camera_matrix):
+    """Return ``(H (N, 3, 3), scale (N,))`` of :func:`centre_on_line_of_sight`.
+
+    ``H = K R^T K^-1`` maps the image onto that of the camera turned by ``R``
+    onto the ray through the landmarks' centroid; ``scale`` is its local
+    (area) scale at the centroid.
+    """
+    from .geometry import line_of_sight_rotation
+
+    lm = np.asarray(landmarks_px, dtype=np.float64)
+    if lm.ndim == 2:
+        lm = lm[None]
+    if lm.ndim != 3 or lm.shape[1] != N_LANDMARKS or lm.shape[2] < 2:
+        raise ValueError(f'expected landmarks of shape (N, {N_LANDMARKS}, 3), got {lm.shape}')
+    k = np.broadcast_to(np.asarray(camera_matrix, dtype=np.float64), (len(lm), 3, 3))
+    if not (np.all(np.isfinite(lm)) and np.all(np.isfinite(k))):
+        raise ValueError('landmarks or camera matrix contain NaN or inf')
+    centroid = np.concatenate([lm[:, :, :2].mean(axis=1), np.ones((len(lm), 1))], axis=1)
+    kinv = np.linalg.inv(k)
+    rays = np.einsum('nij,nj->ni', kinv, centroid)
+    hom = k @ np.swapaxes(line_of_sight_rotation(rays), -1, -2) @ kinv
+    # Jacobian of the homography at the centroid: (H[:2, :2] - u h3[:2]) / w.
+    image = np.einsum('nij,nj->ni', hom, centroid)
+    w = image[:, 2]
+    u = image[:, :2] / w[:, None]
+    jac = (hom[:, :2, :2] - u[:, :, None] * hom[:, None, 2, :2]) / w[:, None, None]
+    return hom, np.sqrt(np.abs(np.linalg.det(jac)))
+
+
+def centre_on_line_of_sight(landmarks_px, camera_matrix):
+    """Landmarks ``(N, 468, 3)`` seen by the camera turned to look at each face.
+
+    The turn is the smallest rotation taking the optical axis onto the ray
+    through the landmarks' centroid (:func:`nlml_hpe.geometry.line_of_sight_rotation`);
+    a pure camera rotation maps the image by the homography ``K R^T K^-1``,
+    which moves ``x, y``.  MediaPipe's ``z`` (depth along the line of sight, in
+    the face's pixel scale) is kept, scaled by the homography's local scale at
+    the centroid (:func:`line_of_sight_homography`).  ``camera_matrix`` is
+    ``(3, 3)`` or one per face ``(N, 3, 3)``.  Accepts ``(468, 3)`` for one
+    face and returns ``(N, 468, 3)`` float64.
+    """
+    lm = np.asarray(landmarks_px, dtype=np.float64)
+    if lm.ndim == 2:
+        lm = lm[None]
+    hom, scale = line_of_sight_homography(lm, camera_matrix)
+    pts = np.concatenate([lm[:, :, :2], np.ones(lm.shape[:2] + (1,))], axis=2)
+    mapped = np.einsum('nij,nkj->nki', hom, pts)
+    xy = mapped[:, :, :2] / mapped[:, :, 2:]
+    return np.concatenate([xy, lm[:, :, 2:] * scale[:, None, None]], axis=2)
 
 
 def normalise_landmarks(landmarks_px):
