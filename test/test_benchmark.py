@@ -26,11 +26,14 @@ def _random_model():
 def test_aflw2000_benchmark_structure(aflw_dir):
     with HeadPoseEstimator(_random_model()) as est:
         res = run_aflw2000(aflw_dir, est, limit=20)
-    assert res['images'] == 20 and res['methods'] == ['model', 'baseline', 'baseline_flip']
+    assert res['images'] == 20
+    assert res['methods'] == ['model', 'network_only', 'baseline', 'baseline_flip']
     assert res['flip_average'] and res['latency_ms']['landmarks_mirrored']['p50'] > 0
+    assert res['rigid_fusion']
     assert len(res['per_image']) == 20
     row = next(r for r in res['per_image'] if r['detected'])
     assert len(row['model']) == 3 and len(row['gt_pitch_yaw_roll']) == 3
+    assert row['network_only'] != row['model']  # the fused reading is not the network's
     assert 0.8 <= res['detection_rate'] <= 1.0
     for name in ('full', 'paper'):
         entry = res['protocols'][name]
@@ -57,9 +60,10 @@ def test_baseline_only_run(aflw_dir):
 
 
 def test_no_flip_run(aflw_dir):
-    with HeadPoseEstimator(_random_model(), flip_average=False) as est:
+    with HeadPoseEstimator(_random_model(), flip_average=False, rigid_fusion=False) as est:
         res = run_aflw2000(aflw_dir, est, limit=3)
     assert res['methods'] == ['model', 'baseline'] and not res['flip_average']
+    assert not res['rigid_fusion']
 
 
 def test_labelled_face_is_the_one_scored():

@@ -104,13 +104,15 @@ def test_benchmark_aflw2000_json(aflw_dir, model_dir, capsys):
                      '--model', str(model_dir)])
     assert code == 0
     res = json.loads(capsys.readouterr().out)
-    assert res['images'] == 5 and res['methods'] == ['model', 'baseline', 'baseline_flip']
+    assert res['images'] == 5
+    assert res['methods'] == ['model', 'network_only', 'baseline', 'baseline_flip']
     assert {'full', 'paper'} == set(res['protocols']) and res['flip_average']
     code = cli.main(['benchmark', 'aflw2000', str(aflw_dir), '--json', '--limit', '2',
-                     '--model', str(model_dir), '--no-flip'])
+                     '--model', str(model_dir), '--no-flip', '--no-fusion'])
     assert code == 0
     res = json.loads(capsys.readouterr().out)
     assert res['methods'] == ['model', 'baseline'] and not res['flip_average']
+    assert not res['rigid_fusion']
 
 
 def test_benchmark_aflw2000_without_model(aflw_dir, tmp_path, capsys):

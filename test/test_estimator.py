@@ -1,5 +1,6 @@
 """HeadPoseEstimator, FacePose conventions, position and the solvePnP baseline."""
 
+from conftest import turned_camera_view
 import numpy as np
 import pytest
 
@@ -268,6 +269,40 @@ def test_centring_on_the_line_of_sight_undoes_a_camera_turn():
         centre_on_line_of_sight(np.full((468, 3), np.nan), k)
 
 
+def test_rigid_fit_recovers_a_rigid_face():
+    from nlml_hpe.baseline import rigid_fit_rotations
+    from nlml_hpe.geometry import matrix_to_euler
+
+    rng = np.random.default_rng(2)
+    ang = rng.uniform([-40, -60, -30], [40, 60, 30], (20, 3))
+    rots = euler_to_matrix(ang[:, 0], ang[:, 1], ang[:, 2])
+    # Orthographic MediaPipe-like view: x right, y down, z away; any scale and shift.
+    pts = np.einsum('nij,kj->nki', rots, canonical_face_m()) * rng.uniform(500, 3000, (20, 1, 1))
+    lm = pts * np.array([1.0, -1.0, -1.0]) + rng.uniform(0, 500, (20, 1, 3))
+    np.testing.assert_allclose(matrix_to_euler(rigid_fit_rotations(lm)), ang, atol=1e-6)
+    with pytest.raises(ValueError, match='468'):
+        rigid_fit_rotations(lm[:, :100])
+    with pytest.raises(ValueError, match='NaN'):
+        rigid_fit_rotations(np.full((468, 3), np.nan))
+
+
+def test_rigid_fusion_is_the_mean_of_network_and_rigid_fit():
+    from nlml_hpe.baseline import rigid_fit_rotations
+    from nlml_hpe.geometry import matrix_to_euler
+
+    k = default_camera_matrix(640, 480)
+    lm = _project_canonical(viewer_to_optical(euler_to_matrix(8.0, -25.0, 4.0)),
+                            np.array([0.05, 0.02, 3.0]), k)
+    model = _random_model(5)
+    with HeadPoseEstimator(model, rigid_fusion=False) as net, HeadPoseEstimator(model) as fused:
+        assert fused.rigid_fusion and not net.rigid_fusion
+        a_net = net.estimate_landmarks([lm])[0].angles
+        a_fused = fused.estimate_landmarks([lm])[0].angles
+    a_rigid = matrix_to_euler(rigid_fit_rotations(lm))[0]
+    np.testing.assert_allclose(a_rigid, [8.0, -25.0, 4.0], atol=0.7)  # 3 m: nearly orthographic
+    np.testing.assert_allclose(a_fused, 0.5 * (a_net + a_rigid), atol=1e-9)
+
+
 def test_bad_angle_frame_in_metadata(tmp_path):
     from nlml_hpe.model import save_model
 
@@ -349,23 +384,6 @@ def test_from_pretrained_loads_given_dir(tmp_path):
         assert est.streaming and est.extractor.max_faces == 2 and est.extractor.streaming
 
 
-def _turn_camera(rgb, k, rot, size):
-    """Return what a camera of intrinsics ``k`` sees after turning by ``rot`` (optical frame).
-
-    ``rgb`` is pasted at the centre of a ``size`` canvas first; a pure camera
-    rotation is the homography ``K R K^-1``: what the scene looks like along
-    each line of sight does not change, only where it lands in the image.
-    """
-    import cv2
-
-    w, h = size
-    canvas = np.zeros((h, w, 3), np.uint8)
-    y0, x0 = (h - rgb.shape[0]) // 2, (w - rgb.shape[1]) // 2
-    canvas[y0:y0 + rgb.shape[0], x0:x0 + rgb.shape[1]] = rgb
-    hom = k @ rot @ np.linalg.inv(k)
-    return canvas, cv2.warpPerspective(canvas, hom, (w, h), flags=cv2.INTER_LINEAR)
-
-
 def test_shipped_model_follows_a_face_off_the_optical_axis(aflw_dir):
     """A face seen 25-30 deg off the optical axis: same angles, rotation turned with the ray.
 
@@ -380,7 +398,8 @@ def test_shipped_model_follows_a_face_off_the_optical_axis(aflw_dir):
         pytest.skip(f'shipped model reads angles relative to the {model.angle_frame} axis')
     k = np.array([[600.0, 0, 480], [0, 600.0, 360], [0, 0, 1]])
     turn = Rotation.from_euler('yx', [28.0, -12.0], degrees=True).as_matrix()
-    centred, turned = _turn_camera(read_rgb(aflw_dir / 'image01128.jpg'), k, turn, (960, 720))
+    centred, turned = turned_camera_view(read_rgb(aflw_dir / 'image01128.jpg'), k, turn,
+                                         (960, 720))
     with HeadPoseEstimator(model) as est:
         a = est.estimate(centred, camera_matrix=k)[0]
         b = est.estimate(turned, camera_matrix=k)[0]

@@ -414,3 +414,62 @@ def test_flip_average_switch_reloads_and_publishes(rig):
         rig.node.set_parameters([Parameter('flip_average', value=False)])
         rig.send(_image_msg(_face_rgb(), Time(sec=901)))
         assert not rig.node._estimator.flip_average
+
+
+@pytest.mark.ros
+def test_rigid_fusion_switch_reloads(rig):
+    assert rig.node.get_parameter('rigid_fusion').value is True
+    assert rig.node._estimator.rigid_fusion
+    rig.node.set_parameters([Parameter('rigid_fusion', value=False)])
+    try:
+        rig.send(_image_msg(_face_rgb(), Time(sec=950)))
+        assert not rig.node._estimator.rigid_fusion and rig.count('head_pose') >= 1
+    finally:
+        rig.node.set_parameters([Parameter('rigid_fusion', value=True)])
+        rig.send(_image_msg(_face_rgb(), Time(sec=951)))
+        assert rig.node._estimator.rigid_fusion
+
+
+@pytest.mark.ros
+def test_person_off_centre_looking_at_the_camera_is_looking():
+    """A frontal face 30 deg off the optical axis: looking_at_camera, TF x axis at the camera.
+
+    The image is a frontal photo as a camera turned away from it sees it (a
+    pure camera rotation), so the person still looks straight at the camera;
+    the face frame's x axis (REP-155: out of the face) must point back along
+    the ray to the camera, not along the optical axis.  Needs the shipped model.
+    """
+    from conftest import turned_camera_view
+    from scipy.spatial.transform import Rotation
+
+    from nlml_hpe.model import default_model_dir, load_model
+
+    if load_model(default_model_dir()).angle_frame != 'apparent':
+        pytest.skip('the shipped model reads angles relative to the optical axis')
+    k = np.array([[600.0, 0, 480], [0, 600.0, 360], [0, 0, 1]])
+    turn = Rotation.from_euler('yx', [28.0, -12.0], degrees=True).as_matrix()
+    photo = cv2.cvtColor(cv2.imread(str(shared_path('aflw2000_dev', 'image01128.jpg'))),
+                         cv2.COLOR_BGR2RGB)
+    rgb = turned_camera_view(photo, k, turn, (960, 720))[1]
+    r = Rig(default_model_dir(), smoothing=False)
+    try:
+        deadline = time.monotonic() + 10
+        while r.node._camera_matrix is None:
+            assert time.monotonic() < deadline
+            r.info_pub.publish(_info(k.ravel(), 960, 720))
+            time.sleep(0.05)
+        r.send(_image_msg(rgb, Time(sec=7)))
+        pose = r.last('head_pose').pose
+        offset = list(r.last('gaze_offsets').data)[0]
+        looking = r.last('looking_at_camera').data
+    finally:
+        r.close()
+    pos = np.array([pose.position.x, pose.position.y, pose.position.z])
+    q = pose.orientation
+    forward = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()[:, 0]
+    ray_angle = np.degrees(np.arccos(pos[2] / np.linalg.norm(pos)))
+    assert ray_angle > 25.0                       # the face really is off-centre
+    assert looking and offset < 10.0, offset      # ... and looks at the camera
+    to_camera = -pos / np.linalg.norm(pos)
+    assert np.degrees(np.arccos(forward @ to_camera)) == pytest.approx(offset, abs=1e-3)
+    assert np.degrees(np.arccos(-forward[2])) > 20.0  # not along the optical axis

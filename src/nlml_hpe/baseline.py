@@ -1,4 +1,10 @@
-"""Geometric baseline: MediaPipe landmarks + ``cv2.solvePnP`` against the canonical face.
+"""Geometric estimators: MediaPipe landmarks fitted to MediaPipe's canonical face.
+
+* :func:`baseline_angles` -- the baseline every model is measured against:
+  ``cv2.solvePnP`` of the 2D landmarks against the canonical face.
+* :func:`rigid_fit_rotations` -- the rotation of MediaPipe's *3D* landmarks
+  onto the canonical face (orthographic Kabsch fit); the estimator can average
+  it with the model (``rigid_fusion``).
 
 The 468 image landmarks are matched to MediaPipe's canonical face (object
 points, head frame, cm).  The camera is the usual guess for unknown
@@ -15,6 +21,35 @@ import numpy as np
 from .features import N_LANDMARKS
 from .geometry import matrix_to_euler, optical_to_viewer
 from .position import canonical_face_m, check_camera_matrix, default_camera_matrix
+
+
+def rigid_fit_rotations(landmarks_px):
+    """Head-to-viewer rotations ``(N, 3, 3)`` of the best rigid fit of 3D landmarks.
+
+    ``landmarks_px`` ``(N, 468, 3)`` (or one ``(468, 3)``) are MediaPipe-like
+    ``x, y`` pixels and ``z`` depth in the same scale (larger = farther), read as
+    an orthographic view: the viewer-frame points ``(x, -y, -z)`` are fitted by
+    rotation, translation and scale to the canonical face (Kabsch / Umeyama,
+    all landmarks weighted equally).  The angles of the result are relative to
+    the viewing direction: use landmarks centred on the line of sight
+    (:func:`nlml_hpe.features.centre_on_line_of_sight`) for faces far from the
+    image centre.
+    """
+    lm = np.asarray(landmarks_px, dtype=np.float64)
+    if lm.ndim == 2:
+        lm = lm[None]
+    if lm.ndim != 3 or lm.shape[1:] != (N_LANDMARKS, 3):
+        raise ValueError(f'expected landmarks of shape (N, {N_LANDMARKS}, 3), got {lm.shape}')
+    if not np.all(np.isfinite(lm)):
+        raise ValueError('landmarks contain NaN or inf')
+    obj = canonical_face_m()
+    obj = obj - obj.mean(axis=0)
+    pts = lm * np.array([1.0, -1.0, -1.0])
+    pts = pts - pts.mean(axis=1, keepdims=True)
+    u, _, vt = np.linalg.svd(np.einsum('nki,kj->nij', pts, obj))
+    d = np.sign(np.linalg.det(u @ vt))
+    u[:, :, 2] *= d[:, None]  # a proper rotation, never a reflection
+    return u @ vt
 
 
 def solve_pnp(landmarks_px, camera_matrix):

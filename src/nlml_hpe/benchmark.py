@@ -180,6 +180,13 @@ def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progr
                                                         mirrored=mirrored)[0]
                     times['model'].append(estimator.last_timings['model_ms'])
                     row['model'] = pose.angles
+                    if estimator.rigid_fusion:  # also the network alone, for comparison
+                        estimator.rigid_fusion = False
+                        try:
+                            row['network_only'] = estimator.estimate_landmarks(
+                                [lm], image_size=size, mirrored=mirrored)[0].angles
+                        finally:
+                            estimator.rigid_fusion = True
                 t3 = time.perf_counter()
                 row['baseline'] = baseline_angles([lm], *size)[0]
                 times['baseline'].append((time.perf_counter() - t3) * 1e3)
@@ -194,13 +201,14 @@ def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progr
         if own_extractor is not None:
             own_extractor.close()
     flip = estimator is not None and estimator.flip_average
-    methods = (['model'] if estimator is not None else []) + ['baseline'] + (
-        ['baseline_flip'] if flip else [])
+    fusion = estimator is not None and estimator.rigid_fusion
+    methods = (['model'] if estimator is not None else []) + (
+        ['network_only'] if fusion else []) + ['baseline'] + (['baseline_flip'] if flip else [])
     result = {'dataset': str(directory), 'images': len(rows), 'methods': methods,
               'note': 'faces MediaPipe misses are excluded from the MAE and counted in '
                       'the detection rate; both methods use the same landmarks',
               'other_faces_only': sum(r['other_faces_only'] for r in rows),
-              'flip_average': flip,
+              'flip_average': flip, 'rigid_fusion': fusion,
               'protocols': {}}
     for name, bounds in PROTOCOLS.items():
         sel = [r for r in rows if _in_protocol(r['gt'], bounds)]
@@ -247,6 +255,9 @@ def format_aflw2000(result):
     if result.get('flip_average'):
         lines.append('model: flip averaging on (MediaPipe also on the mirrored image); '
                      'baseline_flip: solvePnP with the same averaging')
+    if result.get('rigid_fusion'):
+        lines.append("model: network + rigid fit (rigid fusion); network_only: the network's "
+                     'angles alone')
     if result.get('other_faces_only'):
         lines.append(f"images where MediaPipe found only people other than the labelled face "
                      f"(counted as missed): {result['other_faces_only']}")

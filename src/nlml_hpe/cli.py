@@ -80,7 +80,8 @@ def _predict_video(args, path, model, out_dir):
     writer = None
     n = 0
     try:
-        with HeadPoseEstimator(model, max_faces=args.max_faces, streaming=True) as est:
+        with HeadPoseEstimator(model, max_faces=args.max_faces, streaming=True,
+                               rigid_fusion=not args.no_fusion) as est:
             while True:
                 ok, bgr = cap.read()
                 if not ok:
@@ -124,7 +125,8 @@ def cmd_predict(args):
         out_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
     with HeadPoseEstimator(model, max_faces=args.max_faces, streaming=False,
-                           flip_average=not args.no_flip) as est:
+                           flip_average=not args.no_flip,
+                           rigid_fusion=not args.no_fusion) as est:
         # Build MediaPipe's graph now so "ms" measures the per-image work only.
         est.estimate(np.zeros((64, 64, 3), np.uint8))
         for path, kind in _expand_inputs(args.inputs):
@@ -148,13 +150,14 @@ def cmd_predict(args):
     return 1 if failures else 0
 
 
-def _load_estimator_or_none(model_path, streaming=False, flip_average=None):
+def _load_estimator_or_none(model_path, streaming=False, flip_average=None, rigid_fusion=True):
     from .estimator import HeadPoseEstimator
     from .model import ModelFileError
 
     try:
         return HeadPoseEstimator.from_pretrained(model_path, streaming=streaming,
-                                                 flip_average=flip_average), None
+                                                 flip_average=flip_average,
+                                                 rigid_fusion=rigid_fusion), None
     except ModelFileError as exc:
         return None, str(exc)
 
@@ -163,7 +166,8 @@ def cmd_benchmark_aflw(args):
     """AFLW2000-3D accuracy benchmark (model and baseline side by side)."""
     from .benchmark import format_aflw2000, run_aflw2000
 
-    est, error = _load_estimator_or_none(args.model, flip_average=not args.no_flip)
+    est, error = _load_estimator_or_none(args.model, flip_average=not args.no_flip,
+                                         rigid_fusion=not args.no_fusion)
     if est is None:
         print(f'warning: model unavailable ({error}); running the baseline only',
               file=sys.stderr)
@@ -258,6 +262,8 @@ def build_parser():
     pred.add_argument('--no-flip', action='store_true',
                       help='images: skip flip averaging (one MediaPipe pass instead of two); '
                            'videos never flip')
+    pred.add_argument('--no-fusion', action='store_true',
+                      help="the network's angles alone, without the rigid fit's")
     pred.set_defaults(func=cmd_predict)
 
     bench = sub.add_parser('benchmark', help='accuracy and speed benchmarks')
@@ -269,6 +275,8 @@ def build_parser():
     aflw.add_argument('--model', metavar='PATH')
     aflw.add_argument('--no-flip', action='store_true',
                       help='score the model without flip averaging')
+    aflw.add_argument('--no-fusion', action='store_true',
+                      help="score the network's angles alone (no rigid fusion)")
     aflw.set_defaults(func=cmd_benchmark_aflw)
     speed = bsub.add_parser('speed', help='encoder+heads and streaming whole-frame latency')
     speed.add_argument('--frames', type=int, default=300)
