@@ -142,6 +142,7 @@ def test_model_recovers_held_out_identity_angles(tiny_run):
     meta = model.metadata
     assert meta['synthetic_test_mae_deg']['mean'] == pytest.approx(mae.mean(), abs=0.05)
     assert len(meta['training_config_sha256']) == 64
+    assert meta['angle_frame'] == 'apparent' and model.angle_frame == 'apparent'
     assert meta['aflw2000_dev_mae_deg'] is None
     assert (tiny_run / 'networks' / 'loss_curves.png').stat().st_size > 1000
     sens = _stage(tiny_run, 'networks')['summary']['expression_sensitivity_deg']

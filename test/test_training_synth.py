@@ -309,3 +309,37 @@ def test_renderer_survives_other_gl_contexts(ict, corr, renderer):
     before = renderer.render(verts, np.eye(3), 55.0, 800.0)
     assert renderer_available()[0]  # creates and releases a context of its own
     np.testing.assert_array_equal(renderer.render(verts, np.eye(3), 55.0, 800.0), before)
+
+
+def test_identity_response_scales_how_faces_differ(tmp_path, ict_npz):
+    """``landmarks.identity_response``: [0, 0, 0] leaves only the mean face (and expressions)."""
+    from training import correspondence, faces, landmarks
+
+    def run(resp, name):
+        cfg = {'seed': 3,
+               'faces': {'source': 'ict', 'path': str(ict_npz), 'n_identities': 3,
+                         'n_test_identities': 1, 'expressions': {'max_weight': 0.0}},
+               'correspondence': {'method': 'shipped'},
+               'grid': {'yaw': [-50, 50, 25], 'pitch': [-40, 40, 40], 'roll': [-30, 30, 30]},
+               'landmarks': {'mode': 'projection', 'extra_per_identity': 0,
+                             'test_per_identity': 0, 'check_identities': 0,
+                             'angle_frame': 'apparent', 'offset_frac': 0.0,
+                             'focal_px': [700, 700], 'distance_cm': [60, 60]}}
+        if resp is not None:
+            cfg['landmarks']['identity_response'] = resp
+        dirs = {}
+        for stage, mod in (('faces', faces), ('correspondence', correspondence),
+                           ('landmarks', landmarks)):
+            dirs[stage] = tmp_path / name / stage
+            dirs[stage].mkdir(parents=True)
+            mod.run(cfg, dirs[stage], dict(dirs))
+        with np.load(dirs['landmarks'] / 'landmarks.npz') as d:
+            return d['grid']
+
+    full, none = run(None, 'full'), run([0.0, 0.0, 0.0], 'none')
+    half = run([0.5, 0.5, 0.5], 'half')
+    spread = [np.abs(g - g.mean(axis=0)).mean() for g in (full, none, half)]
+    assert spread[1] < 1e-3 * spread[0]          # all identities are the mean face
+    assert spread[2] == pytest.approx(0.5 * spread[0], rel=0.05)
+    with pytest.raises(ValueError, match='identity_response'):
+        run([0.5, 0.5], 'bad')

@@ -270,6 +270,11 @@ class _Sampler:
         self.cfg, self.source, self.corr = cfg, source, corr
         self.projector, self.rng, self.render = projector, rng, render
         self.workers = int(cfg['landmarks'].get('workers', min(2, os.cpu_count() or 1)))
+        resp = cfg['landmarks'].get('identity_response')
+        self.identity_response = None if resp is None else np.asarray(resp, float)
+        if resp is not None and (self.identity_response.shape != (3,)
+                                 or not np.all(self.identity_response >= 0)):
+            raise ValueError(f'landmarks.identity_response must be [x, y, z] >= 0, got {resp}')
 
     def draw(self, coeffs, angles):
         """Draw samples of identities ``coeffs`` (n, K) at ``angles`` (n, 3): dict of arrays."""
@@ -277,6 +282,12 @@ class _Sampler:
         expr = sample_expressions(self.source, n, self.rng, self.max_w, self.n_act)
         cams = self.projector.cameras(n)
         pts = landmarks_of(self.source, self.corr, coeffs, expr)
+        if self.identity_response is not None:
+            # MediaPipe reproduces only part of how a face differs from the mean
+            # face (its mesh regresses to its own prior): scale that part per
+            # head axis (x, y, z) in projected samples.
+            base = landmarks_of(self.source, self.corr, np.zeros_like(coeffs), expr)
+            pts = base + (pts - base) * self.identity_response
         proj = self.projector.project(pts, angles, cams)
         return {'coeffs': coeffs, 'expr': expr, 'angles': angles, 'cams': cams, 'proj': proj}
 
