@@ -250,6 +250,73 @@ def render_mediapipe(cfg_faces, corr, size, coeffs, expr, angles, cams, workers=
     return np.concatenate(results) if results else np.zeros((0, 468, 3), np.float32)
 
 
+# ---------------------------------------------------------------- MediaPipe's identity response
+
+#: Near-frontal poses (pitch, yaw, roll) at which the identity response is measured:
+#: there the image axes are the head's.
+RESPONSE_POSES = ((0.0, 0.0, 0.0), (0.0, 15.0, 0.0), (0.0, -15.0, 0.0), (10.0, 0.0, 0.0),
+                  (-10.0, 0.0, 0.0))
+
+
+def measure_identity_response(cfg, source, corr, n_identities=24, seed=0):
+    """How much of a face's difference from the mean face MediaPipe reproduces, per axis.
+
+    Renders ``n_identities`` random identities (``faces.identity_scale``, no
+    expression) at :data:`RESPONSE_POSES` (focal 700 px, 60 cm, centred), runs
+    MediaPipe on each render and projects the same faces.  Per image axis (x, y,
+    z = the head's x, y, z at these poses), the response is the least-squares
+    slope of MediaPipe's deviation from the identities' mean (normalised
+    features) on the projection's.  1 = MediaPipe follows the face's shape
+    exactly; MediaPipe's mesh regresses to its own prior, so it is well below
+    (z far below).  Returns a dict with ``response`` ``[x, y, z]`` and details.
+    """
+    from nlml_hpe.features import normalise_landmarks
+    from nlml_hpe.landmarks import LandmarkExtractor
+
+    from .correspondence import make_renderer
+
+    rng = np.random.default_rng(seed)
+    scale = float(cfg['faces'].get('identity_scale', 1.0))
+    size = tuple(int(v) for v in cfg['landmarks'].get('image_size', (640, 480)))
+    projector = Projector({'image_size': size, 'angle_frame': 'apparent', 'z_scale': 1.0},
+                          rng)
+    cams = {'focal': np.array([700.0]), 'distance': np.array([60.0]),
+            'offset': np.zeros((1, 2))}
+    renderer = make_renderer(source, cfg['faces'], size)
+    mp, proj = [], []
+    try:
+        with LandmarkExtractor(max_faces=1) as extractor:
+            for pose in RESPONSE_POSES:
+                ang = np.array([pose])
+                rot = projector.rotations(ang, cams)[0]
+                rows_mp, rows_proj = [], []
+                for _ in range(int(n_identities)):
+                    coeffs = rng.normal(0.0, scale, len(source.identity_modes))
+                    verts = to_head_frame(source.vertices(coeffs), corr)
+                    found = extractor.extract(renderer.render(verts, rot, 60.0, 700.0))
+                    if not found:
+                        continue
+                    pts = landmarks_of(source, corr, coeffs[None])
+                    rows_mp.append(projector.centre(found[0][None], cams)[0])
+                    rows_proj.append(projector.centre(projector.project(pts, ang, cams),
+                                                      cams)[0])
+                if len(rows_mp) >= 3:
+                    for rows, out in ((rows_mp, mp), (rows_proj, proj)):
+                        f = normalise_landmarks(np.array(rows)).reshape(len(rows), 468, 3)
+                        out.append(f - f.mean(axis=0))
+    finally:
+        renderer.release()
+    if not mp:
+        raise RuntimeError('identity response: MediaPipe found too few rendered faces')
+    dm, dp = np.concatenate(mp), np.concatenate(proj)
+    slope = (dm * dp).sum(axis=(0, 1)) / (dp * dp).sum(axis=(0, 1))
+    corr_xyz = [float(np.corrcoef(dm[..., k].ravel(), dp[..., k].ravel())[0, 1])
+                for k in range(3)]
+    return {'response': [round(float(v), 3) for v in np.clip(slope, 0.0, 1.0)],
+            'correlation': [round(v, 3) for v in corr_xyz], 'faces': int(len(dm)),
+            'poses': [list(p) for p in RESPONSE_POSES]}
+
+
 # ---------------------------------------------------------------- stage
 
 def _uniform_angles(rng, n, grids, margin):
@@ -264,17 +331,18 @@ def _uniform_angles(rng, n, grids, margin):
 class _Sampler:
     """Draws expressions and cameras, projects, and optionally renders."""
 
-    def __init__(self, cfg, source, corr, projector, rng, render):
+    def __init__(self, cfg, source, corr, projector, rng, render, identity_response=None):
         ecfg = cfg['faces'].get('expressions', {}) or {}
         self.max_w, self.n_act = float(ecfg.get('max_weight', 0.0)), int(ecfg.get('n_active', 0))
         self.cfg, self.source, self.corr = cfg, source, corr
         self.projector, self.rng, self.render = projector, rng, render
         self.workers = int(cfg['landmarks'].get('workers', min(2, os.cpu_count() or 1)))
-        resp = cfg['landmarks'].get('identity_response')
+        resp = identity_response
         self.identity_response = None if resp is None else np.asarray(resp, float)
         if resp is not None and (self.identity_response.shape != (3,)
                                  or not np.all(self.identity_response >= 0)):
-            raise ValueError(f'landmarks.identity_response must be [x, y, z] >= 0, got {resp}')
+            raise ValueError(f'landmarks.identity_response must be [x, y, z] >= 0 or auto, '
+                             f'got {resp}')
 
     def draw(self, coeffs, angles):
         """Draw samples of identities ``coeffs`` (n, K) at ``angles`` (n, 3): dict of arrays."""
@@ -327,9 +395,15 @@ def run(cfg, out_dir, inputs):
     grid_angles = np.stack([pp.ravel(), yy.ravel(), rr.ravel()], 1)    # (pitch, yaw, roll)
     n_pose = len(grid_angles)
     projector = Projector(lcfg, rng, float(corr.get('z_scale', 1.0)))
-    sampler = _Sampler(cfg, source, corr, projector, rng, mode != 'projection')
-    train, test = faces['train_coeffs'], faces['test_coeffs']
     timings = {}
+    response, measured = lcfg.get('identity_response'), None
+    if response == 'auto':
+        t = time.time()
+        measured = measure_identity_response(cfg, source, corr, seed=int(cfg.get('seed', 0)))
+        response = measured['response']
+        timings['identity_response_s'] = round(time.time() - t, 2)
+    sampler = _Sampler(cfg, source, corr, projector, rng, mode != 'projection', response)
+    train, test = faces['train_coeffs'], faces['test_coeffs']
 
     t = time.time()
     samples = [sampler.draw(np.repeat(c[None], n_pose, 0), grid_angles)
@@ -394,6 +468,8 @@ def run(cfg, out_dir, inputs):
                'grid_rendered_fraction': round(float(grid_rendered.mean()), 4),
                'n_extra': int(len(extra[0])), 'n_test': int(len(test_set[0])),
                'z_scale': round(projector.z_scale, 4), 'angle_frame': projector.angle_frame,
+               'identity_response': None if response is None else [float(v) for v in response],
+               'identity_response_measured': measured,
                **timings,
                'check': {k: v for k, v in (check or {}).items() if not k.startswith('_')},
                'seconds': round(time.time() - t0, 2)}
