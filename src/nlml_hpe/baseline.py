@@ -18,7 +18,7 @@ centre, no distortion.  ``solvePnP`` gives the object-to-camera rotation
 import cv2
 import numpy as np
 
-from .features import N_LANDMARKS
+from .features import N_LANDMARKS, as_landmark_batch
 from .geometry import matrix_to_euler, optical_to_viewer
 from .position import canonical_face_m, check_camera_matrix, default_camera_matrix
 
@@ -35,13 +35,7 @@ def rigid_fit_rotations(landmarks_px):
     (:func:`nlml_hpe.features.centre_on_line_of_sight`) for faces far from the
     image centre.
     """
-    lm = np.asarray(landmarks_px, dtype=np.float64)
-    if lm.ndim == 2:
-        lm = lm[None]
-    if lm.ndim != 3 or lm.shape[1:] != (N_LANDMARKS, 3):
-        raise ValueError(f'expected landmarks of shape (N, {N_LANDMARKS}, 3), got {lm.shape}')
-    if not np.all(np.isfinite(lm)):
-        raise ValueError('landmarks contain NaN or inf')
+    lm = as_landmark_batch(landmarks_px)
     obj = canonical_face_m()
     obj = obj - obj.mean(axis=0)
     pts = lm * np.array([1.0, -1.0, -1.0])

@@ -305,7 +305,7 @@ def run_speed(estimator, face_image, *, frames=300, warmup=20):
 
     if not estimator.streaming:
         raise ValueError('run_speed needs a streaming estimator (streaming=True)')
-    frame_ms, lm_ms, model_ms, detected = [], [], [], 0
+    frame_ms, lm_ms, model_ms, post_ms, detected = [], [], [], [], 0
     seq = face_sequence(face_image, frames + warmup)
     last = None
     for i, frame in enumerate(seq):
@@ -317,6 +317,7 @@ def run_speed(estimator, face_image, *, frames=300, warmup=20):
         frame_ms.append(dt)
         lm_ms.append(estimator.last_timings['landmarks_ms'])
         model_ms.append(estimator.last_timings['model_ms'])
+        post_ms.append(estimator.last_timings['post_ms'])
         detected += bool(poses)
         if poses:
             last = poses[0].landmarks
@@ -334,7 +335,8 @@ def run_speed(estimator, face_image, *, frames=300, warmup=20):
     cur, peak = rss_mb()
     return {'frames': len(frame_ms), 'frame_size': [640, 480], 'detected_frames': detected,
             'frame_ms': _stats(frame_ms), 'landmarks_ms': _stats(lm_ms),
-            'model_in_frame_ms': _stats(model_ms), 'encoder_heads_ms': _stats(mt),
+            'model_in_frame_ms': _stats(model_ms), 'post_in_frame_ms': _stats(post_ms),
+            'encoder_heads_ms': _stats(mt),
             'encoder_heads_calls': n_model, 'rss_mb': {'current': cur, 'peak': peak}}
 
 
@@ -344,7 +346,8 @@ def format_speed(result):
              f"{result['frames']} frames, face found in {result['detected_frames']}"]
     for key, label in (('frame_ms', 'whole frame (estimate)'),
                        ('landmarks_ms', '  MediaPipe landmarks'),
-                       ('model_in_frame_ms', '  normalise+enc+heads'),
+                       ('model_in_frame_ms', '  features+net+fusion'),
+                       ('post_in_frame_ms', '  rotation, quaternion'),
                        ('encoder_heads_ms', 'encoder+heads, 1 face')):
         s = result[key]
         lines.append(f"{label:<24} p50 {s['p50']:7.3f} ms  p95 {s['p95']:7.3f} ms")

@@ -31,6 +31,21 @@ def to_pixel_coords(landmarks, width, height):
     return lm * np.array([width, height, width], dtype=np.float64)
 
 
+def as_landmark_batch(landmarks_px):
+    """Return landmarks as a float64 ``(N, 468, 3)`` array (a ``(468, 3)`` face becomes N=1).
+
+    Raises ``ValueError`` for a wrong shape or non-finite values.
+    """
+    lm = np.asarray(landmarks_px, dtype=np.float64)
+    if lm.ndim == 2:
+        lm = lm[None]
+    if lm.ndim != 3 or lm.shape[1:] != (N_LANDMARKS, 3):
+        raise ValueError(f'expected landmarks of shape (N, {N_LANDMARKS}, 3), got {lm.shape}')
+    if not np.all(np.isfinite(lm)):
+        raise ValueError('landmarks contain NaN or inf')
+    return lm
+
+
 def line_of_sight_homography(landmarks_px, camera_matrix):
     """Return ``(H (N, 3, 3), scale (N,))`` of :func:`centre_on_line_of_sight`.
 
@@ -40,14 +55,10 @@ def line_of_sight_homography(landmarks_px, camera_matrix):
     """
     from .geometry import line_of_sight_rotation
 
-    lm = np.asarray(landmarks_px, dtype=np.float64)
-    if lm.ndim == 2:
-        lm = lm[None]
-    if lm.ndim != 3 or lm.shape[1] != N_LANDMARKS or lm.shape[2] < 2:
-        raise ValueError(f'expected landmarks of shape (N, {N_LANDMARKS}, 3), got {lm.shape}')
+    lm = as_landmark_batch(landmarks_px)
     k = np.broadcast_to(np.asarray(camera_matrix, dtype=np.float64), (len(lm), 3, 3))
-    if not (np.all(np.isfinite(lm)) and np.all(np.isfinite(k))):
-        raise ValueError('landmarks or camera matrix contain NaN or inf')
+    if not np.all(np.isfinite(k)):
+        raise ValueError('camera matrix contains NaN or inf')
     centroid = np.concatenate([lm[:, :, :2].mean(axis=1), np.ones((len(lm), 1))], axis=1)
     kinv = np.linalg.inv(k)
     rays = np.einsum('nij,nj->ni', kinv, centroid)
@@ -72,9 +83,7 @@ def centre_on_line_of_sight(landmarks_px, camera_matrix):
     ``(3, 3)`` or one per face ``(N, 3, 3)``.  Accepts ``(468, 3)`` for one
     face and returns ``(N, 468, 3)`` float64.
     """
-    lm = np.asarray(landmarks_px, dtype=np.float64)
-    if lm.ndim == 2:
-        lm = lm[None]
+    lm = as_landmark_batch(landmarks_px)
     hom, scale = line_of_sight_homography(lm, camera_matrix)
     pts = np.concatenate([lm[:, :, :2], np.ones(lm.shape[:2] + (1,))], axis=2)
     mapped = np.einsum('nij,nkj->nki', hom, pts)
@@ -88,13 +97,7 @@ def normalise_landmarks(landmarks_px):
     Raises ``ValueError`` for a wrong shape, non-finite values or a degenerate
     eye distance.
     """
-    lm = np.asarray(landmarks_px, dtype=np.float64)
-    if lm.ndim == 2:
-        lm = lm[None]
-    if lm.ndim != 3 or lm.shape[1:] != (N_LANDMARKS, 3):
-        raise ValueError(f'expected landmarks of shape (N, {N_LANDMARKS}, 3), got {lm.shape}')
-    if not np.all(np.isfinite(lm)):
-        raise ValueError('landmarks contain NaN or inf')
+    lm = as_landmark_batch(landmarks_px)
     centred = lm - lm[:, NOSE_TIP:NOSE_TIP + 1, :]
     scale = np.linalg.norm(lm[:, RIGHT_EYE_OUTER] - lm[:, LEFT_EYE_OUTER], axis=-1)
     if np.any(scale < 1e-9):
