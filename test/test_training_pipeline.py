@@ -36,11 +36,20 @@ def tiny_run(tmp_path_factory):
     shared_path('ict_facekit', 'ict_facekit.npz')
     shared_path('mediapipe_canonical', 'canonical_face_model.obj')
     from training import pipeline
+    from training.render import renderer_available
 
     workdir = tmp_path_factory.mktemp('tiny_run')
+    config = TINY
+    if not renderer_available()[0]:  # identity_response: auto renders; use a fixed one
+        import yaml
+
+        cfg = yaml.safe_load(TINY.read_text())
+        cfg['landmarks']['identity_response'] = [0.3, 0.6, 0.07]
+        config = workdir / 'tiny_no_renderer.yaml'
+        config.write_text(yaml.safe_dump(cfg))
     models = REPO / 'models'
     before = {p.name: p.stat().st_mtime_ns for p in models.glob('*')} if models.is_dir() else {}
-    assert pipeline.main(['--config', str(TINY), '--workdir', str(workdir)]) == 0
+    assert pipeline.main(['--config', str(config), '--workdir', str(workdir)]) == 0
     after = {p.name: p.stat().st_mtime_ns for p in models.glob('*')} if models.is_dir() else {}
     assert before == after, 'the tiny config must not write into models/'
     return workdir
@@ -56,6 +65,17 @@ def test_all_stages_ran_and_recorded(tiny_run):
         assert entry['elapsed_s'] >= 0
         assert (tiny_run / stage / 'stage.json').is_file()
     assert (tiny_run / 'model' / 'nlml_hpe.safetensors').is_file()
+
+
+def test_identity_response_is_measured(tiny_run):
+    """``identity_response: auto``: MediaPipe on renders follows part of each face's shape."""
+    summary = _stage(tiny_run, 'landmarks')['summary']
+    if not summary.get('identity_response_measured'):
+        pytest.skip('identity_response not measured (no renderer)')
+    resp = summary['identity_response']
+    assert len(resp) == 3 and all(0.0 <= v <= 1.0 for v in resp), resp
+    assert resp[2] < min(resp[:2])  # MediaPipe's depth follows a face's shape least
+    assert summary['identity_response_measured']['faces'] >= 50
 
 
 def test_tensor_matches_landmarks_contract(tiny_run):

@@ -17,6 +17,12 @@ Modes (``landmarks.mode``):
   centred on the line of sight (:func:`nlml_hpe.features.centre_on_line_of_sight`,
   what the estimator does at inference), so the model sees every face as if it
   were on the optical axis.
+* ``landmarks.identity_response`` -- ``[x, y, z]`` or ``auto``: MediaPipe's mesh
+  regresses to its own prior, so its landmarks follow only part of how a face
+  differs from the mean face (on renders of ICT-FaceKit identities about 0.3 of
+  it across, 0.6 vertically and 0.07 in depth).  Projected samples scale that
+  part per head axis; ``auto`` measures it (:func:`measure_identity_response`,
+  a few seconds of renders).  Unset: the projected face's own shape.
 * ``render`` / ``mixed`` -- every sample is rendered (:mod:`training.render`,
   same camera) and MediaPipe Face Mesh runs on the render; where MediaPipe finds
   no face the projection is used instead, so the tensor stays complete (the two
@@ -398,6 +404,12 @@ def run(cfg, out_dir, inputs):
     timings = {}
     response, measured = lcfg.get('identity_response'), None
     if response == 'auto':
+        from .render import renderer_available
+
+        ok, why = renderer_available()
+        if not ok:
+            raise ValueError(f'landmarks.identity_response: auto measures it on renders, and '
+                             f'there is no renderer here ({why}); give [x, y, z] instead')
         t = time.time()
         measured = measure_identity_response(cfg, source, corr, seed=int(cfg.get('seed', 0)))
         response = measured['response']
