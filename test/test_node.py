@@ -50,13 +50,15 @@ def _face_rgb():
 class Rig:
     """Node under test + probe node + a background executor."""
 
-    def __init__(self, model_dir, **params):
+    def __init__(self, model_dir, namespace='', **params):
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         overrides = [Parameter('model_path', value=str(model_dir))]
         overrides += [Parameter(k, value=v) for k, v in params.items()]
-        self.node = HeadPoseNode(context=self.context, parameter_overrides=overrides)
-        self.probe = rclpy.create_node('nlml_test_probe', context=self.context)
+        self.node = HeadPoseNode(context=self.context, parameter_overrides=overrides,
+                                 namespace=namespace)
+        self.probe = rclpy.create_node('nlml_test_probe', context=self.context,
+                                       namespace=namespace)
         self.received = {name: [] for name in OUTPUTS}
         self._lock = threading.Lock()
         for name, kind in OUTPUTS.items():
@@ -451,7 +453,8 @@ def test_person_off_centre_looking_at_the_camera_is_looking():
     photo = cv2.cvtColor(cv2.imread(str(shared_path('aflw2000_dev', 'image01128.jpg'))),
                          cv2.COLOR_BGR2RGB)
     rgb = turned_camera_view(photo, k, turn, (960, 720))[1]
-    r = Rig(default_model_dir(), smoothing=False)
+    # Its own namespace: the module's rig (random weights) publishes head_pose too.
+    r = Rig(default_model_dir(), namespace='off_centre', smoothing=False)
     try:
         deadline = time.monotonic() + 10
         while r.node._camera_matrix is None:
