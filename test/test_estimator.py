@@ -24,7 +24,7 @@ from nlml_hpe.model import (
 )
 from nlml_hpe.position import (
     UNKNOWN_CAMERA_HFOV_DEG,
-    camera_frame_rotation,
+    camera_frame_pose,
     canonical_face_m,
     default_camera_matrix,
     estimate_position,
@@ -203,7 +203,7 @@ def test_estimate_landmarks_and_position():
             est.estimate_landmarks([lm], camera_matrix=np.diag([0.0, 1.0, 1.0]))
 
 
-def test_camera_frame_rotation_adds_the_line_of_sight():
+def test_camera_frame_pose_adds_the_line_of_sight():
     # Faces anywhere in a wide image, at rotation R_los relative to the line of
     # sight: the camera-frame rotation is line_of_sight_rotation(t) @ R_los.
     rng = np.random.default_rng(5)
@@ -214,7 +214,9 @@ def test_camera_frame_rotation_adds_the_line_of_sight():
         t = np.array([rng.uniform(-0.8, 0.8) * z, rng.uniform(-0.6, 0.6) * z, z])
         true = line_of_sight_rotation(t) @ r_los
         lm = _project_canonical(true, t, k)
-        assert _rotation_error_deg(camera_frame_rotation(lm, r_los, k), true) < 0.05
+        rot, pos = camera_frame_pose(lm, r_los, k)
+        assert _rotation_error_deg(rot, true) < 0.15
+        assert np.linalg.norm(pos - t) < 0.01 * z  # a few mm at 0.5-3 m
         assert _rotation_error_deg(r_los, true) > 1.0  # the turn of the ray does matter
 
 

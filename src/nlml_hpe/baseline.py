@@ -15,12 +15,20 @@ centre, no distortion.  ``solvePnP`` gives the object-to-camera rotation
 (see :mod:`nlml_hpe.geometry`).
 """
 
+from functools import lru_cache
+
 import cv2
 import numpy as np
 
 from .features import N_LANDMARKS, as_landmark_batch
 from .geometry import matrix_to_euler, optical_to_viewer
 from .position import canonical_face_m, check_camera_matrix, default_camera_matrix
+
+
+@lru_cache(maxsize=1)
+def _centred_canonical():
+    obj = canonical_face_m()
+    return obj - obj.mean(axis=0)
 
 
 def rigid_fit_rotations(landmarks_px):
@@ -36,11 +44,11 @@ def rigid_fit_rotations(landmarks_px):
     image centre.
     """
     lm = as_landmark_batch(landmarks_px)
-    obj = canonical_face_m()
-    obj = obj - obj.mean(axis=0)
-    pts = lm * np.array([1.0, -1.0, -1.0])
-    pts = pts - pts.mean(axis=1, keepdims=True)
-    u, _, vt = np.linalg.svd(np.einsum('nki,kj->nij', pts, obj))
+    # Cross-covariance of the viewer-frame points D lm (D = diag(1, -1, -1)) with the
+    # centred canonical face: D lm^T obj (the points need no centring, obj sums to 0).
+    cov = np.swapaxes(lm, 1, 2) @ _centred_canonical()
+    cov[:, 1:] *= -1.0
+    u, _, vt = np.linalg.svd(cov)
     d = np.sign(np.linalg.det(u @ vt))
     u[:, :, 2] *= d[:, None]  # a proper rotation, never a reflection
     return u @ vt

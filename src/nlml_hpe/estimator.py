@@ -14,7 +14,7 @@ The model sees each face centred on its line of sight
 perspective stretch of faces far from the image centre.
 :class:`FacePose` reports these angles, and its ``rotation`` and
 ``quaternion`` in the camera's optical frame, which adds the turn of the ray
-from the camera to the head (:func:`nlml_hpe.position.camera_frame_rotation`):
+from the camera to the head (:func:`nlml_hpe.position.camera_frame_pose`):
 with the given intrinsics, else with a guess (a centred camera of
 :data:`~nlml_hpe.position.UNKNOWN_CAMERA_HFOV_DEG` horizontal field of view).
 Models exported before ``angle_frame`` existed read angles relative to the
@@ -54,7 +54,7 @@ from .images import as_rgb_uint8
 from .model import default_model_dir, load_model
 from .position import (
     UNKNOWN_CAMERA_HFOV_DEG,
-    camera_frame_rotation,
+    camera_frame_pose,
     check_camera_matrix,
     default_camera_matrix,
     estimate_position,
@@ -296,13 +296,17 @@ class HeadPoseEstimator:
         angles = angles[:len(lms)]
         t1 = time.perf_counter()
         rots = viewer_to_optical(euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2]))
+        positions = [None] * len(lms)
         if los:
-            rots = np.stack([camera_frame_rotation(lm, r, ray_k) for lm, r in zip(lms, rots)])
+            for i, lm in enumerate(lms):
+                rots[i], t = camera_frame_pose(lm, rots[i], ray_k)
+                positions[i] = t if camera_matrix is not None else None
+        elif camera_matrix is not None:
+            positions = [estimate_position(lm, r, camera_matrix) for lm, r in zip(lms, rots)]
         quats = Rotation.from_matrix(rots @ FACE_TO_HEAD).as_quat()
         poses = []
         for i, lm in enumerate(lms):
-            rot = rots[i]
-            pos = None if camera_matrix is None else estimate_position(lm, rot, camera_matrix)
+            rot, pos = rots[i], positions[i]
             pitch, yaw, roll = (float(v) for v in angles[i])
             poses.append(FacePose(yaw=yaw, pitch=pitch, roll=roll, rotation=rot,
                                   quaternion=quats[i], box=landmark_box(lm, image_size),

@@ -59,12 +59,13 @@ def line_of_sight_homography(landmarks_px, camera_matrix):
     k = np.broadcast_to(np.asarray(camera_matrix, dtype=np.float64), (len(lm), 3, 3))
     if not np.all(np.isfinite(k)):
         raise ValueError('camera matrix contains NaN or inf')
-    centroid = np.concatenate([lm[:, :, :2].mean(axis=1), np.ones((len(lm), 1))], axis=1)
+    centroid = np.ones((len(lm), 3))
+    centroid[:, :2] = lm[:, :, :2].mean(axis=1)
     kinv = np.linalg.inv(k)
-    rays = np.einsum('nij,nj->ni', kinv, centroid)
+    rays = (kinv @ centroid[:, :, None])[:, :, 0]
     hom = k @ np.swapaxes(line_of_sight_rotation(rays), -1, -2) @ kinv
     # Jacobian of the homography at the centroid: (H[:2, :2] - u h3[:2]) / w.
-    image = np.einsum('nij,nj->ni', hom, centroid)
+    image = (hom @ centroid[:, :, None])[:, :, 0]
     w = image[:, 2]
     u = image[:, :2] / w[:, None]
     jac = (hom[:, :2, :2] - u[:, :, None] * hom[:, None, 2, :2]) / w[:, None, None]
@@ -85,10 +86,11 @@ def centre_on_line_of_sight(landmarks_px, camera_matrix):
     """
     lm = as_landmark_batch(landmarks_px)
     hom, scale = line_of_sight_homography(lm, camera_matrix)
-    pts = np.concatenate([lm[:, :, :2], np.ones(lm.shape[:2] + (1,))], axis=2)
-    mapped = np.einsum('nij,nkj->nki', hom, pts)
-    xy = mapped[:, :, :2] / mapped[:, :, 2:]
-    return np.concatenate([xy, lm[:, :, 2:] * scale[:, None, None]], axis=2)
+    mapped = lm[:, :, :2] @ np.swapaxes(hom[:, :, :2], 1, 2) + hom[:, None, :, 2]
+    out = np.empty_like(lm)
+    out[:, :, :2] = mapped[:, :, :2] / mapped[:, :, 2:]
+    out[:, :, 2] = lm[:, :, 2] * scale[:, None]
+    return out
 
 
 def normalise_landmarks(landmarks_px):

@@ -22,6 +22,8 @@ AFLW2000 labels with MediaPipe + solvePnP (see ``nlml_hpe.baseline``).
 REP-155 face frame: x out of the face, y to the subject's left, z up.
 """
 
+import math
+
 import numpy as np
 from scipy.spatial.transform import Rotation
 
@@ -51,11 +53,15 @@ def matrix_to_euler(rot):
     """AFLW2000 ``(pitch, yaw, roll)`` in degrees from head-to-viewer rotation(s).
 
     ``rot`` is ``(3, 3)`` or ``(N, 3, 3)``; returns ``(3,)`` or ``(N, 3)``.
+    Closed form of scipy's intrinsic ``'ZYX'`` angles ``[roll, yaw, pitch]`` of
+    ``R.T`` (cheap enough for every face of every frame).
     """
     rot = np.asarray(rot, float)
     flat = rot.reshape(-1, 3, 3)
-    ryp = Rotation.from_matrix(np.swapaxes(flat, -1, -2)).as_euler('ZYX', degrees=True)
-    out = ryp[:, ::-1].copy()
+    yaw = -np.arcsin(np.clip(flat[:, 0, 2], -1.0, 1.0))
+    roll = np.arctan2(flat[:, 0, 1], flat[:, 0, 0])
+    pitch = np.arctan2(flat[:, 1, 2], flat[:, 2, 2])
+    out = np.degrees(np.stack([pitch, yaw, roll], axis=-1))
     return out.reshape(rot.shape[:-2] + (3,))
 
 
@@ -67,17 +73,39 @@ def rotation_between(a, b):
     """
     a = np.asarray(a, float)
     b = np.asarray(b, float)
-    a, b = np.broadcast_arrays(a / np.linalg.norm(a, axis=-1, keepdims=True),
-                               b / np.linalg.norm(b, axis=-1, keepdims=True))
-    axis = np.cross(a, b)
-    cos = np.sum(a * b, axis=-1)
+    if a.shape == b.shape == (3,):
+        return _rotation_between_one(*a.tolist(), *b.tolist())
+    a = a / np.sqrt(np.sum(a * a, axis=-1, keepdims=True))
+    b = b / np.sqrt(np.sum(b * b, axis=-1, keepdims=True))
+    ax, ay, az = a[..., 0], a[..., 1], a[..., 2]
+    bx, by, bz = b[..., 0], b[..., 1], b[..., 2]
+    # axis = a x b (|axis| = sin), written out: np.cross and np.stack are slow on the
+    # small arrays of the per-frame path.
+    ux, uy, uz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
+    cos = np.asarray(ax * bx + ay * by + az * bz)
     if np.any(cos <= -1.0 + 1e-9):
         raise ValueError('rotation_between: opposite directions')
-    k = np.zeros(axis.shape[:-1] + (3, 3))
-    k[..., 0, 1], k[..., 0, 2], k[..., 1, 2] = -axis[..., 2], axis[..., 1], -axis[..., 0]
-    k = k - np.swapaxes(k, -1, -2)
-    # Rodrigues with the unnormalised axis (|axis| = sin): I + K + K^2 / (1 + cos).
+    k = np.zeros(cos.shape + (3, 3))
+    k[..., 0, 1], k[..., 0, 2], k[..., 1, 2] = -uz, uy, -ux
+    k[..., 1, 0], k[..., 2, 0], k[..., 2, 1] = uz, -uy, ux
+    # Rodrigues with the unnormalised axis: I + K + K^2 / (1 + cos).
     return np.eye(3) + k + (k @ k) / (1.0 + cos)[..., None, None]
+
+
+def _rotation_between_one(ax, ay, az, bx, by, bz):
+    """:func:`rotation_between` of two 3-vectors, in plain floats (the per-face path)."""
+    na, nb = math.sqrt(ax * ax + ay * ay + az * az), math.sqrt(bx * bx + by * by + bz * bz)
+    ax, ay, az, bx, by, bz = ax / na, ay / na, az / na, bx / nb, by / nb, bz / nb
+    ux, uy, uz = ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
+    cos = ax * bx + ay * by + az * bz
+    if cos <= -1.0 + 1e-9:
+        raise ValueError('rotation_between: opposite directions')
+    f = 1.0 / (1.0 + cos)
+    # I + K + K^2 f, with K the cross-product matrix of u.
+    return np.array([
+        [1.0 - f * (uy * uy + uz * uz), -uz + f * ux * uy, uy + f * ux * uz],
+        [uz + f * ux * uy, 1.0 - f * (ux * ux + uz * uz), -ux + f * uy * uz],
+        [-uy + f * ux * uz, ux + f * uy * uz, 1.0 - f * (ux * ux + uy * uy)]])
 
 
 def line_of_sight_rotation(position_optical):
@@ -88,7 +116,11 @@ def line_of_sight_rotation(position_optical):
     weak-perspective labels such as AFLW2000's) has the head-to-optical
     rotation ``line_of_sight_rotation(position) @ R_los``.
     """
-    return rotation_between(np.array([0.0, 0.0, 1.0]), position_optical)
+    pos = np.asarray(position_optical, float)
+    if pos.ndim == 2 and len(pos) <= 16:  # a few faces: the plain-float path is faster
+        return np.array([_rotation_between_one(0.0, 0.0, 1.0, *p) for p in pos.tolist()]
+                        ).reshape(-1, 3, 3)
+    return rotation_between(np.array([0.0, 0.0, 1.0]), pos)
 
 
 def viewer_to_optical(rot_viewer):

@@ -91,46 +91,53 @@ def estimate_position(landmarks_px, rotation_optical, camera_matrix, model_point
     pts = canonical_face_m() if model_points is None else np.asarray(model_points, float)
     if not np.all(np.isfinite(lm[:, :2])):
         raise ValueError('landmarks contain NaN or inf')
+    return _solve_position(lm, rot, np.linalg.inv(k), pts)
+
+
+def _solve_position(lm, rot, kinv, pts):
+    """:func:`estimate_position` on checked inputs (``kinv`` = the inverse intrinsics)."""
     # Normalised image coordinates (skew ignored if present: solve it exactly).
-    kinv = np.linalg.inv(k)
-    uv1 = np.column_stack([lm[:, :2], np.ones(len(lm))]) @ kinv.T
-    a, b = uv1[:, 0], uv1[:, 1]
+    a = lm[:, 0] * kinv[0, 0] + lm[:, 1] * kinv[0, 1] + kinv[0, 2]
+    b = lm[:, 1] * kinv[1, 1] + kinv[1, 2]
     rp = pts @ rot.T  # rotated model points
+    # Least squares of the 2n equations  t_x - a t_z = a r_z - r_x,  t_y - b t_z = b r_z - r_y
+    # by its 3x3 normal equations (the design matrix is [[1, 0, -a], [0, 1, -b]] per point).
     n = len(lm)
-    mat = np.zeros((2 * n, 3))
-    rhs = np.empty(2 * n)
-    mat[:n, 0] = -1.0
-    mat[:n, 2] = a
-    rhs[:n] = rp[:, 0] - a * rp[:, 2]
-    mat[n:, 1] = -1.0
-    mat[n:, 2] = b
-    rhs[n:] = rp[:, 1] - b * rp[:, 2]
-    t, *_ = np.linalg.lstsq(mat, rhs, rcond=None)
+    ra = a * rp[:, 2] - rp[:, 0]
+    rb = b * rp[:, 2] - rp[:, 1]
+    sa, sb = a.sum(), b.sum()
+    normal = np.array([[n, 0.0, -sa], [0.0, n, -sb], [-sa, -sb, a @ a + b @ b]])
+    rhs = np.array([ra.sum(), rb.sum(), -(a @ ra) - (b @ rb)])
+    t = np.linalg.solve(normal, rhs)
     return t
 
 
-def camera_frame_rotation(landmarks_px, rotation_los, camera_matrix):
-    """Head-to-optical rotation of a face whose rotation *relative to the line of sight* is given.
+def camera_frame_pose(landmarks_px, rotation_los, camera_matrix):
+    """Return the camera-frame rotation and position of a face seen at ``rotation_los``.
 
     ``rotation_los`` is the head-to-optical rotation as the face's image shows it
-    (the model's ``apparent`` angles); the result adds the turn of the ray from
-    the camera to the head (:func:`nlml_hpe.geometry.line_of_sight_rotation`).
-    The ray goes through the head origin, located with :func:`estimate_position`
-    (seeded with the ray through the landmarks' centroid, then refined once).
+    (the model's ``apparent`` angles); the rotation returned adds the turn of the
+    ray from the camera to the head origin
+    (:func:`nlml_hpe.geometry.line_of_sight_rotation`).  The head origin is
+    located by :func:`estimate_position` with the rotation turned by the ray
+    through the landmarks' centroid (a few degrees off that ray, which moves the
+    position by a few millimetres).  Returns ``(rotation (3, 3), position (3,)
+    metres)``.
     """
     from .geometry import line_of_sight_rotation
 
     lm = np.asarray(landmarks_px, dtype=np.float64)
     k = check_camera_matrix(camera_matrix)
     rot = np.asarray(rotation_los, dtype=np.float64)
+    if lm.ndim != 2 or lm.shape[0] != N_LANDMARKS or not np.all(np.isfinite(lm[:, :2])):
+        raise ValueError(f'expected finite landmarks of shape ({N_LANDMARKS}, 2 or 3)')
+    kinv = np.linalg.inv(k)
     centre = lm[:, :2].mean(axis=0)
-    ray = np.linalg.solve(k, np.array([centre[0], centre[1], 1.0]))
-    for _ in range(2):
-        t = estimate_position(lm, line_of_sight_rotation(ray) @ rot, k)
-        if not t[2] > 0:  # degenerate landmarks: keep the previous ray
-            break
+    ray = kinv @ np.array([centre[0], centre[1], 1.0])
+    t = _solve_position(lm, line_of_sight_rotation(ray) @ rot, kinv, canonical_face_m())
+    if t[2] > 0:  # else degenerate landmarks: keep the centroid's ray
         ray = t
-    return line_of_sight_rotation(ray) @ rot
+    return line_of_sight_rotation(ray) @ rot, t
 
 
 def synthetic_accuracy(n_trials=500, seed=0, width=640, height=480, focal=600.0,
