@@ -23,9 +23,10 @@ optical axis; their rotation is the angles' own.
 Rigid fusion (``rigid_fusion``, on by default): each face's angles are the mean
 of the network's reading and of a rigid fit of MediaPipe's 3D landmarks to its
 canonical face (:func:`~nlml_hpe.baseline.rigid_fit_rotations`).  The two err
-in different ways on real faces (on AFLW2000 the network under-reads strong
-pitch, the rigid fit reads pitch about 1 deg low), so their mean is more
-accurate than either; the fit costs some 30 microseconds per face.
+in different ways on real faces (the fit assumes MediaPipe's mean face and reads
+pitch about 1 deg low on AFLW2000; the network learned synthetic faces), and
+their mean is a little more accurate than the network alone (README); the fit
+costs some 20 microseconds per face.
 
 Flip averaging (``flip_average``, on by default for single images): MediaPipe
 also runs on the mirrored image, the model reads each mirrored face, and its
