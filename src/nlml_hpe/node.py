@@ -117,7 +117,7 @@ PARAMETERS = {
                      'more accurate (AFLW2000 dev, see README), about twice the MediaPipe time.',
                      {}),
     'rigid_fusion': (True, "Average the network's angles with a rigid fit of MediaPipe's 3D "
-                     'landmarks to its canonical face: more accurate (see README), ~30 us.', {}),
+                     'landmarks to its canonical face: more accurate (see README), ~0.1 ms.', {}),
     'tracking': (True, 'Keep face ids stable across frames (greedy IoU matching).', {}),
     'smoothing': (True, 'One-Euro smoothing of orientation and position (needs tracking).', {}),
     'smoothing_min_cutoff': (1.0, 'One-Euro cut-off at rest (Hz); lower = smoother.',

@@ -81,17 +81,23 @@ def estimate_position(landmarks_px, rotation_optical, camera_matrix, model_point
     ``rotation_optical`` the 3x3 head-to-optical rotation; ``camera_matrix``
     the 3x3 intrinsics; ``model_points`` defaults to the canonical face (m).
     """
+    lm, rot, k = _check_pose_inputs(landmarks_px, rotation_optical, camera_matrix)
+    pts = canonical_face_m() if model_points is None else np.asarray(model_points, float)
+    return _solve_position(lm, rot, np.linalg.inv(k), pts)
+
+
+def _check_pose_inputs(landmarks_px, rotation, camera_matrix):
+    """Return ``(landmarks, rotation, K)`` as float64, or raise ``ValueError``."""
     lm = np.asarray(landmarks_px, dtype=np.float64)
     if lm.ndim != 2 or lm.shape[0] != N_LANDMARKS or lm.shape[1] < 2:
         raise ValueError(f'expected landmarks of shape ({N_LANDMARKS}, 2 or 3), got {lm.shape}')
-    rot = np.asarray(rotation_optical, dtype=np.float64)
+    rot = np.asarray(rotation, dtype=np.float64)
     if rot.shape != (3, 3) or not np.all(np.isfinite(rot)):
         raise ValueError('rotation_optical must be a finite 3x3 matrix')
     k = check_camera_matrix(camera_matrix)
-    pts = canonical_face_m() if model_points is None else np.asarray(model_points, float)
     if not np.all(np.isfinite(lm[:, :2])):
         raise ValueError('landmarks contain NaN or inf')
-    return _solve_position(lm, rot, np.linalg.inv(k), pts)
+    return lm, rot, k
 
 
 def _solve_position(lm, rot, kinv, pts):
@@ -126,11 +132,7 @@ def camera_frame_pose(landmarks_px, rotation_los, camera_matrix):
     """
     from .geometry import line_of_sight_rotation
 
-    lm = np.asarray(landmarks_px, dtype=np.float64)
-    k = check_camera_matrix(camera_matrix)
-    rot = np.asarray(rotation_los, dtype=np.float64)
-    if lm.ndim != 2 or lm.shape[0] != N_LANDMARKS or not np.all(np.isfinite(lm[:, :2])):
-        raise ValueError(f'expected finite landmarks of shape ({N_LANDMARKS}, 2 or 3)')
+    lm, rot, k = _check_pose_inputs(landmarks_px, rotation_los, camera_matrix)
     kinv = np.linalg.inv(k)
     centre = lm[:, :2].mean(axis=0)
     ray = kinv @ np.array([centre[0], centre[1], 1.0])
