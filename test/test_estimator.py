@@ -271,6 +271,28 @@ def test_centring_on_the_line_of_sight_undoes_a_camera_turn():
         centre_on_line_of_sight(np.full((468, 3), np.nan), k)
 
 
+def test_centring_one_camera_matches_per_face_cameras():
+    # The per-frame path (a few faces, one camera, plain floats) and the batched path
+    # (one camera per face, as in training) give the same homographies and scales.
+    from nlml_hpe.features import centre_on_line_of_sight, line_of_sight_homography
+
+    k = default_camera_matrix(640, 480, hfov_deg=75.0)
+    faces = np.stack([_project_canonical(viewer_to_optical(euler_to_matrix(p, y, r)),
+                                         np.array(t), k)
+                      for (p, y, r), t in (((5, 20, 0), (0.3, -0.1, 0.8)),
+                                           ((-20, -35, 10), (-0.4, 0.2, 1.1)),
+                                           ((0, 0, 0), (0.0, 0.0, 0.6)))])
+    h1, s1 = line_of_sight_homography(faces, k)
+    h2, s2 = line_of_sight_homography(faces, np.stack([k] * 3))
+    np.testing.assert_allclose(h1, h2, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(s1, s2, rtol=1e-12)
+    assert s1[2] == pytest.approx(1.0, abs=1e-3) and s1[0] < 0.99  # off-centre faces shrink
+    np.testing.assert_allclose(centre_on_line_of_sight(faces, k),
+                               centre_on_line_of_sight(faces, np.stack([k] * 3)), atol=1e-9)
+    with pytest.raises(ValueError, match='camera matrix'):
+        line_of_sight_homography(faces, np.stack([k] * 2))
+
+
 def test_rigid_fit_recovers_a_rigid_face():
     from nlml_hpe.baseline import rigid_fit_rotations
     from nlml_hpe.geometry import matrix_to_euler

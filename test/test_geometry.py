@@ -53,6 +53,32 @@ def test_quaternion_round_trip():
         np.testing.assert_allclose(g.optical_face_quaternion_to_euler(q), [p, y, r], atol=1e-9)
 
 
+def test_euler_to_matrix_is_scipy_zyx_transposed():
+    from scipy.spatial.transform import Rotation
+
+    ang = _random_angles(300, seed=2) * 2.0  # beyond +-90 too
+    ref = Rotation.from_euler('ZYX', ang[:, ::-1], degrees=True).as_matrix()
+    np.testing.assert_allclose(g.euler_to_matrix(ang[:, 0], ang[:, 1], ang[:, 2]),
+                               np.swapaxes(ref, -1, -2), atol=1e-12)
+    assert g.euler_to_matrix(ang[:4, 0].reshape(2, 2), 0.0, 0.0).shape == (2, 2, 3, 3)
+
+
+def test_matrix_to_quaternion_matches_scipy():
+    from scipy.spatial.transform import Rotation
+
+    rots = Rotation.random(2000, random_state=3)
+    # Every branch of Shepperd's method, including half turns about each axis.
+    half = Rotation.from_rotvec(np.pi * np.vstack([np.eye(3), [[1, 1, 0]] / np.sqrt(2)]))
+    for r in (rots, half, Rotation.identity(3)):
+        ref = r.as_quat()
+        ref *= np.where(ref[:, 3:] < 0, -1.0, 1.0)
+        q = g.matrix_to_quaternion(r.as_matrix())
+        assert q.shape == ref.shape and np.all(q[:, 3] >= 0)
+        # q and -q are the same rotation: compare up to sign where w == 0.
+        np.testing.assert_allclose(np.abs(np.sum(q * ref, axis=1)), 1.0, atol=1e-12)
+    assert g.matrix_to_quaternion(np.eye(3)).tolist() == [0.0, 0.0, 0.0, 1.0]
+
+
 def test_gaze_offset():
     face = g.face_frame_in_optical(g.euler_to_matrix(0, 0, 0))
     assert g.gaze_offset_deg(face, [0, 0, 1.0]) == pytest.approx(0.0, abs=1e-9)

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 import time
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from .baseline import rigid_fit_rotations
 from .features import N_LANDMARKS, centre_on_line_of_sight, normalise_landmarks
@@ -48,6 +47,7 @@ from .geometry import (
     FACE_TO_HEAD,
     euler_to_matrix,
     matrix_to_euler,
+    matrix_to_quaternion,
     optical_to_viewer,
     viewer_to_optical,
 )
@@ -55,7 +55,7 @@ from .images import as_rgb_uint8
 from .model import default_model_dir, load_model
 from .position import (
     UNKNOWN_CAMERA_HFOV_DEG,
-    camera_frame_pose,
+    _camera_frame_pose,
     check_camera_matrix,
     default_camera_matrix,
     estimate_position,
@@ -113,13 +113,13 @@ class FacePose:
 def landmark_box(landmarks_px, image_size=None):
     """Bounding box ``(x0, y0, x1, y1)`` of landmarks; clipped to ``(width, height)``."""
     lm = np.asarray(landmarks_px, dtype=np.float64)
-    x0, y0 = lm[:, 0].min(), lm[:, 1].min()
-    x1, y1 = lm[:, 0].max(), lm[:, 1].max()
+    x, y = lm[:, 0], lm[:, 1]
+    x0, y0, x1, y1 = float(x.min()), float(y.min()), float(x.max()), float(y.max())
     if image_size is not None:
-        w, h = image_size
-        x0, x1 = np.clip([x0, x1], 0, w)
-        y0, y1 = np.clip([y0, y1], 0, h)
-    return (float(x0), float(y0), float(x1), float(y1))
+        w, h = (float(v) for v in image_size)
+        x0, x1 = min(max(x0, 0.0), w), min(max(x1, 0.0), w)
+        y0, y1 = min(max(y0, 0.0), h), min(max(y1, 0.0), h)
+    return (x0, y0, x1, y1)
 
 
 def box_iou(a, b):
@@ -287,8 +287,9 @@ class HeadPoseEstimator:
         los = self.model.angle_frame == 'apparent' and ray_k is not None
         batch = np.stack(lms + [lm for _, lm in twins])
         if los:  # the model reads faces as a camera looking straight at them sees them
-            ks = [ray_k] * len(lms) + [mirror_camera_matrix(ray_k, image_size[0])] * len(twins)
-            batch = centre_on_line_of_sight(batch, np.stack(ks))
+            ks = ray_k if not twins else np.stack(
+                [ray_k] * len(lms) + [mirror_camera_matrix(ray_k, image_size[0])] * len(twins))
+            batch = centre_on_line_of_sight(batch, ks)
         angles = self.model.predict(normalise_landmarks(batch))  # (N + twins, 3) p, y, r
         if self.rigid_fusion:
             angles = 0.5 * (angles + matrix_to_euler(rigid_fit_rotations(batch)))
@@ -299,12 +300,13 @@ class HeadPoseEstimator:
         rots = viewer_to_optical(euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2]))
         positions = [None] * len(lms)
         if los:
+            kinv = np.linalg.inv(ray_k)
             for i, lm in enumerate(lms):
-                rots[i], t = camera_frame_pose(lm, rots[i], ray_k)
+                rots[i], t = _camera_frame_pose(lm, rots[i], kinv)
                 positions[i] = t if camera_matrix is not None else None
         elif camera_matrix is not None:
             positions = [estimate_position(lm, r, camera_matrix) for lm, r in zip(lms, rots)]
-        quats = Rotation.from_matrix(rots @ FACE_TO_HEAD).as_quat()
+        quats = matrix_to_quaternion(rots @ FACE_TO_HEAD)
         poses = []
         for i, lm in enumerate(lms):
             rot, pos = rots[i], positions[i]

@@ -14,6 +14,8 @@ edge of a wide-angle image is stretched by perspective; centring undoes that,
 so the model only ever sees faces on the optical axis.
 """
 
+import math
+
 import numpy as np
 
 N_LANDMARKS = 468
@@ -56,20 +58,51 @@ def line_of_sight_homography(landmarks_px, camera_matrix):
     from .geometry import line_of_sight_rotation
 
     lm = as_landmark_batch(landmarks_px)
-    k = np.broadcast_to(np.asarray(camera_matrix, dtype=np.float64), (len(lm), 3, 3))
+    k = np.asarray(camera_matrix, dtype=np.float64)
+    if k.shape != (3, 3) and k.shape != (len(lm), 3, 3):
+        raise ValueError(f'camera matrix must be (3, 3) or ({len(lm)}, 3, 3), got {k.shape}')
     if not np.all(np.isfinite(k)):
         raise ValueError('camera matrix contains NaN or inf')
+    if k.ndim == 2 and len(lm) <= 16:  # a few faces, one camera: the per-frame path
+        inv_n = 1.0 / lm.shape[1]
+        return _homographies_one_camera(
+            [(float(f[:, 0].sum()) * inv_n, float(f[:, 1].sum()) * inv_n) for f in lm], k)
     centroid = np.ones((len(lm), 3))
     centroid[:, :2] = lm[:, :, :2].mean(axis=1)
-    kinv = np.linalg.inv(k)
-    rays = (kinv @ centroid[:, :, None])[:, :, 0]
+    kinv = np.linalg.inv(k)  # one inverse for a shared camera
+    rays = centroid @ kinv.T if k.ndim == 2 else (kinv @ centroid[:, :, None])[:, :, 0]
     hom = k @ np.swapaxes(line_of_sight_rotation(rays), -1, -2) @ kinv
     # Jacobian of the homography at the centroid: (H[:2, :2] - u h3[:2]) / w.
     image = (hom @ centroid[:, :, None])[:, :, 0]
     w = image[:, 2]
     u = image[:, :2] / w[:, None]
     jac = (hom[:, :2, :2] - u[:, :, None] * hom[:, None, 2, :2]) / w[:, None, None]
-    return hom, np.sqrt(np.abs(np.linalg.det(jac)))
+    det = jac[:, 0, 0] * jac[:, 1, 1] - jac[:, 0, 1] * jac[:, 1, 0]
+    return hom, np.sqrt(np.abs(det))
+
+
+def _homographies_one_camera(centroids, k):
+    """:func:`line_of_sight_homography` for a few faces seen by one camera ``k``.
+
+    The same computation in plain floats per face (small numpy calls cost more
+    than the arithmetic; this runs for every face of every frame).
+    """
+    from .geometry import _rotation_between_one
+
+    kinv = np.linalg.inv(k)
+    hom = np.empty((len(centroids), 3, 3))
+    scale = np.empty(len(centroids))
+    ki = kinv.tolist()
+    for i, (cx, cy) in enumerate(centroids):
+        ray = [ki[r][0] * cx + ki[r][1] * cy + ki[r][2] for r in range(3)]
+        h = k @ _rotation_between_one(0.0, 0.0, 1.0, *ray).T @ kinv
+        hom[i] = h
+        (h00, h01, h02), (h10, h11, h12), (h20, h21, h22) = h.tolist()
+        w = h20 * cx + h21 * cy + h22
+        ux, uy = (h00 * cx + h01 * cy + h02) / w, (h10 * cx + h11 * cy + h12) / w
+        det = ((h00 - ux * h20) * (h11 - uy * h21) - (h01 - ux * h21) * (h10 - uy * h20)) / (w * w)
+        scale[i] = math.sqrt(abs(det))
+    return hom, scale
 
 
 def centre_on_line_of_sight(landmarks_px, camera_matrix):

@@ -28,6 +28,7 @@ from importlib import resources
 import numpy as np
 
 from .features import N_LANDMARKS
+from .geometry import line_of_sight_rotation
 
 
 @lru_cache(maxsize=1)
@@ -49,7 +50,8 @@ def check_camera_matrix(camera_matrix):
     if k[0, 0] <= 0 or k[1, 1] <= 0:
         raise ValueError(f'camera_matrix focal lengths must be positive, got '
                          f'fx={k[0, 0]:g}, fy={k[1, 1]:g}')
-    if not np.allclose(k[2], (0.0, 0.0, 1.0)):
+    last = k[2].tolist()
+    if abs(last[0]) > 1e-8 or abs(last[1]) > 1e-8 or abs(last[2] - 1.0) > 1e-8:
         raise ValueError(f'camera_matrix last row must be [0, 0, 1], got {k[2].tolist()}')
     return k
 
@@ -130,12 +132,14 @@ def camera_frame_pose(landmarks_px, rotation_los, camera_matrix):
     position by a few millimetres).  Returns ``(rotation (3, 3), position (3,)
     metres)``.
     """
-    from .geometry import line_of_sight_rotation
-
     lm, rot, k = _check_pose_inputs(landmarks_px, rotation_los, camera_matrix)
-    kinv = np.linalg.inv(k)
-    centre = lm[:, :2].mean(axis=0)
-    ray = kinv @ np.array([centre[0], centre[1], 1.0])
+    return _camera_frame_pose(lm, rot, np.linalg.inv(k))
+
+
+def _camera_frame_pose(lm, rot, kinv):
+    """:func:`camera_frame_pose` on checked inputs (``kinv`` = the inverse intrinsics)."""
+    cx, cy = float(lm[:, 0].sum()) / len(lm), float(lm[:, 1].sum()) / len(lm)
+    ray = kinv @ np.array([cx, cy, 1.0])
     t = _solve_position(lm, line_of_sight_rotation(ray) @ rot, kinv, canonical_face_m())
     if t[2] > 0:  # else degenerate landmarks: keep the centroid's ray
         ray = t
