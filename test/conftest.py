@@ -4,7 +4,6 @@ import os
 from pathlib import Path
 import sys
 
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,20 +43,3 @@ def ict_npz():
 def canonical_obj():
     """Return MediaPipe's canonical face mesh (skip when absent)."""
     return shared_path('mediapipe_canonical', 'canonical_face_model.obj')
-
-
-def turned_camera_view(rgb, k, rot, size):
-    """Return what a camera of intrinsics ``k`` sees after turning by ``rot`` (optical frame).
-
-    ``rgb`` is pasted at the centre of a ``size`` canvas first; a pure camera
-    rotation is the homography ``K R K^-1``: what the scene looks like along
-    each line of sight does not change, only where it lands in the image.
-    """
-    import cv2
-
-    w, h = size
-    canvas = np.zeros((h, w, 3), np.uint8)
-    y0, x0 = (h - rgb.shape[0]) // 2, (w - rgb.shape[1]) // 2
-    canvas[y0:y0 + rgb.shape[0], x0:x0 + rgb.shape[1]] = rgb
-    hom = k @ rot @ np.linalg.inv(k)
-    return canvas, cv2.warpPerspective(canvas, hom, (w, h), flags=cv2.INTER_LINEAR)

@@ -124,6 +124,22 @@ def test_benchmark_aflw2000_without_model(aflw_dir, tmp_path, capsys):
     assert 'baseline' in captured.out and 'model ' not in captured.out
 
 
+def test_benchmark_off_axis_json(aflw_dir, capsys):
+    # The shipped model: the turned view's rotation must follow the camera's turn.
+    code = cli.main(['benchmark', 'offaxis', str(aflw_dir), '--json', '--limit', '1',
+                     '--turns', '25,-10'])
+    assert code == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res['pairs'] == 1 and res['turns_deg'] == [[25.0, -10.0]]
+    assert set(res['methods']) == {'nlml_hpe', 'nlml_hpe_no_warp', 'baseline_pnp'}
+    assert res['off_axis_deg_mean'] > 20.0 and res['warp_ms']['p50'] > 0
+    err = {k: m['rotation_error_deg']['median'] for k, m in res['methods'].items()}
+    assert max(err.values()) < 10.0, err
+    assert err['nlml_hpe'] < 4.0 and err['nlml_hpe'] < err['nlml_hpe_no_warp'], err
+    with pytest.raises(SystemExit, match='YAW,PITCH'):
+        cli.main(['benchmark', 'offaxis', str(aflw_dir), '--turns', '25'])
+
+
 def test_benchmark_position_json(capsys):
     assert cli.main(['benchmark', 'position', '--trials', '50', '--json']) == 0
     res = json.loads(capsys.readouterr().out)

@@ -419,6 +419,25 @@ def test_flip_average_switch_reloads_and_publishes(rig):
 
 
 @pytest.mark.ros
+def test_perspective_warp_switch_reloads(rig):
+    assert rig.node.get_parameter('perspective_warp').value is False
+    assert not rig.node._estimator.perspective_warp
+    result = rig.node.set_parameters([Parameter('perspective_warp_min_deg', value=120.0)])[0]
+    assert not result.successful  # out of its 0-90 range
+    rig.node.set_parameters([Parameter('perspective_warp', value=True),
+                             Parameter('perspective_warp_min_deg', value=5.0)])
+    try:
+        rig.send(_image_msg(_face_rgb(), Time(sec=960)))
+        est = rig.node._estimator
+        assert est.perspective_warp and est.warp_min_deg == 5.0 and rig.count('head_pose') >= 1
+    finally:
+        rig.node.set_parameters([Parameter('perspective_warp', value=False),
+                                 Parameter('perspective_warp_min_deg', value=10.0)])
+        rig.send(_image_msg(_face_rgb(), Time(sec=961)))
+        assert not rig.node._estimator.perspective_warp
+
+
+@pytest.mark.ros
 def test_rigid_fusion_switch_reloads(rig):
     assert rig.node.get_parameter('rigid_fusion').value is True
     assert rig.node._estimator.rigid_fusion
@@ -433,7 +452,8 @@ def test_rigid_fusion_switch_reloads(rig):
 
 
 @pytest.mark.ros
-def test_person_off_centre_looking_at_the_camera_is_looking():
+@pytest.mark.parametrize('warp', [False, True])
+def test_person_off_centre_looking_at_the_camera_is_looking(warp):
     """A frontal face 30 deg off the optical axis: looking_at_camera, TF x axis at the camera.
 
     The image is a frontal photo as a camera turned away from it sees it (a
@@ -441,9 +461,9 @@ def test_person_off_centre_looking_at_the_camera_is_looking():
     the face frame's x axis (REP-155: out of the face) must point back along
     the ray to the camera, not along the optical axis.  Needs the shipped model.
     """
-    from conftest import turned_camera_view
     from scipy.spatial.transform import Rotation
 
+    from nlml_hpe.benchmark import turned_camera_view
     from nlml_hpe.model import default_model_dir, load_model
 
     if load_model(default_model_dir()).angle_frame != 'apparent':
@@ -454,7 +474,8 @@ def test_person_off_centre_looking_at_the_camera_is_looking():
                          cv2.COLOR_BGR2RGB)
     rgb = turned_camera_view(photo, k, turn, (960, 720))[1]
     # Its own namespace: the module's rig (random weights) publishes head_pose too.
-    r = Rig(default_model_dir(), namespace='off_centre', smoothing=False)
+    r = Rig(default_model_dir(), namespace=f'off_centre_{int(warp)}', smoothing=False,
+            perspective_warp=warp)
     try:
         deadline = time.monotonic() + 10
         while r.node._camera_matrix is None:
@@ -465,6 +486,7 @@ def test_person_off_centre_looking_at_the_camera_is_looking():
         pose = r.last('head_pose').pose
         offset = list(r.last('gaze_offsets').data)[0]
         looking = r.last('looking_at_camera').data
+        assert r.node._estimator.last_timings['warped'] == int(warp)
     finally:
         r.close()
     pos = np.array([pose.position.x, pose.position.y, pose.position.z])

@@ -6,6 +6,8 @@
   are excluded from the MAE and counted in the detection rate.
 * :func:`run_speed` -- encoder+heads time for one face and whole-frame time at
   640x480 in streaming (tracking) mode on a moving face sequence.
+* :func:`run_off_axis` -- how well a face's pose survives moving it off the
+  optical axis: the same photo seen by a camera turned away from it.
 * :func:`nlml_hpe.position.synthetic_accuracy` -- position accuracy.
 """
 
@@ -123,6 +125,20 @@ def _mae(pred, gt):
             'mean': float((yaw + pitch + roll) / 3.0)}
 
 
+def _warp_faces(estimator, rgb, lm, mirrored):
+    """``estimator.warp_to_line_of_sight`` of one face and of the mirrored faces."""
+    from .estimator import mirror_camera_matrix
+    from .position import UNKNOWN_CAMERA_HFOV_DEG, default_camera_matrix
+
+    size = (rgb.shape[1], rgb.shape[0])
+    k = default_camera_matrix(*size, hfov_deg=UNKNOWN_CAMERA_HFOV_DEG)
+    lm = estimator.warp_to_line_of_sight(rgb, [lm], k)[0][0]
+    if mirrored:
+        mirrored = estimator.warp_to_line_of_sight(np.ascontiguousarray(rgb[:, ::-1]), mirrored,
+                                                   mirror_camera_matrix(k, size[0]))[0]
+    return lm, mirrored
+
+
 def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progress=False):
     """Benchmark the model (if ``estimator`` is given) and the baseline on AFLW2000-3D.
 
@@ -152,7 +168,8 @@ def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progr
         from tqdm import tqdm
         iterator = tqdm(pairs, desc='aflw2000', unit='img')
     rows = []
-    times = {'decode': [], 'landmarks': [], 'flip': [], 'model': [], 'baseline': []}
+    times = {'decode': [], 'landmarks': [], 'flip': [], 'warp': [], 'model': [],
+             'baseline': []}
     try:
         for jpg, mat in iterator:
             gt = read_aflw_pose(mat)
@@ -176,15 +193,20 @@ def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progr
                     mirrored = estimator.extract_mirrored(rgb)
                     times['flip'].append((time.perf_counter() - t_f) * 1e3)
                 if estimator is not None:
-                    pose = estimator.estimate_landmarks([lm], image_size=size,
-                                                        mirrored=mirrored)[0]
+                    lm_model, mirrored_model = lm, mirrored
+                    if estimator.perspective_warp:  # as estimator.estimate does
+                        t_w = time.perf_counter()
+                        lm_model, mirrored_model = _warp_faces(estimator, rgb, lm, mirrored)
+                        times['warp'].append((time.perf_counter() - t_w) * 1e3)
+                    pose = estimator.estimate_landmarks([lm_model], image_size=size,
+                                                        mirrored=mirrored_model)[0]
                     times['model'].append(estimator.last_timings['model_ms'])
                     row['model'] = pose.angles
                     if estimator.rigid_fusion:  # also the network alone, for comparison
                         estimator.rigid_fusion = False
                         try:
                             row['network_only'] = estimator.estimate_landmarks(
-                                [lm], image_size=size, mirrored=mirrored)[0].angles
+                                [lm_model], image_size=size, mirrored=mirrored_model)[0].angles
                         finally:
                             estimator.rigid_fusion = True
                 t3 = time.perf_counter()
@@ -209,6 +231,7 @@ def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progr
                       'the detection rate; both methods use the same landmarks',
               'other_faces_only': sum(r['other_faces_only'] for r in rows),
               'flip_average': flip, 'rigid_fusion': fusion,
+              'perspective_warp': estimator is not None and estimator.perspective_warp,
               'protocols': {}}
     for name, bounds in PROTOCOLS.items():
         sel = [r for r in rows if _in_protocol(r['gt'], bounds)]
@@ -223,6 +246,7 @@ def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progr
     result['latency_ms'] = {
         'decode': _stats(times['decode']), 'landmarks': _stats(times['landmarks']),
         'landmarks_mirrored': _stats(times['flip']),
+        'line_of_sight_rereading': _stats(times['warp']),
         'encoder_heads': _stats(times['model']), 'baseline_pnp': _stats(times['baseline'])}
     cur, peak = rss_mb()
     result['rss_mb'] = {'current': cur, 'peak': peak}
@@ -353,4 +377,117 @@ def format_speed(result):
         lines.append(f"{label:<24} p50 {s['p50']:7.3f} ms  p95 {s['p95']:7.3f} ms")
     rss = result['rss_mb']
     lines.append(f"RSS: {rss['current']:.0f} MB (peak {rss['peak']:.0f} MB)")
+    return '\n'.join(lines)
+
+
+def turned_camera_view(rgb, k, rot, size):
+    """Return ``(centred, turned)`` views of ``rgb`` pasted at a ``size`` canvas's centre.
+
+    ``turned`` is what a camera of intrinsics ``k`` sees of the canvas after
+    turning by ``rot``.  ``rot`` is a rotation of the optical frame.  A pure camera rotation is the
+    homography ``K R K^-1``: what the scene looks like along each line of sight
+    does not change, only where it lands in the image, so the head's pose in
+    the camera frame turns by exactly ``rot``.
+    """
+    import cv2
+
+    w, h = size
+    canvas = np.zeros((h, w, 3), np.uint8)
+    y0, x0 = (h - rgb.shape[0]) // 2, (w - rgb.shape[1]) // 2
+    canvas[y0:y0 + rgb.shape[0], x0:x0 + rgb.shape[1]] = rgb
+    hom = k @ rot @ np.linalg.inv(k)
+    return canvas, cv2.warpPerspective(canvas, hom, (w, h), flags=cv2.INTER_LINEAR)
+
+
+#: Camera turns (yaw, pitch of the optical frame, degrees) of :func:`run_off_axis`.
+OFF_AXIS_TURNS = ((15.0, 0.0), (0.0, 15.0), (-15.0, -8.0), (28.0, -12.0))
+
+
+def _rotation_error_deg(a, b):
+    cos = (np.trace(a @ b.T) - 1.0) / 2.0
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+
+
+def run_off_axis(directory, estimators, *, turns=OFF_AXIS_TURNS, limit=20,
+                 size=(960, 720), focal=600.0, progress=False):
+    """Pose consistency of faces moved off the optical axis by a turned camera.
+
+    Each of the first ``limit`` images of ``directory`` (``*.jpg``, e.g.
+    AFLW2000) is pasted at the centre of a ``size`` canvas and seen by a camera
+    of focal length ``focal`` turned by each of ``turns`` (see
+    :func:`turned_camera_view`).  For a perfect method, the camera-frame
+    rotation of the turned view equals the turn times that of the centred view.
+    ``estimators`` maps names to :class:`~nlml_hpe.estimator.HeadPoseEstimator`;
+    the solvePnP baseline (with the true intrinsics) is scored on the first
+    one's landmarks.  Returns per method the rotation error (deg: mean, median,
+    p90), the mean change of the line-of-sight angles, and the off-axis angle
+    of the faces.
+    """
+    from scipy.spatial.transform import Rotation
+
+    from .baseline import solve_pnp
+
+    paths = sorted(Path(directory).glob('*.jpg'))[:limit]
+    if not paths:
+        raise ValueError(f'no .jpg images in {directory}')
+    k = np.array([[focal, 0.0, size[0] / 2.0], [0.0, focal, size[1] / 2.0], [0.0, 0.0, 1.0]])
+    rot_err = {name: [] for name in list(estimators) + ['baseline_pnp']}
+    ang_err = {name: [] for name in estimators}
+    warp_ms, off_deg, pairs = [], [], 0
+    items = [(p, t) for p in paths for t in turns]
+    if progress:
+        from tqdm import tqdm
+        items = tqdm(items, desc='off-axis', unit='view')
+    first = next(iter(estimators))
+    for path, (yaw, pitch) in items:
+        turn = Rotation.from_euler('yx', [yaw, pitch], degrees=True).as_matrix()
+        centred, turned = turned_camera_view(read_rgb(path), k, turn, size)
+        results = {}
+        for name, est in estimators.items():
+            a, b = est.estimate(centred, camera_matrix=k), est.estimate(turned, camera_matrix=k)
+            if est.last_timings.get('warped'):  # the turned view's re-reading
+                warp_ms.append(est.last_timings['warp_ms'])
+            results[name] = (a[0], b[0]) if a and b else None
+        if any(r is None for r in results.values()):
+            continue
+        pairs += 1
+        for name, (a, b) in results.items():
+            rot_err[name].append(_rotation_error_deg(b.rotation, turn @ a.rotation))
+            ang_err[name].append(float(np.abs(b.angles - a.angles).mean()))
+        a, b = results[first]
+        ray = np.linalg.inv(k) @ np.r_[b.landmarks[:, :2].mean(axis=0), 1.0]
+        off_deg.append(float(np.degrees(np.arccos(ray[2] / np.linalg.norm(ray)))))
+        rot_err['baseline_pnp'].append(_rotation_error_deg(
+            solve_pnp(b.landmarks, k)[0], turn @ solve_pnp(a.landmarks, k)[0]))
+    out = {'dataset': str(directory), 'images': len(paths), 'turns_deg': [list(t) for t in turns],
+           'pairs': pairs, 'canvas': list(size), 'focal_px': focal,
+           'off_axis_deg_mean': float(np.mean(off_deg)) if off_deg else None,
+           'warp_ms': _stats(warp_ms) if warp_ms else None, 'methods': {}}
+    for name, errs in rot_err.items():
+        e = np.asarray(errs)
+        entry = {'rotation_error_deg': {'mean': float(e.mean()), 'median': float(np.median(e)),
+                                        'p90': float(np.percentile(e, 90))} if len(e) else None}
+        if name in ang_err and ang_err[name]:
+            entry['angle_change_deg_mean'] = float(np.mean(ang_err[name]))
+        out['methods'][name] = entry
+    return out
+
+
+def format_off_axis(result):
+    """Human-readable summary of :func:`run_off_axis` output."""
+    lines = [f"off-axis consistency: {result['pairs']} centred/turned pairs from "
+             f"{result['images']} images of {result['dataset']}; faces "
+             f"{result['off_axis_deg_mean']:.1f} deg off the optical axis on average",
+             f"{'method':<22} {'rotation error mean':>20} {'median':>7} {'p90':>7} "
+             f"{'angle change':>13}"]
+    for name, m in result['methods'].items():
+        r = m['rotation_error_deg']
+        if r is None:
+            continue
+        change = m.get('angle_change_deg_mean')
+        lines.append(f"{name:<22} {r['mean']:>20.2f} {r['median']:>7.2f} {r['p90']:>7.2f} "
+                     f"{'' if change is None else f'{change:.2f}':>13}")
+    if result.get('warp_ms'):
+        lines.append('re-reading (warp + MediaPipe) of a turned view: '
+                     f"p50 {result['warp_ms']['p50']:.1f} ms")
     return '\n'.join(lines)

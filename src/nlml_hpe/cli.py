@@ -126,7 +126,8 @@ def cmd_predict(args):
     failures = 0
     with HeadPoseEstimator(model, max_faces=args.max_faces, streaming=False,
                            flip_average=not args.no_flip,
-                           rigid_fusion=not args.no_fusion) as est:
+                           rigid_fusion=not args.no_fusion,
+                           perspective_warp=not args.no_warp) as est:
         # Build MediaPipe's graph now so "ms" measures the per-image work only.
         est.estimate(np.zeros((64, 64, 3), np.uint8))
         for path, kind in _expand_inputs(args.inputs):
@@ -150,14 +151,16 @@ def cmd_predict(args):
     return 1 if failures else 0
 
 
-def _load_estimator_or_none(model_path, streaming=False, flip_average=None, rigid_fusion=True):
+def _load_estimator_or_none(model_path, streaming=False, flip_average=None, rigid_fusion=True,
+                            perspective_warp=None):
     from .estimator import HeadPoseEstimator
     from .model import ModelFileError
 
     try:
         return HeadPoseEstimator.from_pretrained(model_path, streaming=streaming,
                                                  flip_average=flip_average,
-                                                 rigid_fusion=rigid_fusion), None
+                                                 rigid_fusion=rigid_fusion,
+                                                 perspective_warp=perspective_warp), None
     except ModelFileError as exc:
         return None, str(exc)
 
@@ -167,7 +170,8 @@ def cmd_benchmark_aflw(args):
     from .benchmark import format_aflw2000, run_aflw2000
 
     est, error = _load_estimator_or_none(args.model, flip_average=not args.no_flip,
-                                         rigid_fusion=not args.no_fusion)
+                                         rigid_fusion=not args.no_fusion,
+                                         perspective_warp=not args.no_warp)
     if est is None:
         print(f'warning: model unavailable ({error}); running the baseline only',
               file=sys.stderr)
@@ -221,6 +225,36 @@ def cmd_benchmark_speed(args):
     return 0
 
 
+def cmd_benchmark_off_axis(args):
+    """Pose consistency of faces moved off the optical axis, with and without re-reading."""
+    from .benchmark import OFF_AXIS_TURNS, format_off_axis, run_off_axis
+    from .estimator import HeadPoseEstimator
+
+    turns = OFF_AXIS_TURNS
+    if args.turns:
+        try:
+            turns = [tuple(float(v) for v in t.split(',')) for t in args.turns]
+        except ValueError:
+            turns = None
+        if not turns or any(len(t) != 2 for t in turns):
+            raise SystemExit('nlml-hpe benchmark offaxis: --turns takes YAW,PITCH pairs '
+                             '(degrees), e.g. --turns 15,0 -20,10')
+    estimators = {
+        'nlml_hpe': HeadPoseEstimator.from_pretrained(args.model, perspective_warp=True),
+        'nlml_hpe_no_warp': HeadPoseEstimator.from_pretrained(args.model,
+                                                              perspective_warp=False)}
+    try:
+        result = run_off_axis(args.directory, estimators, turns=turns, limit=args.limit,
+                              progress=not args.json)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f'nlml-hpe benchmark offaxis: {exc}') from exc
+    finally:
+        for est in estimators.values():
+            est.close()
+    print(json.dumps(result, indent=2) if args.json else format_off_axis(result))
+    return 0
+
+
 def cmd_benchmark_position(args):
     """Position accuracy on synthetic faces."""
     from .position import synthetic_accuracy
@@ -264,6 +298,9 @@ def build_parser():
                            'videos never flip')
     pred.add_argument('--no-fusion', action='store_true',
                       help="the network's angles alone, without the rigid fit's")
+    pred.add_argument('--no-warp', action='store_true',
+                      help='images: do not re-read faces far off the optical axis from a view '
+                           'turned onto them; videos never do')
     pred.set_defaults(func=cmd_predict)
 
     bench = sub.add_parser('benchmark', help='accuracy and speed benchmarks')
@@ -277,6 +314,8 @@ def build_parser():
                       help='score the model without flip averaging')
     aflw.add_argument('--no-fusion', action='store_true',
                       help="score the network's angles alone (no rigid fusion)")
+    aflw.add_argument('--no-warp', action='store_true',
+                      help='no line-of-sight re-reading of off-axis faces')
     aflw.set_defaults(func=cmd_benchmark_aflw)
     speed = bsub.add_parser('speed', help='encoder+heads and streaming whole-frame latency')
     speed.add_argument('--frames', type=int, default=300)
@@ -285,6 +324,15 @@ def build_parser():
     speed.add_argument('--model', metavar='PATH')
     speed.add_argument('--json', action='store_true')
     speed.set_defaults(func=cmd_benchmark_speed)
+    off = bsub.add_parser('offaxis', help='pose consistency of faces moved off the optical '
+                          'axis (the same photo seen by a turned camera)')
+    off.add_argument('directory', metavar='DIR', help='images with one face each (*.jpg)')
+    off.add_argument('--limit', type=int, default=20, help='use the first N images')
+    off.add_argument('--turns', nargs='+', metavar='YAW,PITCH',
+                     help='camera turns in degrees (default: 15,0 0,15 -15,-8 28,-12)')
+    off.add_argument('--model', metavar='PATH')
+    off.add_argument('--json', action='store_true')
+    off.set_defaults(func=cmd_benchmark_off_axis)
     pos = bsub.add_parser('position', help='position accuracy on synthetic faces')
     pos.add_argument('--trials', type=int, default=1000)
     pos.add_argument('--seed', type=int, default=0)

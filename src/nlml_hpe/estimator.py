@@ -37,12 +37,19 @@ MediaPipe pass per image.
 """
 
 from dataclasses import dataclass, field
+import math
 import time
 
 import numpy as np
 
 from .baseline import rigid_fit_rotations
-from .features import N_LANDMARKS, centre_on_line_of_sight, normalise_landmarks
+from .features import (
+    N_LANDMARKS,
+    centre_on_line_of_sight,
+    line_of_sight_homography,
+    map_landmarks,
+    normalise_landmarks,
+)
 from .geometry import (
     FACE_TO_HEAD,
     euler_to_matrix,
@@ -162,6 +169,12 @@ def mirror_camera_matrix(camera_matrix, width):
     return k
 
 
+#: Faces whose line of sight is at least this far off the optical axis (degrees) are
+#: re-read from a view turned onto them when ``perspective_warp`` is on.
+DEFAULT_WARP_MIN_DEG = 10.0
+#: Side of the line-of-sight crop, in face sizes (the landmarks' bounding box).
+WARP_CROP_FACES = 3.0
+
 #: Sign of (pitch, yaw, roll) under a horizontal mirror.
 MIRROR_SIGNS = np.array([1.0, -1.0, -1.0])
 
@@ -180,30 +193,39 @@ class HeadPoseEstimator:
 
     def __init__(self, model, extractor=None, *, max_faces=5, min_detection_confidence=0.5,
                  min_tracking_confidence=0.5, streaming=False, flip_average=None,
-                 rigid_fusion=True):
+                 rigid_fusion=True, perspective_warp=None, warp_min_deg=DEFAULT_WARP_MIN_DEG):
         self.model = model
         self.rigid_fusion = bool(rigid_fusion)
         self._extractor = extractor
         self._flip_extractor = None
+        self._warp_extractor = None
+        self.min_detection_confidence = float(min_detection_confidence)
         self._extractor_args = dict(max_faces=max_faces,
                                     min_detection_confidence=min_detection_confidence,
                                     min_tracking_confidence=min_tracking_confidence,
                                     streaming=streaming)
         self.streaming = bool(streaming)
         self.flip_average = (not self.streaming) if flip_average is None else bool(flip_average)
+        self.perspective_warp = ((not self.streaming) if perspective_warp is None
+                                 else bool(perspective_warp))
+        self.warp_min_deg = float(warp_min_deg)
+        if not 0.0 <= self.warp_min_deg <= 90.0:
+            raise ValueError(f'warp_min_deg must be in [0, 90], got {warp_min_deg}')
         self.max_faces = int(max_faces)
         self.last_timings = {}
 
     @classmethod
     def from_pretrained(cls, path=None, *, max_faces=5, min_detection_confidence=0.5,
                         min_tracking_confidence=0.5, streaming=False, flip_average=None,
-                        rigid_fusion=True):
+                        rigid_fusion=True, perspective_warp=None,
+                        warp_min_deg=DEFAULT_WARP_MIN_DEG):
         """Load the model at ``path`` (default :func:`~nlml_hpe.model.default_model_dir`)."""
         model = load_model(default_model_dir() if path is None else path)
         return cls(model, max_faces=max_faces,
                    min_detection_confidence=min_detection_confidence,
                    min_tracking_confidence=min_tracking_confidence, streaming=streaming,
-                   flip_average=flip_average, rigid_fusion=rigid_fusion)
+                   flip_average=flip_average, rigid_fusion=rigid_fusion,
+                   perspective_warp=perspective_warp, warp_min_deg=warp_min_deg)
 
     @property
     def extractor(self):
@@ -227,11 +249,69 @@ class HeadPoseEstimator:
         """Landmarks of the faces in the horizontally mirrored ``rgb`` (its own pixels)."""
         return self.flip_extractor.extract(np.ascontiguousarray(rgb[:, ::-1]))
 
+    @property
+    def warp_extractor(self):
+        """Single-image extractor for the line-of-sight views (created on first use)."""
+        if self._warp_extractor is None:
+            from .landmarks import LandmarkExtractor
+            self._warp_extractor = LandmarkExtractor(
+                max_faces=2, min_detection_confidence=self.min_detection_confidence)
+        return self._warp_extractor
+
+    def warp_to_line_of_sight(self, rgb, faces, camera_matrix):
+        """Re-read faces far off the optical axis from a view turned onto each of them.
+
+        MediaPipe reads a face at the edge of the image, stretched by perspective,
+        a few degrees differently from the same face at the centre.  For each
+        face whose line of sight is at least ``warp_min_deg`` off the optical
+        axis, the image is warped (:func:`cv2.warpPerspective`, the homography
+        of :func:`~nlml_hpe.features.line_of_sight_homography`) into a crop of
+        what a camera turned to look straight at the face would see; MediaPipe
+        runs on that crop, and its landmarks are mapped back into ``rgb``'s
+        pixels (``z`` by the homography's local scale).  A face MediaPipe does
+        not find again keeps its landmarks.  ``camera_matrix`` is the camera of
+        ``rgb``.  Returns ``(faces, number re-read)``.
+        """
+        import cv2
+
+        k = check_camera_matrix(camera_matrix)
+        ki = np.linalg.inv(k)
+        out, n_warped = [], 0
+        for lm in faces:
+            lm = np.asarray(lm, dtype=np.float64)
+            ray = ki @ np.array([lm[:, 0].mean(), lm[:, 1].mean(), 1.0])
+            if math.degrees(math.acos(ray[2] / np.linalg.norm(ray))) < self.warp_min_deg:
+                out.append(lm)
+                continue
+            hom, scale = line_of_sight_homography(lm, k)
+            centred = map_landmarks(lm, hom, scale)[0]
+            x0, y0, x1, y1 = landmark_box(centred)
+            # A square crop three face sizes wide, the face at its centre: about how
+            # large faces are in the photos MediaPipe reads well.
+            side = int(np.clip(WARP_CROP_FACES * max(x1 - x0, y1 - y0), 128,
+                               2 * max(rgb.shape[:2])))
+            to_crop = np.array([[1.0, 0.0, side / 2 - (x0 + x1) / 2],
+                                [0.0, 1.0, side / 2 - (y0 + y1) / 2], [0.0, 0.0, 1.0]])
+            crop_hom = to_crop @ hom[0]
+            view = cv2.warpPerspective(rgb, crop_hom, (side, side), flags=cv2.INTER_LINEAR)
+            found = self.warp_extractor.extract(view)
+            dx, dy = to_crop[0, 2], to_crop[1, 2]
+            target = (x0 + dx, y0 + dy, x1 + dx, y1 + dy)  # where the face should be
+            ious = [box_iou(landmark_box(f), target) for f in found]
+            if not ious or max(ious) < 0.5:
+                out.append(lm)
+                continue
+            out.append(map_landmarks(found[int(np.argmax(ious))], np.linalg.inv(crop_hom),
+                                     1.0 / scale)[0])
+            n_warped += 1
+        return out, n_warped
+
     def estimate(self, rgb_uint8, camera_matrix=None):
         """Return a list of :class:`FacePose`, largest face first (``[]`` if no face)."""
         rgb = as_rgb_uint8(rgb_uint8)
         if camera_matrix is not None:
             camera_matrix = check_camera_matrix(camera_matrix)
+        size = (rgb.shape[1], rgb.shape[0])
         t0 = time.perf_counter()
         faces, scores = self.extractor.extract_with_scores(rgb)
         t1 = time.perf_counter()
@@ -239,11 +319,22 @@ class HeadPoseEstimator:
         if self.flip_average and (faces or self.streaming):
             # Streaming: the mirrored tracker sees every frame, so it keeps tracking.
             mirrored = self.extract_mirrored(rgb)
-        flip_ms = (time.perf_counter() - t1) * 1e3
+        t2 = time.perf_counter()
+        n_warped = 0
+        if self.perspective_warp and (faces or mirrored):
+            k = camera_matrix if camera_matrix is not None else default_camera_matrix(
+                *size, hfov_deg=UNKNOWN_CAMERA_HFOV_DEG)
+            faces, n_warped = self.warp_to_line_of_sight(rgb, faces, k)
+            if mirrored:
+                mirrored, n = self.warp_to_line_of_sight(np.ascontiguousarray(rgb[:, ::-1]),
+                                                         mirrored,
+                                                         mirror_camera_matrix(k, size[0]))
+                n_warped += n
+        t3 = time.perf_counter()
         poses = self.estimate_landmarks(faces, camera_matrix, scores=scores,
-                                        image_size=(rgb.shape[1], rgb.shape[0]),
-                                        mirrored=mirrored)
-        self.last_timings.update(landmarks_ms=(t1 - t0) * 1e3, flip_ms=flip_ms)
+                                        image_size=size, mirrored=mirrored)
+        self.last_timings.update(landmarks_ms=(t1 - t0) * 1e3, flip_ms=(t2 - t1) * 1e3,
+                                 warp_ms=(t3 - t2) * 1e3, warped=n_warped)
         return poses
 
     def estimate_landmarks(self, landmarks_px_list, camera_matrix=None, *, scores=None,
@@ -276,8 +367,9 @@ class HeadPoseEstimator:
             twin_of = match_mirrored(lms, mirrored, image_size[0])
             twins = [(i, np.asarray(mirrored[j], dtype=np.float64))
                      for i, j in enumerate(twin_of) if j is not None]
-        self.last_timings = {'landmarks_ms': 0.0, 'flip_ms': 0.0, 'model_ms': 0.0,
-                             'post_ms': 0.0, 'faces': len(lms), 'flip_matched': len(twins)}
+        self.last_timings = {'landmarks_ms': 0.0, 'flip_ms': 0.0, 'warp_ms': 0.0, 'warped': 0,
+                             'model_ms': 0.0, 'post_ms': 0.0, 'faces': len(lms),
+                             'flip_matched': len(twins)}
         if not lms:
             return []
         t0 = time.perf_counter()
@@ -321,7 +413,7 @@ class HeadPoseEstimator:
 
     def close(self):
         """Release MediaPipe resources."""
-        for name in ('_extractor', '_flip_extractor'):
+        for name in ('_extractor', '_flip_extractor', '_warp_extractor'):
             if getattr(self, name) is not None:
                 getattr(self, name).close()
                 setattr(self, name, None)

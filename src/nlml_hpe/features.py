@@ -119,10 +119,23 @@ def centre_on_line_of_sight(landmarks_px, camera_matrix):
     """
     lm = as_landmark_batch(landmarks_px)
     hom, scale = line_of_sight_homography(lm, camera_matrix)
+    return map_landmarks(lm, hom, scale)
+
+
+def map_landmarks(landmarks_px, hom, z_scale):
+    """Landmarks ``(N, 468, 3)`` with ``x, y`` mapped by homographies ``hom`` ``(N, 3, 3)``.
+
+    ``z`` is multiplied by ``z_scale`` ``(N,)``.  :func:`centre_on_line_of_sight`
+    is ``map_landmarks(lm, *line_of_sight_homography(lm, K))``; the inverse
+    homographies with ``1 / scale`` map centred landmarks back.
+    """
+    lm = as_landmark_batch(landmarks_px)
+    hom = np.asarray(hom, dtype=np.float64).reshape(-1, 3, 3)
+    z_scale = np.asarray(z_scale, dtype=np.float64).reshape(-1)
     mapped = lm[:, :, :2] @ np.swapaxes(hom[:, :, :2], 1, 2) + hom[:, None, :, 2]
     out = np.empty_like(lm)
     out[:, :, :2] = mapped[:, :, :2] / mapped[:, :, 2:]
-    out[:, :, 2] = lm[:, :, 2] * scale[:, None]
+    out[:, :, 2] = lm[:, :, 2] * z_scale[:, None]
     return out
 
 

@@ -118,6 +118,13 @@ PARAMETERS = {
                      {}),
     'rigid_fusion': (True, "Average the network's angles with a rigid fit of MediaPipe's 3D "
                      'landmarks to its canonical face: more accurate (see README), ~0.1 ms.', {}),
+    'perspective_warp': (False, 'Re-read faces at least perspective_warp_min_deg off the optical '
+                         'axis from a view turned onto them (one more MediaPipe pass per such '
+                         "face): removes most of MediaPipe's perspective error at the image "
+                         'edge (see README).', {}),
+    'perspective_warp_min_deg': (10.0, 'Angle between the optical axis and the ray to a face '
+                                 '(deg) from which perspective_warp re-reads it.',
+                                 {'floating_point_range': _range_f(0.0, 90.0)}),
     'tracking': (True, 'Keep face ids stable across frames (greedy IoU matching).', {}),
     'smoothing': (True, 'One-Euro smoothing of orientation and position (needs tracking).', {}),
     'smoothing_min_cutoff': (1.0, 'One-Euro cut-off at rest (Hz); lower = smoother.',
@@ -143,7 +150,7 @@ PARAMETERS = {
                        {'read_only': True}),
 }
 _RELOAD = {'model_path', 'max_faces', 'min_detection_confidence', 'flip_average',
-           'rigid_fusion'}
+           'rigid_fusion', 'perspective_warp', 'perspective_warp_min_deg'}
 _SMOOTH = {'smoothing_min_cutoff', 'smoothing_beta', 'smoothing_d_cutoff', 'smoothing'}
 
 
@@ -232,7 +239,9 @@ class HeadPoseNode(Node):
             path=path, max_faces=int(self._p['max_faces']),
             min_detection_confidence=float(self._p['min_detection_confidence']), streaming=True,
             flip_average=bool(self._p['flip_average']),
-            rigid_fusion=bool(self._p['rigid_fusion']))
+            rigid_fusion=bool(self._p['rigid_fusion']),
+            perspective_warp=bool(self._p['perspective_warp']),
+            warp_min_deg=float(self._p['perspective_warp_min_deg']))
 
     def _warm_up(self):
         """Create MediaPipe's graph now, so the first camera frame is not slow."""
