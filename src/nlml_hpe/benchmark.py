@@ -462,6 +462,7 @@ def run_off_axis(directory, estimators, *, turns=OFF_AXIS_TURNS, limit=20,
     out = {'dataset': str(directory), 'images': len(paths), 'turns_deg': [list(t) for t in turns],
            'pairs': pairs, 'canvas': list(size), 'focal_px': focal,
            'off_axis_deg_mean': float(np.mean(off_deg)) if off_deg else None,
+           'flip_average': {name: est.flip_average for name, est in estimators.items()},
            'warp_ms': _stats(warp_ms) if warp_ms else None, 'methods': {}}
     for name, errs in rot_err.items():
         e = np.asarray(errs)

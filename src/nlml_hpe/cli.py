@@ -239,9 +239,11 @@ def cmd_benchmark_off_axis(args):
         if not turns or any(len(t) != 2 for t in turns):
             raise SystemExit('nlml-hpe benchmark offaxis: --turns takes YAW,PITCH pairs '
                              '(degrees), e.g. --turns 15,0 -20,10')
+    flip = not args.no_flip
     estimators = {
-        'nlml_hpe': HeadPoseEstimator.from_pretrained(args.model, perspective_warp=True),
-        'nlml_hpe_no_warp': HeadPoseEstimator.from_pretrained(args.model,
+        'nlml_hpe': HeadPoseEstimator.from_pretrained(args.model, perspective_warp=True,
+                                                      flip_average=flip),
+        'nlml_hpe_no_warp': HeadPoseEstimator.from_pretrained(args.model, flip_average=flip,
                                                               perspective_warp=False)}
     try:
         result = run_off_axis(args.directory, estimators, turns=turns, limit=args.limit,
@@ -331,6 +333,8 @@ def build_parser():
     off.add_argument('--turns', nargs='+', metavar='YAW,PITCH',
                      help='camera turns in degrees (default: 15,0 0,15 -15,-8 28,-12)')
     off.add_argument('--model', metavar='PATH')
+    off.add_argument('--no-flip', action='store_true',
+                     help='one MediaPipe pass per view (as the node by default)')
     off.add_argument('--json', action='store_true')
     off.set_defaults(func=cmd_benchmark_off_axis)
     pos = bsub.add_parser('position', help='position accuracy on synthetic faces')

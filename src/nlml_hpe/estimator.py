@@ -20,6 +20,13 @@ with the given intrinsics, else with a guess (a centred camera of
 Models exported before ``angle_frame`` existed read angles relative to the
 optical axis; their rotation is the angles' own.
 
+Line-of-sight re-reading (``perspective_warp``, on by default for single
+images, off when streaming): centring the landmarks cannot undo how MediaPipe
+itself reads a perspective-stretched face at the image edge (a few degrees at
+20-30 deg off-axis).  Faces at least ``warp_min_deg`` off the optical axis are
+therefore read again from a crop warped into a camera turned onto them
+(:meth:`HeadPoseEstimator.warp_to_line_of_sight`), about 6 ms per face.
+
 Rigid fusion (``rigid_fusion``, on by default): each face's angles are the mean
 of the network's reading and of a rigid fit of MediaPipe's 3D landmarks to its
 canonical face (:func:`~nlml_hpe.baseline.rigid_fit_rotations`).  The two err
@@ -185,10 +192,13 @@ class HeadPoseEstimator:
     Use :meth:`from_pretrained` to load the shipped model.  ``flip_average``
     (default: on for single images, off when ``streaming``) averages each face's
     angles with those read from the mirrored image; ``rigid_fusion`` (default
-    on) averages the network's angles with a rigid fit's (see the module
-    docstring).
+    on) averages the network's angles with a rigid fit's; ``perspective_warp``
+    (default: on for single images, off when ``streaming``) re-reads faces at
+    least ``warp_min_deg`` off the optical axis from a view turned onto them
+    (see the module docstring).
     ``last_timings`` holds the per-stage times of the latest call
-    (``landmarks_ms``, ``flip_ms``, ``model_ms``, ``post_ms``).
+    (``landmarks_ms``, ``flip_ms``, ``warp_ms``, ``model_ms``, ``post_ms``) and
+    counts (``faces``, ``flip_matched``, ``warped``).
     """
 
     def __init__(self, model, extractor=None, *, max_faces=5, min_detection_confidence=0.5,
@@ -315,10 +325,11 @@ class HeadPoseEstimator:
         t0 = time.perf_counter()
         faces, scores = self.extractor.extract_with_scores(rgb)
         t1 = time.perf_counter()
-        mirrored = None
+        mirrored = mirrored_rgb = None
         if self.flip_average and (faces or self.streaming):
             # Streaming: the mirrored tracker sees every frame, so it keeps tracking.
-            mirrored = self.extract_mirrored(rgb)
+            mirrored_rgb = np.ascontiguousarray(rgb[:, ::-1])
+            mirrored = self.flip_extractor.extract(mirrored_rgb)
         t2 = time.perf_counter()
         n_warped = 0
         if self.perspective_warp and (faces or mirrored):
@@ -326,8 +337,7 @@ class HeadPoseEstimator:
                 *size, hfov_deg=UNKNOWN_CAMERA_HFOV_DEG)
             faces, n_warped = self.warp_to_line_of_sight(rgb, faces, k)
             if mirrored:
-                mirrored, n = self.warp_to_line_of_sight(np.ascontiguousarray(rgb[:, ::-1]),
-                                                         mirrored,
+                mirrored, n = self.warp_to_line_of_sight(mirrored_rgb, mirrored,
                                                          mirror_camera_matrix(k, size[0]))
                 n_warped += n
         t3 = time.perf_counter()
