@@ -85,3 +85,24 @@ def test_fast_protobuf_decoding_is_exact(face_rgb):
     msg.landmark.add(y=2.0)
     np.testing.assert_array_equal(landmark_list_to_array(msg),
                                   [[0.25, 0.5, -0.125], [0.0, 2.0, 0.0]])
+
+
+@pytest.mark.parametrize('streaming', [False, True])
+def test_direct_graph_calls_match_process(face_rgb, streaming):
+    # The extractor drives MediaPipe's graph directly (skipping process()'s per-call
+    # namedtuple); it must return exactly what process() returns, frame after frame.
+    from mediapipe.python.solutions import face_mesh
+
+    from nlml_hpe.landmarks import landmark_list_to_array
+
+    frames = list(face_sequence(face_rgb, 6)) + [np.zeros((64, 64, 3), np.uint8)]
+    with LandmarkExtractor(streaming=streaming) as ex, face_mesh.FaceMesh(
+            static_image_mode=not streaming, max_num_faces=5, refine_landmarks=False) as mesh:
+        assert ex._direct  # the pinned mediapipe has the attributes the direct path needs
+        for frame in frames:
+            ours = ex.extract(frame)
+            ref = mesh.process(frame).multi_face_landmarks or []
+            assert len(ours) == len(ref)
+            h, w = frame.shape[:2]
+            for a, b in zip(ours, ref):
+                np.testing.assert_array_equal(a, landmark_list_to_array(b) * [w, h, w])

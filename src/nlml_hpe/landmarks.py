@@ -63,6 +63,12 @@ class LandmarkExtractor:
             refine_landmarks=False,
             min_detection_confidence=float(min_detection_confidence),
             min_tracking_confidence=float(min_tracking_confidence))
+        # SolutionBase.process() builds a new namedtuple class on every call (about
+        # 0.15 ms a frame); the same graph calls, made directly, skip that.
+        self._direct = all(hasattr(self._mesh, a) for a in (
+            '_graph', '_graph_outputs', '_input_stream_type_info', '_output_stream_type_info',
+            '_make_packet', '_get_packet_content', '_simulated_timestamp')) and len(
+            self._mesh._input_stream_type_info or ()) == 1
 
     def extract(self, rgb):
         """Return a list of ``(468, 3)`` float64 landmark arrays (``x*W, y*H, z*W``)."""
@@ -74,9 +80,8 @@ class LandmarkExtractor:
             raise RuntimeError('LandmarkExtractor is closed')
         rgb = as_rgb_uint8(rgb)
         h, w = rgb.shape[:2]
-        result = self._mesh.process(rgb)
         faces, scores = [], []
-        for face in result.multi_face_landmarks or ():
+        for face in self._landmark_lists(rgb) or ():
             pts = landmark_list_to_array(face)
             if pts.shape != (N_LANDMARKS, 3):
                 continue
@@ -85,6 +90,29 @@ class LandmarkExtractor:
             faces.append(to_pixel_coords(pts, w, h))
             scores.append(float(inside))
         return faces, scores
+
+    def _landmark_lists(self, rgb):
+        """MediaPipe's ``multi_face_landmarks`` for one RGB image (``None``: no face).
+
+        What ``FaceMesh.process(rgb).multi_face_landmarks`` returns, through the
+        same graph calls as ``SolutionBase.process`` (mediapipe 0.10.21) when
+        they are there (``test/test_landmarks.py`` checks that both agree).
+        """
+        mesh = self._mesh
+        if not self._direct:
+            return mesh.process(rgb).multi_face_landmarks
+        outputs = mesh._graph_outputs
+        outputs.clear()
+        stream, kind = next(iter(mesh._input_stream_type_info.items()))
+        mesh._simulated_timestamp += 33333  # as process(): 30 fps video time
+        mesh._graph.add_packet_to_input_stream(
+            stream=stream, packet=mesh._make_packet(kind, rgb).at(mesh._simulated_timestamp))
+        mesh._graph.wait_until_idle()
+        packet = outputs.get('multi_face_landmarks')
+        if packet is None:
+            return None
+        return mesh._get_packet_content(mesh._output_stream_type_info['multi_face_landmarks'],
+                                        packet)
 
     def close(self):
         """Release the MediaPipe graph (idempotent)."""
