@@ -435,7 +435,7 @@ def test_shipped_model_follows_a_face_off_the_optical_axis(aflw_dir):
     assert plain_err < 5.0
     assert _rotation_error_deg(b.rotation, a.rotation) > 25.0
 
-    # Re-read from a view turned onto the face (the default for single images), the
+    # Re-read from a view turned onto the face (the default), the
     # perspective stretch no longer reaches MediaPipe: most of the error is gone.
     with HeadPoseEstimator(model) as est:
         assert est.perspective_warp
@@ -451,12 +451,34 @@ def test_shipped_model_follows_a_face_off_the_optical_axis(aflw_dir):
     assert box_iou(wb.box, b.box) > 0.85
 
 
+def test_perspective_warp_when_streaming(aflw_dir):
+    """Streaming, the re-reading tracks the face through its crops, frame after frame."""
+    from scipy.spatial.transform import Rotation
+
+    model = load_model(default_model_dir())
+    k = np.array([[600.0, 0, 480], [0, 600.0, 360], [0, 0, 1]])
+    turn = Rotation.from_euler('yx', [28.0, -12.0], degrees=True).as_matrix()
+    centred, turned = turned_camera_view(read_rgb(aflw_dir / 'image01128.jpg'), k, turn,
+                                         (960, 720))
+    with HeadPoseEstimator(model, flip_average=False) as est:
+        ref = turn @ est.estimate(centred, camera_matrix=k)[0].rotation
+    errs = {}
+    for warp in (False, True):
+        with HeadPoseEstimator(model, streaming=True, perspective_warp=warp) as est:
+            errs[warp] = []
+            for _ in range(4):
+                pose = est.estimate(turned, camera_matrix=k)[0]
+                assert est.last_timings['warped'] == int(warp)
+                errs[warp].append(_rotation_error_deg(pose.rotation, ref))
+    assert max(errs[True]) < 3.5 and np.mean(errs[True]) < np.mean(errs[False]) - 1.0, errs
+
+
 def test_perspective_warp_options(face_rgb):
     from nlml_hpe.features import centre_on_line_of_sight, line_of_sight_homography, map_landmarks
 
     model = load_model(default_model_dir())
-    assert HeadPoseEstimator(model, streaming=True).perspective_warp is False
-    assert HeadPoseEstimator(model).perspective_warp is True
+    assert HeadPoseEstimator(model, streaming=True).perspective_warp is True
+    assert HeadPoseEstimator(model, perspective_warp=False).perspective_warp is False
     for bad in (-1.0, 91.0):
         with pytest.raises(ValueError, match='warp_min_deg'):
             HeadPoseEstimator(model, warp_min_deg=bad)

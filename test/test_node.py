@@ -420,21 +420,22 @@ def test_flip_average_switch_reloads_and_publishes(rig):
 
 @pytest.mark.ros
 def test_perspective_warp_switch_reloads(rig):
-    assert rig.node.get_parameter('perspective_warp').value is False
-    assert not rig.node._estimator.perspective_warp
+    assert rig.node.get_parameter('perspective_warp').value is True
+    assert rig.node._estimator.perspective_warp and rig.node._estimator.warp_min_deg == 10.0
     result = rig.node.set_parameters([Parameter('perspective_warp_min_deg', value=120.0)])[0]
     assert not result.successful  # out of its 0-90 range
-    rig.node.set_parameters([Parameter('perspective_warp', value=True),
+    rig.node.set_parameters([Parameter('perspective_warp', value=False),
                              Parameter('perspective_warp_min_deg', value=5.0)])
     try:
         rig.send(_image_msg(_face_rgb(), Time(sec=960)))
         est = rig.node._estimator
-        assert est.perspective_warp and est.warp_min_deg == 5.0 and rig.count('head_pose') >= 1
+        assert not est.perspective_warp and est.warp_min_deg == 5.0
+        assert rig.count('head_pose') >= 1
     finally:
-        rig.node.set_parameters([Parameter('perspective_warp', value=False),
+        rig.node.set_parameters([Parameter('perspective_warp', value=True),
                                  Parameter('perspective_warp_min_deg', value=10.0)])
         rig.send(_image_msg(_face_rgb(), Time(sec=961)))
-        assert not rig.node._estimator.perspective_warp
+        assert rig.node._estimator.perspective_warp
 
 
 @pytest.mark.ros

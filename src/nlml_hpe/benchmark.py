@@ -418,10 +418,10 @@ def run_off_axis(directory, estimators, *, turns=OFF_AXIS_TURNS, limit=20,
     :func:`turned_camera_view`).  For a perfect method, the camera-frame
     rotation of the turned view equals the turn times that of the centred view.
     ``estimators`` maps names to :class:`~nlml_hpe.estimator.HeadPoseEstimator`;
-    the solvePnP baseline (with the true intrinsics) is scored on the first
-    one's landmarks.  Returns per method the rotation error (deg: mean, median,
-    p90), the mean change of the line-of-sight angles, and the off-axis angle
-    of the faces.
+    the solvePnP baseline (with the true intrinsics) is scored on the landmarks
+    of the first one without ``perspective_warp`` (MediaPipe's own).  Returns
+    per method the rotation error (deg: mean, median, p90), the mean change of
+    the line-of-sight angles, and the off-axis angle of the faces.
     """
     from scipy.spatial.transform import Rotation
 
@@ -438,7 +438,10 @@ def run_off_axis(directory, estimators, *, turns=OFF_AXIS_TURNS, limit=20,
     if progress:
         from tqdm import tqdm
         items = tqdm(items, desc='off-axis', unit='view')
-    first = next(iter(estimators))
+    # The baseline reads MediaPipe's own landmarks: those of an estimator that does not
+    # re-read them, if there is one.
+    first = next((n for n, e in estimators.items() if not e.perspective_warp),
+                 next(iter(estimators)))
     for path, (yaw, pitch) in items:
         turn = Rotation.from_euler('yx', [yaw, pitch], degrees=True).as_matrix()
         centred, turned = turned_camera_view(read_rgb(path), k, turn, size)

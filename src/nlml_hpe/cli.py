@@ -81,7 +81,8 @@ def _predict_video(args, path, model, out_dir):
     n = 0
     try:
         with HeadPoseEstimator(model, max_faces=args.max_faces, streaming=True,
-                               rigid_fusion=not args.no_fusion) as est:
+                               rigid_fusion=not args.no_fusion,
+                               perspective_warp=not args.no_warp) as est:
             while True:
                 ok, bgr = cap.read()
                 if not ok:
@@ -152,7 +153,7 @@ def cmd_predict(args):
 
 
 def _load_estimator_or_none(model_path, streaming=False, flip_average=None, rigid_fusion=True,
-                            perspective_warp=None):
+                            perspective_warp=True):
     from .estimator import HeadPoseEstimator
     from .model import ModelFileError
 
@@ -301,8 +302,8 @@ def build_parser():
     pred.add_argument('--no-fusion', action='store_true',
                       help="the network's angles alone, without the rigid fit's")
     pred.add_argument('--no-warp', action='store_true',
-                      help='images: do not re-read faces far off the optical axis from a view '
-                           'turned onto them; videos never do')
+                      help='do not re-read faces far off the optical axis from a view turned '
+                           'onto them')
     pred.set_defaults(func=cmd_predict)
 
     bench = sub.add_parser('benchmark', help='accuracy and speed benchmarks')

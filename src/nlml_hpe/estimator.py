@@ -20,12 +20,13 @@ with the given intrinsics, else with a guess (a centred camera of
 Models exported before ``angle_frame`` existed read angles relative to the
 optical axis; their rotation is the angles' own.
 
-Line-of-sight re-reading (``perspective_warp``, on by default for single
-images, off when streaming): centring the landmarks cannot undo how MediaPipe
-itself reads a perspective-stretched face at the image edge (a few degrees at
-20-30 deg off-axis).  Faces at least ``warp_min_deg`` off the optical axis are
-therefore read again from a crop warped into a camera turned onto them
-(:meth:`HeadPoseEstimator.warp_to_line_of_sight`), about 6 ms per face.
+Line-of-sight re-reading (``perspective_warp``, on by default): centring the
+landmarks cannot undo how MediaPipe itself reads a perspective-stretched face at
+the image edge (a few degrees at 20-30 deg off-axis).  Faces at least
+``warp_min_deg`` off the optical axis are therefore read again from a crop
+warped into a camera turned onto them
+(:meth:`HeadPoseEstimator.warp_to_line_of_sight`): one more MediaPipe pass per
+such face (tracked when streaming).
 
 Rigid fusion (``rigid_fusion``, on by default): each face's angles are the mean
 of the network's reading and of a rigid fit of MediaPipe's 3D landmarks to its
@@ -179,8 +180,10 @@ def mirror_camera_matrix(camera_matrix, width):
 #: Faces whose line of sight is at least this far off the optical axis (degrees) are
 #: re-read from a view turned onto them when ``perspective_warp`` is on.
 DEFAULT_WARP_MIN_DEG = 10.0
-#: Side of the line-of-sight crop, in face sizes (the landmarks' bounding box).
+#: Side of the line-of-sight crop, in face sizes (the landmarks' bounding box) ...
 WARP_CROP_FACES = 3.0
+#: ... and in pixels: the face fills about 192 px, MediaPipe's landmark-model input.
+WARP_CROP_PX = 576
 
 #: Sign of (pitch, yaw, roll) under a horizontal mirror.
 MIRROR_SIGNS = np.array([1.0, -1.0, -1.0])
@@ -193,9 +196,8 @@ class HeadPoseEstimator:
     (default: on for single images, off when ``streaming``) averages each face's
     angles with those read from the mirrored image; ``rigid_fusion`` (default
     on) averages the network's angles with a rigid fit's; ``perspective_warp``
-    (default: on for single images, off when ``streaming``) re-reads faces at
-    least ``warp_min_deg`` off the optical axis from a view turned onto them
-    (see the module docstring).
+    (default on) re-reads faces at least ``warp_min_deg`` off the optical axis
+    from a view turned onto them (see the module docstring).
     ``last_timings`` holds the per-stage times of the latest call
     (``landmarks_ms``, ``flip_ms``, ``warp_ms``, ``model_ms``, ``post_ms``) and
     counts (``faces``, ``flip_matched``, ``warped``).
@@ -203,7 +205,7 @@ class HeadPoseEstimator:
 
     def __init__(self, model, extractor=None, *, max_faces=5, min_detection_confidence=0.5,
                  min_tracking_confidence=0.5, streaming=False, flip_average=None,
-                 rigid_fusion=True, perspective_warp=None, warp_min_deg=DEFAULT_WARP_MIN_DEG):
+                 rigid_fusion=True, perspective_warp=True, warp_min_deg=DEFAULT_WARP_MIN_DEG):
         self.model = model
         self.rigid_fusion = bool(rigid_fusion)
         self._extractor = extractor
@@ -216,8 +218,7 @@ class HeadPoseEstimator:
                                     streaming=streaming)
         self.streaming = bool(streaming)
         self.flip_average = (not self.streaming) if flip_average is None else bool(flip_average)
-        self.perspective_warp = ((not self.streaming) if perspective_warp is None
-                                 else bool(perspective_warp))
+        self.perspective_warp = bool(perspective_warp)
         self.warp_min_deg = float(warp_min_deg)
         if not 0.0 <= self.warp_min_deg <= 90.0:
             raise ValueError(f'warp_min_deg must be in [0, 90], got {warp_min_deg}')
@@ -227,7 +228,7 @@ class HeadPoseEstimator:
     @classmethod
     def from_pretrained(cls, path=None, *, max_faces=5, min_detection_confidence=0.5,
                         min_tracking_confidence=0.5, streaming=False, flip_average=None,
-                        rigid_fusion=True, perspective_warp=None,
+                        rigid_fusion=True, perspective_warp=True,
                         warp_min_deg=DEFAULT_WARP_MIN_DEG):
         """Load the model at ``path`` (default :func:`~nlml_hpe.model.default_model_dir`)."""
         model = load_model(default_model_dir() if path is None else path)
@@ -261,11 +262,17 @@ class HeadPoseEstimator:
 
     @property
     def warp_extractor(self):
-        """Single-image extractor for the line-of-sight views (created on first use)."""
+        """Extractor for the line-of-sight crops (created on first use).
+
+        Streaming, it tracks: every crop has its face at the same place and size,
+        so the landmarks of one crop locate the face in the next, whichever face
+        it is, and MediaPipe's detector rarely runs.
+        """
         if self._warp_extractor is None:
             from .landmarks import LandmarkExtractor
             self._warp_extractor = LandmarkExtractor(
-                max_faces=2, min_detection_confidence=self.min_detection_confidence)
+                max_faces=1 if self.streaming else 2, streaming=self.streaming,
+                min_detection_confidence=self.min_detection_confidence)
         return self._warp_extractor
 
     def warp_to_line_of_sight(self, rgb, faces, camera_matrix):
@@ -294,25 +301,26 @@ class HeadPoseEstimator:
                 out.append(lm)
                 continue
             hom, scale = line_of_sight_homography(lm, k)
-            centred = map_landmarks(lm, hom, scale)[0]
-            x0, y0, x1, y1 = landmark_box(centred)
-            # A square crop three face sizes wide, the face at its centre: about how
-            # large faces are in the photos MediaPipe reads well.
-            side = int(np.clip(WARP_CROP_FACES * max(x1 - x0, y1 - y0), 128,
-                               2 * max(rgb.shape[:2])))
-            to_crop = np.array([[1.0, 0.0, side / 2 - (x0 + x1) / 2],
-                                [0.0, 1.0, side / 2 - (y0 + y1) / 2], [0.0, 0.0, 1.0]])
+            x0, y0, x1, y1 = landmark_box(map_landmarks(lm, hom, scale)[0])
+            # Every face lands at the centre of the same square crop, WARP_CROP_FACES face
+            # sizes wide (about how large faces are in the photos MediaPipe reads well,
+            # and the same place for its tracker whichever face comes next).
+            zoom = WARP_CROP_PX / (WARP_CROP_FACES * max(x1 - x0, y1 - y0, 1.0))
+            half = WARP_CROP_PX / 2.0
+            to_crop = np.array([[zoom, 0.0, half - zoom * (x0 + x1) / 2],
+                                [0.0, zoom, half - zoom * (y0 + y1) / 2], [0.0, 0.0, 1.0]])
             crop_hom = to_crop @ hom[0]
-            view = cv2.warpPerspective(rgb, crop_hom, (side, side), flags=cv2.INTER_LINEAR)
+            view = cv2.warpPerspective(rgb, crop_hom, (WARP_CROP_PX, WARP_CROP_PX),
+                                       flags=cv2.INTER_LINEAR)
             found = self.warp_extractor.extract(view)
-            dx, dy = to_crop[0, 2], to_crop[1, 2]
-            target = (x0 + dx, y0 + dy, x1 + dx, y1 + dy)  # where the face should be
+            target = (zoom * x0 + to_crop[0, 2], zoom * y0 + to_crop[1, 2],
+                      zoom * x1 + to_crop[0, 2], zoom * y1 + to_crop[1, 2])
             ious = [box_iou(landmark_box(f), target) for f in found]
-            if not ious or max(ious) < 0.5:
+            if not ious or max(ious) < 0.5:  # not found again (or another face): keep
                 out.append(lm)
                 continue
             out.append(map_landmarks(found[int(np.argmax(ious))], np.linalg.inv(crop_hom),
-                                     1.0 / scale)[0])
+                                     1.0 / (scale * zoom))[0])
             n_warped += 1
         return out, n_warped
 

@@ -118,7 +118,7 @@ PARAMETERS = {
                      {}),
     'rigid_fusion': (True, "Average the network's angles with a rigid fit of MediaPipe's 3D "
                      'landmarks to its canonical face: more accurate (see README), ~0.1 ms.', {}),
-    'perspective_warp': (False, 'Re-read faces at least perspective_warp_min_deg off the optical '
+    'perspective_warp': (True, 'Re-read faces at least perspective_warp_min_deg off the optical '
                          'axis from a view turned onto them (one more MediaPipe pass per such '
                          "face): removes most of MediaPipe's perspective error at the image "
                          'edge (see README).', {}),

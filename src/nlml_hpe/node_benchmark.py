@@ -37,10 +37,13 @@ PAGE_MIB = os.sysconf('SC_PAGE_SIZE') / 2 ** 20 if hasattr(os, 'sysconf') else 4
 CLK_TCK = os.sysconf('SC_CLK_TCK') if hasattr(os, 'sysconf') else 100
 
 
-def face_frame(width=640, height=480, image=None):
+def face_frame(width=640, height=480, image=None, off_axis=False):
     """Return an RGB face frame of the given size: ``image`` or the first demo clip frame.
 
-    The picture is scaled to fit and letterboxed.
+    The picture is scaled to fit and letterboxed; ``off_axis`` instead scales it
+    to half the height and centres it at 81 % of the width (about 20 deg off
+    the optical axis of a 60 deg camera), where the node re-reads the face
+    (``perspective_warp``).
     """
     import cv2
 
@@ -56,19 +59,23 @@ def face_frame(width=640, height=480, image=None):
         frames, _, _ = load_clip(DEMO_DIR)
         rgb = frames[0][1]
     scale = min(width / rgb.shape[1], height / rgb.shape[0])
+    if off_axis:
+        scale *= 0.5
     w, h = int(rgb.shape[1] * scale), int(rgb.shape[0] * scale)
     x0, y0 = (width - w) // 2, (height - h) // 2
+    if off_axis:
+        x0 = min(int(0.81 * width) - w // 2, width - w)
     canvas[y0:y0 + h, x0:x0 + w] = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
     return canvas
 
 
-def run_publisher(rate, duration, width, height, image=None):
+def run_publisher(rate, duration, width, height, image=None, off_axis=False):
     """Publish ``rgb8`` frames at ``rate`` Hz for ``duration`` s; print the count at the end."""
     import rclpy
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
 
-    rgb = face_frame(width, height, image)
+    rgb = face_frame(width, height, image, off_axis)
     with rclpy.init():
         node = rclpy.create_node('nlml_bench_publisher')
         pub = node.create_publisher(Image, f'{NS}/image', qos_profile_sensor_data)
@@ -127,11 +134,11 @@ def _child_env(large_data):
 
 def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
                   large_data=False, rss_every=0.0, image=None, warmup_timeout=60.0, log=print,
-                  flip_average=False):
+                  flip_average=False, off_axis=False, perspective_warp=True):
     """Run publisher, node and receiver; return a dict of figures."""
     import tempfile
 
-    face_frame(width, height, image)  # fail early on a bad image or a missing clip
+    face_frame(width, height, image, off_axis)  # fail early on a bad image or a missing clip
     env = _child_env(large_data)
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseArray, PoseStamped
@@ -143,6 +150,8 @@ def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
         node_cmd += ['-p', f'model_path:={model}']
     if flip_average:
         node_cmd += ['-p', 'flip_average:=true']
+    if not perspective_warp:
+        node_cmd += ['-p', 'perspective_warp:=false']
     node_log = tempfile.TemporaryFile(mode='w+')
     node_proc = subprocess.Popen(node_cmd, env=env, stdout=node_log, stderr=subprocess.STDOUT,
                                  text=True)
@@ -183,7 +192,8 @@ def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
         total = duration + warmup_timeout + 5
         pub_cmd = [sys.executable, '-m', 'nlml_hpe.node_benchmark', '--role', 'publisher',
                    '--rate', str(rate), '--duration', str(total), '--width', str(width),
-                   '--height', str(height)] + (['--image', str(image)] if image else [])
+                   '--height', str(height)] + (['--image', str(image)] if image else []) + (
+                       ['--off-axis'] if off_axis else [])
         pub_proc = subprocess.Popen(pub_cmd, env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.DEVNULL, text=True)
         t_wait = time.monotonic()
@@ -291,6 +301,10 @@ def main(argv=None):
                         help='face picture to publish (default: the first demo clip frame)')
     parser.add_argument('--flip-average', action='store_true',
                         help='run the node with flip_average:=true')
+    parser.add_argument('--off-axis', action='store_true',
+                        help='publish the face about 20 deg off the optical axis (re-read)')
+    parser.add_argument('--no-warp', action='store_true',
+                        help='run the node with perspective_warp:=false')
     parser.add_argument('--json', default=None, help='also write the figures to this file')
     parser.add_argument('--role', choices=['benchmark', 'publisher'], default='benchmark',
                         help=argparse.SUPPRESS)
@@ -304,11 +318,13 @@ def main(argv=None):
         argv = sys.argv[1:] if argv is None else list(argv)
         os.execve(sys.executable, [sys.executable, '-m', 'nlml_hpe.node_benchmark', *argv], env)
     if args.role == 'publisher':
-        return run_publisher(args.rate, args.duration, args.width, args.height, args.image)
+        return run_publisher(args.rate, args.duration, args.width, args.height, args.image,
+                             args.off_axis)
     try:
         res = run_benchmark(args.rate, args.duration, args.width, args.height, args.model,
                             args.large_data, args.rss_every, args.image,
-                            flip_average=args.flip_average)
+                            flip_average=args.flip_average, off_axis=args.off_axis,
+                            perspective_warp=not args.no_warp)
     except (RuntimeError, ValueError) as exc:
         print(f'nlml-hpe benchmark node: error: {exc}', file=sys.stderr)
         return 1
