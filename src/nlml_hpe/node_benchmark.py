@@ -206,8 +206,13 @@ def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
                 node_log.seek(0)
                 raise RuntimeError('head_pose_node exited: ' + node_log.read()[-2000:])
             if time.monotonic() - t_wait > warmup_timeout:
-                raise RuntimeError(f'no head_pose within {warmup_timeout:.0f} s (is there a '
-                                   'model? pass --model)')
+                node_log.seek(0)
+                with lock:
+                    seen = dict(diag)
+                raise RuntimeError(
+                    f'no head_pose within {warmup_timeout:.0f} s (is there a model? pass '
+                    f'--model); publisher running: {pub_proc.poll() is None}; last '
+                    f'diagnostics: {seen or "none"}; node log:\n' + node_log.read()[-2000:])
             time.sleep(0.05)
         time.sleep(2.0)  # settle
         with lock:
