@@ -190,6 +190,7 @@ class HeadPoseNode(Node):
         self._latency_ms = collections.deque(maxlen=120)
         self._age_ms = collections.deque(maxlen=120)
         self._last_faces = 0
+        self._last_reread = (0, 0.0)  # faces re-read off the optical axis, and their ms
         self._tracker = FaceTracker()
         self._smoother = self._make_smoother()
 
@@ -382,6 +383,8 @@ class HeadPoseNode(Node):
                        f'image is {width}x{height}; ignoring its intrinsics')
             K = None
         faces = self._estimator.estimate(rgb, camera_matrix=K)
+        timings = self._estimator.last_timings
+        reread = (int(timings.get('warped', 0)), float(timings.get('warp_ms', 0.0)))
         t = _stamp_seconds(msg.header.stamp)
         if t <= 0:
             t = received
@@ -394,6 +397,7 @@ class HeadPoseNode(Node):
         with self._lock:
             self.stats['processed'] += 1
             self._last_faces = len(results)
+            self._last_reread = reread
             self._latency_ms.append((done - received) * 1e3)
             if _stamp_seconds(msg.header.stamp) > 0:
                 self._age_ms.append((self.get_clock().now().nanoseconds * 1e-9
@@ -550,8 +554,10 @@ class HeadPoseNode(Node):
             age = sorted(self._age_ms)
             stats = dict(self.stats)
             faces = self._last_faces
+            reread, reread_ms = self._last_reread
             has_k = self._camera_matrix is not None
-        status = DiagnosticStatus(name=f'{self.get_name()}: head pose estimation',
+        # The fully qualified name tells apart nodes of several cameras on /diagnostics.
+        status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: head pose estimation',
                                   hardware_id='camera')
         if not recent:
             status.level, status.message = DiagnosticStatus.WARN, 'no images received'
@@ -569,6 +575,8 @@ class HeadPoseNode(Node):
             ('processing_latency_ms_p95', pct(lat, 0.95)),
             ('stamp_to_output_ms_p50', pct(age, 0.5)),
             ('faces', faces),
+            ('faces_reread_off_axis', reread),
+            ('reread_ms', f'{reread_ms:.1f}'),
             ('frames_received', stats.get('received', 0)),
             ('frames_processed', stats.get('processed', 0)),
             ('frames_dropped', stats.get('dropped', 0)),
