@@ -96,8 +96,9 @@ def test_direct_graph_calls_match_process(face_rgb, streaming):
     from nlml_hpe.landmarks import landmark_list_to_array
 
     frames = list(face_sequence(face_rgb, 6)) + [np.zeros((64, 64, 3), np.uint8)]
-    with LandmarkExtractor(streaming=streaming) as ex, face_mesh.FaceMesh(
-            static_image_mode=not streaming, max_num_faces=5, refine_landmarks=False) as mesh:
+    n = 1 if streaming else 5  # streaming with 5, the tracker's capacity adapts (below)
+    with LandmarkExtractor(max_faces=n, streaming=streaming) as ex, face_mesh.FaceMesh(
+            static_image_mode=not streaming, max_num_faces=n, refine_landmarks=False) as mesh:
         assert ex._direct  # the pinned mediapipe has the attributes the direct path needs
         for frame in frames:
             ours = ex.extract(frame)
@@ -106,3 +107,34 @@ def test_direct_graph_calls_match_process(face_rgb, streaming):
             h, w = frame.shape[:2]
             for a, b in zip(ours, ref):
                 np.testing.assert_array_equal(a, landmark_list_to_array(b) * [w, h, w])
+
+
+def test_streaming_tracker_follows_the_number_of_faces(aflw_dir):
+    """Built for the faces in view; new ones are found within detection_interval frames."""
+    import cv2
+
+    a = cv2.resize(read_rgb(aflw_dir / 'image00008.jpg'), (200, 200))
+    b = cv2.resize(read_rgb(aflw_dir / 'image01128.jpg'), (200, 200))
+
+    def frame(i, second):
+        out = np.full((480, 640, 3), 100, np.uint8)
+        dy = int(round(5 * np.sin(i / 5)))
+        out[140 + dy:340 + dy, 60:260] = a
+        if second:
+            out[140:340, 380:580] = b
+        return out
+
+    with pytest.raises(ValueError, match='detection_interval'):
+        LandmarkExtractor(streaming=True, detection_interval=0)
+    with LandmarkExtractor(max_faces=5, streaming=True, detection_interval=4) as ex:
+        counts = [len(ex.extract(frame(i, False))) for i in range(8)]
+        assert counts == [1] * 8 and ex.capacity == 1  # no per-frame detection for one face
+        seen = [len(ex.extract(frame(i, True))) for i in range(8, 16)]
+        assert seen[-1] == 2 and ex.capacity == 2
+        assert seen.index(2) <= 4 + 1, seen  # within detection_interval + 1 frames
+        assert [len(ex.extract(frame(i, False))) for i in range(16, 19)] == [1, 1, 1]
+        assert ex.capacity == 1
+        assert ex.extract(np.full((480, 640, 3), 100, np.uint8)) == []
+        assert len(ex.extract(frame(20, False))) == 1
+    with LandmarkExtractor(max_faces=1, streaming=True) as single:
+        assert [len(single.extract(frame(i, True))) for i in range(6)] == [1] * 6

@@ -367,7 +367,8 @@ def run_speed(estimator, face_image, *, frames=300, warmup=20):
 def format_speed(result):
     """Human-readable summary of :func:`run_speed` output."""
     lines = [f"streaming {result['frame_size'][0]}x{result['frame_size'][1]}: "
-             f"{result['frames']} frames, face found in {result['detected_frames']}"]
+             f"{result['frames']} frames, face found in {result['detected_frames']}"
+             + (f", max_faces {result['max_faces']}" if 'max_faces' in result else '')]
     for key, label in (('frame_ms', 'whole frame (estimate)'),
                        ('landmarks_ms', '  MediaPipe landmarks'),
                        ('model_in_frame_ms', '  features+net+fusion'),

@@ -153,12 +153,13 @@ def cmd_predict(args):
 
 
 def _load_estimator_or_none(model_path, streaming=False, flip_average=None, rigid_fusion=True,
-                            perspective_warp=True):
+                            perspective_warp=True, max_faces=5):
     from .estimator import HeadPoseEstimator
     from .model import ModelFileError
 
     try:
         return HeadPoseEstimator.from_pretrained(model_path, streaming=streaming,
+                                                 max_faces=max_faces,
                                                  flip_average=flip_average,
                                                  rigid_fusion=rigid_fusion,
                                                  perspective_warp=perspective_warp), None
@@ -205,7 +206,9 @@ def cmd_benchmark_speed(args):
     if image is None:
         raise SystemExit('nlml-hpe benchmark speed: give --image FACE.jpg (an image with one '
                          'face); the default AFLW2000 dev image was not found')
-    est, error = _load_estimator_or_none(args.model, streaming=True)
+    if not 1 <= args.max_faces <= 20:
+        raise SystemExit('nlml-hpe benchmark speed: --max-faces must be in 1..20')
+    est, error = _load_estimator_or_none(args.model, streaming=True, max_faces=args.max_faces)
     note = None
     if est is None:
         import numpy as np
@@ -213,13 +216,14 @@ def cmd_benchmark_speed(args):
         weights = {k: rng.normal(0, 0.02, s).astype(np.float32)
                    for k, s in expected_shapes().items()}
         weights['feature_std'] = np.ones_like(weights['feature_std'])
-        est = HeadPoseEstimator(PoseModel(weights), streaming=True)
+        est = HeadPoseEstimator(PoseModel(weights), streaming=True, max_faces=args.max_faces)
         note = (f'model unavailable ({error}); timed a randomly initialised network of the '
                 'same architecture (timing does not depend on the weights)')
         print(f'warning: {note}', file=sys.stderr)
     with est:
         result = run_speed(est, read_rgb(image), frames=args.frames)
     result['image'] = str(image)
+    result['max_faces'] = args.max_faces
     if note:
         result['note'] = note
     print(json.dumps(result, indent=2) if args.json else format_speed(result))
@@ -325,6 +329,9 @@ def build_parser():
     speed.add_argument('--image', metavar='FACE', help='image with one face (default: an '
                        'AFLW2000 dev image from the shared data)')
     speed.add_argument('--model', metavar='PATH')
+    speed.add_argument('--max-faces', type=int, default=5,
+                       help='faces MediaPipe tracks (default 5, as the node); while fewer are '
+                            'tracked its face detector runs on every frame')
     speed.add_argument('--json', action='store_true')
     speed.set_defaults(func=cmd_benchmark_speed)
     off = bsub.add_parser('offaxis', help='pose consistency of faces moved off the optical '

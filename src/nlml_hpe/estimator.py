@@ -67,6 +67,7 @@ from .geometry import (
     viewer_to_optical,
 )
 from .images import as_rgb_uint8
+from .landmarks import DEFAULT_DETECTION_INTERVAL
 from .model import default_model_dir, load_model
 from .position import (
     UNKNOWN_CAMERA_HFOV_DEG,
@@ -205,7 +206,8 @@ class HeadPoseEstimator:
 
     def __init__(self, model, extractor=None, *, max_faces=5, min_detection_confidence=0.5,
                  min_tracking_confidence=0.5, streaming=False, flip_average=None,
-                 rigid_fusion=True, perspective_warp=True, warp_min_deg=DEFAULT_WARP_MIN_DEG):
+                 rigid_fusion=True, perspective_warp=True, warp_min_deg=DEFAULT_WARP_MIN_DEG,
+                 detection_interval=DEFAULT_DETECTION_INTERVAL):
         self.model = model
         self.rigid_fusion = bool(rigid_fusion)
         self._extractor = extractor
@@ -215,7 +217,10 @@ class HeadPoseEstimator:
         self._extractor_args = dict(max_faces=max_faces,
                                     min_detection_confidence=min_detection_confidence,
                                     min_tracking_confidence=min_tracking_confidence,
-                                    streaming=streaming)
+                                    streaming=streaming,
+                                    detection_interval=int(detection_interval))
+        if self._extractor_args['detection_interval'] < 1:
+            raise ValueError(f'detection_interval must be >= 1, got {detection_interval}')
         self.streaming = bool(streaming)
         self.flip_average = (not self.streaming) if flip_average is None else bool(flip_average)
         self.perspective_warp = bool(perspective_warp)
@@ -229,14 +234,16 @@ class HeadPoseEstimator:
     def from_pretrained(cls, path=None, *, max_faces=5, min_detection_confidence=0.5,
                         min_tracking_confidence=0.5, streaming=False, flip_average=None,
                         rigid_fusion=True, perspective_warp=True,
-                        warp_min_deg=DEFAULT_WARP_MIN_DEG):
+                        warp_min_deg=DEFAULT_WARP_MIN_DEG,
+                        detection_interval=DEFAULT_DETECTION_INTERVAL):
         """Load the model at ``path`` (default :func:`~nlml_hpe.model.default_model_dir`)."""
         model = load_model(default_model_dir() if path is None else path)
         return cls(model, max_faces=max_faces,
                    min_detection_confidence=min_detection_confidence,
                    min_tracking_confidence=min_tracking_confidence, streaming=streaming,
                    flip_average=flip_average, rigid_fusion=rigid_fusion,
-                   perspective_warp=perspective_warp, warp_min_deg=warp_min_deg)
+                   perspective_warp=perspective_warp, warp_min_deg=warp_min_deg,
+                   detection_interval=detection_interval)
 
     @property
     def extractor(self):

@@ -29,6 +29,11 @@ def landmark_list_to_array(landmark_list):
                     dtype=np.float64).reshape(-1, 3)
 
 
+#: Streaming: frames between two searches for new faces while fewer than
+#: ``max_faces`` are tracked (see :class:`LandmarkExtractor`).
+DEFAULT_DETECTION_INTERVAL = 10
+
+
 class LandmarkExtractor:
     """Detect faces and their 468 Face Mesh landmarks (``refine_landmarks=False``).
 
@@ -36,6 +41,17 @@ class LandmarkExtractor:
     ``streaming=True`` lets MediaPipe track the landmarks from frame to frame
     (``static_image_mode=False``), which is much faster on video but assumes the
     frames form one sequence.
+
+    Streaming with ``max_faces`` > 1: MediaPipe's tracking graph runs its face
+    detector on *every* frame while it tracks fewer faces than it was built
+    for (about 1.2 ms a frame here).  So the tracker is built for as many faces
+    as it currently tracks (at least one; rebuilt, a few ms, when that number
+    changes), and every ``detection_interval`` frames MediaPipe's face detector
+    (the same short-range model) looks for faces the tracker does not follow;
+    when it sees some, the tracker is rebuilt for them too, up to
+    ``max_faces``.  A face that appears is tracked within
+    ``detection_interval`` + 1 frames.  ``detection_interval=1`` looks on every
+    frame.
 
     MediaPipe's Face Mesh solution reports no per-face confidence, so
     :meth:`extract_with_scores` returns as score the fraction of the 468
@@ -46,29 +62,39 @@ class LandmarkExtractor:
     """
 
     def __init__(self, max_faces=5, min_detection_confidence=0.5,
-                 min_tracking_confidence=0.5, streaming=False):
+                 min_tracking_confidence=0.5, streaming=False,
+                 detection_interval=DEFAULT_DETECTION_INTERVAL):
         if int(max_faces) < 1:
             raise ValueError(f'max_faces must be >= 1, got {max_faces}')
         for name, val in (('min_detection_confidence', min_detection_confidence),
                           ('min_tracking_confidence', min_tracking_confidence)):
             if not 0.0 <= float(val) <= 1.0:
                 raise ValueError(f'{name} must be in [0, 1], got {val}')
-        from mediapipe.python.solutions import face_mesh
-
+        if int(detection_interval) < 1:
+            raise ValueError(f'detection_interval must be >= 1, got {detection_interval}')
         self.max_faces = int(max_faces)
         self.streaming = bool(streaming)
-        self._mesh = face_mesh.FaceMesh(
-            static_image_mode=not self.streaming,
-            max_num_faces=self.max_faces,
-            refine_landmarks=False,
-            min_detection_confidence=float(min_detection_confidence),
-            min_tracking_confidence=float(min_tracking_confidence))
+        self.detection_interval = int(detection_interval)
+        self._conf = (float(min_detection_confidence), float(min_tracking_confidence))
+        self._detector = None
+        self._since_search = 0
+        #: Faces the tracking graph is built for (streaming; ``max_faces`` otherwise).
+        self.capacity = self.max_faces
+        self._mesh = self._new_mesh(self.capacity, static=not self.streaming)
         # SolutionBase.process() builds a new namedtuple class on every call (about
         # 0.15 ms a frame); the same graph calls, made directly, skip that.
         self._direct = all(hasattr(self._mesh, a) for a in (
             '_graph', '_graph_outputs', '_input_stream_type_info', '_output_stream_type_info',
             '_make_packet', '_get_packet_content', '_simulated_timestamp')) and len(
             self._mesh._input_stream_type_info or ()) == 1
+
+    def _new_mesh(self, n_faces, static):
+        from mediapipe.python.solutions import face_mesh
+
+        return face_mesh.FaceMesh(static_image_mode=static, max_num_faces=n_faces,
+                                  refine_landmarks=False,
+                                  min_detection_confidence=self._conf[0],
+                                  min_tracking_confidence=self._conf[1])
 
     def extract(self, rgb):
         """Return a list of ``(468, 3)`` float64 landmark arrays (``x*W, y*H, z*W``)."""
@@ -81,7 +107,7 @@ class LandmarkExtractor:
         rgb = as_rgb_uint8(rgb)
         h, w = rgb.shape[:2]
         faces, scores = [], []
-        for face in self._landmark_lists(rgb) or ():
+        for face in self._run(rgb) or ():
             pts = landmark_list_to_array(face)
             if pts.shape != (N_LANDMARKS, 3):
                 continue
@@ -91,14 +117,53 @@ class LandmarkExtractor:
             scores.append(float(inside))
         return faces, scores
 
-    def _landmark_lists(self, rgb):
+    def _run(self, rgb):
+        """Landmark lists of one image; streaming, adapts the tracker's capacity."""
+        tracked = self._landmark_lists(self._mesh, rgb) or []
+        if not self.streaming or self.max_faces == 1:
+            return tracked
+        self._since_search += 1
+        if max(len(tracked), 1) < self.capacity:  # faces left: track only the others
+            self._rebuild(max(len(tracked), 1))
+        elif (len(tracked) == self.capacity < self.max_faces
+              and self._since_search >= self.detection_interval):
+            # The tracker is full, so its own detector is off: look for new faces.
+            self._since_search = 0
+            new = self._count_new_faces(rgb, tracked)
+            if new:  # the rebuilt tracker detects them all on the next frame
+                self._rebuild(min(self.max_faces, len(tracked) + new))
+        return tracked
+
+    def _count_new_faces(self, rgb, tracked):
+        """Faces MediaPipe's detector finds whose centre is in no tracked face's box."""
+        if self._detector is None:
+            from mediapipe.python.solutions import face_detection
+            self._detector = face_detection.FaceDetection(
+                model_selection=0, min_detection_confidence=self._conf[0])
+        boxes = []
+        for face in tracked:
+            pts = landmark_list_to_array(face)
+            boxes.append((*pts[:, :2].min(axis=0), *pts[:, :2].max(axis=0)))
+        new = 0
+        for det in self._detector.process(rgb).detections or ():
+            box = det.location_data.relative_bounding_box
+            cx, cy = box.xmin + box.width / 2, box.ymin + box.height / 2
+            new += not any(x0 <= cx <= x1 and y0 <= cy <= y1 for x0, y0, x1, y1 in boxes)
+        return new
+
+    def _rebuild(self, capacity):
+        """Replace the tracker by a fresh one for ``capacity`` faces (it detects at once)."""
+        self._mesh.close()
+        self._mesh = self._new_mesh(capacity, static=False)
+        self.capacity = capacity
+
+    def _landmark_lists(self, mesh, rgb):
         """MediaPipe's ``multi_face_landmarks`` for one RGB image (``None``: no face).
 
-        What ``FaceMesh.process(rgb).multi_face_landmarks`` returns, through the
+        What ``mesh.process(rgb).multi_face_landmarks`` returns, through the
         same graph calls as ``SolutionBase.process`` (mediapipe 0.10.21) when
         they are there (``test/test_landmarks.py`` checks that both agree).
         """
-        mesh = self._mesh
         if not self._direct:
             return mesh.process(rgb).multi_face_landmarks
         outputs = mesh._graph_outputs
@@ -115,10 +180,12 @@ class LandmarkExtractor:
                                         packet)
 
     def close(self):
-        """Release the MediaPipe graph (idempotent)."""
-        if self._mesh is not None:
-            self._mesh.close()
-            self._mesh = None
+        """Release the MediaPipe graphs (idempotent)."""
+        for name in ('_mesh', '_detector'):
+            mesh = getattr(self, name, None)
+            if mesh is not None:
+                mesh.close()
+                setattr(self, name, None)
 
     def __enter__(self):
         return self

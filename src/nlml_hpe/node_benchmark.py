@@ -134,7 +134,7 @@ def _child_env(large_data):
 
 def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
                   large_data=False, rss_every=0.0, image=None, warmup_timeout=60.0, log=print,
-                  flip_average=False, off_axis=False, perspective_warp=True):
+                  flip_average=False, off_axis=False, perspective_warp=True, max_faces=1):
     """Run publisher, node and receiver; return a dict of figures."""
     import tempfile
 
@@ -145,7 +145,7 @@ def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
     import rclpy
 
     node_cmd = [sys.executable, '-m', 'nlml_hpe.node', '--ros-args', '-r', f'__ns:={NS}',
-                '-p', 'max_faces:=1']
+                '-p', f'max_faces:={int(max_faces)}']
     if model:
         node_cmd += ['-p', f'model_path:={model}']
     if flip_average:
@@ -306,6 +306,9 @@ def main(argv=None):
                         help='face picture to publish (default: the first demo clip frame)')
     parser.add_argument('--flip-average', action='store_true',
                         help='run the node with flip_average:=true')
+    parser.add_argument('--max-faces', type=int, default=1,
+                        help="the node's max_faces (default 1; the node's own default is 5, "
+                             "with which MediaPipe's detector runs on every frame)")
     parser.add_argument('--off-axis', action='store_true',
                         help='publish the face about 20 deg off the optical axis (re-read)')
     parser.add_argument('--no-warp', action='store_true',
@@ -316,6 +319,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not (0 < args.rate <= 1000) or args.duration <= 0 or args.width <= 0 or args.height <= 0:
         parser.error('rate must be in (0, 1000], duration and image size positive')
+    if not 1 <= args.max_faces <= 20:
+        parser.error('--max-faces must be in 1..20')
     want = 'LARGE_DATA' if args.large_data else None
     if args.role == 'benchmark' and os.environ.get('FASTDDS_BUILTIN_TRANSPORTS') != want:
         # Fast DDS reads the variable once per process: restart with the right environment.
@@ -329,7 +334,7 @@ def main(argv=None):
         res = run_benchmark(args.rate, args.duration, args.width, args.height, args.model,
                             args.large_data, args.rss_every, args.image,
                             flip_average=args.flip_average, off_axis=args.off_axis,
-                            perspective_warp=not args.no_warp)
+                            perspective_warp=not args.no_warp, max_faces=args.max_faces)
     except (RuntimeError, ValueError) as exc:
         print(f'nlml-hpe benchmark node: error: {exc}', file=sys.stderr)
         return 1
