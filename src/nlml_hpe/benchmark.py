@@ -125,20 +125,6 @@ def _mae(pred, gt):
             'mean': float((yaw + pitch + roll) / 3.0)}
 
 
-def _warp_faces(estimator, rgb, lm, mirrored):
-    """``estimator.warp_to_line_of_sight`` of one face and of the mirrored faces."""
-    from .estimator import mirror_camera_matrix
-    from .position import UNKNOWN_CAMERA_HFOV_DEG, default_camera_matrix
-
-    size = (rgb.shape[1], rgb.shape[0])
-    k = default_camera_matrix(*size, hfov_deg=UNKNOWN_CAMERA_HFOV_DEG)
-    lm = estimator.warp_to_line_of_sight(rgb, [lm], k)[0][0]
-    if mirrored:
-        mirrored = estimator.warp_to_line_of_sight(np.ascontiguousarray(rgb[:, ::-1]), mirrored,
-                                                   mirror_camera_matrix(k, size[0]))[0]
-    return lm, mirrored
-
-
 def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progress=False):
     """Benchmark the model (if ``estimator`` is given) and the baseline on AFLW2000-3D.
 
@@ -196,7 +182,8 @@ def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progr
                     lm_model, mirrored_model = lm, mirrored
                     if estimator.perspective_warp:  # as estimator.estimate does
                         t_w = time.perf_counter()
-                        lm_model, mirrored_model = _warp_faces(estimator, rgb, lm, mirrored)
+                        (lm_model,), mirrored_model, _ = estimator.reread_off_axis(
+                            rgb, [lm], mirrored)
                         times['warp'].append((time.perf_counter() - t_w) * 1e3)
                     pose = estimator.estimate_landmarks([lm_model], image_size=size,
                                                         mirrored=mirrored_model)[0]
@@ -427,6 +414,7 @@ def run_off_axis(directory, estimators, *, turns=OFF_AXIS_TURNS, limit=20,
     from scipy.spatial.transform import Rotation
 
     from .baseline import solve_pnp
+    from .features import off_axis_deg
 
     paths = sorted(Path(directory).glob('*.jpg'))[:limit]
     if not paths:
@@ -459,8 +447,7 @@ def run_off_axis(directory, estimators, *, turns=OFF_AXIS_TURNS, limit=20,
             rot_err[name].append(_rotation_error_deg(b.rotation, turn @ a.rotation))
             ang_err[name].append(float(np.abs(b.angles - a.angles).mean()))
         a, b = results[first]
-        ray = np.linalg.inv(k) @ np.r_[b.landmarks[:, :2].mean(axis=0), 1.0]
-        off_deg.append(float(np.degrees(np.arccos(ray[2] / np.linalg.norm(ray)))))
+        off_deg.append(off_axis_deg(b.landmarks, k))
         rot_err['baseline_pnp'].append(_rotation_error_deg(
             solve_pnp(b.landmarks, k)[0], turn @ solve_pnp(a.landmarks, k)[0]))
     out = {'dataset': str(directory), 'images': len(paths), 'turns_deg': [list(t) for t in turns],

@@ -45,7 +45,6 @@ MediaPipe pass per image.
 """
 
 from dataclasses import dataclass, field
-import math
 import time
 
 import numpy as np
@@ -57,6 +56,7 @@ from .features import (
     line_of_sight_homography,
     map_landmarks,
     normalise_landmarks,
+    off_axis_deg,
 )
 from .geometry import (
     FACE_TO_HEAD,
@@ -213,7 +213,6 @@ class HeadPoseEstimator:
         self._extractor = extractor
         self._flip_extractor = None
         self._warp_extractor = None
-        self.min_detection_confidence = float(min_detection_confidence)
         self._extractor_args = dict(max_faces=max_faces,
                                     min_detection_confidence=min_detection_confidence,
                                     min_tracking_confidence=min_tracking_confidence,
@@ -279,7 +278,7 @@ class HeadPoseEstimator:
             from .landmarks import LandmarkExtractor
             self._warp_extractor = LandmarkExtractor(
                 max_faces=1 if self.streaming else 2, streaming=self.streaming,
-                min_detection_confidence=self.min_detection_confidence)
+                min_detection_confidence=self._extractor_args['min_detection_confidence'])
         return self._warp_extractor
 
     def warp_to_line_of_sight(self, rgb, faces, camera_matrix):
@@ -299,12 +298,10 @@ class HeadPoseEstimator:
         import cv2
 
         k = check_camera_matrix(camera_matrix)
-        ki = np.linalg.inv(k)
         out, n_warped = [], 0
         for lm in faces:
             lm = np.asarray(lm, dtype=np.float64)
-            ray = ki @ np.array([lm[:, 0].mean(), lm[:, 1].mean(), 1.0])
-            if math.degrees(math.acos(ray[2] / np.linalg.norm(ray))) < self.warp_min_deg:
+            if off_axis_deg(lm, k) < self.warp_min_deg:
                 out.append(lm)
                 continue
             hom, scale = line_of_sight_homography(lm, k)
@@ -331,6 +328,23 @@ class HeadPoseEstimator:
             n_warped += 1
         return out, n_warped
 
+    def reread_off_axis(self, rgb, faces, mirrored=None, camera_matrix=None):
+        """Apply :meth:`warp_to_line_of_sight` to ``faces`` and ``mirrored``.
+
+        ``mirrored`` are the faces of the mirrored ``rgb``, in its pixels.
+        ``camera_matrix`` defaults to the guess for an uncalibrated camera.
+        Returns ``(faces, mirrored, number re-read)``.
+        """
+        width = rgb.shape[1]
+        k = camera_matrix if camera_matrix is not None else default_camera_matrix(
+            width, rgb.shape[0], hfov_deg=UNKNOWN_CAMERA_HFOV_DEG)
+        faces, n_warped = self.warp_to_line_of_sight(rgb, faces, k)
+        if mirrored:
+            mirrored, n = self.warp_to_line_of_sight(np.ascontiguousarray(rgb[:, ::-1]),
+                                                     mirrored, mirror_camera_matrix(k, width))
+            n_warped += n
+        return faces, mirrored, n_warped
+
     def estimate(self, rgb_uint8, camera_matrix=None):
         """Return a list of :class:`FacePose`, largest face first (``[]`` if no face)."""
         rgb = as_rgb_uint8(rgb_uint8)
@@ -340,21 +354,14 @@ class HeadPoseEstimator:
         t0 = time.perf_counter()
         faces, scores = self.extractor.extract_with_scores(rgb)
         t1 = time.perf_counter()
-        mirrored = mirrored_rgb = None
+        mirrored = None
         if self.flip_average and (faces or self.streaming):
             # Streaming: the mirrored tracker sees every frame, so it keeps tracking.
-            mirrored_rgb = np.ascontiguousarray(rgb[:, ::-1])
-            mirrored = self.flip_extractor.extract(mirrored_rgb)
+            mirrored = self.extract_mirrored(rgb)
         t2 = time.perf_counter()
         n_warped = 0
         if self.perspective_warp and (faces or mirrored):
-            k = camera_matrix if camera_matrix is not None else default_camera_matrix(
-                *size, hfov_deg=UNKNOWN_CAMERA_HFOV_DEG)
-            faces, n_warped = self.warp_to_line_of_sight(rgb, faces, k)
-            if mirrored:
-                mirrored, n = self.warp_to_line_of_sight(mirrored_rgb, mirrored,
-                                                         mirror_camera_matrix(k, size[0]))
-                n_warped += n
+            faces, mirrored, n_warped = self.reread_off_axis(rgb, faces, mirrored, camera_matrix)
         t3 = time.perf_counter()
         poses = self.estimate_landmarks(faces, camera_matrix, scores=scores,
                                         image_size=size, mirrored=mirrored)

@@ -48,6 +48,20 @@ def as_landmark_batch(landmarks_px):
     return lm
 
 
+def off_axis_deg(landmarks_px, camera_matrix):
+    """Angle (degrees) between the optical axis and the ray through a face's landmarks.
+
+    ``landmarks_px`` is one ``(468, 3)`` face (only the centroid of ``x, y``
+    is used), ``camera_matrix`` the 3x3 intrinsics of its image.
+    """
+    from .geometry import angle_between_deg
+
+    lm = np.asarray(landmarks_px, dtype=np.float64)
+    centroid = np.array([lm[:, 0].mean(), lm[:, 1].mean(), 1.0])
+    ray = np.linalg.solve(np.asarray(camera_matrix, dtype=np.float64), centroid)
+    return float(angle_between_deg(ray, (0.0, 0.0, 1.0)))
+
+
 def line_of_sight_homography(landmarks_px, camera_matrix):
     """Return ``(H (N, 3, 3), scale (N,))`` of :func:`centre_on_line_of_sight`.
 
