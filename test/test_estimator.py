@@ -11,6 +11,7 @@ from nlml_hpe.geometry import (
     face_frame_in_optical,
     line_of_sight_rotation,
     optical_face_quaternion_to_euler,
+    rotation_angle_deg,
     viewer_to_optical,
 )
 from nlml_hpe.model import (
@@ -43,10 +44,6 @@ def _project_canonical(rot_optical, t, k):
     cam = canonical_face_m() @ rot_optical.T + t
     uv = cam[:, :2] / cam[:, 2:] * k[0, 0] + k[:2, 2]
     return np.column_stack([uv, (cam[:, 2] - t[2]) * k[0, 0] / t[2]])
-
-
-def _rotation_error_deg(a, b):
-    return float(np.degrees(np.arccos(np.clip((np.trace(a.T @ b) - 1) / 2, -1, 1))))
 
 
 class CountingModel:
@@ -214,9 +211,9 @@ def test_camera_frame_pose_adds_the_line_of_sight():
         true = line_of_sight_rotation(t) @ r_los
         lm = _project_canonical(true, t, k)
         rot, pos = camera_frame_pose(lm, r_los, k)
-        assert _rotation_error_deg(rot, true) < 0.15
+        assert rotation_angle_deg(rot, true) < 0.15
         assert np.linalg.norm(pos - t) < 0.01 * z  # a few mm at 0.5-3 m
-        assert _rotation_error_deg(r_los, true) > 1.0  # the turn of the ray does matter
+        assert rotation_angle_deg(r_los, true) > 1.0  # the turn of the ray does matter
 
 
 def test_apparent_model_rotation_follows_the_line_of_sight():
@@ -232,14 +229,14 @@ def test_apparent_model_rotation_follows_the_line_of_sight():
     # model's angles are wrong, so that position is a little off t).
     r_los = viewer_to_optical(euler_to_matrix(*with_k.angles))
     assert np.linalg.norm(with_k.position - t) < 0.1
-    assert _rotation_error_deg(with_k.rotation,
+    assert rotation_angle_deg(with_k.rotation,
                                line_of_sight_rotation(with_k.position) @ r_los) < 0.05
-    assert _rotation_error_deg(with_k.rotation, r_los) > 10.0
+    assert rotation_angle_deg(with_k.rotation, r_los) > 10.0
     _check_pose_consistency(with_k, 'apparent')
     # Without intrinsics: the guessed camera's ray through the same pixel.
     k_guess = default_camera_matrix(640, 480, hfov_deg=UNKNOWN_CAMERA_HFOV_DEG)
     ray = np.linalg.solve(k_guess, k @ with_k.position)
-    assert _rotation_error_deg(guessed.rotation, line_of_sight_rotation(ray) @ r_los) < 0.5
+    assert rotation_angle_deg(guessed.rotation, line_of_sight_rotation(ray) @ r_los) < 0.5
     assert guessed.position is None
     # Neither intrinsics nor image size: no ray to add, no centring.
     np.testing.assert_allclose(bare.rotation, viewer_to_optical(euler_to_matrix(*bare.angles)),
@@ -431,9 +428,9 @@ def test_shipped_model_follows_a_face_off_the_optical_axis(aflw_dir):
         b = est.estimate(turned, camera_matrix=k)[0]
     assert abs(b.box[0] + b.box[2] - 960) / 2 > 250  # the face moved well off-centre
     assert np.all(np.abs(b.angles - a.angles) < 4.5), (a.angles, b.angles)
-    plain_err = _rotation_error_deg(b.rotation, turn @ a.rotation)
+    plain_err = rotation_angle_deg(b.rotation, turn @ a.rotation)
     assert plain_err < 5.0
-    assert _rotation_error_deg(b.rotation, a.rotation) > 25.0
+    assert rotation_angle_deg(b.rotation, a.rotation) > 25.0
 
     # Re-read from a view turned onto the face (the default), the
     # perspective stretch no longer reaches MediaPipe: most of the error is gone.
@@ -444,7 +441,7 @@ def test_shipped_model_follows_a_face_off_the_optical_axis(aflw_dir):
         wb = est.estimate(turned, camera_matrix=k)[0]
         assert est.last_timings['warped'] == 2  # the face and its mirrored twin
     np.testing.assert_array_equal(wa.angles, a.angles)
-    warp_err = _rotation_error_deg(wb.rotation, turn @ wa.rotation)
+    warp_err = rotation_angle_deg(wb.rotation, turn @ wa.rotation)
     assert warp_err < 3.0 and warp_err < plain_err - 0.5, (warp_err, plain_err)
     assert np.all(np.abs(wb.angles - wa.angles) < 3.0), (wa.angles, wb.angles)
     # The re-read landmarks are in the turned image's pixels, where the face is.
@@ -469,7 +466,7 @@ def test_perspective_warp_when_streaming(aflw_dir):
             for _ in range(4):
                 pose = est.estimate(turned, camera_matrix=k)[0]
                 assert est.last_timings['warped'] == int(warp)
-                errs[warp].append(_rotation_error_deg(pose.rotation, ref))
+                errs[warp].append(rotation_angle_deg(pose.rotation, ref))
     assert max(errs[True]) < 3.5 and np.mean(errs[True]) < np.mean(errs[False]) - 1.0, errs
 
 

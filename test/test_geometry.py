@@ -86,6 +86,16 @@ def test_gaze_offset():
     assert g.gaze_offset_deg(face, [1.0, 0, 1.0]) == pytest.approx(45.0)
 
 
+def test_rotation_angle_deg_is_the_angle_of_a_b_transposed():
+    from scipy.spatial.transform import Rotation
+
+    a, b = Rotation.random(200, random_state=4), Rotation.random(200, random_state=5)
+    ref = np.degrees((a * b.inv()).magnitude())
+    np.testing.assert_allclose(g.rotation_angle_deg(a.as_matrix(), b.as_matrix()), ref,
+                               atol=1e-5)
+    assert g.rotation_angle_deg(np.eye(3), np.eye(3)) == 0.0
+
+
 def test_rotation_between_turns_a_onto_b():
     rng = np.random.default_rng(4)
     a, b = rng.normal(size=(200, 3)), rng.normal(size=(200, 3))
@@ -95,7 +105,7 @@ def test_rotation_between_turns_a_onto_b():
         a, axis=1, keepdims=True)), unit, atol=1e-12)
     np.testing.assert_allclose(np.linalg.det(rot), 1.0, atol=1e-12)
     # Smallest rotation: its angle is the angle between a and b, and it fixes a x b.
-    angle = np.degrees(np.arccos(np.clip((np.trace(rot, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+    angle = g.rotation_angle_deg(rot, np.eye(3))
     np.testing.assert_allclose(angle, g.angle_between_deg(a, b), atol=1e-6)
     axis = np.cross(a, b)
     np.testing.assert_allclose(np.einsum('nij,nj->ni', rot, axis), axis, atol=1e-9)

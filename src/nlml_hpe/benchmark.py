@@ -391,11 +391,6 @@ def turned_camera_view(rgb, k, rot, size):
 OFF_AXIS_TURNS = ((15.0, 0.0), (0.0, 15.0), (-15.0, -8.0), (28.0, -12.0))
 
 
-def _rotation_error_deg(a, b):
-    cos = (np.trace(a @ b.T) - 1.0) / 2.0
-    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
-
-
 def run_off_axis(directory, estimators, *, turns=OFF_AXIS_TURNS, limit=20,
                  size=(960, 720), focal=600.0, progress=False):
     """Pose consistency of faces moved off the optical axis by a turned camera.
@@ -415,6 +410,7 @@ def run_off_axis(directory, estimators, *, turns=OFF_AXIS_TURNS, limit=20,
 
     from .baseline import solve_pnp
     from .features import off_axis_deg
+    from .geometry import rotation_angle_deg
 
     paths = sorted(Path(directory).glob('*.jpg'))[:limit]
     if not paths:
@@ -444,12 +440,12 @@ def run_off_axis(directory, estimators, *, turns=OFF_AXIS_TURNS, limit=20,
             continue
         pairs += 1
         for name, (a, b) in results.items():
-            rot_err[name].append(_rotation_error_deg(b.rotation, turn @ a.rotation))
+            rot_err[name].append(float(rotation_angle_deg(b.rotation, turn @ a.rotation)))
             ang_err[name].append(float(np.abs(b.angles - a.angles).mean()))
         a, b = results[first]
         off_deg.append(off_axis_deg(b.landmarks, k))
-        rot_err['baseline_pnp'].append(_rotation_error_deg(
-            solve_pnp(b.landmarks, k)[0], turn @ solve_pnp(a.landmarks, k)[0]))
+        rot_err['baseline_pnp'].append(float(rotation_angle_deg(
+            solve_pnp(b.landmarks, k)[0], turn @ solve_pnp(a.landmarks, k)[0])))
     out = {'dataset': str(directory), 'images': len(paths), 'turns_deg': [list(t) for t in turns],
            'pairs': pairs, 'canvas': list(size), 'focal_px': focal,
            'off_axis_deg_mean': float(np.mean(off_deg)) if off_deg else None,

@@ -202,6 +202,15 @@ def angle_between_deg(u, v):
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
+def rotation_angle_deg(a, b):
+    """Angle in degrees of the rotation between rotation matrices ``a`` and ``b`` (``a b^T``).
+
+    ``a`` and ``b`` are ``(..., 3, 3)`` and broadcast; returns ``(...)``.
+    """
+    cos = (np.einsum('...ij,...ij->...', np.asarray(a, float), np.asarray(b, float)) - 1.0) / 2.0
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
 def gaze_offset_deg(rot_optical_face, position_optical):
     """Angle between the face's forward axis and the ray from the head to the camera.
 
