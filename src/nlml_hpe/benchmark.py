@@ -372,10 +372,10 @@ def turned_camera_view(rgb, k, rot, size):
     """Return ``(centred, turned)`` views of ``rgb`` pasted at a ``size`` canvas's centre.
 
     ``turned`` is what a camera of intrinsics ``k`` sees of the canvas after
-    turning by ``rot``.  ``rot`` is a rotation of the optical frame.  A pure camera rotation is the
-    homography ``K R K^-1``: what the scene looks like along each line of sight
-    does not change, only where it lands in the image, so the head's pose in
-    the camera frame turns by exactly ``rot``.
+    turning by ``rot``, a rotation of the optical frame.  A pure camera rotation
+    is the homography ``K R K^-1``: what the scene looks like along each line of
+    sight does not change, only where it lands in the image, so the head's pose
+    in the camera frame turns by exactly ``rot``.
     """
     import cv2
 

@@ -234,6 +234,7 @@ def cmd_benchmark_off_axis(args):
     """Pose consistency of faces moved off the optical axis, with and without re-reading."""
     from .benchmark import OFF_AXIS_TURNS, format_off_axis, run_off_axis
     from .estimator import HeadPoseEstimator
+    from .model import ModelFileError, default_model_dir, load_model
 
     turns = OFF_AXIS_TURNS
     if args.turns:
@@ -244,12 +245,14 @@ def cmd_benchmark_off_axis(args):
         if not turns or any(len(t) != 2 for t in turns):
             raise SystemExit('nlml-hpe benchmark offaxis: --turns takes YAW,PITCH pairs '
                              '(degrees), e.g. --turns 15,0 -20,10')
+    try:
+        model = load_model(default_model_dir() if args.model is None else args.model)
+    except ModelFileError as exc:
+        raise SystemExit(f'nlml-hpe benchmark offaxis: {exc}') from exc
     flip = not args.no_flip
-    estimators = {
-        'nlml_hpe': HeadPoseEstimator.from_pretrained(args.model, perspective_warp=True,
-                                                      flip_average=flip),
-        'nlml_hpe_no_warp': HeadPoseEstimator.from_pretrained(args.model, flip_average=flip,
-                                                              perspective_warp=False)}
+    estimators = {  # one model, read once: with and without re-reading
+        'nlml_hpe': HeadPoseEstimator(model, flip_average=flip, perspective_warp=True),
+        'nlml_hpe_no_warp': HeadPoseEstimator(model, flip_average=flip, perspective_warp=False)}
     try:
         result = run_off_axis(args.directory, estimators, turns=turns, limit=args.limit,
                               progress=not args.json)
@@ -330,8 +333,9 @@ def build_parser():
                        'AFLW2000 dev image from the shared data)')
     speed.add_argument('--model', metavar='PATH')
     speed.add_argument('--max-faces', type=int, default=5,
-                       help='faces MediaPipe tracks (default 5, as the node); while fewer are '
-                            'tracked its face detector runs on every frame')
+                       help='faces MediaPipe tracks at most (default 5, as the node); the '
+                            'tracker is built for the faces in view and looks for new ones '
+                            'every 10 frames')
     speed.add_argument('--json', action='store_true')
     speed.set_defaults(func=cmd_benchmark_speed)
     off = bsub.add_parser('offaxis', help='pose consistency of faces moved off the optical '

@@ -153,8 +153,7 @@ PARAMETERS = {
                        {'read_only': True}),
 }
 _RELOAD = {'model_path', 'max_faces', 'min_detection_confidence', 'detection_interval',
-           'flip_average',
-           'rigid_fusion', 'perspective_warp', 'perspective_warp_min_deg'}
+           'flip_average', 'rigid_fusion', 'perspective_warp', 'perspective_warp_min_deg'}
 _SMOOTH = {'smoothing_min_cutoff', 'smoothing_beta', 'smoothing_d_cutoff', 'smoothing'}
 
 

@@ -322,7 +322,8 @@ def main(argv=None):
                         help='run the node with flip_average:=true')
     parser.add_argument('--max-faces', type=int, default=1,
                         help="the node's max_faces (default 1; the node's own default is 5, "
-                             "with which MediaPipe's detector runs on every frame)")
+                             'with which MediaPipe looks for new faces every '
+                             'detection_interval frames)')
     parser.add_argument('--off-axis', action='store_true',
                         help='publish the face about 20 deg off the optical axis (re-read)')
     parser.add_argument('--no-warp', action='store_true',
