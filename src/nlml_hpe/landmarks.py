@@ -1,69 +1,232 @@
-"""MediaPipe Face Mesh wrapper: RGB image -> 468 landmarks per face, in pixel-like units."""
+"""Face landmarks: RGB image -> 468 Face Mesh landmarks per face, in pixel-like units.
 
+The project runs MediaPipe's face models itself (:mod:`nlml_hpe.tflite`,
+LiteRT) and does the graph's work in numpy/OpenCV:
+
+1. **Find faces** with a BlazeFace detector (:mod:`nlml_hpe.detection`): by
+   default the full-range model over the whole frame and over tiles, so faces
+   down to ``min_face_px`` are found in frames up to 1920x1080.
+2. **Region of interest** (:class:`Roi`): a square around the face, 1.5 times
+   its box, turned so the eyes are level -- from the detector's box and eye
+   keypoints, or (tracking) from the previous frame's landmarks (33 -> 263),
+   exactly as MediaPipe's ``FaceDetectionFrontDetectionToRoi`` and
+   ``FaceLandmarkLandmarksToRoi`` do.
+3. **Read** every face of the frame in one batch through the landmark model: an
+   affine crop of the ROI to 192x192 (upscaled for small faces), 468 x, y, z
+   and a face-presence score; faces under ``min_tracking_confidence`` are
+   dropped.
+4. **Project back** into the image in the convention the model was trained on:
+   ``x, y`` in pixels, ``z`` in the same pixel scale as ``x`` (MediaPipe's
+   normalised ``x*W, y*H, z*W``).
+
+Streaming, each face's ROI comes from its landmarks of the previous frame, so
+the detector runs only to look for new faces: every ``detection_interval``
+frames one region of the detection plan (whole frame and tiles, in turn) while
+faces are tracked, one region every frame while none is.  A face, once found,
+is tracked at any size the landmark model still reads.
+
+:meth:`LandmarkExtractor.read` reads faces through any image-to-crop
+transform: the estimator uses it for mirrored crops (flip averaging) and for
+crops turned onto the line of sight (re-reading off-axis faces), each one more
+face in the same batch rather than another graph.
+
+``detector='short', min_face_px=None`` reproduces the legacy
+``mediapipe.solutions.face_mesh`` graph (short-range detector on the whole
+frame); ``test/test_landmarks_oracle.py`` checks that both give the same
+landmarks.
+"""
+
+from dataclasses import dataclass
+import math
+
+import cv2
 import numpy as np
 
-from .features import N_LANDMARKS, to_pixel_coords
+from .detection import FaceDetector, detection_regions, iou_matrix
+from .features import (
+    LEFT_EYE_OUTER,
+    N_LANDMARKS,
+    RIGHT_EYE_OUTER,
+    line_of_sight_homography,
+    map_landmarks,
+    off_axis_deg,
+)
 from .images import as_rgb_uint8
+from .position import UNKNOWN_CAMERA_HFOV_DEG, check_camera_matrix, default_camera_matrix
+from .tflite import DEFAULT_NUM_THREADS, LANDMARK_MODEL, TFLiteModel, model_path
 
-# Wire format of one NormalizedLandmark with x, y, z set (and no visibility or
-# presence): field-1 tag, length 15, then tag + little-endian float32 for x, y, z.
-_RECORD = 17
-_TAGS = {0: 0x0A, 1: 15, 2: 0x0D, 7: 0x15, 12: 0x1D}
-_FLOAT_BYTES = np.r_[3:7, 8:12, 13:17]
-
-
-def landmark_list_to_array(landmark_list):
-    """Convert a MediaPipe ``NormalizedLandmarkList`` to an ``(n, 3)`` float64 array.
-
-    Fast path: decode the serialized protobuf with numpy (~20x faster than
-    reading 468 messages attribute by attribute); any other layout falls back to
-    the attribute loop, so the result is always exact.
-    """
-    raw = landmark_list.SerializeToString()
-    if raw and len(raw) % _RECORD == 0:
-        buf = np.frombuffer(raw, dtype=np.uint8).reshape(-1, _RECORD)
-        if all(np.all(buf[:, col] == val) for col, val in _TAGS.items()):
-            floats = np.ascontiguousarray(buf[:, _FLOAT_BYTES]).view('<f4')
-            return floats.astype(np.float64)
-    return np.array([(p.x, p.y, p.z) for p in landmark_list.landmark],
-                    dtype=np.float64).reshape(-1, 3)
-
-
-#: Streaming: frames between two searches for new faces while fewer than
-#: ``max_faces`` are tracked (see :class:`LandmarkExtractor`).
+#: Streaming: frames between two looks for new faces while faces are tracked.
 DEFAULT_DETECTION_INTERVAL = 10
+#: Smallest face (pixels, about the width of the face) the detection plan finds.
+DEFAULT_MIN_FACE_PX = 24.0
+#: Side of the landmark model's square input.
+CROP_PX = 192
+#: ROI side in face-box sizes (MediaPipe's ``RectTransformationCalculator``).
+ROI_SCALE = 1.5
+#: Two faces whose landmark boxes overlap more than this are one face.
+SAME_FACE_IOU = 0.5
+
+
+def _normalize_radians(a):
+    return a - 2.0 * math.pi * math.floor((a + math.pi) / (2.0 * math.pi))
+
+
+@dataclass(frozen=True)
+class Roi:
+    """A square region of interest in image pixels, turned by ``angle`` (radians)."""
+
+    cx: float
+    cy: float
+    side: float
+    angle: float
+
+    @classmethod
+    def from_box(cls, box, p0, p1):
+        """ROI of box ``(x0, y0, x1, y1)``, turned so ``p0 -> p1`` is horizontal."""
+        x0, y0, x1, y1 = (float(v) for v in box)
+        angle = _normalize_radians(-math.atan2(-(float(p1[1]) - float(p0[1])),
+                                               float(p1[0]) - float(p0[0])))
+        side = max(x1 - x0, y1 - y0) * ROI_SCALE
+        return cls((x0 + x1) / 2.0, (y0 + y1) / 2.0, side, angle)
+
+    @classmethod
+    def from_detection(cls, box, keypoints):
+        """ROI of a detection: its box, turned by its eye keypoints (0 -> 1)."""
+        return cls.from_box(box, keypoints[0], keypoints[1])
+
+    @classmethod
+    def from_landmarks(cls, landmarks_px):
+        """ROI of 468 landmarks: their box, turned by the outer eye corners (33 -> 263)."""
+        lm = np.asarray(landmarks_px)
+        box = (lm[:, 0].min(), lm[:, 1].min(), lm[:, 0].max(), lm[:, 1].max())
+        return cls.from_box(box, lm[RIGHT_EYE_OUTER], lm[LEFT_EYE_OUTER])
+
+    def box(self):
+        """Axis-aligned ``(x0, y0, x1, y1)`` of the unturned square."""
+        h = self.side / 2.0
+        return (self.cx - h, self.cy - h, self.cx + h, self.cy + h)
+
+    def transform(self, mirror=False):
+        """``3x3`` affine from image pixels to the 192-px crop (mirrored: x flipped)."""
+        k = CROP_PX / max(self.side, 1e-9)
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        half = CROP_PX / 2.0
+        m = np.array([[k * c, k * s, half - k * (c * self.cx + s * self.cy)],
+                      [-k * s, k * c, half - k * (-s * self.cx + c * self.cy)],
+                      [0.0, 0.0, 1.0]])
+        if mirror:
+            m = np.array([[-1.0, 0.0, CROP_PX], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ m
+        return m
+
+
+def crop_scale(transform):
+    """Local scale (crop pixels per image pixel) of an image-to-crop transform."""
+    m = np.asarray(transform, dtype=np.float64)
+    return math.sqrt(abs(m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]))
+
+
+class LandmarkModel:
+    """MediaPipe's face landmark model: 192x192 crops -> 468 x, y, z + presence."""
+
+    def __init__(self, num_threads=DEFAULT_NUM_THREADS):
+        self._model = TFLiteModel(model_path(LANDMARK_MODEL), (CROP_PX, CROP_PX, 3),
+                                  [(1, 1, 3 * N_LANDMARKS), (1, 1, 1)],
+                                  num_threads=num_threads)
+
+    def crops(self, rgb, transforms):
+        """Return the model's inputs ``(N, 192, 192, 3)`` float32 in ``[0, 1]``."""
+        out = np.empty((len(transforms), CROP_PX, CROP_PX, 3), np.float32)
+        for i, m in enumerate(transforms):
+            m = np.asarray(m, dtype=np.float64)
+            if np.allclose(m[2], (0.0, 0.0, 1.0)):
+                crop = cv2.warpAffine(rgb, m[:2], (CROP_PX, CROP_PX), flags=cv2.INTER_LINEAR,
+                                      borderMode=cv2.BORDER_REPLICATE)
+            else:
+                crop = cv2.warpPerspective(rgb, m, (CROP_PX, CROP_PX), flags=cv2.INTER_LINEAR,
+                                           borderMode=cv2.BORDER_REPLICATE)
+            np.multiply(crop, 1.0 / 255.0, out=out[i], casting='unsafe')
+        return out
+
+    def read(self, rgb, transforms):
+        """Landmarks ``(N, 468, 3)`` in crop pixels and presence scores ``(N,)``."""
+        if not len(transforms):
+            return np.zeros((0, N_LANDMARKS, 3)), np.zeros(0)
+        raw, flag = self._model.run(self.crops(rgb, transforms))
+        lm = raw.reshape(len(transforms), N_LANDMARKS, 3).astype(np.float64)
+        score = 1.0 / (1.0 + np.exp(-np.clip(flag.reshape(-1).astype(np.float64), -100, 100)))
+        return lm, score
+
+
+def from_crop(landmarks_crop, transforms):
+    """Map crop-pixel landmarks ``(N, 468, 3)`` back into the image (z by the local scale)."""
+    if not len(transforms):
+        return np.zeros((0, N_LANDMARKS, 3))
+    inv = np.linalg.inv(np.asarray(transforms, dtype=np.float64))
+    scale = np.array([1.0 / crop_scale(m) for m in transforms])
+    return map_landmarks(landmarks_crop, inv, scale)
+
+
+_FLIP = np.array([[-1.0, 0.0, CROP_PX], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one face is read: image-to-crop transform, its z scale, line-of-sight or not."""
+
+    transform: np.ndarray
+    z_scale: float
+    reread: bool
+
+
+@dataclass
+class FrameReading:
+    """The faces of one frame (:meth:`LandmarkExtractor.read_frame`), largest first.
+
+    ``faces``: ``(468, 3)`` landmarks in image pixels; ``scores``: face
+    presence; ``mirrored``: per face, its landmarks read from the mirrored crop
+    in the mirrored image's pixels (``None`` without ``mirror``); ``reread``:
+    per face, whether it was read through a line-of-sight crop.
+    """
+
+    faces: list
+    scores: list
+    mirrored: list
+    reread: list
+    detector_runs: int = 0
+    tracked: int = 0
+
+
+def _same_face(a, b):
+    return iou_matrix(landmark_boxes(a), landmark_boxes(b))[0, 0] > SAME_FACE_IOU
+
+
+def landmark_boxes(landmarks):
+    """Boxes ``(N, 4)`` of landmark sets ``(N, 468, 3)``."""
+    lm = np.asarray(landmarks).reshape(-1, N_LANDMARKS, 3)
+    return np.concatenate([lm[:, :, :2].min(axis=1), lm[:, :, :2].max(axis=1)], axis=1)
 
 
 class LandmarkExtractor:
-    """Detect faces and their 468 Face Mesh landmarks (``refine_landmarks=False``).
+    """Detect faces and read their 468 landmarks; optionally track them over frames.
 
-    ``streaming=False`` runs detection on every image (``static_image_mode=True``);
-    ``streaming=True`` lets MediaPipe track the landmarks from frame to frame
-    (``static_image_mode=False``), which is much faster on video but assumes the
-    frames form one sequence.
+    ``streaming=False`` detects in every image (all regions of the detection
+    plan); ``streaming=True`` tracks each face from its previous landmarks and
+    spreads the search for new ones over frames (see the module docstring):
+    at most one detector run per frame.  ``detector`` is ``'full'`` (default;
+    MediaPipe's full-range model) or ``'short'`` (the legacy graph's).
+    ``min_face_px``: the detection plan tiles the frame so faces this small are
+    found (``None``: whole frame only).  ``min_detection_confidence`` is the
+    detector's score threshold, ``min_tracking_confidence`` the landmark
+    model's face-presence threshold.  ``num_threads``: CPU threads of each
+    model.
 
-    Streaming with ``max_faces`` > 1: MediaPipe's tracking graph runs its face
-    detector on *every* frame while it tracks fewer faces than it was built
-    for (about 1.2 ms a frame here).  So the tracker is built for as many faces
-    as it currently tracks (at least one; rebuilt, a few ms, when that number
-    changes), and every ``detection_interval`` frames MediaPipe's face detector
-    (the same short-range model) looks for faces the tracker does not follow;
-    when it sees some, the tracker is rebuilt for them too, up to
-    ``max_faces``.  A face that appears is tracked within
-    ``detection_interval`` + 1 frames.  ``detection_interval=1`` looks on every
-    frame.
-
-    MediaPipe's Face Mesh solution reports no per-face confidence, so
-    :meth:`extract_with_scores` returns as score the fraction of the 468
-    landmarks that lie inside the image: 1.0 for a fully visible face, lower for
-    faces cut by the image border.  It is a visibility measure, not a
-    detection probability (every returned face already passed MediaPipe's
-    ``min_detection_confidence``).
+    :meth:`extract_with_scores` returns the face-presence score of each face.
     """
 
     def __init__(self, max_faces=5, min_detection_confidence=0.5,
                  min_tracking_confidence=0.5, streaming=False,
-                 detection_interval=DEFAULT_DETECTION_INTERVAL):
+                 detection_interval=DEFAULT_DETECTION_INTERVAL, detector='full',
+                 min_face_px=DEFAULT_MIN_FACE_PX, num_threads=DEFAULT_NUM_THREADS):
         if int(max_faces) < 1:
             raise ValueError(f'max_faces must be >= 1, got {max_faces}')
         for name, val in (('min_detection_confidence', min_detection_confidence),
@@ -72,129 +235,237 @@ class LandmarkExtractor:
                 raise ValueError(f'{name} must be in [0, 1], got {val}')
         if int(detection_interval) < 1:
             raise ValueError(f'detection_interval must be >= 1, got {detection_interval}')
+        if min_face_px is not None and not float(min_face_px) >= 8.0:
+            raise ValueError(f'min_face_px must be >= 8 or None, got {min_face_px}')
         self.max_faces = int(max_faces)
         self.streaming = bool(streaming)
         self.detection_interval = int(detection_interval)
-        self._conf = (float(min_detection_confidence), float(min_tracking_confidence))
-        self._detector = None
-        self._since_search = 0
-        #: Faces the tracking graph is built for (streaming; ``max_faces`` otherwise).
-        self.capacity = self.max_faces
-        self._mesh = self._new_mesh(self.capacity, static=not self.streaming)
-        # SolutionBase.process() builds a new namedtuple class on every call (about
-        # 0.15 ms a frame); the same graph calls, made directly, skip that.
-        self._direct = all(hasattr(self._mesh, a) for a in (
-            '_graph', '_graph_outputs', '_input_stream_type_info', '_output_stream_type_info',
-            '_make_packet', '_get_packet_content', '_simulated_timestamp')) and len(
-            self._mesh._input_stream_type_info or ()) == 1
+        self.min_tracking_confidence = float(min_tracking_confidence)
+        self.min_face_px = None if min_face_px is None else float(min_face_px)
+        self.detector = FaceDetector(detector, min_detection_confidence, num_threads)
+        self.model = LandmarkModel(num_threads)
+        self._regions = {}
+        self._tracked = []  # streaming: ROIs of the faces found in the previous frame
+        self._frame = 0
+        self._next_region = 0
+        self._closed = False
+        #: Per-call counts of the latest :meth:`extract_with_scores`.
+        self.last_stats = {}
 
-    def _new_mesh(self, n_faces, static):
-        from mediapipe.python.solutions import face_mesh
+    # -- detection plan ---------------------------------------------------
+    def regions(self, width, height):
+        """Return the detection plan of a ``width x height`` frame (:func:`detection_regions`)."""
+        key = (int(width), int(height))
+        if key not in self._regions:
+            if self.min_face_px is None:
+                plan = [(0.0, 0.0, float(width), float(height))]
+            else:
+                plan = detection_regions(width, height, self.detector.kind, self.min_face_px)
+                # The whole frame comes back between tiles: large faces are found soonest.
+                whole, tiles = plan[0], plan[1:]
+                plan = [whole] + [r for t in tiles for r in (t, whole)][:-1] if tiles else plan
+            self._regions[key] = plan
+        return self._regions[key]
 
-        return face_mesh.FaceMesh(static_image_mode=static, max_num_faces=n_faces,
-                                  refine_landmarks=False,
-                                  min_detection_confidence=self._conf[0],
-                                  min_tracking_confidence=self._conf[1])
+    def detect(self, rgb, regions=None):
+        """Detector ROIs (highest score first) in ``regions`` (default: the whole plan)."""
+        h, w = rgb.shape[:2]
+        if regions is None:
+            regions = list(dict.fromkeys(self.regions(w, h)))
+        dets = self.detector.detect_regions(rgb, regions)
+        return [Roi.from_detection(dets.boxes[i], dets.keypoints[i]) for i in range(len(dets))]
+
+    # -- reading ----------------------------------------------------------
+    def read(self, rgb, transforms):
+        """Read faces through image-to-crop ``transforms`` ``(3, 3)`` each.
+
+        Returns landmarks ``(N, 468, 3)`` in ``rgb``'s pixels (for a mirroring
+        transform: positions in ``rgb``, landmark order of the mirrored face)
+        and the face-presence scores ``(N,)``, without any threshold.
+        """
+        rgb = as_rgb_uint8(rgb)
+        crop_lm, scores = self.model.read(rgb, transforms)
+        return from_crop(crop_lm, transforms), scores
+
 
     def extract(self, rgb):
         """Return a list of ``(468, 3)`` float64 landmark arrays (``x*W, y*H, z*W``)."""
-        return self.extract_with_scores(rgb)[0]
+        return self.read_frame(rgb).faces
 
     def extract_with_scores(self, rgb):
-        """Return ``(landmarks list, scores list)``; see the class docstring for the score."""
-        if self._mesh is None:
+        """Return ``(landmarks list, face-presence scores list)``, largest face first."""
+        reading = self.read_frame(rgb)
+        return reading.faces, reading.scores
+
+    def read_frame(self, rgb, *, mirror=False, camera_matrix=None, line_of_sight_deg=None):
+        """Find and read the faces of one frame: a :class:`FrameReading`.
+
+        ``mirror``: also read each face's mirrored crop (flip averaging); the
+        mirrored landmarks are in the mirrored image's pixels.
+        ``line_of_sight_deg``: faces at least this far off the optical axis of
+        ``camera_matrix`` (default: the guess for an uncalibrated camera) are
+        read from a crop of the view of a camera turned onto them (see
+        :func:`~nlml_hpe.features.line_of_sight_homography`); their landmarks
+        are mapped back into the image.  Streaming, a tracked face goes
+        straight to that crop (its previous landmarks place it), so re-reading
+        costs nothing extra; a new face is read once more.
+        """
+        if self._closed:
             raise RuntimeError('LandmarkExtractor is closed')
         rgb = as_rgb_uint8(rgb)
         h, w = rgb.shape[:2]
-        faces, scores = [], []
-        for face in self._run(rgb) or ():
-            pts = landmark_list_to_array(face)
-            if pts.shape != (N_LANDMARKS, 3):
-                continue
-            inside = np.mean((pts[:, 0] >= 0) & (pts[:, 0] <= 1) &
-                             (pts[:, 1] >= 0) & (pts[:, 1] <= 1))
-            faces.append(to_pixel_coords(pts, w, h))
-            scores.append(float(inside))
-        return faces, scores
+        k = None
+        if line_of_sight_deg is not None:
+            k = (check_camera_matrix(camera_matrix) if camera_matrix is not None else
+                 default_camera_matrix(w, h, hfov_deg=UNKNOWN_CAMERA_HFOV_DEG))
+        detector_runs = 0
+        tracked, fresh = [], []
+        if not self.streaming:
+            fresh = self.detect(rgb)[:self.max_faces]
+            detector_runs = len(set(self.regions(w, h)))
+        else:
+            tracked = [self._plan(lm, k, line_of_sight_deg) for lm in self._tracked]
+            region = self._region_due(w, h)
+            if region is not None:
+                detector_runs = 1
+                fresh = self._new_faces(self.detect(rgb, [region]),
+                                        [Roi.from_landmarks(lm) for lm in self._tracked])
+                fresh = fresh[:self.max_faces - len(tracked)]
+        # Pass 1: tracked faces through their planned crops (and mirrored), new ones directly.
+        plans = tracked + [_Plan(r.transform(), None, False) for r in fresh]
+        mirror_first = [mirror] * len(tracked) + [False] * len(fresh)
+        faces, scores, mirrored, reread = self._read_plans(rgb, plans, mirror_first)
+        # Pass 2: new faces read once more, turned onto their line of sight and/or mirrored.
+        redo = [i for i in range(len(tracked), len(plans)) if faces[i] is not None]
+        if redo and (mirror or k is not None):
+            plans2 = [self._plan(faces[i], k, line_of_sight_deg) for i in redo]
+            want = [p.reread or mirror for p in plans2]
+            sel = [i for i, wnt in zip(redo, want) if wnt]
+            plans2 = [p for p, wnt in zip(plans2, want) if wnt]
+            f2, s2, m2, r2 = self._read_plans(rgb, plans2, [mirror] * len(plans2),
+                                              direct=[p.reread for p in plans2])
+            for j, i in enumerate(sel):
+                if plans2[j].reread and f2[j] is not None and _same_face(f2[j], faces[i]):
+                    faces[i], scores[i], reread[i] = f2[j], s2[j], True
+                if mirror:
+                    mirrored[i] = m2[j]
+        keep = self._keep(faces, scores)
+        out = FrameReading([faces[i] for i in keep], [float(scores[i]) for i in keep],
+                           [mirrored[i] for i in keep] if mirror else None,
+                           [bool(reread[i]) for i in keep], detector_runs, len(tracked))
+        if self.streaming:
+            self._tracked = list(out.faces)
+            self._frame += 1
+        self.last_stats = {'detector_runs': detector_runs, 'tracked': len(tracked),
+                           'reread': sum(out.reread)}
+        return out
 
-    def _run(self, rgb):
-        """Landmark lists of one image; streaming, adapts the tracker's capacity."""
-        tracked = self._landmark_lists(self._mesh, rgb) or []
-        if not self.streaming or self.max_faces == 1:
-            return tracked
-        self._since_search += 1
-        if max(len(tracked), 1) < self.capacity:  # faces left: track only the others
-            self._rebuild(max(len(tracked), 1))
-        elif (len(tracked) == self.capacity < self.max_faces
-              and self._since_search >= self.detection_interval):
-            # The tracker is full, so its own detector is off: look for new faces.
-            self._since_search = 0
-            new = self._count_new_faces(rgb, tracked)
-            if new:  # the rebuilt tracker detects them all on the next frame
-                self._rebuild(min(self.max_faces, len(tracked) + new))
-        return tracked
+    @staticmethod
+    def _plan(landmarks, k, min_deg):
+        """Return the crop a face is read through, from landmarks that place it."""
+        lm = np.asarray(landmarks, dtype=np.float64)
+        if k is None or min_deg is None or off_axis_deg(lm, k) < min_deg:
+            return _Plan(Roi.from_landmarks(lm).transform(), None, False)
+        hom, scale = line_of_sight_homography(lm, k)
+        view = map_landmarks(lm, hom, scale)[0]
+        roi_m = Roi.from_landmarks(view).transform()
+        return _Plan(roi_m @ hom[0], crop_scale(roi_m) * float(scale[0]), True)
 
-    def _count_new_faces(self, rgb, tracked):
-        """Faces MediaPipe's detector finds whose centre is in no tracked face's box."""
-        if self._detector is None:
-            from mediapipe.python.solutions import face_detection
-            self._detector = face_detection.FaceDetection(
-                model_selection=0, min_detection_confidence=self._conf[0])
-        boxes = []
-        for face in tracked:
-            pts = landmark_list_to_array(face)
-            boxes.append((*pts[:, :2].min(axis=0), *pts[:, :2].max(axis=0)))
-        new = 0
-        for det in self._detector.process(rgb).detections or ():
-            box = det.location_data.relative_bounding_box
-            cx, cy = box.xmin + box.width / 2, box.ymin + box.height / 2
-            new += not any(x0 <= cx <= x1 and y0 <= cy <= y1 for x0, y0, x1, y1 in boxes)
-        return new
+    def _read_plans(self, rgb, plans, mirror, direct=None):
+        """Read ``plans`` (``direct[i]`` False: only its mirrored crop) in one batch.
 
-    def _rebuild(self, capacity):
-        """Replace the tracker by a fresh one for ``capacity`` faces (it detects at once)."""
-        self._mesh.close()
-        self._mesh = self._new_mesh(capacity, static=False)
-        self.capacity = capacity
-
-    def _landmark_lists(self, mesh, rgb):
-        """MediaPipe's ``multi_face_landmarks`` for one RGB image (``None``: no face).
-
-        What ``mesh.process(rgb).multi_face_landmarks`` returns, through the
-        same graph calls as ``SolutionBase.process`` (mediapipe 0.10.21) when
-        they are there (``test/test_landmarks.py`` checks that both agree).
+        Returns per plan: landmarks (or None under the presence threshold),
+        score, mirrored landmarks (mirrored image's pixels, or None) and whether
+        it was read through a line-of-sight crop.
         """
-        if not self._direct:
-            return mesh.process(rgb).multi_face_landmarks
-        outputs = mesh._graph_outputs
-        outputs.clear()
-        stream, kind = next(iter(mesh._input_stream_type_info.items()))
-        mesh._simulated_timestamp += 33333  # as process(): 30 fps video time
-        mesh._graph.add_packet_to_input_stream(
-            stream=stream, packet=mesh._make_packet(kind, rgb).at(mesh._simulated_timestamp))
-        mesh._graph.wait_until_idle()
-        packet = outputs.get('multi_face_landmarks')
-        if packet is None:
+        n = len(plans)
+        direct = [True] * n if direct is None else direct
+        mats, zs, owner = [], [], []
+        for i, p in enumerate(plans):
+            if direct[i]:
+                mats.append(p.transform)
+                zs.append(p.z_scale)
+                owner.append((i, False))
+            if mirror[i]:
+                mats.append(_FLIP @ p.transform)
+                zs.append(p.z_scale)
+                owner.append((i, True))
+        faces, scores, mirrored = [None] * n, [0.0] * n, [None] * n
+        if not mats:
+            return faces, scores, mirrored, [p.reread for p in plans]
+        crop_lm, pres = self.model.read(rgb, mats)
+        width = rgb.shape[1]
+        scales = np.array([1.0 / (z if z is not None else crop_scale(m))
+                           for m, z in zip(mats, zs)])
+        lms = map_landmarks(crop_lm, np.linalg.inv(np.asarray(mats)), scales)
+        finite = np.all(np.isfinite(lms), axis=(1, 2))
+        for (i, is_mirror), lm, s, ok in zip(owner, lms, pres, finite):
+            if not ok:
+                continue
+            if is_mirror:
+                lm = lm.copy()
+                lm[:, 0] = width - lm[:, 0]
+                mirrored[i] = lm
+            elif s >= self.min_tracking_confidence:
+                faces[i], scores[i] = lm, float(s)
+        return faces, scores, mirrored, [p.reread for p in plans]
+
+    def _keep(self, faces, scores):
+        """Return the indices of the faces to report: present, one per face, largest first."""
+        idx = [i for i, f in enumerate(faces) if f is not None]
+        if not idx:
+            return []
+        boxes = landmark_boxes(np.stack([faces[i] for i in idx]))
+        iou = iou_matrix(boxes, boxes)
+        chosen = []
+        for a in sorted(range(len(idx)), key=lambda a: -scores[idx[a]]):
+            if all(iou[a, b] <= SAME_FACE_IOU for b in chosen):
+                chosen.append(a)
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        chosen.sort(key=lambda a: -area[a])
+        return [idx[a] for a in chosen[:self.max_faces]]
+
+    def _region_due(self, w, h):
+        """Streaming: the detection region of this frame, or ``None`` (none due)."""
+        if len(self._tracked) >= self.max_faces:
             return None
-        return mesh._get_packet_content(mesh._output_stream_type_info['multi_face_landmarks'],
-                                        packet)
+        if self._tracked and self._frame % self.detection_interval:
+            return None
+        plan = self.regions(w, h)
+        region = plan[self._next_region % len(plan)]
+        self._next_region = (self._next_region + 1) % len(plan)
+        return region
+
+    @staticmethod
+    def _new_faces(found, tracked):
+        """Return the detections that are not one of the tracked faces (IoU or centre inside)."""
+        if not tracked:
+            return found
+        boxes = np.array([r.box() for r in tracked])
+        out = []
+        for roi in found:
+            iou = iou_matrix([roi.box()], boxes)[0]
+            inside = ((boxes[:, 0] <= roi.cx) & (roi.cx <= boxes[:, 2]) &
+                      (boxes[:, 1] <= roi.cy) & (roi.cy <= boxes[:, 3]))
+            if not (np.any(iou > SAME_FACE_IOU) or np.any(inside)):
+                out.append(roi)
+        return out
+
+    def reset(self):
+        """Forget tracked faces (a new sequence starts)."""
+        self._tracked = []
+        self._frame = 0
+        self._next_region = 0
 
     def close(self):
-        """Release the MediaPipe graphs (idempotent)."""
-        for name in ('_mesh', '_detector'):
-            mesh = getattr(self, name, None)
-            if mesh is not None:
-                mesh.close()
-                setattr(self, name, None)
+        """Release the models (idempotent); the extractor cannot be used afterwards."""
+        self._closed = True
+        self.detector = None
+        self.model = None
+        self._tracked = []
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass

@@ -1,0 +1,121 @@
+"""MediaPipe's face models, run with Google's LiteRT (TFLite) runtime.
+
+The three ``.tflite`` files ship in ``nlml_hpe/data/mediapipe/`` (Apache-2.0,
+``LICENSE`` beside them; taken unchanged from the ``mediapipe==0.10.21`` wheel,
+their SHA-256 sums are in :data:`MODEL_SHA256`).  Nothing is downloaded at run
+time, and ``mediapipe`` itself is never imported.
+
+:func:`load_interpreter` opens one with a fixed number of CPU threads (see
+:data:`DEFAULT_NUM_THREADS`) and turns every failure -- file missing, not a
+TFLite model, tensors of the wrong shape, no runtime installed -- into a
+:class:`~nlml_hpe.model.ModelFileError` that names the file.
+"""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from .model import ModelFileError
+
+MODEL_DIR = Path(__file__).resolve().parent / 'data' / 'mediapipe'
+
+#: The models: file name, input shape (NHWC), output shapes by kind.
+LANDMARK_MODEL = 'face_landmark.tflite'
+SHORT_RANGE_MODEL = 'face_detection_short_range.tflite'
+FULL_RANGE_MODEL = 'face_detection_full_range_sparse.tflite'
+
+MODEL_SHA256 = {
+    LANDMARK_MODEL: '1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814',
+    SHORT_RANGE_MODEL: 'bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8',
+    FULL_RANGE_MODEL: '2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1',
+}
+
+#: CPU threads of each interpreter.  One: a frame's work is a few small
+#: convolutions (about 1 ms each), so more threads mostly add hand-over cost,
+#: and a robot's computer has navigation, speech and planning to run too.
+DEFAULT_NUM_THREADS = 1
+MAX_NUM_THREADS = 16
+
+
+def model_path(name):
+    """Path of a shipped model file."""
+    return MODEL_DIR / name
+
+
+def file_sha256(path):
+    """SHA-256 hex digest of a file."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_num_threads(num_threads):
+    """Return ``num_threads`` as an int in ``[1, MAX_NUM_THREADS]`` or raise ``ValueError``."""
+    try:
+        n = int(num_threads)
+    except (TypeError, ValueError):
+        raise ValueError(f'num_threads must be an integer, got {num_threads!r}') from None
+    if not 1 <= n <= MAX_NUM_THREADS:
+        raise ValueError(f'num_threads must be in [1, {MAX_NUM_THREADS}], got {num_threads}')
+    return n
+
+
+class TFLiteModel:
+    """One TFLite model with a float32 NHWC image input and float32 outputs.
+
+    ``outputs`` lists the expected output shapes (batch dimension excluded), in
+    the order :meth:`run` returns them; the model's own outputs are matched to
+    them by shape, so a file whose tensors differ is refused at load.
+    ``batch``: :meth:`run` takes any number of images; the interpreter is
+    resized when that number changes (the landmark model batches all faces of
+    a frame).
+    """
+
+    def __init__(self, path, input_shape, outputs, num_threads=DEFAULT_NUM_THREADS):
+        path = Path(path)
+        self.path = path
+        self.num_threads = check_num_threads(num_threads)
+        if not path.is_file():
+            raise ModelFileError(f'{path}: model file not found')
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as exc:  # pragma: no cover - a broken install
+            raise ModelFileError(f'{path}: the LiteRT runtime is not installed '
+                                 f'(pip install ai-edge-litert): {exc}') from exc
+        try:
+            self._it = Interpreter(model_path=str(path), num_threads=self.num_threads)
+            self._it.allocate_tensors()
+            inp = self._it.get_input_details()
+            outs = self._it.get_output_details()
+        except Exception as exc:  # noqa: BLE001 - the runtime raises ValueError/RuntimeError
+            raise ModelFileError(f'{path}: not a readable TFLite model: {exc}') from exc
+        if len(inp) != 1 or tuple(inp[0]['shape'][1:]) != tuple(input_shape) or \
+                inp[0]['dtype'] != np.float32:
+            raise ModelFileError(f'{path}: expected one float32 input of shape '
+                                 f'(1, {", ".join(map(str, input_shape))}), got '
+                                 f'{[tuple(d["shape"]) for d in inp]}')
+        order = []
+        for want in outputs:
+            idx = [d['index'] for d in outs if tuple(d['shape'][1:]) == tuple(want)]
+            if not idx or idx[0] in order:
+                raise ModelFileError(f'{path}: no output of shape (1, {want}); the model has '
+                                     f'{[tuple(d["shape"]) for d in outs]}')
+            order.append(idx[0])
+        self._input = inp[0]['index']
+        self._outputs = order
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self._batch = 1
+
+    def run(self, images):
+        """Run the model on ``images`` ``(N, H, W, C)`` float32; returns one array per output."""
+        n = len(images)
+        if n != self._batch:
+            self._it.resize_tensor_input(self._input, [n, *self.input_shape])
+            self._it.allocate_tensors()
+            self._batch = n
+        self._it.set_tensor(self._input, np.ascontiguousarray(images, dtype=np.float32))
+        self._it.invoke()
+        return [self._it.get_tensor(i) for i in self._outputs]
