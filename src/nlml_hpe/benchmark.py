@@ -128,9 +128,11 @@ def _mae(pred, gt):
 def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progress=False):
     """Benchmark the model (if ``estimator`` is given) and the baseline on AFLW2000-3D.
 
-    ``estimator`` is a :class:`~nlml_hpe.estimator.HeadPoseEstimator` (its
-    extractor provides the landmarks); without it only the baseline runs, with
-    ``extractor`` or a new static-mode :class:`~nlml_hpe.landmarks.LandmarkExtractor`.
+    ``estimator`` is a :class:`~nlml_hpe.estimator.HeadPoseEstimator`: each
+    image goes through :meth:`~nlml_hpe.estimator.HeadPoseEstimator.estimate`
+    as it would in use.  Without it only the baseline runs, on the landmarks of
+    ``extractor`` or of a new static-mode
+    :class:`~nlml_hpe.landmarks.LandmarkExtractor`.
     The scored face is the one matching the label's 68 landmarks (``pt3d_68``;
     :func:`pick_labelled_face`): AFLW2000 images can show other people, and
     scoring their pose against the label would be wrong.  A face that does not
@@ -140,13 +142,11 @@ def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progr
     per-stage latency (ms) and RSS (MB).
     """
     from .baseline import baseline_angles
-    from .estimator import MIRROR_SIGNS, landmark_box, match_mirrored
+    from .estimator import MIRROR_SIGNS, landmark_box
 
     pairs = list_aflw2000(directory, limit)
     own_extractor = None
-    if estimator is not None:
-        extractor = estimator.extractor
-    elif extractor is None:
+    if estimator is None and extractor is None:
         from .landmarks import LandmarkExtractor
         extractor = own_extractor = LandmarkExtractor(max_faces=5)
     iterator = pairs
@@ -154,8 +154,7 @@ def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progr
         from tqdm import tqdm
         iterator = tqdm(pairs, desc='aflw2000', unit='img')
     rows = []
-    times = {'decode': [], 'landmarks': [], 'flip': [], 'warp': [], 'model': [],
-             'baseline': []}
+    times = {'decode': [], 'landmarks': [], 'model': [], 'baseline': []}
     try:
         for jpg, mat in iterator:
             gt = read_aflw_pose(mat)
@@ -163,48 +162,36 @@ def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progr
             t0 = time.perf_counter()
             rgb = read_rgb(jpg)
             t1 = time.perf_counter()
-            faces, scores = extractor.extract_with_scores(rgb)
-            t2 = time.perf_counter()
             times['decode'].append((t1 - t0) * 1e3)
-            times['landmarks'].append((t2 - t1) * 1e3)
             size = (rgb.shape[1], rgb.shape[0])
+            if estimator is not None:
+                poses = estimator.estimate(rgb)
+                times['landmarks'].append(estimator.last_timings['landmarks_ms'])
+                times['model'].append(estimator.last_timings['model_ms'])
+                faces = [p.landmarks for p in poses]
+            else:
+                t_l = time.perf_counter()
+                faces = extractor.extract(rgb)
+                times['landmarks'].append((time.perf_counter() - t_l) * 1e3)
+                poses = None
             pick = pick_labelled_face([landmark_box(f, size) for f in faces], label_box)
             row = {'image': jpg.name, 'gt': gt, 'detected': pick is not None,
                    'other_faces_only': bool(faces) and pick is None}
             if pick is not None:
                 lm = faces[pick]
-                mirrored = None
-                if estimator is not None and estimator.flip_average:
-                    t_f = time.perf_counter()
-                    mirrored = estimator.extract_mirrored(rgb)
-                    times['flip'].append((time.perf_counter() - t_f) * 1e3)
-                if estimator is not None:
-                    lm_model, mirrored_model = lm, mirrored
-                    if estimator.perspective_warp:  # as estimator.estimate does
-                        t_w = time.perf_counter()
-                        (lm_model,), mirrored_model, _ = estimator.reread_off_axis(
-                            rgb, [lm], mirrored)
-                        times['warp'].append((time.perf_counter() - t_w) * 1e3)
-                    pose = estimator.estimate_landmarks([lm_model], image_size=size,
-                                                        mirrored=mirrored_model)[0]
-                    times['model'].append(estimator.last_timings['model_ms'])
-                    row['model'] = pose.angles
-                    if estimator.rigid_fusion:  # also the network alone, for comparison
-                        estimator.rigid_fusion = False
-                        try:
-                            row['network_only'] = estimator.estimate_landmarks(
-                                [lm_model], image_size=size, mirrored=mirrored_model)[0].angles
-                        finally:
-                            estimator.rigid_fusion = True
+                twin = None
+                if poses is not None:
+                    row['model'] = poses[pick].angles
+                    if estimator.rigid_fusion:  # the network alone, for comparison
+                        row['network_only'] = poses[pick].network_angles
+                    twin = poses[pick].mirrored_landmarks
                 t3 = time.perf_counter()
                 row['baseline'] = baseline_angles([lm], *size)[0]
                 times['baseline'].append((time.perf_counter() - t3) * 1e3)
-                if mirrored is not None:
+                if estimator is not None and estimator.flip_average:
                     # The baseline with the same flip averaging, for a like-for-like comparison.
-                    twin = match_mirrored([lm], mirrored, size[0])[0]
                     row['baseline_flip'] = row['baseline'] if twin is None else 0.5 * (
-                        row['baseline'] + MIRROR_SIGNS * baseline_angles([mirrored[twin]],
-                                                                         *size)[0])
+                        row['baseline'] + MIRROR_SIGNS * baseline_angles([twin], *size)[0])
             rows.append(row)
     finally:
         if own_extractor is not None:
@@ -232,8 +219,6 @@ def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progr
     result['detection_rate'] = sum(r['detected'] for r in rows) / len(rows)
     result['latency_ms'] = {
         'decode': _stats(times['decode']), 'landmarks': _stats(times['landmarks']),
-        'landmarks_mirrored': _stats(times['flip']),
-        'line_of_sight_rereading': _stats(times['warp']),
         'encoder_heads': _stats(times['model']), 'baseline_pnp': _stats(times['baseline'])}
     cur, peak = rss_mb()
     result['rss_mb'] = {'current': cur, 'peak': peak}

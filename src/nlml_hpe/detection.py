@@ -264,9 +264,20 @@ class FaceDetector:
                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         return img.astype(np.float32) * (2.0 / 255.0) - 1.0, m
 
-    def detect(self, rgb, region=None):
-        """Faces in ``region`` ``(x0, y0, x1, y1)`` of ``rgb`` (default: all of it)."""
-        return self.detect_regions(rgb, [region] if region is not None else None)
+    def detect(self, rgb, region=None, inner=False):
+        """Faces in ``region`` ``(x0, y0, x1, y1)`` of ``rgb`` (default: all of it).
+
+        ``inner``: drop faces cut by an edge of the region that is not the
+        image's (a tile's; another tile holds them entire).
+        """
+        h, w = rgb.shape[:2]
+        region = (0, 0, w, h) if region is None else region
+        x, m = self.input_tensor(rgb, region)
+        raw, cls = self._model.run(x[None])
+        dets = weighted_nms(self._decode(raw[0], cls[0, :, 0], m))
+        if inner and len(dets):
+            dets = dets.take(np.flatnonzero(_inside_region(dets.boxes, region, w, h)))
+        return dets
 
     def detect_regions(self, rgb, regions=None):
         """Faces in all ``regions``, each region's merged by weighted NMS.

@@ -1,10 +1,11 @@
 """ROS-free head pose estimation: RGB image -> one :class:`FacePose` per face.
 
-Pipeline: :class:`~nlml_hpe.landmarks.LandmarkExtractor` (MediaPipe Face Mesh,
-468 landmarks) -> :func:`~nlml_hpe.features.normalise_landmarks` -> the NLML-HPE
-encoder + heads (:class:`~nlml_hpe.model.PoseModel`, numpy) for all faces of the
-frame in one batch -> angles, rotation, quaternion and (given intrinsics) the
-metric position (:mod:`nlml_hpe.position`).
+Pipeline: :class:`~nlml_hpe.landmarks.LandmarkExtractor` (MediaPipe's face
+detector and Face Mesh landmark model, run by the project: 468 landmarks) ->
+:func:`~nlml_hpe.features.normalise_landmarks` -> the NLML-HPE encoder + heads
+(:class:`~nlml_hpe.model.PoseModel`, numpy) for all faces of the frame in one
+batch -> angles, rotation, quaternion and (given intrinsics) the metric position
+(:mod:`nlml_hpe.position`).
 
 Angles and frames: the model reads the head's rotation *relative to the line
 of sight* (``yaw = pitch = roll = 0``: facing the camera, wherever the face is
@@ -23,10 +24,11 @@ optical axis; their rotation is the angles' own.
 Line-of-sight re-reading (``perspective_warp``, on by default): centring the
 landmarks cannot undo how MediaPipe itself reads a perspective-stretched face at
 the image edge (a few degrees at 20-30 deg off-axis).  Faces at least
-``warp_min_deg`` off the optical axis are therefore read again from a crop
-warped into a camera turned onto them
-(:meth:`HeadPoseEstimator.warp_to_line_of_sight`): one more MediaPipe pass per
-such face (tracked when streaming).
+``warp_min_deg`` off the optical axis are therefore read from a crop warped
+into the view of a camera turned onto them
+(:meth:`~nlml_hpe.landmarks.LandmarkExtractor.read_frame`): one more pass of
+the landmark model for a new face, none for a tracked one (its previous
+landmarks place the turned crop).
 
 Rigid fusion (``rigid_fusion``, on by default): each face's angles are the mean
 of the network's reading and of a rigid fit of MediaPipe's 3D landmarks to its
@@ -36,12 +38,12 @@ pitch about 1 deg low on AFLW2000; the network learned synthetic faces), and
 their mean is a little more accurate than the network alone (README); the fit
 costs about 20 microseconds per face on its own, 0.1 ms in a frame (cold caches).
 
-Flip averaging (``flip_average``, on by default for single images): MediaPipe
-also runs on the mirrored image, the model reads each mirrored face, and its
-un-mirrored angles (yaw and roll change sign) are averaged with the direct
-ones.  MediaPipe's landmark errors are not mirror-symmetric, so the average
-cancels part of them (AFLW2000 dev: see the README); it costs one more
-MediaPipe pass per image.
+Flip averaging (``flip_average``): the landmark model also reads each face's
+mirrored crop (in the same batch), the network reads those landmarks, and
+their un-mirrored angles (yaw and roll change sign) are averaged with the
+direct ones.  The landmark model's errors are not mirror-symmetric, so the
+average cancels part of them (AFLW2000 dev: see the README); it costs one more
+landmark-model pass per face.
 """
 
 from dataclasses import dataclass, field
@@ -53,10 +55,7 @@ from .baseline import rigid_fit_rotations
 from .features import (
     N_LANDMARKS,
     centre_on_line_of_sight,
-    line_of_sight_homography,
-    map_landmarks,
     normalise_landmarks,
-    off_axis_deg,
 )
 from .geometry import (
     FACE_TO_HEAD,
@@ -67,7 +66,7 @@ from .geometry import (
     viewer_to_optical,
 )
 from .images import as_rgb_uint8
-from .landmarks import DEFAULT_DETECTION_INTERVAL
+from .landmarks import DEFAULT_DETECTION_INTERVAL, DEFAULT_MIN_FACE_PX
 from .model import default_model_dir, load_model
 from .position import (
     UNKNOWN_CAMERA_HFOV_DEG,
@@ -76,6 +75,7 @@ from .position import (
     default_camera_matrix,
     estimate_position,
 )
+from .tflite import DEFAULT_NUM_THREADS, check_num_threads
 
 
 @dataclass
@@ -94,7 +94,7 @@ class FacePose:
     ``(468, 3)`` pixel-proportional coordinates; ``score`` the fraction of
     landmarks inside the image (see :class:`~nlml_hpe.landmarks.LandmarkExtractor`);
     ``position`` ``(3,)`` metres in the optical frame, or ``None`` without
-    camera intrinsics.
+    camera intrinsics.  ``score`` is the landmark model's face-presence score.
     """
 
     yaw: float
@@ -106,6 +106,13 @@ class FacePose:
     landmarks: np.ndarray = field(repr=False)
     score: float = 1.0
     position: np.ndarray = None
+    #: ``(pitch, yaw, roll)`` of the network alone (with flip averaging, without
+    #: rigid fusion), for comparison; ``None`` when not computed.
+    network_angles: np.ndarray = field(default=None, repr=False)
+    #: The landmarks read from the mirrored crop (mirrored image's pixels), if any.
+    mirrored_landmarks: np.ndarray = field(default=None, repr=False)
+    #: Whether the face was read from a crop turned onto its line of sight.
+    reread: bool = False
 
     @property
     def angles(self):
@@ -181,13 +188,16 @@ def mirror_camera_matrix(camera_matrix, width):
 #: Faces whose line of sight is at least this far off the optical axis (degrees) are
 #: re-read from a view turned onto them when ``perspective_warp`` is on.
 DEFAULT_WARP_MIN_DEG = 10.0
-#: Side of the line-of-sight crop, in face sizes (the landmarks' bounding box) ...
-WARP_CROP_FACES = 3.0
-#: ... and in pixels: the face fills about 192 px, MediaPipe's landmark-model input.
-WARP_CROP_PX = 576
-
 #: Sign of (pitch, yaw, roll) under a horizontal mirror.
 MIRROR_SIGNS = np.array([1.0, -1.0, -1.0])
+
+
+def _average_twins(angles, twins, n):
+    """Return the first ``n`` rows of ``angles``, each averaged with its un-mirrored twin's."""
+    out = np.array(angles[:n], dtype=np.float64, copy=True)
+    for k, (i, _) in enumerate(twins):
+        out[i] = 0.5 * (angles[i] + MIRROR_SIGNS * angles[n + k])
+    return out
 
 
 class HeadPoseEstimator:
@@ -207,17 +217,18 @@ class HeadPoseEstimator:
     def __init__(self, model, extractor=None, *, max_faces=5, min_detection_confidence=0.5,
                  min_tracking_confidence=0.5, streaming=False, flip_average=None,
                  rigid_fusion=True, perspective_warp=True, warp_min_deg=DEFAULT_WARP_MIN_DEG,
-                 detection_interval=DEFAULT_DETECTION_INTERVAL):
+                 detection_interval=DEFAULT_DETECTION_INTERVAL, detector='full',
+                 min_face_px=DEFAULT_MIN_FACE_PX, num_threads=DEFAULT_NUM_THREADS):
         self.model = model
         self.rigid_fusion = bool(rigid_fusion)
         self._extractor = extractor
-        self._flip_extractor = None
-        self._warp_extractor = None
         self._extractor_args = dict(max_faces=max_faces,
                                     min_detection_confidence=min_detection_confidence,
                                     min_tracking_confidence=min_tracking_confidence,
                                     streaming=streaming,
-                                    detection_interval=int(detection_interval))
+                                    detection_interval=int(detection_interval),
+                                    detector=detector, min_face_px=min_face_px,
+                                    num_threads=check_num_threads(num_threads))
         if self._extractor_args['detection_interval'] < 1:
             raise ValueError(f'detection_interval must be >= 1, got {detection_interval}')
         self.streaming = bool(streaming)
@@ -230,147 +241,48 @@ class HeadPoseEstimator:
         self.last_timings = {}
 
     @classmethod
-    def from_pretrained(cls, path=None, *, max_faces=5, min_detection_confidence=0.5,
-                        min_tracking_confidence=0.5, streaming=False, flip_average=None,
-                        rigid_fusion=True, perspective_warp=True,
-                        warp_min_deg=DEFAULT_WARP_MIN_DEG,
-                        detection_interval=DEFAULT_DETECTION_INTERVAL):
-        """Load the model at ``path`` (default :func:`~nlml_hpe.model.default_model_dir`)."""
+    def from_pretrained(cls, path=None, **options):
+        """Load the model at ``path`` (default :func:`~nlml_hpe.model.default_model_dir`).
+
+        ``options`` are those of the constructor.
+        """
         model = load_model(default_model_dir() if path is None else path)
-        return cls(model, max_faces=max_faces,
-                   min_detection_confidence=min_detection_confidence,
-                   min_tracking_confidence=min_tracking_confidence, streaming=streaming,
-                   flip_average=flip_average, rigid_fusion=rigid_fusion,
-                   perspective_warp=perspective_warp, warp_min_deg=warp_min_deg,
-                   detection_interval=detection_interval)
+        return cls(model, **options)
 
     @property
     def extractor(self):
-        """The MediaPipe landmark extractor (created on first use)."""
+        """The landmark extractor (created on first use)."""
         if self._extractor is None:
             from .landmarks import LandmarkExtractor
             self._extractor = LandmarkExtractor(**self._extractor_args)
         return self._extractor
 
-    @property
-    def flip_extractor(self):
-        """Extractor for the mirrored images (its own tracker when streaming)."""
-        if not self.streaming:
-            return self.extractor
-        if self._flip_extractor is None:
-            from .landmarks import LandmarkExtractor
-            self._flip_extractor = LandmarkExtractor(**self._extractor_args)
-        return self._flip_extractor
-
-    def extract_mirrored(self, rgb):
-        """Landmarks of the faces in the horizontally mirrored ``rgb`` (its own pixels)."""
-        return self.flip_extractor.extract(np.ascontiguousarray(rgb[:, ::-1]))
-
-    @property
-    def warp_extractor(self):
-        """Extractor for the line-of-sight crops (created on first use).
-
-        Streaming, it tracks: every crop has its face at the same place and size,
-        so the landmarks of one crop locate the face in the next, whichever face
-        it is, and MediaPipe's detector rarely runs.
-        """
-        if self._warp_extractor is None:
-            from .landmarks import LandmarkExtractor
-            self._warp_extractor = LandmarkExtractor(
-                max_faces=1 if self.streaming else 2, streaming=self.streaming,
-                min_detection_confidence=self._extractor_args['min_detection_confidence'])
-        return self._warp_extractor
-
-    def warp_to_line_of_sight(self, rgb, faces, camera_matrix):
-        """Re-read faces far off the optical axis from a view turned onto each of them.
-
-        MediaPipe reads a face at the edge of the image, stretched by perspective,
-        a few degrees differently from the same face at the centre.  For each
-        face whose line of sight is at least ``warp_min_deg`` off the optical
-        axis, the image is warped (:func:`cv2.warpPerspective`, the homography
-        of :func:`~nlml_hpe.features.line_of_sight_homography`) into a crop of
-        what a camera turned to look straight at the face would see; MediaPipe
-        runs on that crop, and its landmarks are mapped back into ``rgb``'s
-        pixels (``z`` by the homography's local scale).  A face MediaPipe does
-        not find again keeps its landmarks.  ``camera_matrix`` is the camera of
-        ``rgb``.  Returns ``(faces, number re-read)``.
-        """
-        import cv2
-
-        k = check_camera_matrix(camera_matrix)
-        out, n_warped = [], 0
-        for lm in faces:
-            lm = np.asarray(lm, dtype=np.float64)
-            if off_axis_deg(lm, k) < self.warp_min_deg:
-                out.append(lm)
-                continue
-            hom, scale = line_of_sight_homography(lm, k)
-            x0, y0, x1, y1 = landmark_box(map_landmarks(lm, hom, scale)[0])
-            # Every face lands at the centre of the same square crop, WARP_CROP_FACES face
-            # sizes wide (about how large faces are in the photos MediaPipe reads well,
-            # and the same place for its tracker whichever face comes next).
-            zoom = WARP_CROP_PX / (WARP_CROP_FACES * max(x1 - x0, y1 - y0, 1.0))
-            half = WARP_CROP_PX / 2.0
-            to_crop = np.array([[zoom, 0.0, half - zoom * (x0 + x1) / 2],
-                                [0.0, zoom, half - zoom * (y0 + y1) / 2], [0.0, 0.0, 1.0]])
-            crop_hom = to_crop @ hom[0]
-            view = cv2.warpPerspective(rgb, crop_hom, (WARP_CROP_PX, WARP_CROP_PX),
-                                       flags=cv2.INTER_LINEAR)
-            found = self.warp_extractor.extract(view)
-            target = (zoom * x0 + to_crop[0, 2], zoom * y0 + to_crop[1, 2],
-                      zoom * x1 + to_crop[0, 2], zoom * y1 + to_crop[1, 2])
-            ious = [box_iou(landmark_box(f), target) for f in found]
-            if not ious or max(ious) < 0.5:  # not found again (or another face): keep
-                out.append(lm)
-                continue
-            out.append(map_landmarks(found[int(np.argmax(ious))], np.linalg.inv(crop_hom),
-                                     1.0 / (scale * zoom))[0])
-            n_warped += 1
-        return out, n_warped
-
-    def reread_off_axis(self, rgb, faces, mirrored=None, camera_matrix=None):
-        """Apply :meth:`warp_to_line_of_sight` to ``faces`` and ``mirrored``.
-
-        ``mirrored`` are the faces of the mirrored ``rgb``, in its pixels.
-        ``camera_matrix`` defaults to the guess for an uncalibrated camera.
-        Returns ``(faces, mirrored, number re-read)``.
-        """
-        width = rgb.shape[1]
-        k = camera_matrix if camera_matrix is not None else default_camera_matrix(
-            width, rgb.shape[0], hfov_deg=UNKNOWN_CAMERA_HFOV_DEG)
-        faces, n_warped = self.warp_to_line_of_sight(rgb, faces, k)
-        if mirrored:
-            mirrored, n = self.warp_to_line_of_sight(np.ascontiguousarray(rgb[:, ::-1]),
-                                                     mirrored, mirror_camera_matrix(k, width))
-            n_warped += n
-        return faces, mirrored, n_warped
-
     def estimate(self, rgb_uint8, camera_matrix=None):
-        """Return a list of :class:`FacePose`, largest face first (``[]`` if no face)."""
+        """Return a list of :class:`FacePose`, largest face first (``[]`` if no face).
+
+        Each face is read once, plus its mirrored crop with ``flip_average``;
+        faces at least ``warp_min_deg`` off the optical axis are read from a
+        crop turned onto their line of sight with ``perspective_warp``.
+        """
         rgb = as_rgb_uint8(rgb_uint8)
         if camera_matrix is not None:
             camera_matrix = check_camera_matrix(camera_matrix)
         size = (rgb.shape[1], rgb.shape[0])
         t0 = time.perf_counter()
-        faces, scores = self.extractor.extract_with_scores(rgb)
+        reading = self.extractor.read_frame(
+            rgb, mirror=self.flip_average, camera_matrix=camera_matrix,
+            line_of_sight_deg=self.warp_min_deg if self.perspective_warp else None)
         t1 = time.perf_counter()
-        mirrored = None
-        if self.flip_average and (faces or self.streaming):
-            # Streaming: the mirrored tracker sees every frame, so it keeps tracking.
-            mirrored = self.extract_mirrored(rgb)
-        t2 = time.perf_counter()
-        n_warped = 0
-        if self.perspective_warp and (faces or mirrored):
-            faces, mirrored, n_warped = self.reread_off_axis(rgb, faces, mirrored, camera_matrix)
-        t3 = time.perf_counter()
-        poses = self.estimate_landmarks(faces, camera_matrix, scores=scores,
-                                        image_size=size, mirrored=mirrored)
-        self.last_timings.update(landmarks_ms=(t1 - t0) * 1e3, flip_ms=(t2 - t1) * 1e3,
-                                 warp_ms=(t3 - t2) * 1e3, warped=n_warped)
+        poses = self.estimate_landmarks(reading.faces, camera_matrix, scores=reading.scores,
+                                        image_size=size, twins=reading.mirrored,
+                                        reread=reading.reread)
+        self.last_timings.update(landmarks_ms=(t1 - t0) * 1e3,
+                                 warped=int(sum(reading.reread)),
+                                 detector_runs=reading.detector_runs)
         return poses
 
     def estimate_landmarks(self, landmarks_px_list, camera_matrix=None, *, scores=None,
-                           image_size=None, mirrored=None):
+                           image_size=None, mirrored=None, twins=None, reread=None):
         """Estimate poses from given ``(468, 3)`` pixel landmarks (skips MediaPipe).
 
         All faces go through the model in one batch.  ``scores`` defaults to 1.0
@@ -379,7 +291,10 @@ class HeadPoseEstimator:
         (without either, ``rotation`` is the line-of-sight rotation itself).
         ``mirrored``: faces found in the horizontally mirrored image (in its own
         pixels; needs ``image_size``); each face with a twin among them gets the
-        average of its angles and its twin's un-mirrored angles.
+        average of its angles and its twin's un-mirrored angles.  ``twins``:
+        the same, given per face (``None`` entries: no twin) instead of matched.
+        ``reread``: per face, whether it was read on its line of sight (kept on
+        the :class:`FacePose`).
         """
         lms = [np.asarray(lm, dtype=np.float64) for lm in landmarks_px_list]
         for lm in lms:
@@ -392,14 +307,26 @@ class HeadPoseEstimator:
             raise ValueError(f'got {len(scores)} scores for {len(lms)} faces')
         if camera_matrix is not None:
             camera_matrix = check_camera_matrix(camera_matrix)
-        twins = []
-        if mirrored and lms:
+        pairs = []
+        if (mirrored or twins) and lms:
             if image_size is None:
                 raise ValueError('mirrored faces need image_size')
-            twin_of = match_mirrored(lms, mirrored, image_size[0])
-            twins = [(i, np.asarray(mirrored[j], dtype=np.float64))
-                     for i, j in enumerate(twin_of) if j is not None]
-        self.last_timings = {'landmarks_ms': 0.0, 'flip_ms': 0.0, 'warp_ms': 0.0, 'warped': 0,
+            if twins is not None:
+                if len(twins) != len(lms):
+                    raise ValueError(f'got {len(twins)} twins for {len(lms)} faces')
+                pairs = [(i, np.asarray(t, dtype=np.float64)) for i, t in enumerate(twins)
+                         if t is not None]
+            else:
+                twin_of = match_mirrored(lms, mirrored, image_size[0])
+                pairs = [(i, np.asarray(mirrored[j], dtype=np.float64))
+                         for i, j in enumerate(twin_of) if j is not None]
+            for _, t in pairs:
+                if t.shape != (N_LANDMARKS, 3):
+                    raise ValueError(f'expected mirrored landmarks of shape ({N_LANDMARKS}, 3), '
+                                     f'got {t.shape}')
+        twins = pairs
+        reread = [False] * len(lms) if reread is None else [bool(v) for v in reread]
+        self.last_timings = {'landmarks_ms': 0.0, 'warped': 0, 'detector_runs': 0,
                              'model_ms': 0.0, 'post_ms': 0.0, 'faces': len(lms),
                              'flip_matched': len(twins)}
         if not lms:
@@ -414,12 +341,14 @@ class HeadPoseEstimator:
             ks = ray_k if not twins else np.stack(
                 [ray_k] * len(lms) + [mirror_camera_matrix(ray_k, image_size[0])] * len(twins))
             batch = centre_on_line_of_sight(batch, ks)
-        angles = self.model.predict(normalise_landmarks(batch))  # (N + twins, 3) p, y, r
+        net = self.model.predict(normalise_landmarks(batch))  # (N + twins, 3) p, y, r
+        angles = net
         if self.rigid_fusion:
-            angles = 0.5 * (angles + matrix_to_euler(rigid_fit_rotations(batch)))
-        for k, (i, _) in enumerate(twins):
-            angles[i] = 0.5 * (angles[i] + MIRROR_SIGNS * angles[len(lms) + k])
-        angles = angles[:len(lms)]
+            angles = 0.5 * (net + matrix_to_euler(rigid_fit_rotations(batch)))
+        net, angles = _average_twins(net, twins, len(lms)), _average_twins(angles, twins, len(lms))
+        twin_lm = [None] * len(lms)
+        for i, t in twins:
+            twin_lm[i] = t
         t1 = time.perf_counter()
         rots = viewer_to_optical(euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2]))
         positions = [None] * len(lms)
@@ -437,18 +366,19 @@ class HeadPoseEstimator:
             pitch, yaw, roll = (float(v) for v in angles[i])
             poses.append(FacePose(yaw=yaw, pitch=pitch, roll=roll, rotation=rot,
                                   quaternion=quats[i], box=landmark_box(lm, image_size),
-                                  landmarks=lm, score=float(scores[i]), position=pos))
+                                  landmarks=lm, score=float(scores[i]), position=pos,
+                                  network_angles=net[i], mirrored_landmarks=twin_lm[i],
+                                  reread=reread[i]))
         poses.sort(key=lambda p: -(p.box[2] - p.box[0]) * (p.box[3] - p.box[1]))
         self.last_timings.update(model_ms=(t1 - t0) * 1e3,
                                  post_ms=(time.perf_counter() - t1) * 1e3)
         return poses
 
     def close(self):
-        """Release MediaPipe resources."""
-        for name in ('_extractor', '_flip_extractor', '_warp_extractor'):
-            if getattr(self, name) is not None:
-                getattr(self, name).close()
-                setattr(self, name, None)
+        """Release the landmark models."""
+        if self._extractor is not None:
+            self._extractor.close()
+            self._extractor = None
 
     def __enter__(self):
         return self

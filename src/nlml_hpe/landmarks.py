@@ -53,12 +53,24 @@ from .features import (
 )
 from .images import as_rgb_uint8
 from .position import UNKNOWN_CAMERA_HFOV_DEG, check_camera_matrix, default_camera_matrix
-from .tflite import DEFAULT_NUM_THREADS, LANDMARK_MODEL, TFLiteModel, model_path
+from .tflite import (
+    DEFAULT_NUM_THREADS,
+    LANDMARK_MODEL,
+    TFLiteModel,
+    check_num_threads,
+    model_path,
+)
 
 #: Streaming: frames between two looks for new faces while faces are tracked.
 DEFAULT_DETECTION_INTERVAL = 10
 #: Smallest face (pixels, about the width of the face) the detection plan finds.
 DEFAULT_MIN_FACE_PX = 24.0
+#: Detection plans: ``auto`` (default) short-range on the whole frame, full-range on
+#: the whole frame and tiles; ``short`` / ``full``: that model alone.
+DETECTOR_KINDS = ('auto', 'short', 'full')
+#: A new face is read again this many times from its own landmarks' ROI (what the
+#: tracker does from frame to frame); 0 = from the detector's ROI only (legacy graph).
+DEFAULT_REFINE = 1
 #: Side of the landmark model's square input.
 CROP_PX = 192
 #: ROI side in face-box sizes (MediaPipe's ``RectTransformationCalculator``).
@@ -225,8 +237,9 @@ class LandmarkExtractor:
 
     def __init__(self, max_faces=5, min_detection_confidence=0.5,
                  min_tracking_confidence=0.5, streaming=False,
-                 detection_interval=DEFAULT_DETECTION_INTERVAL, detector='full',
-                 min_face_px=DEFAULT_MIN_FACE_PX, num_threads=DEFAULT_NUM_THREADS):
+                 detection_interval=DEFAULT_DETECTION_INTERVAL, detector='auto',
+                 min_face_px=DEFAULT_MIN_FACE_PX, num_threads=DEFAULT_NUM_THREADS,
+                 refine=DEFAULT_REFINE):
         if int(max_faces) < 1:
             raise ValueError(f'max_faces must be >= 1, got {max_faces}')
         for name, val in (('min_detection_confidence', min_detection_confidence),
@@ -238,11 +251,21 @@ class LandmarkExtractor:
         if min_face_px is not None and not float(min_face_px) >= 8.0:
             raise ValueError(f'min_face_px must be >= 8 or None, got {min_face_px}')
         self.max_faces = int(max_faces)
+        if not 0 <= int(refine) <= 5:
+            raise ValueError(f'refine must be in [0, 5], got {refine}')
+        self.refine = int(refine)
         self.streaming = bool(streaming)
         self.detection_interval = int(detection_interval)
         self.min_tracking_confidence = float(min_tracking_confidence)
         self.min_face_px = None if min_face_px is None else float(min_face_px)
-        self.detector = FaceDetector(detector, min_detection_confidence, num_threads)
+        if detector not in DETECTOR_KINDS:
+            raise ValueError(f'detector must be one of {DETECTOR_KINDS}, got {detector!r}')
+        self.detector_kind = detector
+        self._min_detection_confidence = float(min_detection_confidence)
+        self._num_threads = check_num_threads(num_threads)
+        self._detectors = {}
+        for kind in (('short', 'full') if detector == 'auto' else (detector,)):
+            self._detector(kind)  # load now: a broken model file fails here, not mid-stream
         self.model = LandmarkModel(num_threads)
         self._regions = {}
         self._tracked = []  # streaming: ROIs of the faces found in the previous frame
@@ -253,27 +276,63 @@ class LandmarkExtractor:
         self.last_stats = {}
 
     # -- detection plan ---------------------------------------------------
+    def _detector(self, kind):
+        if kind not in self._detectors:
+            self._detectors[kind] = FaceDetector(kind, self._min_detection_confidence,
+                                                 self._num_threads)
+        return self._detectors[kind]
+
     def regions(self, width, height):
-        """Return the detection plan of a ``width x height`` frame (:func:`detection_regions`)."""
+        """Return the detection plan of a frame: ``(detector, region)`` pairs in search order.
+
+        ``auto``: the short-range model on the whole frame (near faces), the
+        full-range model on the whole frame and, for faces down to
+        ``min_face_px``, on tiles (:func:`~nlml_hpe.detection.detection_regions`);
+        the whole-frame runs come back between tiles, so near faces are found
+        soonest when the plan is spread over frames.
+        """
         key = (int(width), int(height))
         if key not in self._regions:
-            if self.min_face_px is None:
-                plan = [(0.0, 0.0, float(width), float(height))]
-            else:
-                plan = detection_regions(width, height, self.detector.kind, self.min_face_px)
-                # The whole frame comes back between tiles: large faces are found soonest.
-                whole, tiles = plan[0], plan[1:]
-                plan = [whole] + [r for t in tiles for r in (t, whole)][:-1] if tiles else plan
+            whole = (0.0, 0.0, float(width), float(height))
+            kinds = ('short', 'full') if self.detector_kind == 'auto' else (self.detector_kind,)
+            tiles = []
+            if self.min_face_px is not None:
+                kind = 'full' if self.detector_kind == 'auto' else self.detector_kind
+                tiles = [(kind, r) for r in
+                         detection_regions(width, height, kind, self.min_face_px)[1:]]
+            plan = [(k, whole) for k in kinds]
+            for i, tile in enumerate(tiles):
+                plan.append(tile)
+                if i + 1 < len(tiles):
+                    plan.append((kinds[i % len(kinds)], whole))
             self._regions[key] = plan
         return self._regions[key]
 
-    def detect(self, rgb, regions=None):
-        """Detector ROIs (highest score first) in ``regions`` (default: the whole plan)."""
+    def detect(self, rgb, plan=None):
+        """Detector ROIs in the ``(detector, region)`` pairs of ``plan`` (default: all).
+
+        Each run's faces are merged by weighted NMS.  Across runs, one face
+        found several times keeps the short-range model's detection if it has
+        one (near faces), else the one seen largest in its model's input (the
+        finest tile that holds it entire: the best box and eye keypoints).
+        """
         h, w = rgb.shape[:2]
-        if regions is None:
-            regions = list(dict.fromkeys(self.regions(w, h)))
-        dets = self.detector.detect_regions(rgb, regions)
-        return [Roi.from_detection(dets.boxes[i], dets.keypoints[i]) for i in range(len(dets))]
+        if plan is None:
+            plan = list(dict.fromkeys(self.regions(w, h)))
+        cands = []
+        for kind, region in plan:
+            whole = tuple(region) == (0.0, 0.0, float(w), float(h))
+            detector = self._detector(kind)
+            dets = detector.detect(rgb, region, inner=not whole)
+            zoom = detector.spec.size / max(region[2] - region[0], region[3] - region[1])
+            for i in range(len(dets)):
+                roi = Roi.from_detection(dets.boxes[i], dets.keypoints[i])
+                cands.append((kind != 'short', -roi.side * zoom, roi))
+        kept = []
+        for _, _, roi in sorted(cands, key=lambda c: c[:2]):
+            if self._new_faces([roi], kept):
+                kept.append(roi)
+        return kept
 
     # -- reading ----------------------------------------------------------
     def read(self, rgb, transforms):
@@ -335,19 +394,26 @@ class LandmarkExtractor:
         plans = tracked + [_Plan(r.transform(), None, False) for r in fresh]
         mirror_first = [mirror] * len(tracked) + [False] * len(fresh)
         faces, scores, mirrored, reread = self._read_plans(rgb, plans, mirror_first)
-        # Pass 2: new faces read once more, turned onto their line of sight and/or mirrored.
+        # New faces: re-read from their own landmarks' ROI (as a tracker would) ``refine``
+        # times; the last pass also turns them onto their line of sight and mirrors them.
         redo = [i for i in range(len(tracked), len(plans)) if faces[i] is not None]
-        if redo and (mirror or k is not None):
-            plans2 = [self._plan(faces[i], k, line_of_sight_deg) for i in redo]
-            want = [p.reread or mirror for p in plans2]
-            sel = [i for i, wnt in zip(redo, want) if wnt]
-            plans2 = [p for p, wnt in zip(plans2, want) if wnt]
-            f2, s2, m2, r2 = self._read_plans(rgb, plans2, [mirror] * len(plans2),
-                                              direct=[p.reread for p in plans2])
+        for it in range(max(self.refine, 1)):
+            last = it == max(self.refine, 1) - 1
+            if not redo or not (self.refine or (last and (mirror or k is not None))):
+                break
+            plans2 = [self._plan(faces[i], k if last else None, line_of_sight_deg)
+                      for i in redo]
+            direct = [bool(self.refine) or p.reread for p in plans2]
+            use = [d or (last and mirror) for d in direct]
+            sel = [i for i, u in zip(redo, use) if u]
+            plans2 = [p for p, u in zip(plans2, use) if u]
+            direct = [d for d, u in zip(direct, use) if u]
+            f2, s2, m2, _ = self._read_plans(rgb, plans2, [last and mirror] * len(plans2),
+                                             direct=direct)
             for j, i in enumerate(sel):
-                if plans2[j].reread and f2[j] is not None and _same_face(f2[j], faces[i]):
-                    faces[i], scores[i], reread[i] = f2[j], s2[j], True
-                if mirror:
+                if direct[j] and f2[j] is not None and _same_face(f2[j], faces[i]):
+                    faces[i], scores[i], reread[i] = f2[j], s2[j], plans2[j].reread
+                if last and mirror:
                     mirrored[i] = m2[j]
         keep = self._keep(faces, scores)
         out = FrameReading([faces[i] for i in keep], [float(scores[i]) for i in keep],
@@ -460,7 +526,7 @@ class LandmarkExtractor:
     def close(self):
         """Release the models (idempotent); the extractor cannot be used afterwards."""
         self._closed = True
-        self.detector = None
+        self._detectors = {}
         self.model = None
         self._tracked = []
 

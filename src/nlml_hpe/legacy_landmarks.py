@@ -94,6 +94,7 @@ class LegacyLandmarkExtractor:
         self.detection_interval = int(detection_interval)
         self._conf = (float(min_detection_confidence), float(min_tracking_confidence))
         self._detector = None
+        self._mirror = None
         self._since_search = 0
         #: Faces the tracking graph is built for (streaming; ``max_faces`` otherwise).
         self.capacity = self.max_faces
@@ -133,6 +134,32 @@ class LegacyLandmarkExtractor:
             faces.append(to_pixel_coords(pts, w, h))
             scores.append(float(inside))
         return faces, scores
+
+    def read_frame(self, rgb, *, mirror=False, camera_matrix=None, line_of_sight_deg=None):
+        """Read one frame as :meth:`nlml_hpe.landmarks.LandmarkExtractor.read_frame` does.
+
+        As the estimator used this graph: ``mirror`` runs the graph again on
+        the mirrored image (its own tracker when streaming) and pairs its faces
+        by box overlap.  Line-of-sight re-reading is not done here
+        (``camera_matrix`` and ``line_of_sight_deg`` are ignored; no AFLW2000
+        dev face is 10 deg off the optical axis).
+        """
+        from .estimator import match_mirrored
+        from .landmarks import FrameReading
+
+        rgb = as_rgb_uint8(rgb)
+        faces, scores = self.extract_with_scores(rgb)
+        mirrored = None
+        if mirror:
+            if self._mirror is None:
+                self._mirror = LegacyLandmarkExtractor(
+                    max_faces=self.max_faces, min_detection_confidence=self._conf[0],
+                    min_tracking_confidence=self._conf[1], streaming=self.streaming,
+                    detection_interval=self.detection_interval)
+            found = self._mirror.extract(np.ascontiguousarray(rgb[:, ::-1]))
+            twin = match_mirrored(faces, found, rgb.shape[1]) if faces else []
+            mirrored = [None if j is None else found[j] for j in twin]
+        return FrameReading(faces, scores, mirrored, [False] * len(faces))
 
     def _run(self, rgb):
         """Landmark lists of one image; streaming, adapts the tracker's capacity."""
@@ -198,7 +225,7 @@ class LegacyLandmarkExtractor:
 
     def close(self):
         """Release the MediaPipe graphs (idempotent)."""
-        for name in ('_mesh', '_detector'):
+        for name in ('_mesh', '_detector', '_mirror'):
             mesh = getattr(self, name, None)
             if mesh is not None:
                 mesh.close()
