@@ -4,8 +4,8 @@
   baseline on AFLW2000-3D images, side by side, with the *same* MediaPipe
   landmarks for both (MediaPipe runs once per image).  Faces MediaPipe misses
   are excluded from the MAE and counted in the detection rate.
-* :func:`run_speed` -- encoder+heads time for one face and whole-frame time at
-  640x480 in streaming (tracking) mode on a moving face sequence.
+* :mod:`nlml_hpe.speed_benchmark` -- per-frame time in streaming mode.
+* :mod:`nlml_hpe.range_benchmark` -- detection and accuracy by face size.
 * :func:`run_off_axis` -- how well a face's pose survives moving it off the
   optical axis: the same photo seen by a camera turned away from it.
 * :func:`nlml_hpe.position.synthetic_accuracy` -- position accuracy.
@@ -289,68 +289,6 @@ def face_sequence(rgb_face, n_frames, size=(640, 480), amplitude=6.0):
         y = int(round(y_c + 0.5 * amplitude * np.cos(i / 11.0)))
         frame[y:y + fh, x:x + fw] = rgb_face
         yield frame
-
-
-def run_speed(estimator, face_image, *, frames=300, warmup=20):
-    """Time encoder+heads for one face and whole 640x480 frames in streaming mode.
-
-    ``estimator`` must be a streaming :class:`~nlml_hpe.estimator.HeadPoseEstimator`;
-    ``face_image`` an RGB image with one face.  Returns a dict of timings (ms).
-    """
-    from .features import normalise_landmarks
-
-    if not estimator.streaming:
-        raise ValueError('run_speed needs a streaming estimator (streaming=True)')
-    frame_ms, lm_ms, model_ms, post_ms, detected = [], [], [], [], 0
-    seq = face_sequence(face_image, frames + warmup)
-    last = None
-    for i, frame in enumerate(seq):
-        t0 = time.perf_counter()
-        poses = estimator.estimate(frame)
-        dt = (time.perf_counter() - t0) * 1e3
-        if i < warmup:
-            continue
-        frame_ms.append(dt)
-        lm_ms.append(estimator.last_timings['landmarks_ms'])
-        model_ms.append(estimator.last_timings['model_ms'])
-        post_ms.append(estimator.last_timings['post_ms'])
-        detected += bool(poses)
-        if poses:
-            last = poses[0].landmarks
-    if last is None:
-        raise ValueError('no face found in the speed-benchmark sequence')
-    feats = normalise_landmarks(last)
-    n_model = max(1000, frames)
-    for _ in range(100):
-        estimator.model.predict(feats)
-    mt = []
-    for _ in range(n_model):
-        t0 = time.perf_counter()
-        estimator.model.predict(feats)
-        mt.append((time.perf_counter() - t0) * 1e3)
-    cur, peak = rss_mb()
-    return {'frames': len(frame_ms), 'frame_size': [640, 480], 'detected_frames': detected,
-            'frame_ms': _stats(frame_ms), 'landmarks_ms': _stats(lm_ms),
-            'model_in_frame_ms': _stats(model_ms), 'post_in_frame_ms': _stats(post_ms),
-            'encoder_heads_ms': _stats(mt),
-            'encoder_heads_calls': n_model, 'rss_mb': {'current': cur, 'peak': peak}}
-
-
-def format_speed(result):
-    """Human-readable summary of :func:`run_speed` output."""
-    lines = [f"streaming {result['frame_size'][0]}x{result['frame_size'][1]}: "
-             f"{result['frames']} frames, face found in {result['detected_frames']}"
-             + (f", max_faces {result['max_faces']}" if 'max_faces' in result else '')]
-    for key, label in (('frame_ms', 'whole frame (estimate)'),
-                       ('landmarks_ms', '  MediaPipe landmarks'),
-                       ('model_in_frame_ms', '  features+net+fusion'),
-                       ('post_in_frame_ms', '  rotation, quaternion'),
-                       ('encoder_heads_ms', 'encoder+heads, 1 face')):
-        s = result[key]
-        lines.append(f"{label:<24} p50 {s['p50']:7.3f} ms  p95 {s['p95']:7.3f} ms")
-    rss = result['rss_mb']
-    lines.append(f"RSS: {rss['current']:.0f} MB (peak {rss['peak']:.0f} MB)")
-    return '\n'.join(lines)
 
 
 def turned_camera_view(rgb, k, rot, size):

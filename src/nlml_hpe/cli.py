@@ -14,7 +14,6 @@ Examples::
 
 import argparse
 import json
-import os
 from pathlib import Path
 import sys
 import time
@@ -153,18 +152,28 @@ def cmd_predict(args):
 
 
 def _load_estimator_or_none(model_path, streaming=False, flip_average=None, rigid_fusion=True,
-                            perspective_warp=True, max_faces=5):
+                            perspective_warp=True, max_faces=5, num_threads=None):
     from .estimator import HeadPoseEstimator
     from .model import ModelFileError
 
+    options = {} if num_threads is None else {'num_threads': num_threads}
     try:
         return HeadPoseEstimator.from_pretrained(model_path, streaming=streaming,
                                                  max_faces=max_faces,
                                                  flip_average=flip_average,
                                                  rigid_fusion=rigid_fusion,
-                                                 perspective_warp=perspective_warp), None
+                                                 perspective_warp=perspective_warp,
+                                                 **options), None
     except ModelFileError as exc:
         return None, str(exc)
+
+
+def _legacy_or_exit(command):
+    from .legacy_landmarks import available
+
+    if not available():
+        raise SystemExit(f'nlml-hpe benchmark {command}: the legacy MediaPipe graph '
+                         '(mediapipe==0.10.21, an optional test dependency) is not installed')
 
 
 def cmd_benchmark_aflw(args):
@@ -177,6 +186,13 @@ def cmd_benchmark_aflw(args):
     if est is None:
         print(f'warning: model unavailable ({error}); running the baseline only',
               file=sys.stderr)
+    elif args.legacy:
+        _legacy_or_exit('aflw2000')
+        from .estimator import HeadPoseEstimator
+        from .legacy_landmarks import LegacyLandmarkExtractor
+        est = HeadPoseEstimator(est.model, LegacyLandmarkExtractor(max_faces=5),
+                                flip_average=not args.no_flip, rigid_fusion=not args.no_fusion,
+                                perspective_warp=not args.no_warp)
     try:
         result = run_aflw2000(args.directory, est, limit=args.limit,
                               progress=not args.json and sys.stderr.isatty())
@@ -185,48 +201,87 @@ def cmd_benchmark_aflw(args):
             est.close()
     if error:
         result['model_error'] = error
-    print(json.dumps(result, indent=2) if args.json else format_aflw2000(result))
+    result['landmarks'] = 'legacy MediaPipe graph' if args.legacy else 'nlml_hpe'
+    print(json.dumps(result, indent=2) if args.json else
+          f"landmarks: {result['landmarks']}\n" + format_aflw2000(result))
     return 0
 
 
 def _default_face_image():
-    shared = Path(os.environ.get('NLML_HPE_SHARED',
-                                 Path(__file__).resolve().parents[3] / 'shared')) / 'data'
-    cand = shared / 'aflw2000_dev' / 'image00008.jpg'
-    return cand if cand.is_file() else None
+    """Return an image with one face: the shipped demo clip's frontal frame."""
+    from importlib import resources
+
+    return resources.files('nlml_hpe') / 'data' / 'demo' / '000.jpg'
 
 
 def cmd_benchmark_speed(args):
-    """Per-frame speed benchmark (streaming mode) and encoder+heads time."""
-    from .benchmark import format_speed, read_rgb, run_speed
+    """Per-frame speed in streaming mode, beside the legacy graph."""
+    from .benchmark import read_rgb
     from .estimator import HeadPoseEstimator
-    from .model import PoseModel, expected_shapes
+    from .landmarks import LandmarkExtractor
+    from .model import default_model_dir, load_model
+    from .speed_benchmark import format_speed, run_speed
+    from .tflite import check_num_threads
 
     image = Path(args.image) if args.image else _default_face_image()
-    if image is None:
-        raise SystemExit('nlml-hpe benchmark speed: give --image FACE.jpg (an image with one '
-                         'face); the default AFLW2000 dev image was not found')
-    if not 1 <= args.max_faces <= 20:
-        raise SystemExit('nlml-hpe benchmark speed: --max-faces must be in 1..20')
-    est, error = _load_estimator_or_none(args.model, streaming=True, max_faces=args.max_faces)
-    note = None
-    if est is None:
-        import numpy as np
-        rng = np.random.default_rng(0)
-        weights = {k: rng.normal(0, 0.02, s).astype(np.float32)
-                   for k, s in expected_shapes().items()}
-        weights['feature_std'] = np.ones_like(weights['feature_std'])
-        est = HeadPoseEstimator(PoseModel(weights), streaming=True, max_faces=args.max_faces)
-        note = (f'model unavailable ({error}); timed a randomly initialised network of the '
-                'same architecture (timing does not depend on the weights)')
-        print(f'warning: {note}', file=sys.stderr)
-    with est:
-        result = run_speed(est, read_rgb(image), frames=args.frames)
+    try:
+        threads = check_num_threads(args.threads)
+        rgb = read_rgb(image)
+    except ValueError as exc:
+        raise SystemExit(f'nlml-hpe benchmark speed: {exc}') from None
+    with LandmarkExtractor(num_threads=threads) as ex:
+        found = ex.extract(rgb)
+    if not found:
+        raise SystemExit(f'nlml-hpe benchmark speed: no face found in {image}')
+    legacy = not args.no_legacy
+    if legacy:
+        _legacy_or_exit('speed (or give --no-legacy)')
+    model = load_model(default_model_dir() if args.model is None else args.model)
+
+    def make(is_legacy, **options):
+        options = {'max_faces': args.max_faces, **options}
+        if is_legacy:
+            from .legacy_landmarks import LegacyLandmarkExtractor
+            return HeadPoseEstimator(model, LegacyLandmarkExtractor(
+                max_faces=options['max_faces'], streaming=True), streaming=True, **options)
+        return HeadPoseEstimator(model, streaming=True, num_threads=threads, **options)
+
+    result = run_speed(make, rgb, found[0], frames=args.frames, legacy=legacy)
     result['image'] = str(image)
-    result['max_faces'] = args.max_faces
-    if note:
-        result['note'] = note
+    result['num_threads'] = threads
     print(json.dumps(result, indent=2) if args.json else format_speed(result))
+    return 0
+
+
+def cmd_benchmark_range(args):
+    """Measure detection rate and accuracy by face size, beside the legacy graph."""
+    from .estimator import HeadPoseEstimator
+    from .model import default_model_dir, load_model
+    from .range_benchmark import FACE_WIDTHS, FRAMES, format_range, run_range
+
+    model = load_model(default_model_dir() if args.model is None else args.model)
+    estimators = {'nlml_hpe': HeadPoseEstimator(model, flip_average=False)}
+    if not args.no_legacy:
+        _legacy_or_exit('range (or give --no-legacy)')
+        from .legacy_landmarks import LegacyLandmarkExtractor
+        estimators['legacy'] = HeadPoseEstimator(model, LegacyLandmarkExtractor(max_faces=5),
+                                                 flip_average=False)
+    frames = FRAMES
+    if args.frames:
+        try:
+            frames = [tuple(int(v) for v in f.lower().split('x')) for f in args.frames]
+        except ValueError:
+            raise SystemExit('nlml-hpe benchmark range: --frames takes WxH sizes') from None
+    try:
+        result = run_range(args.directory, estimators, widths=args.widths or FACE_WIDTHS,
+                           frames=frames, limit=args.limit,
+                           progress=not args.json and sys.stderr.isatty())
+    except ValueError as exc:
+        raise SystemExit(f'nlml-hpe benchmark range: {exc}') from None
+    finally:
+        for est in estimators.values():
+            est.close()
+    print(json.dumps(result, indent=2) if args.json else format_range(result))
     return 0
 
 
@@ -326,18 +381,37 @@ def build_parser():
                       help="score the network's angles alone (no rigid fusion)")
     aflw.add_argument('--no-warp', action='store_true',
                       help='no line-of-sight re-reading of off-axis faces')
+    aflw.add_argument('--legacy', action='store_true',
+                      help='landmarks from the legacy MediaPipe graph (optional mediapipe '
+                           "0.10.21) instead of the project's landmark stage")
     aflw.set_defaults(func=cmd_benchmark_aflw)
-    speed = bsub.add_parser('speed', help='encoder+heads and streaming whole-frame latency')
-    speed.add_argument('--frames', type=int, default=300)
-    speed.add_argument('--image', metavar='FACE', help='image with one face (default: an '
-                       'AFLW2000 dev image from the shared data)')
+    speed = bsub.add_parser('speed', help='streaming per-frame time: one face at 640x480 and '
+                            '1280x720, off the axis, crowds; beside the legacy graph')
+    speed.add_argument('--frames', type=int, default=300, help='timed frames per row')
+    speed.add_argument('--image', metavar='FACE', help='image with one face (default: the '
+                       "shipped demo clip's frontal frame)")
     speed.add_argument('--model', metavar='PATH')
-    speed.add_argument('--max-faces', type=int, default=5,
-                       help='faces MediaPipe tracks at most (default 5, as the node); the '
-                            'tracker is built for the faces in view and looks for new ones '
-                            'every 10 frames')
+    speed.add_argument('--max-faces', type=int, default=5, choices=range(1, 21),
+                       metavar='1..20', help='faces tracked at most (default 5, as the node)')
+    speed.add_argument('--threads', type=int, default=1,
+                       help='LiteRT CPU threads per model (default 1, as the node)')
+    speed.add_argument('--no-legacy', action='store_true',
+                       help='skip the legacy MediaPipe graph (needs mediapipe 0.10.21)')
     speed.add_argument('--json', action='store_true')
     speed.set_defaults(func=cmd_benchmark_speed)
+    rng = bsub.add_parser('range', help='detection rate and MAE by face size (0.5-6 m) in '
+                          '640x480 and 1280x720 frames, beside the legacy graph')
+    rng.add_argument('directory', metavar='DIR', help='AFLW2000-3D images with .mat labels')
+    rng.add_argument('--limit', type=int, default=None, help='use the first N paper-range faces')
+    rng.add_argument('--widths', type=int, nargs='+', metavar='PX',
+                     help='face widths (default: 160 100 70 50 40 28)')
+    rng.add_argument('--frames', nargs='+', metavar='WxH',
+                     help='frame sizes (default: 640x480 1280x720)')
+    rng.add_argument('--model', metavar='PATH')
+    rng.add_argument('--no-legacy', action='store_true',
+                     help='skip the legacy MediaPipe graph (needs mediapipe 0.10.21)')
+    rng.add_argument('--json', action='store_true')
+    rng.set_defaults(func=cmd_benchmark_range)
     off = bsub.add_parser('offaxis', help='pose consistency of faces moved off the optical '
                           'axis (the same photo seen by a turned camera)')
     off.add_argument('directory', metavar='DIR', help='images with one face each (*.jpg)')

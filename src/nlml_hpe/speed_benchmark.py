@@ -1,0 +1,161 @@
+"""Per-frame speed in streaming (video) mode: ``nlml-hpe benchmark speed``.
+
+Each scenario plays a short clip of faces drifting a few pixels (a person
+sitting still) through a streaming estimator and times every
+:meth:`~nlml_hpe.estimator.HeadPoseEstimator.estimate` call; the first
+``warmup`` frames are not counted.  Scenarios:
+
+* ``640x480`` and ``1280x720``: one face near the centre;
+* ``640x480 off-axis``: one face 20 deg off the optical axis, read on its line
+  of sight (``perspective_warp``) and not;
+* ``crowd N``: N faces in a 640x640 frame (``max_faces`` 20).
+
+With ``legacy`` the same clips also go through the legacy MediaPipe graph
+(:class:`~nlml_hpe.legacy_landmarks.LegacyLandmarkExtractor`), so each row has
+its ratio against it, measured in the same run.
+"""
+
+import math
+import time
+
+import cv2
+import numpy as np
+
+from .benchmark import _stats, rss_mb
+
+#: Face width (pixels) in the single-face scenarios.
+FACE_PX = 200
+
+
+def face_crop(rgb, landmarks):
+    """Square crop of ``rgb`` around a face's landmarks, and the face's share of its side."""
+    x0, y0 = landmarks[:, :2].min(0)
+    x1, y1 = landmarks[:, :2].max(0)
+    cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, 0.8 * max(x1 - x0, y1 - y0)
+    pad = 600
+    big = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    y, x = int(cy - half) + pad, int(cx - half) + pad
+    return big[y:y + int(2 * half), x:x + int(2 * half)].copy(), (x1 - x0) / (2 * half)
+
+
+def clip(crop, share, size, centres, face_px, n_frames, amplitude=6.0):
+    """Yield ``n_frames`` frames of ``size`` with the face at each of ``centres``, drifting."""
+    w, h = size
+    side = max(int(round(face_px / share)), 4)
+    small = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
+    for i in range(n_frames):
+        frame = np.full((h, w, 3), 110, np.uint8)
+        dx = amplitude * math.sin(i / 7.0)
+        dy = 0.5 * amplitude * math.cos(i / 11.0)
+        for cx, cy in centres:
+            x, y = int(round(cx + dx - side / 2)), int(round(cy + dy - side / 2))
+            x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + side, w), min(y + side, h)
+            frame[y0:y1, x0:x1] = small[y0 - y:y1 - y, x0 - x:x1 - x]
+        yield frame
+
+
+def time_stream(estimator, frames, warmup):
+    """Time ``estimate`` on each frame; stats of the frames after ``warmup``."""
+    total, lm, model, faces = [], [], [], []
+    for i, frame in enumerate(frames):
+        t0 = time.perf_counter()
+        poses = estimator.estimate(frame)
+        dt = (time.perf_counter() - t0) * 1e3
+        if i < warmup:
+            continue
+        total.append(dt)
+        lm.append(estimator.last_timings['landmarks_ms'])
+        model.append(estimator.last_timings['model_ms'] + estimator.last_timings['post_ms'])
+        faces.append(len(poses))
+    return {'frame_ms': _stats(total), 'landmarks_ms': _stats(lm), 'pose_ms': _stats(model),
+            'faces_mean': float(np.mean(faces)) if faces else 0.0, 'frames': len(total)}
+
+
+def scenarios(crop, share, frames, warmup, crowd=(1, 5, 15)):
+    """``(name, size, estimator options, frames)`` of each scenario."""
+    n = frames + warmup
+    f60 = 640 / 2 / math.tan(math.radians(30))  # the guessed camera: 60 deg HFOV
+    off = (320 + f60 * math.tan(math.radians(20)), 240)
+    out = [('640x480', (640, 480), {}, lambda: clip(crop, share, (640, 480), [(320, 240)],
+                                                     FACE_PX, n)),
+           ('1280x720', (1280, 720), {}, lambda: clip(crop, share, (1280, 720), [(640, 360)],
+                                                       FACE_PX, n)),
+           ('640x480 off-axis 20deg, re-read', (640, 480), {'perspective_warp': True},
+            lambda: clip(crop, share, (640, 480), [off], 160, n)),
+           ('640x480 off-axis 20deg, no re-read', (640, 480), {'perspective_warp': False},
+            lambda: clip(crop, share, (640, 480), [off], 160, n))]
+    for count in crowd:
+        cols = math.ceil(math.sqrt(count))
+        rows = math.ceil(count / cols)
+        cell = 640 / max(cols, rows)
+        centres = [((c + 0.5) * cell, (r + 0.5) * cell)
+                   for r in range(rows) for c in range(cols)][:count]
+        out.append((f'crowd {count} (640x640)', (640, 640), {'max_faces': 20},
+                    lambda centres=centres, cell=cell: clip(crop, share, (640, 640), centres,
+                                                            0.45 * cell, n, amplitude=2.0)))
+    return out
+
+
+def run_speed(make_estimator, face_rgb, face_landmarks, *, frames=300, warmup=30,
+              legacy=False, crowd=(1, 5, 15)):
+    """Run every scenario; ``make_estimator(legacy, **options)`` builds a streaming estimator.
+
+    Returns ``{'rows': [...], 'encoder_heads_ms': ..., 'rss_mb': ...}``: each row
+    has the scenario, method (``nlml_hpe`` or ``legacy``) and its timings, and
+    the ratio to the legacy graph when both ran.
+    """
+    crop, share = face_crop(face_rgb, face_landmarks)
+    rows = []
+    for name, size, options, make_frames in scenarios(crop, share, frames, warmup, crowd):
+        methods = [False, True] if legacy and not name.startswith('crowd') else [False]
+        start = len(rows)
+        for is_legacy in methods:
+            if is_legacy and not options.get('perspective_warp', True):
+                continue  # the legacy graph never re-read (see LegacyLandmarkExtractor)
+            est = make_estimator(is_legacy, **options)
+            try:
+                row = {'scenario': name, 'method': 'legacy' if is_legacy else 'nlml_hpe',
+                       'size': list(size), **time_stream(est, make_frames(), warmup)}
+                if not is_legacy and options.get('perspective_warp'):
+                    row['reread_faces'] = int(est.last_timings.get('warped', 0))
+                model = est.model
+            finally:
+                est.close()
+            rows.append(row)
+        if len(rows) - start == 2:
+            ours, base = rows[start], rows[start + 1]
+            if ours['frame_ms']['p50'] and base['frame_ms']['p50']:
+                ours['ratio_to_legacy_p50'] = ours['frame_ms']['p50'] / base['frame_ms']['p50']
+    from .features import normalise_landmarks
+
+    feats = normalise_landmarks(face_landmarks)
+    mt = []
+    for i in range(1100):
+        t0 = time.perf_counter()
+        model.predict(feats)
+        if i >= 100:
+            mt.append((time.perf_counter() - t0) * 1e3)
+    cur, peak = rss_mb()
+    return {'rows': rows, 'encoder_heads_ms': _stats(mt), 'frames': frames, 'warmup': warmup,
+            'rss_mb': {'current': cur, 'peak': peak}}
+
+
+def format_speed(result):
+    """Human-readable table of :func:`run_speed` output."""
+    lines = [f"streaming: {result['frames']} timed frames per row after "
+             f"{result['warmup']} warm-up frames; ms per estimate() call"
+             + (f"; {result['num_threads']} LiteRT thread(s)" if 'num_threads' in result
+                else '')]
+    lines.append(f"{'scenario':<36} {'method':<9} {'faces':>5} {'p50':>7} {'p95':>7} "
+                 f"{'landmk':>7} {'pose':>6} {'vs legacy':>9}")
+    for r in result['rows']:
+        ratio = r.get('ratio_to_legacy_p50')
+        lines.append(f"{r['scenario']:<36} {r['method']:<9} {r['faces_mean']:5.1f} "
+                     f"{r['frame_ms']['p50']:7.2f} {r['frame_ms']['p95']:7.2f} "
+                     f"{r['landmarks_ms']['p50']:7.2f} {r['pose_ms']['p50']:6.2f} "
+                     + (f'{100 * ratio:8.0f}%' if ratio else ''))
+    s = result['encoder_heads_ms']
+    lines.append(f"encoder+heads, 1 face: p50 {s['p50']:.3f} ms, p95 {s['p95']:.3f} ms")
+    rss = result['rss_mb']
+    lines.append(f"RSS: {rss['current']:.0f} MB (peak {rss['peak']:.0f} MB)")
+    return '\n'.join(lines)
