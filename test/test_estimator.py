@@ -134,24 +134,28 @@ def test_two_faces_one_batch_largest_first(aflw_dir):
         _check_pose_consistency(p)
 
 
-def test_flip_average_is_mirror_equivariant(face_rgb):
-    # Flip-averaged angles of the mirrored image are exactly the mirrored angles
-    # (yaw and roll change sign), and each is the mean of the direct reading and
-    # the un-mirrored reading of the mirrored image.
+def test_flip_average_reads_the_mirrored_crop(face_rgb):
+    # Flip averaging: each face's angles are the mean of its direct reading and the
+    # un-mirrored reading of its mirrored crop (yaw and roll change sign), both from
+    # the same batch; and the mirrored image gives (about) the mirrored angles.
     model = _random_model(7)
     mirrored = np.ascontiguousarray(face_rgb[:, ::-1])
-    with HeadPoseEstimator(model) as est, \
-            HeadPoseEstimator(model, flip_average=False) as plain:
+    with HeadPoseEstimator(model, rigid_fusion=False) as est, \
+            HeadPoseEstimator(model, flip_average=False, rigid_fusion=False) as plain:
         assert est.flip_average and not plain.flip_average
-        avg = est.estimate(face_rgb)[0].angles
-        assert est.last_timings['flip_matched'] == 1 and est.last_timings['flip_ms'] > 0
-        avg_m = est.estimate(mirrored)[0].angles
-        direct = plain.estimate(face_rgb)[0].angles
-        direct_m = plain.estimate(mirrored)[0].angles
-    signs = np.array([1.0, -1.0, -1.0])
-    np.testing.assert_allclose(avg_m, signs * avg, atol=1e-6)
-    np.testing.assert_allclose(avg, 0.5 * (direct + signs * direct_m), atol=1e-6)
-    assert not np.allclose(avg, direct, atol=1e-3)  # the mirrored pass changed something
+        pose = est.estimate(face_rgb)[0]
+        assert est.last_timings['flip_matched'] == 1
+        twin = pose.mirrored_landmarks
+        assert twin is not None and twin.shape == (468, 3)
+        direct = plain.estimate_landmarks([pose.landmarks], image_size=(640, 480))[0].angles
+        twin_angles = plain.estimate_landmarks([twin], image_size=(640, 480))[0].angles
+        signs = np.array([1.0, -1.0, -1.0])
+        np.testing.assert_allclose(pose.angles, 0.5 * (direct + signs * twin_angles), atol=1e-6)
+        assert not np.allclose(pose.angles, direct, atol=1e-3)  # the mirrored crop counted
+    shipped = load_model(default_model_dir())
+    with HeadPoseEstimator(shipped) as est:
+        a, b = est.estimate(face_rgb)[0].angles, est.estimate(mirrored)[0].angles
+    np.testing.assert_allclose(b, signs * a, atol=1.5)
 
 
 def test_flip_average_off_by_default_when_streaming():
@@ -439,10 +443,10 @@ def test_shipped_model_follows_a_face_off_the_optical_axis(aflw_dir):
         wa = est.estimate(centred, camera_matrix=k)[0]
         assert est.last_timings['warped'] == 0  # on the optical axis: nothing to re-read
         wb = est.estimate(turned, camera_matrix=k)[0]
-        assert est.last_timings['warped'] == 2  # the face and its mirrored twin
+        assert est.last_timings['warped'] == 1  # the face (its mirrored crop with it)
     np.testing.assert_array_equal(wa.angles, a.angles)
     warp_err = rotation_angle_deg(wb.rotation, turn @ wa.rotation)
-    assert warp_err < 3.0 and warp_err < plain_err - 0.5, (warp_err, plain_err)
+    assert warp_err < 3.5 and warp_err < plain_err - 0.5, (warp_err, plain_err)
     assert np.all(np.abs(wb.angles - wa.angles) < 3.0), (wa.angles, wb.angles)
     # The re-read landmarks are in the turned image's pixels, where the face is.
     assert box_iou(wb.box, b.box) > 0.85
@@ -482,7 +486,7 @@ def test_perspective_warp_options(face_rgb):
     # warp_min_deg 0 re-reads every face, even one on the optical axis.
     with HeadPoseEstimator(model, warp_min_deg=0.0, flip_average=False) as est:
         poses = est.estimate(face_rgb)
-        assert est.last_timings['warped'] == 1 and est.last_timings['warp_ms'] > 0
+        assert est.last_timings['warped'] == 1 and poses[0].reread
         assert len(poses) == 1
     # Mapping back: the inverse homography and 1 / scale undo the centring.
     k = default_camera_matrix(640, 480, hfov_deg=80.0)

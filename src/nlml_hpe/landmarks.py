@@ -208,6 +208,16 @@ class FrameReading:
     tracked: int = 0
 
 
+def _overlaps(box, boxes, iou=0.3):
+    """Whether ``box`` is one of ``boxes``: IoU above ``iou``, or its centre inside one."""
+    if not len(boxes):
+        return False
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    cx, cy = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
+    inside = (b[:, 0] <= cx) & (cx <= b[:, 2]) & (b[:, 1] <= cy) & (cy <= b[:, 3])
+    return bool(np.any(inside) or np.any(iou_matrix([box], b)[0] > iou))
+
+
 def _same_face(a, b):
     return iou_matrix(landmark_boxes(a), landmark_boxes(b))[0, 0] > SAME_FACE_IOU
 
@@ -308,8 +318,10 @@ class LandmarkExtractor:
             self._regions[key] = plan
         return self._regions[key]
 
-    def detect(self, rgb, plan=None):
+    def detect(self, rgb, plan=None, boxes=False):
         """Detector ROIs in the ``(detector, region)`` pairs of ``plan`` (default: all).
+
+        ``boxes``: return ``(box, roi)`` pairs, ``box`` the detector's face box.
 
         Each run's faces are merged by weighted NMS.  Across runs, one face
         found several times keeps the short-range model's detection if it has
@@ -326,13 +338,14 @@ class LandmarkExtractor:
             dets = detector.detect(rgb, region, inner=not whole)
             zoom = detector.spec.size / max(region[2] - region[0], region[3] - region[1])
             for i in range(len(dets)):
-                roi = Roi.from_detection(dets.boxes[i], dets.keypoints[i])
-                cands.append((kind != 'short', -roi.side * zoom, roi))
+                box = dets.boxes[i]
+                cands.append((kind != 'short', -(box[2] - box[0]) * zoom, tuple(box),
+                              Roi.from_detection(box, dets.keypoints[i])))
         kept = []
-        for _, _, roi in sorted(cands, key=lambda c: c[:2]):
-            if self._new_faces([roi], kept):
-                kept.append(roi)
-        return kept
+        for *_, box, roi in sorted(cands, key=lambda c: c[:2]):
+            if not _overlaps(box, [b for b, _ in kept]):
+                kept.append((box, roi))
+        return kept if boxes else [r for _, r in kept]
 
     # -- reading ----------------------------------------------------------
     def read(self, rgb, transforms):
@@ -387,8 +400,10 @@ class LandmarkExtractor:
             region = self._region_due(w, h)
             if region is not None:
                 detector_runs = 1
-                fresh = self._new_faces(self.detect(rgb, [region]),
-                                        [Roi.from_landmarks(lm) for lm in self._tracked])
+                known = [tuple(b) for b in landmark_boxes(np.array(self._tracked))] \
+                    if self._tracked else []
+                fresh = [roi for box, roi in self.detect(rgb, [region], boxes=True)
+                         if not _overlaps(box, known)]
                 fresh = fresh[:self.max_faces - len(tracked)]
         # Pass 1: tracked faces through their planned crops (and mirrored), new ones directly.
         plans = tracked + [_Plan(r.transform(), None, False) for r in fresh]
@@ -501,21 +516,6 @@ class LandmarkExtractor:
         region = plan[self._next_region % len(plan)]
         self._next_region = (self._next_region + 1) % len(plan)
         return region
-
-    @staticmethod
-    def _new_faces(found, tracked):
-        """Return the detections that are not one of the tracked faces (IoU or centre inside)."""
-        if not tracked:
-            return found
-        boxes = np.array([r.box() for r in tracked])
-        out = []
-        for roi in found:
-            iou = iou_matrix([roi.box()], boxes)[0]
-            inside = ((boxes[:, 0] <= roi.cx) & (roi.cx <= boxes[:, 2]) &
-                      (boxes[:, 1] <= roi.cy) & (roi.cy <= boxes[:, 3]))
-            if not (np.any(iou > SAME_FACE_IOU) or np.any(inside)):
-                out.append(roi)
-        return out
 
     def reset(self):
         """Forget tracked faces (a new sequence starts)."""

@@ -111,20 +111,25 @@ PARAMETERS = {
     'model_path': ('', 'Model directory or .safetensors file; empty = the shipped model.', {}),
     'max_faces': (5, 'Maximum number of faces detected per frame.',
                   {'integer_range': _range_i(1, 20)}),
-    'min_detection_confidence': (0.5, 'MediaPipe face detection confidence threshold.',
+    'min_detection_confidence': (0.5, 'Face detector score threshold.',
                                  {'floating_point_range': _range_f(0.0, 1.0)}),
-    'detection_interval': (10, 'Frames between two searches for new faces while fewer than '
-                           'max_faces are tracked (1 = every frame, about 1.2 ms more a '
-                           'frame).', {'integer_range': _range_i(1, 300)}),
-    'flip_average': (False, 'Also run MediaPipe on the mirrored frame and average the angles: '
-                     'more accurate (AFLW2000 dev, see README), about twice the MediaPipe time.',
+    'detection_interval': (10, 'Frames between two looks for new faces while faces are tracked '
+                           '(one detector run, about 1-3 ms, per look; with no face tracked '
+                           'one run every frame).', {'integer_range': _range_i(1, 300)}),
+    'min_face_px': (24.0, 'Smallest face (pixels wide) the detector searches for: the frame '
+                    'is also searched in tiles, one per look (a face once found is tracked at '
+                    'any size).', {'floating_point_range': _range_f(8.0, 1000.0)}),
+    'num_threads': (1, 'CPU threads of each face model (LiteRT).',
+                    {'integer_range': _range_i(1, 16)}),
+    'flip_average': (True, "Also read each face's mirrored crop (same batch) and average the "
+                     'angles: more accurate (AFLW2000 dev, see README), about 1 ms a face.',
                      {}),
-    'rigid_fusion': (True, "Average the network's angles with a rigid fit of MediaPipe's 3D "
-                     'landmarks to its canonical face: more accurate (see README), ~0.1 ms.', {}),
+    'rigid_fusion': (True, "Average the network's angles with a rigid fit of the 3D landmarks "
+                     "to MediaPipe's canonical face: more accurate (see README), ~0.1 ms.", {}),
     'perspective_warp': (True, 'Re-read faces at least perspective_warp_min_deg off the optical '
-                         'axis from a view turned onto them (one more MediaPipe pass per such '
-                         "face): removes most of MediaPipe's perspective error at the image "
-                         'edge (see README).', {}),
+                         'axis from a crop turned onto their line of sight (a tracked face '
+                         "costs nothing more): removes most of the landmark model's "
+                         'perspective error at the image edge (see README).', {}),
     'perspective_warp_min_deg': (10.0, 'Angle between the optical axis and the ray to a face '
                                  '(deg) from which perspective_warp re-reads it.',
                                  {'floating_point_range': _range_f(0.0, 90.0)}),
@@ -153,7 +158,8 @@ PARAMETERS = {
                        {'read_only': True}),
 }
 _RELOAD = {'model_path', 'max_faces', 'min_detection_confidence', 'detection_interval',
-           'flip_average', 'rigid_fusion', 'perspective_warp', 'perspective_warp_min_deg'}
+           'min_face_px', 'num_threads', 'flip_average', 'rigid_fusion', 'perspective_warp',
+           'perspective_warp_min_deg'}
 _SMOOTH = {'smoothing_min_cutoff', 'smoothing_beta', 'smoothing_d_cutoff', 'smoothing'}
 
 
@@ -243,13 +249,15 @@ class HeadPoseNode(Node):
             path=path, max_faces=int(self._p['max_faces']),
             min_detection_confidence=float(self._p['min_detection_confidence']), streaming=True,
             detection_interval=int(self._p['detection_interval']),
+            min_face_px=float(self._p['min_face_px']),
+            num_threads=int(self._p['num_threads']),
             flip_average=bool(self._p['flip_average']),
             rigid_fusion=bool(self._p['rigid_fusion']),
             perspective_warp=bool(self._p['perspective_warp']),
             warp_min_deg=float(self._p['perspective_warp_min_deg']))
 
     def _warm_up(self):
-        """Create MediaPipe's graph now, so the first camera frame is not slow."""
+        """Load the face models now, so the first camera frame is not slow."""
         self._estimator.estimate(np.zeros((64, 64, 3), np.uint8))
 
     def _make_smoother(self):
@@ -388,7 +396,7 @@ class HeadPoseNode(Node):
             K = None
         faces = self._estimator.estimate(rgb, camera_matrix=K)
         timings = self._estimator.last_timings
-        reread = (int(timings.get('warped', 0)), float(timings.get('warp_ms', 0.0)))
+        reread = (int(timings.get('warped', 0)), float(timings.get('landmarks_ms', 0.0)))
         t = _stamp_seconds(msg.header.stamp)
         if t <= 0:
             t = received
@@ -558,7 +566,7 @@ class HeadPoseNode(Node):
             age = sorted(self._age_ms)
             stats = dict(self.stats)
             faces = self._last_faces
-            reread, reread_ms = self._last_reread
+            reread, landmarks_ms = self._last_reread
             has_k = self._camera_matrix is not None
         # The fully qualified name tells apart nodes of several cameras on /diagnostics.
         status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: head pose estimation',
@@ -580,7 +588,7 @@ class HeadPoseNode(Node):
             ('stamp_to_output_ms_p50', pct(age, 0.5)),
             ('faces', faces),
             ('faces_reread_off_axis', reread),
-            ('reread_ms', f'{reread_ms:.1f}'),
+            ('landmarks_ms', f'{landmarks_ms:.1f}'),
             ('frames_received', stats.get('received', 0)),
             ('frames_processed', stats.get('processed', 0)),
             ('frames_dropped', stats.get('dropped', 0)),
