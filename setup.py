@@ -19,7 +19,7 @@ setup(
         ('share/' + package_name + '/models',
          glob('models/*.safetensors') + glob('models/*.json')),
     ],
-    package_data={package_name: ['data/*', 'data/demo/*']},
+    package_data={package_name: ['data/*', 'data/demo/*', 'data/mediapipe/*']},
     include_package_data=True,
     install_requires=['setuptools'],
     zip_safe=True,
