@@ -164,6 +164,20 @@ def _valid_frame_name(name):
     return not frame_name_problem(name)
 
 
+def _release_free_memory():
+    """Hand memory freed by a closed MediaPipe graph back to the OS (glibc; no-op elsewhere).
+
+    Without it glibc keeps the freed arenas: RSS rose about 90 MB over 400
+    reloads, then stayed; with it RSS stays within a few MB (README, Hostile input).
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _stamp_seconds(stamp):
     return stamp.sec + stamp.nanosec * 1e-9
 
@@ -332,6 +346,7 @@ class HeadPoseNode(Node):
                     self._tracker.reset()
             if hasattr(old, 'close'):
                 old.close()
+            _release_free_memory()
             self.get_logger().info('estimator rebuilt with the new parameters')
         with self._lock:
             self._p.update({k: v for k, v in values.items() if k in PARAMETERS})
