@@ -624,3 +624,85 @@ def test_node_reloads_do_not_grow_memory(raw_rig, face):
           f'({growth / n:+.3f} MiB per reload)')
     assert growth < 0.25 * n + 5.0  # the issue measured 1.7 MiB per reload
     node.set_parameters([Parameter('rigid_fusion', value=True)])
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+def _cli_lines(text):
+    # Strict JSON: the parser refuses NaN and Infinity.
+    def refuse(token):
+        raise ValueError(f'non-strict JSON token {token}')
+    return [json.loads(line, parse_constant=refuse) for line in text.splitlines() if line]
+
+
+def test_cli_never_loses_good_results_to_bad_files(tmp_path, face, capsys):
+    from nlml_hpe import cli
+
+    folder = tmp_path / 'in'
+    folder.mkdir()
+    good = encode('.jpg', cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+    files = {
+        'a_good.jpg': good,
+        'b_bomb.jpg': JPEG_BOMB,
+        'c_png_bomb.png': png_bomb(9000),
+        'd_truncated.jpg': good[:len(good) // 2],
+        'e_16bit.png': encode('.png', np.full((64, 64), 40000, np.uint16)),
+        'f_anim.gif': b'GIF89a\x10\x00\x10\x00' + bytes(40),
+        'g_photo.heic': b'\x00\x00\x00\x18ftypheic' + bytes(40),
+        'z_good.png': encode('.png', cv2.cvtColor(face, cv2.COLOR_RGB2BGR)),
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    (folder / 'h_broken.jpg').symlink_to(tmp_path / 'gone.jpg')
+    (folder / 'i_sub').mkdir()
+    os.mkfifo(folder / 'j_fifo.jpg')
+    fifo_arg = tmp_path / 'named_fifo.png'
+    os.mkfifo(fifo_arg)
+    t0 = time.monotonic()
+    code = cli.main(['predict', '--json', '--no-flip', str(folder), str(fifo_arg)])
+    assert time.monotonic() - t0 < 60  # no FIFO blocked the run
+    assert code == cli.EXIT_SOME_FAILED
+    lines = _cli_lines(capsys.readouterr().out)
+    names = sorted([*files, 'h_broken.jpg', 'i_sub', 'j_fifo.jpg'])
+    assert [d['image'] for d in lines] == [str(folder / n) for n in names] + [str(fifo_arg)]
+    by = {os.path.basename(d['image']): d for d in lines}
+    for name in ('a_good.jpg', 'z_good.png'):
+        assert len(by[name]['faces']) == 1 and 'error' not in by[name], by[name]
+    expect = {'b_bomb.jpg': 'maximum side', 'c_png_bomb.png': 'maximum side',
+              'd_truncated.jpg': 'truncated JPEG', 'e_16bit.png': '16-bit PNG',
+              'f_anim.gif': "unsupported file type '.gif'",
+              'g_photo.heic': "unsupported file type '.heic'",
+              'h_broken.jpg': 'broken symbolic link', 'i_sub': 'subfolder',
+              'j_fifo.jpg': 'FIFO', 'named_fifo.png': 'FIFO'}
+    for name, why in expect.items():
+        assert why in by[name]['error'], (name, by[name])
+    for name in ('b_bomb.jpg', 'c_png_bomb.png'):
+        assert by[name]['ms'] < 5.0  # the bomb costs microseconds, not seconds
+
+
+def test_cli_folder_of_only_skipped_files_is_not_silent(tmp_path, capsys):
+    from nlml_hpe import cli
+
+    (tmp_path / 'a.gif').write_bytes(b'GIF89a')
+    (tmp_path / 'sub').mkdir()
+    assert cli.main(['predict', '--json', str(tmp_path)]) == cli.EXIT_SOME_FAILED
+    assert len(_cli_lines(capsys.readouterr().out)) == 2
+
+
+def test_cli_bounds_max_faces(capsys):
+    from nlml_hpe import cli
+
+    for n in ('100000', '0', '-1'):
+        assert cli.main(['predict', '--max-faces', n, 'x.jpg']) == cli.EXIT_CANNOT_RUN
+        assert '--max-faces must be in 1..20' in capsys.readouterr().err
+
+
+def test_cli_unusable_model_exits_2(tmp_path, capsys):
+    from nlml_hpe import cli
+
+    w, meta = _tampered('huge_weights')
+    save_model(w, tmp_path, meta)
+    assert cli.main(['predict', '--json', '--model', str(tmp_path), 'x.jpg']) == \
+        cli.EXIT_CANNOT_RUN
+    captured = capsys.readouterr()
+    assert 'non-finite angles' in captured.err and captured.out == ''
