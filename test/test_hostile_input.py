@@ -504,6 +504,25 @@ def test_node_bombs_never_cost_good_frames(shipped, face):
 
 
 @pytest.mark.ros
+def test_node_bomb_cost(raw_rig):
+    """What one bomb costs the node: the subscription callback refuses it from its header."""
+    from nlml_hpe.node_benchmark import bombs
+
+    node = raw_rig.node
+    msgs = [_jpeg_msg(b, 1) for b in bombs()]
+    peak0 = _peak_rss_mib()
+    rejected = node.stats['rejected']
+    t0 = time.perf_counter()
+    for i in range(300):
+        node._on_image(msgs[i % len(msgs)], compressed=True)
+    per_bomb_ms = (time.perf_counter() - t0) / 300 * 1e3
+    print(f'node: {per_bomb_ms:.3f} ms per bomb, peak RSS +{_peak_rss_mib() - peak0:.1f} MiB')
+    assert node.stats['rejected'] == rejected + 300
+    assert per_bomb_ms < 5.0 and _peak_rss_mib() - peak0 < 10.0
+    assert node._pending is None  # no bomb took a good frame's place
+
+
+@pytest.mark.ros
 @pytest.mark.parametrize('k', [[1e300, 0, 320, 0, 1e300, 240, 0, 0, 1],
                                [1e-300, 0, 320, 0, 1e-300, 240, 0, 0, 1],
                                [600, 1e6, 320, 0, 600, 240, 0, 0, 1],
@@ -565,6 +584,19 @@ def test_node_frame_parameters_refused(raw_rig):
         result = node.set_parameters([Parameter(key, value=value)])[0]
         assert not result.successful and key in result.reason, (key, value)
         assert node.get_parameter(key).value == PARAMS_DEFAULT[key]
+
+
+@pytest.mark.ros
+def test_node_camera_info_with_100_elements_refused(raw_rig):
+    """In-process (composition) a K of 100 elements reaches the node: refused, not cut to 9."""
+    from sensor_msgs.msg import CameraInfo
+
+    node = raw_rig.node
+    before = node.warnings['camera_info']
+    node._on_camera_info(CameraInfo(width=640, height=480, k=[600.0, 0, 320, 0, 600.0, 240,
+                                                              0, 0, 1] + [0.0] * 91))
+    assert node.warnings['camera_info'] == before + 1 and node._camera_matrix is None
+    assert 'exactly 9 elements, got 100' in node._camera_problem
 
 
 PARAMS_DEFAULT = {'face_frame_prefix': 'face_', 'gaze_frame_prefix': 'gaze_', 'camera_frame': ''}

@@ -82,15 +82,16 @@ def face_frame(width=640, height=480, image=None, off_axis=False):
 def bombs():
     """Decompression bombs: small real images whose headers declare huge sizes.
 
-    ``[32768^2 JPEG (the issue's 631-byte bomb, here OpenCV's small JPEG),
-    8000^2 JPEG, 20000^2 PNG]``; every one is refused from its header.
+    ``[32768^2 JPEG, 8000^2 JPEG, 20000^2 PNG]``, each made from an 8x8 grey
+    image: the JPEGs are 629 bytes (the issue's bomb was 631).  Every one is
+    refused from its header.
     """
     import struct
     import zlib
 
     import cv2
 
-    small = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    small = np.full((8, 8, 3), 128, np.uint8)
     jpg = bytearray(cv2.imencode('.jpg', small)[1].tobytes())
     i = jpg.find(b'\xff\xc0')
     out = []
