@@ -35,8 +35,13 @@ looks away from that plane.
 Only the newest frame is processed: the subscription callback stores the latest
 message and a worker thread processes it; frames overwritten before processing
 are counted as dropped.  Bad input (wrong encoding, zero size, truncated data,
-step mismatch, corrupt compressed bytes, invalid camera_info, no face) produces
-a throttled warning and no output that could be wrong.
+step mismatch, corrupt compressed bytes, decompression bombs and lying headers,
+implausible camera_info, a header.frame_id tf2 would refuse, no face) produces
+a throttled warning and no output that could be wrong; the checks that need no
+decoding run in the subscription callback, so bad messages never displace a
+good frame (:mod:`nlml_hpe.input_policy`, README "Hostile input").  A
+parameter change that needs a new estimator builds and test-runs it in the
+parameter callback and is refused, with the reason, when that fails.
 
 Transport: raw 640x480 images over Fast DDS's default transports (UDP, with
 fragmentation) are mostly lost with best-effort QoS on a default Linux socket
@@ -158,10 +163,6 @@ PARAMETERS = {
 _RELOAD = {'model_path', 'max_faces', 'min_detection_confidence', 'detection_interval',
            'flip_average', 'rigid_fusion', 'perspective_warp', 'perspective_warp_min_deg'}
 _SMOOTH = {'smoothing_min_cutoff', 'smoothing_beta', 'smoothing_d_cutoff', 'smoothing'}
-
-
-def _valid_frame_name(name):
-    return not frame_name_problem(name)
 
 
 def _release_free_memory():
