@@ -122,6 +122,7 @@ def _report_error(args, name, message, ms=None):
 
 
 def _predict_video(args, path, model, out_dir):
+    """Report every frame of a video; return the number of frames without a result."""
     import cv2
 
     from .drawing import draw_poses
@@ -139,7 +140,7 @@ def _predict_video(args, path, model, out_dir):
         raise ValueError(f'video {path} declares {size[0]}x{size[1]} frames: more than the '
                          f'maximum side of {MAX_SIDE} px')
     writer = None
-    n = 0
+    n = bad = 0
     try:
         with HeadPoseEstimator(model, max_faces=args.max_faces, streaming=True,
                                rigid_fusion=not args.no_fusion,
@@ -151,7 +152,12 @@ def _predict_video(args, path, model, out_dir):
                 t0 = time.perf_counter()
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 poses = est.estimate(rgb)
-                _report(args, f'{path}#{n}', poses, (time.perf_counter() - t0) * 1e3)
+                try:
+                    _report(args, f'{path}#{n}', poses, (time.perf_counter() - t0) * 1e3)
+                except ValueError as exc:  # one unusable frame: its own error line
+                    _report_error(args, f'{path}#{n}', str(exc))
+                    bad += 1
+                    poses = []
                 if out_dir is not None:
                     if writer is None:
                         fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
@@ -166,6 +172,7 @@ def _predict_video(args, path, model, out_dir):
             writer.release()
     if n == 0:
         raise ValueError(f'no frames could be decoded from {path}')
+    return bad
 
 
 def _check_regular_file(path):
@@ -219,7 +226,7 @@ def cmd_predict(args):
                 if kind.startswith('skip: '):
                     raise ValueError(kind)
                 if kind == 'video':
-                    _predict_video(args, path, model, out_dir)
+                    failures += bool(_predict_video(args, path, model, out_dir))
                     continue
                 rgb = read_image_file(path)
                 poses = est.estimate(rgb)
