@@ -738,3 +738,15 @@ def test_cli_unusable_model_exits_2(tmp_path, capsys):
         cli.EXIT_CANNOT_RUN
     captured = capsys.readouterr()
     assert 'non-finite angles' in captured.err and captured.out == ''
+
+
+@pytest.mark.ros
+def test_benchmark_abuse_mode_end_to_end():
+    """``nlml-hpe benchmark node --abuse-rate``: three processes over real DDS, briefly."""
+    from nlml_hpe.node_benchmark import run_benchmark
+
+    res = run_benchmark(rate=15.0, duration=4.0, abuse_rate=20.0, log=lambda *a: None)
+    assert res['compressed'] and res['abuse_rate_hz'] == 20.0
+    assert res['frames_rejected'] >= 40 and res['node_errors'] == 0
+    assert res['good_frames_answered'] >= 0.9, res
+    assert res['node_rss_mib_max'] < 400.0
