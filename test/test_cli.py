@@ -43,7 +43,7 @@ def test_predict_json_images_and_errors(aflw_dir, model_dir, tmp_path, capsys):
         assert set(face) == {'yaw', 'pitch', 'roll', 'box', 'score'}
         assert len(face['box']) == 4 and face['box'][0] < face['box'][2]
         assert all(isinstance(face[k], float) for k in ('yaw', 'pitch', 'roll', 'score'))
-    assert 'cannot read image' in lines[2]['error']
+    assert 'unknown or unsupported image format' in lines[2]['error']
     assert 'no such file' in lines[3]['error']
 
 
@@ -56,9 +56,11 @@ def test_predict_directory_and_out(aflw_dir, model_dir, tmp_path, capsys):
     out = tmp_path / 'out'
     code = cli.main(['predict', '--json', '--model', str(model_dir), '--out', str(out),
                      str(src)])
-    assert code == 0
+    assert code == 1  # notes.txt: one error line, nothing skipped silently
     lines = _json_lines(capsys.readouterr().out)
-    assert len(lines) == 2 and all(len(d['faces']) == 1 for d in lines)
+    assert len(lines) == 3 and all(len(d['faces']) == 1 for d in lines[:2])
+    assert lines[2]['image'] == str(src / 'notes.txt')
+    assert 'unsupported file type' in lines[2]['error']
     written = sorted(p.name for p in out.iterdir())
     assert written == ['image00008_pose.png', 'image00039_pose.png']
     annotated = read_rgb(out / 'image00008_pose.png')

@@ -10,10 +10,16 @@ Examples::
     nlml-hpe benchmark node ...   (nlml_hpe.node_benchmark)
     nlml-hpe demo ...             (nlml_hpe.demo)
     nlml-hpe train ...            (training.pipeline, source checkout only)
+
+``predict`` prints one line per input (with ``--json``, one strict JSON object:
+no NaN), an error line for every input it cannot read, skipped ones included;
+it exits 0 when every input gave a result, 1 when some did not, 2 when it
+cannot run at all (bad arguments, unusable model).
 """
 
 import argparse
 import json
+import math
 from pathlib import Path
 import sys
 import time
@@ -22,26 +28,67 @@ IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.ppm',
 VIDEO_EXTS = {'.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg'}
 
 
+#: Exit codes of ``nlml-hpe predict``.
+EXIT_OK, EXIT_SOME_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
+#: Largest --max-faces (as the node's max_faces).
+MAX_FACES = 20
+
+
+def _json_line(obj):
+    """Return ``obj`` as strict JSON (``ValueError`` on NaN or inf, which JSON has not)."""
+    return json.dumps(obj, allow_nan=False)
+
+
 def _print_json(obj):
-    print(json.dumps(obj), flush=True)
+    print(_json_line(obj), flush=True)
+
+
+def _entry_kind(path):
+    """``image``, ``video`` or ``'skip: <reason>'`` for a directory entry (not followed)."""
+    import stat
+
+    from .input_policy import file_kind
+
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return 'skip: broken symbolic link' if path.is_symlink() else 'skip: vanished'
+    except OSError as exc:
+        return f'skip: cannot stat ({exc.strerror})'
+    if stat.S_ISDIR(st.st_mode):
+        return 'skip: subfolder (not searched; name it on the command line to read it)'
+    if not stat.S_ISREG(st.st_mode):
+        return f'skip: not a regular file ({file_kind(st.st_mode)})'
+    ext = path.suffix.lower()
+    if ext in IMAGE_EXTS:
+        return 'image'
+    if ext in VIDEO_EXTS:
+        return 'video'
+    return (f'skip: unsupported file type {ext or "(no extension)"!r}; images: '
+            f'{" ".join(sorted(IMAGE_EXTS))}; videos: {" ".join(sorted(VIDEO_EXTS))}')
 
 
 def _expand_inputs(paths):
-    """Yield ``(path, kind)`` with kind ``image``, ``video`` or ``missing``; dirs expand."""
+    """Yield ``(path, kind)`` for every input, directories expanded one level.
+
+    ``kind`` is ``image``, ``video``, ``missing`` or ``'skip: <reason>'``: every
+    directory entry is yielded, so none is passed over without a line.
+    """
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            for child in sorted(path.iterdir()):
-                ext = child.suffix.lower()
-                if child.is_file() and ext in IMAGE_EXTS:
-                    yield child, 'image'
-                elif child.is_file() and ext in VIDEO_EXTS:
-                    yield child, 'video'
+            try:
+                children = sorted(path.iterdir())
+            except OSError as exc:
+                yield path, f'skip: cannot list directory ({exc.strerror})'
+                continue
+            for child in children:
+                yield child, _entry_kind(child)
         elif not path.exists():
             yield path, 'missing'
         elif path.suffix.lower() in VIDEO_EXTS:
             yield path, 'video'
-        else:
+        else:  # named explicitly: the reader decides from the content
             yield path, 'image'
 
 
@@ -52,6 +99,9 @@ def _faces_json(poses):
 
 
 def _report(args, name, poses, ms):
+    values = [v for p in poses for v in (p.yaw, p.pitch, p.roll, p.score, *p.box)]
+    if not all(math.isfinite(float(v)) for v in values):
+        raise ValueError('the model returned non-finite angles (NaN or inf); nothing reported')
     if args.json:
         _print_json({'image': name, 'faces': _faces_json(poses), 'ms': round(ms, 3)})
     else:
@@ -60,24 +110,36 @@ def _report(args, name, poses, ms):
         print(f'{name}: {desc} ({ms:.1f} ms)', flush=True)
 
 
-def _report_error(args, name, message):
+def _report_error(args, name, message, ms=None):
     if args.json:
-        _print_json({'image': name, 'error': message})
+        line = {'image': name, 'error': message}
+        if ms is not None:
+            line['ms'] = round(ms, 3)
+        _print_json(line)
     else:
         print(f'{name}: ERROR {message}', file=sys.stderr, flush=True)
 
 
 def _predict_video(args, path, model, out_dir):
+    """Report every frame of a video; return the number of frames without a result."""
     import cv2
 
     from .drawing import draw_poses
     from .estimator import HeadPoseEstimator
+    from .input_policy import MAX_SIDE
 
+    _check_regular_file(path)
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
+        cap.release()
         raise ValueError(f'cannot open video {path}')
+    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    if max(size) > MAX_SIDE:
+        cap.release()
+        raise ValueError(f'video {path} declares {size[0]}x{size[1]} frames: more than the '
+                         f'maximum side of {MAX_SIDE} px')
     writer = None
-    n = 0
+    n = bad = 0
     try:
         with HeadPoseEstimator(model, max_faces=args.max_faces, streaming=True,
                                rigid_fusion=not args.no_fusion,
@@ -89,7 +151,12 @@ def _predict_video(args, path, model, out_dir):
                 t0 = time.perf_counter()
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 poses = est.estimate(rgb)
-                _report(args, f'{path}#{n}', poses, (time.perf_counter() - t0) * 1e3)
+                try:
+                    _report(args, f'{path}#{n}', poses, (time.perf_counter() - t0) * 1e3)
+                except ValueError as exc:  # one unusable frame: its own error line
+                    _report_error(args, f'{path}#{n}', str(exc))
+                    bad += 1
+                    poses = []
                 if out_dir is not None:
                     if writer is None:
                         fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
@@ -104,20 +171,40 @@ def _predict_video(args, path, model, out_dir):
             writer.release()
     if n == 0:
         raise ValueError(f'no frames could be decoded from {path}')
+    return bad
+
+
+def _check_regular_file(path):
+    import stat
+
+    from .input_policy import file_kind
+
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError as exc:
+        raise ValueError(f'cannot read {path}: {exc.strerror}') from None
+    if not stat.S_ISREG(mode):
+        raise ValueError(f'{path} is not a regular file ({file_kind(mode)})')
 
 
 def cmd_predict(args):
-    """Run the estimator on images, directories and videos; return the exit code."""
+    """Run the estimator on images, directories and videos; return the exit code.
+
+    0: every input gave a result; 1: some did not (an error line each, skipped
+    files included); 2: nothing could run (see :func:`main`).
+    """
     import cv2
     import numpy as np
 
-    from .benchmark import read_rgb
     from .drawing import draw_poses
     from .estimator import HeadPoseEstimator
+    from .input_policy import read_image_file
     from .model import default_model_dir, load_model
 
-    if args.max_faces < 1:
-        raise SystemExit('nlml-hpe predict: --max-faces must be >= 1')
+    if not 1 <= args.max_faces <= MAX_FACES:
+        print(f'nlml-hpe predict: --max-faces must be in 1..{MAX_FACES}, got {args.max_faces}',
+              file=sys.stderr)
+        return EXIT_CANNOT_RUN
     model = load_model(args.model or default_model_dir())
     out_dir = None
     if args.out:
@@ -128,27 +215,31 @@ def cmd_predict(args):
                            flip_average=not args.no_flip,
                            rigid_fusion=not args.no_fusion,
                            perspective_warp=not args.no_warp) as est:
-        # Build MediaPipe's graph now so "ms" measures the per-image work only.
+        # Load the face models now so "ms" measures the per-image work only.
         est.estimate(np.zeros((64, 64, 3), np.uint8))
         for path, kind in _expand_inputs(args.inputs):
+            t0 = time.perf_counter()
             try:
                 if kind == 'missing':
                     raise ValueError(f'no such file or directory: {path}')
+                if kind.startswith('skip: '):
+                    raise ValueError(kind)
                 if kind == 'video':
-                    _predict_video(args, path, model, out_dir)
+                    failures += bool(_predict_video(args, path, model, out_dir))
                     continue
-                t0 = time.perf_counter()
-                rgb = read_rgb(path)
+                rgb = read_image_file(path)
                 poses = est.estimate(rgb)
                 _report(args, str(path), poses, (time.perf_counter() - t0) * 1e3)
                 if out_dir is not None:
                     target = out_dir / f'{path.stem}_pose.png'
                     cv2.imwrite(str(target), cv2.cvtColor(draw_poses(rgb, poses),
                                                           cv2.COLOR_RGB2BGR))
-            except ValueError as exc:
+            except Exception as exc:  # noqa: BLE001 - one bad input never stops the run
                 failures += 1
-                _report_error(args, str(path), str(exc))
-    return 1 if failures else 0
+                message = str(exc) if isinstance(exc, ValueError) else \
+                    f'{type(exc).__name__}: {exc}'
+                _report_error(args, str(path), message, (time.perf_counter() - t0) * 1e3)
+    return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
 def _load_estimator_or_none(model_path, streaming=False, flip_average=None, rigid_fusion=True,
@@ -352,14 +443,18 @@ def build_parser():
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog='Also: benchmark node ..., demo ..., train ...')
     sub = parser.add_subparsers(dest='command', required=True)
-    pred = sub.add_parser('predict', help='estimate head poses in images, dirs and videos')
+    pred = sub.add_parser('predict', help='estimate head poses in images, dirs and videos',
+                          description='One line per input, an error line for each input '
+                          'that cannot be read (skipped files included). Exit code: 0 every '
+                          'input gave a result, 1 some did not, 2 cannot run.')
     pred.add_argument('inputs', nargs='+', metavar='IMAGE|DIR|VIDEO')
     pred.add_argument('--json', action='store_true', help='one JSON object per image per line')
     pred.add_argument('--out', metavar='DIR', help='write annotated images/videos here')
     pred.add_argument('--model', metavar='PATH', help='model directory or .safetensors file')
-    pred.add_argument('--max-faces', type=int, default=5)
+    pred.add_argument('--max-faces', type=int, default=5,
+                      help=f'faces per image at most, 1..{MAX_FACES} (default 5)')
     pred.add_argument('--no-flip', action='store_true',
-                      help='images: skip flip averaging (one MediaPipe pass instead of two); '
+                      help='images: skip flip averaging (no mirrored crop read); '
                            'videos never flip')
     pred.add_argument('--no-fusion', action='store_true',
                       help="the network's angles alone, without the rigid fit's")
@@ -451,7 +546,7 @@ def main(argv=None):
         return args.func(args)
     except ModelFileError as exc:
         print(f'nlml-hpe: {exc}', file=sys.stderr)
-        return 2
+        return EXIT_CANNOT_RUN
 
 
 if __name__ == '__main__':

@@ -12,8 +12,12 @@ output in radians) that maps the head's output to the calibrated angle (see
 measured on renders).  Angles without one are returned as the heads give them.
 
 Weights are stored as safetensors (never pickles) beside a small JSON file of
-metadata.  :func:`load_model` validates every tensor's name and shape and names
-the offending file in its error messages.
+metadata.  :func:`load_model` validates every tensor's name and shape, then
+runs the model once on MediaPipe's canonical face (:func:`sanity_check`): it
+must read finite angles within :data:`SANITY_MAX_DEG` of zero on the frontal
+face and finite ones on turned copies.  Every failure, whatever raised it
+(a corrupt file, deeply nested metadata, overflowing weights), is a
+:class:`ModelFileError` naming the file.
 
 Inference is numpy-only: :func:`load_model` reads the weights with
 ``safetensors.numpy`` and :class:`PoseModel` runs the MLPs in float32 numpy, so
@@ -21,6 +25,7 @@ the ROS node never imports torch.  The torch module :class:`NLMLNet` (used for
 training) and :func:`save_model` import torch lazily, on first use.
 """
 
+from functools import lru_cache
 import json
 from pathlib import Path
 
@@ -48,6 +53,22 @@ CALIBRATION_PREFIX = 'calibration.'
 MAX_CALIBRATION_TERMS = 4
 #: A calibration must be strictly increasing on |x| <= this (radians; 120 deg).
 CALIBRATION_CHECK_RAD = np.radians(120.0)
+
+
+#: Largest weights file :func:`load_model` reads (bytes): the architecture's
+#: tensors in float64 and calibrations are about 17 MB.
+MAX_WEIGHTS_BYTES = 64 * 2 ** 20
+#: Largest metadata file (bytes).
+MAX_METADATA_BYTES = 2 ** 20
+#: Largest |angle| (degrees) a model may read on MediaPipe's canonical face seen
+#: frontally.  The shipped model reads (pitch, yaw, roll) = (0.23, -0.09, -0.05)
+#: there; untrained networks (random initialisation, the tests' fixtures) read
+#: at most 8.3 over 20 seeds.  A model beyond 15 deg is broken or not an
+#: NLML-HPE head pose model.
+SANITY_MAX_DEG = 15.0
+#: Turned copies of the canonical face the sanity check also runs (pitch, yaw, roll).
+SANITY_TURNS_DEG = ((0.0, 40.0, 0.0), (0.0, -40.0, 0.0), (25.0, 0.0, 0.0),
+                    (-25.0, 0.0, 0.0), (0.0, 0.0, 30.0))
 
 
 class ModelFileError(ValueError):
@@ -191,7 +212,8 @@ class PoseModel:
             raise ModelFileError(f'model metadata angle_frame must be one of {ANGLE_FRAMES}, '
                                  f'got {self.angle_frame!r}')
         self._mean = w['feature_mean'].copy()
-        self._inv_std = (1.0 / w['feature_std']).astype(np.float32)
+        with np.errstate(all='ignore'):
+            self._inv_std = (1.0 / w['feature_std']).astype(np.float32)
         # Weights keep torch's (out, in) layout: ``h @ w.T`` is a fast BLAS call for
         # one face as well as for a batch.  The three heads are stacked so each of
         # their layers is one batched matmul.
@@ -309,8 +331,13 @@ def _check_state(state, name):
             raise ModelFileError(f'{name}: tensor {key!r} has dtype {arr.dtype}, expected float')
         if not np.all(np.isfinite(arr)):
             raise ModelFileError(f'{name}: tensor {key!r} contains NaN or inf')
-    if np.any(np.asarray(state['feature_std']) <= 0):
+    std = np.asarray(state['feature_std'], dtype=np.float32)
+    if np.any(std <= 0):
         raise ModelFileError(f'{name}: feature_std must be positive')
+    with np.errstate(all='ignore'):
+        if not np.all(np.isfinite(np.float32(1.0) / std)):
+            raise ModelFileError(f'{name}: feature_std has values too small to divide by '
+                                 f'(min {float(std.min()):g})')
     for key in sorted(calibration & set(state)):
         try:
             check_calibration(np.asarray(state[key]), f'{name}: tensor {key!r}')
@@ -334,13 +361,57 @@ def save_model(net, directory, metadata):
     return directory / WEIGHTS_NAME
 
 
+@lru_cache(maxsize=1)
+def canonical_features():
+    """Features ``(6, 1404)`` of MediaPipe's canonical face: frontal, then turned.
+
+    The face (``data/canonical_face_468.npy``, shipped with the package) is
+    seen orthographically at 5 px per cm, as MediaPipe's landmarks of a face
+    looking at the camera (rows 1-5 turned by :data:`SANITY_TURNS_DEG`).
+    """
+    from .features import normalise_landmarks
+    from .geometry import euler_to_matrix
+    from .position import canonical_face_m
+
+    pts = canonical_face_m() * 100.0
+    faces = []
+    for turn in ((0.0, 0.0, 0.0),) + SANITY_TURNS_DEG:
+        p = pts @ np.asarray(euler_to_matrix(*turn)).reshape(3, 3).T
+        faces.append(np.column_stack([320.0 + 5.0 * p[:, 0], 240.0 - 5.0 * p[:, 1],
+                                      -5.0 * p[:, 2]]))
+    out = normalise_landmarks(np.stack(faces))
+    out.setflags(write=False)
+    return out
+
+
+def sanity_check(model, name='<model>'):
+    """Raise :class:`ModelFileError` unless ``model`` reads the canonical face sensibly.
+
+    Finite angles on the frontal and turned canonical faces
+    (:func:`canonical_features`), within :data:`SANITY_MAX_DEG` of zero on the
+    frontal one.  One batched forward pass, about 1 ms.
+    """
+    with np.errstate(all='ignore'):
+        angles = model.predict(canonical_features())
+    if not np.all(np.isfinite(angles)):
+        raise ModelFileError(f"{name}: the model returns non-finite angles on MediaPipe's "
+                             'canonical face (overflowing weights or a vanishing '
+                             'feature_std?)')
+    worst = float(np.max(np.abs(angles[0])))
+    if worst > SANITY_MAX_DEG:
+        p, y, r = angles[0]
+        raise ModelFileError(f"{name}: the model reads MediaPipe's frontal canonical face as "
+                             f'pitch {p:.1f}, yaw {y:.1f}, roll {r:.1f} deg (more than '
+                             f'{SANITY_MAX_DEG:g} deg from zero): not a usable head pose model')
+
+
 def load_model(path):
     """Load a :class:`PoseModel` from a directory or a ``.safetensors`` file (no torch).
 
     Raises :class:`ModelFileError` (a ``ValueError``) naming the file when it is
-    missing, corrupt or of the wrong architecture.
+    missing, not a regular file, too large, corrupt, of the wrong architecture,
+    or fails :func:`sanity_check`.
     """
-    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     path = Path(path)
@@ -349,22 +420,40 @@ def load_model(path):
     if not weights.is_file():
         raise ModelFileError(f'model weights not found: {weights}')
     try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as exc:
+        size = weights.stat().st_size
+    except OSError as exc:
         raise ModelFileError(f'cannot read model weights {weights}: {exc}') from exc
+    if size > MAX_WEIGHTS_BYTES:
+        raise ModelFileError(f'model weights {weights} are {size} bytes, more than the '
+                             f'{MAX_WEIGHTS_BYTES} this architecture can need')
+    try:
+        state = load_file(str(weights))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types; all mean this
+        raise ModelFileError(f'cannot read model weights {weights}: {type(exc).__name__}: '
+                             f'{exc}') from exc
     _check_state(state, str(weights))
     metadata = {}
-    if meta_path.is_file():
+    if meta_path.exists():
         try:
+            if not meta_path.is_file():
+                raise OSError('not a regular file')
+            if meta_path.stat().st_size > MAX_METADATA_BYTES:
+                raise ValueError(f'larger than {MAX_METADATA_BYTES} bytes')
             metadata = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelFileError(f'cannot read model metadata {meta_path}: {exc}') from exc
+        except (OSError, ValueError, RecursionError) as exc:
+            raise ModelFileError(f'cannot read model metadata {meta_path}: '
+                                 f'{type(exc).__name__}: {exc}') from exc
         if not isinstance(metadata, dict):
             raise ModelFileError(f'model metadata {meta_path} must be a JSON object')
     try:
-        return PoseModel(state, metadata)
+        model = PoseModel(state, metadata)
     except ModelFileError as exc:
         raise ModelFileError(f'{meta_path}: {exc}') from exc
+    except (ValueError, TypeError, ArithmeticError, RecursionError, MemoryError) as exc:
+        raise ModelFileError(f'cannot use model {weights}: {type(exc).__name__}: '
+                             f'{exc}') from exc
+    sanity_check(model, str(weights))
+    return model
 
 
 def default_model_dir():

@@ -2,6 +2,7 @@
 
     nlml-hpe benchmark node --rate 30 --duration 120 [--large-data] [--model PATH]
     python -m nlml_hpe.node_benchmark --rate 60 --duration 600 --rss-every 60   # soak
+    nlml-hpe benchmark node --rate 30 --abuse-rate 20 --duration 60   # sustained abuse
 
 Three processes: a publisher of 640x480 ``rgb8`` face frames at ``--rate``
 (another process, stamping each frame with the time it is published), the node
@@ -19,6 +20,15 @@ from ``/proc``) and the receiver (this process).  After a warm-up (first
 processes (Fast DDS >= 2.13 / ROS 2 Jazzy+): large samples then go over TCP +
 shared memory instead of fragmented UDP, which cuts image transport latency.
 Topics live under ``/nlml_bench`` (plus ``/tf`` and ``/diagnostics``).
+
+``--compressed`` publishes the frames as JPEG ``sensor_msgs/CompressedImage``
+(the node runs with ``use_compressed:=true``).  ``--abuse-rate HZ`` (implies
+``--compressed``) interleaves that many decompression bombs a second with the
+good frames, on the same topic: a 32768x32768 JPEG header on a small JPEG
+(the issue's 631-byte bomb), an 8000x8000 one and a 20000x20000 PNG header,
+in turn.  The figures then add the share of good frames answered on
+``head_pose`` and the frames the node rejected; the node's peak RSS is
+``node_rss_mib_max``.
 """
 
 import argparse
@@ -69,42 +79,91 @@ def face_frame(width=640, height=480, image=None, off_axis=False):
     return canvas
 
 
-def run_publisher(rate, duration, width, height, image=None, off_axis=False):
-    """Publish ``rgb8`` frames at ``rate`` Hz for ``duration`` s; print the count at the end."""
+def bombs():
+    """Decompression bombs: small real images whose headers declare huge sizes.
+
+    ``[32768^2 JPEG, 8000^2 JPEG, 20000^2 PNG]``, each made from an 8x8 grey
+    image: the JPEGs are 629 bytes (the issue's bomb was 631).  Every one is
+    refused from its header.
+    """
+    import struct
+    import zlib
+
+    import cv2
+
+    small = np.full((8, 8, 3), 128, np.uint8)
+    jpg = bytearray(cv2.imencode('.jpg', small)[1].tobytes())
+    i = jpg.find(b'\xff\xc0')
+    out = []
+    for side in (32768, 8000):
+        b = bytearray(jpg)
+        b[i + 5:i + 9] = struct.pack('>HH', side, side)
+        out.append(bytes(b))
+    png = cv2.imencode('.png', small)[1].tobytes()
+    ihdr = b'IHDR' + struct.pack('>IIBBBBB', 20000, 20000, 8, 2, 0, 0, 0)
+    out.append(png[:8] + struct.pack('>I', 13) + ihdr
+               + struct.pack('>I', zlib.crc32(ihdr) & 0xFFFFFFFF) + png[33:])
+    return out
+
+
+def run_publisher(rate, duration, width, height, image=None, off_axis=False, compressed=False,
+                  abuse_rate=0.0):
+    """Publish frames at ``rate`` Hz (and bombs at ``abuse_rate``) for ``duration`` s.
+
+    Prints the counts at the end.
+    """
+    import cv2
     import rclpy
     from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import CameraInfo, Image
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
     rgb = face_frame(width, height, image, off_axis)
     with rclpy.init():
         node = rclpy.create_node('nlml_bench_publisher')
-        pub = node.create_publisher(Image, f'{NS}/image', qos_profile_sensor_data)
+        if compressed:
+            pub = node.create_publisher(CompressedImage, f'{NS}/image/compressed',
+                                        qos_profile_sensor_data)
+            jpg = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+            msg = CompressedImage(format='jpeg', data=jpg)
+            bomb_msgs = [CompressedImage(format='jpeg', data=b) for b in bombs()]
+            for b in bomb_msgs:
+                b.header.frame_id = 'bench_camera_optical_frame'
+        else:
+            pub = node.create_publisher(Image, f'{NS}/image', qos_profile_sensor_data)
+            msg = Image(height=height, width=width, encoding='rgb8', is_bigendian=0,
+                        step=width * 3, data=rgb.tobytes())
         info_pub = node.create_publisher(CameraInfo, f'{NS}/camera_info', qos_profile_sensor_data)
-        msg = Image(height=height, width=width, encoding='rgb8', is_bigendian=0,
-                    step=width * 3, data=rgb.tobytes())
         msg.header.frame_id = 'bench_camera_optical_frame'
         f = 0.9 * width
         info = CameraInfo(width=width, height=height,
                           k=[f, 0.0, width / 2, 0.0, f, height / 2, 0.0, 0.0, 1.0])
         info.header.frame_id = msg.header.frame_id
         period = 1.0 / rate
-        sent = 0
+        bomb_period = 1.0 / abuse_rate if abuse_rate > 0 else float('inf')
+        sent = bombed = 0
         start = time.monotonic()
         next_t = start
+        next_bomb = start + bomb_period / 2  # between good frames
         while time.monotonic() - start < duration:
+            delay = min(next_t, next_bomb) - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if next_bomb < next_t:
+                bomb = bomb_msgs[bombed % len(bomb_msgs)]
+                bomb.header.stamp = node.get_clock().now().to_msg()
+                pub.publish(bomb)
+                bombed += 1
+                next_bomb = max(next_bomb + bomb_period, time.monotonic())
+                continue
             now = node.get_clock().now().to_msg()
             msg.header.stamp = info.header.stamp = now
             pub.publish(msg)
             if sent % max(1, int(rate)) == 0:
                 info_pub.publish(info)
             sent += 1
-            next_t += period
-            delay = next_t - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            else:
-                next_t = time.monotonic()  # cannot keep up: do not burst
-        print(json.dumps({'published': sent, 'seconds': time.monotonic() - start}), flush=True)
+            next_t = max(next_t + period, time.monotonic())  # behind: never burst to catch up
+        print(json.dumps({'published': sent, 'bombs': bombed,
+                          'seconds': time.monotonic() - start}), flush=True)
         node.destroy_node()
     return 0
 
@@ -134,8 +193,10 @@ def _child_env(large_data):
 
 def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
                   large_data=False, rss_every=0.0, image=None, warmup_timeout=60.0, log=print,
-                  flip_average=False, off_axis=False, perspective_warp=True, max_faces=1):
+                  flip_average=False, off_axis=False, perspective_warp=True, max_faces=1,
+                  compressed=False, abuse_rate=0.0):
     """Run publisher, node and receiver; return a dict of figures."""
+    compressed = compressed or abuse_rate > 0
     import tempfile
 
     face_frame(width, height, image, off_axis)  # fail early on a bad image or a missing clip
@@ -152,6 +213,8 @@ def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
         node_cmd += ['-p', 'flip_average:=true']
     if not perspective_warp:
         node_cmd += ['-p', 'perspective_warp:=false']
+    if compressed:
+        node_cmd += ['-p', 'use_compressed:=true']
     node_log = tempfile.TemporaryFile(mode='w+')
     node_proc = subprocess.Popen(node_cmd, env=env, stdout=node_log, stderr=subprocess.STDOUT,
                                  text=True)
@@ -193,7 +256,9 @@ def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
         pub_cmd = [sys.executable, '-m', 'nlml_hpe.node_benchmark', '--role', 'publisher',
                    '--rate', str(rate), '--duration', str(total), '--width', str(width),
                    '--height', str(height)] + (['--image', str(image)] if image else []) + (
-                       ['--off-axis'] if off_axis else [])
+                       ['--off-axis'] if off_axis else []) + (
+                       ['--compressed'] if compressed else []) + (
+                       ['--abuse-rate', str(abuse_rate)] if abuse_rate > 0 else [])
         pub_proc = subprocess.Popen(pub_cmd, env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.DEVNULL, text=True)
         t_wait = t_pub = time.monotonic()
@@ -233,7 +298,9 @@ def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
             d0 = dict(diag)
         cpu0, t0 = _proc_cpu_seconds(node_proc.pid), time.time()
         rss = [_proc_rss_mib(node_proc.pid)]
-        log(f'measuring {duration:.0f} s at {rate:g} Hz, {width}x{height} rgb8, '
+        log(f'measuring {duration:.0f} s at {rate:g} Hz, {width}x{height} '
+            f'{"JPEG" if compressed else "rgb8"}'
+            f'{f" + {abuse_rate:g} bombs/s" if abuse_rate > 0 else ""}, '
             f'FASTDDS_BUILTIN_TRANSPORTS={"LARGE_DATA" if large_data else "(default)"}')
         next_print = t0 + rss_every if rss_every > 0 else float('inf')
         while time.time() - t0 < duration:
@@ -286,7 +353,12 @@ def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
         'frames_processed': delta('frames_processed'),
         'frames_dropped': delta('frames_dropped'),
         'frames_without_face': delta('frames_without_face'),
+        'compressed': compressed,
     }
+    if abuse_rate > 0:
+        res.update(abuse_rate_hz=abuse_rate, frames_rejected=delta('frames_rejected'),
+                   good_frames_answered=round(len(window) / (elapsed * rate), 4),
+                   node_errors=delta('errors'))
     return res
 
 
@@ -301,6 +373,10 @@ def _print(res, log=print):
     log(f"frames: received by node {res['frames_received_by_node']}, processed "
         f"{res['frames_processed']}, dropped (stale, overwritten) {res['frames_dropped']}, "
         f"without face {res['frames_without_face']}")
+    if 'abuse_rate_hz' in res:
+        log(f"abuse: {res['abuse_rate_hz']:g} bombs/s; rejected by the node "
+            f"{res['frames_rejected']}; good frames answered on head_pose "
+            f"{100 * res['good_frames_answered']:.1f} %; node errors {res['node_errors']}")
 
 
 def main(argv=None):
@@ -328,6 +404,11 @@ def main(argv=None):
                         help='publish the face about 20 deg off the optical axis (re-read)')
     parser.add_argument('--no-warp', action='store_true',
                         help='run the node with perspective_warp:=false')
+    parser.add_argument('--compressed', action='store_true',
+                        help='publish JPEG CompressedImage frames (node: use_compressed:=true)')
+    parser.add_argument('--abuse-rate', type=float, default=0.0, metavar='HZ',
+                        help='also publish this many decompression bombs a second between the '
+                             'good frames (implies --compressed)')
     parser.add_argument('--json', default=None, help='also write the figures to this file')
     parser.add_argument('--role', choices=['benchmark', 'publisher'], default='benchmark',
                         help=argparse.SUPPRESS)
@@ -336,6 +417,8 @@ def main(argv=None):
         parser.error('rate must be in (0, 1000], duration and image size positive')
     if not 1 <= args.max_faces <= 20:
         parser.error('--max-faces must be in 1..20')
+    if not 0 <= args.abuse_rate <= 1000:
+        parser.error('--abuse-rate must be in [0, 1000]')
     want = 'LARGE_DATA' if args.large_data else None
     if args.role == 'benchmark' and os.environ.get('FASTDDS_BUILTIN_TRANSPORTS') != want:
         # Fast DDS reads the variable once per process: restart with the right environment.
@@ -344,12 +427,14 @@ def main(argv=None):
         os.execve(sys.executable, [sys.executable, '-m', 'nlml_hpe.node_benchmark', *argv], env)
     if args.role == 'publisher':
         return run_publisher(args.rate, args.duration, args.width, args.height, args.image,
-                             args.off_axis)
+                             args.off_axis, args.compressed or args.abuse_rate > 0,
+                             args.abuse_rate)
     try:
         res = run_benchmark(args.rate, args.duration, args.width, args.height, args.model,
                             args.large_data, args.rss_every, args.image,
                             flip_average=args.flip_average, off_axis=args.off_axis,
-                            perspective_warp=not args.no_warp, max_faces=args.max_faces)
+                            perspective_warp=not args.no_warp, max_faces=args.max_faces,
+                            compressed=args.compressed, abuse_rate=args.abuse_rate)
     except (RuntimeError, ValueError) as exc:
         print(f'nlml-hpe benchmark node: error: {exc}', file=sys.stderr)
         return 1

@@ -14,20 +14,26 @@ is importable (after the same validation), otherwise the numpy path.
 
 import numpy as np
 
+from .input_policy import (
+    MAX_SIDE,
+    ImageConversionError,
+    check_encoded,
+    check_intrinsics,
+    decode_image,
+)
+
+__all__ = ['IMAGE_ENCODINGS', 'MAX_SIDE', 'ImageConversionError', 'camera_matrix_from_info',
+           'check_compressed_image', 'check_raw_image', 'compressed_to_rgb', 'has_cv_bridge',
+           'image_to_rgb', 'ray_position']
+
 #: Channels per accepted ``sensor_msgs/Image`` encoding.
 IMAGE_ENCODINGS = {'rgb8': 3, 'bgr8': 3, 'mono8': 1, 'rgba8': 4, 'bgra8': 4}
-#: Largest accepted image side, to refuse absurd headers before allocating.
-MAX_SIDE = 16384
 
 try:  # pragma: no cover - depends on the install
     from cv_bridge import CvBridge as _CvBridge
     _BRIDGE = _CvBridge()
 except Exception:  # noqa: BLE001 - cv_bridge absent or broken: use numpy
     _BRIDGE = None
-
-
-class ImageConversionError(ValueError):
-    """An image or CameraInfo message cannot be used."""
 
 
 def has_cv_bridge():
@@ -41,12 +47,17 @@ def _buffer(data):
     return np.frombuffer(memoryview(data), dtype=np.uint8) if len(data) else np.zeros(0, np.uint8)
 
 
-def image_to_rgb(msg):
-    """Convert a ``sensor_msgs/Image`` to a contiguous ``(H, W, 3)`` uint8 RGB array."""
+def check_raw_image(msg):
+    """Validate a ``sensor_msgs/Image`` without converting it; return its data buffer.
+
+    Cheap (no pixel is touched): the node runs it in the subscription callback,
+    so a bad message never takes the place of a good frame waiting for the
+    worker.  Raises :class:`ImageConversionError` naming the problem.
+    """
     encoding = str(msg.encoding).strip().lower()
     if encoding not in IMAGE_ENCODINGS:
         raise ImageConversionError(
-            f'unsupported image encoding {msg.encoding!r}; accepted: '
+            f'unsupported image encoding {str(msg.encoding)[:40]!r}; accepted: '
             f'{", ".join(IMAGE_ENCODINGS)} (8-bit only; convert 16-bit or Bayer images first)')
     channels = IMAGE_ENCODINGS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
@@ -66,6 +77,16 @@ def image_to_rgb(msg):
         raise ImageConversionError(
             f'data size {buf.size} does not match step*height = {step}*{height} = '
             f'{step * height} (truncated or inconsistent image)')
+    return buf
+
+
+def image_to_rgb(msg):
+    """Convert a ``sensor_msgs/Image`` to a contiguous ``(H, W, 3)`` uint8 RGB array."""
+    buf = check_raw_image(msg)
+    encoding = str(msg.encoding).strip().lower()
+    channels = IMAGE_ENCODINGS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    row = width * channels
     if _BRIDGE is not None:  # pragma: no cover - depends on the install
         rgb = _BRIDGE.imgmsg_to_cv2(msg, desired_encoding='rgb8')
         return np.ascontiguousarray(rgb)
@@ -81,61 +102,43 @@ def image_to_rgb(msg):
     return np.ascontiguousarray(np.repeat(img, 3, axis=2))  # mono8
 
 
-def compressed_to_rgb(msg):
-    """Decode a ``sensor_msgs/CompressedImage`` (JPEG, PNG, ...) to ``(H, W, 3)`` uint8 RGB.
-
-    16-bit PNGs are refused rather than silently rescaled.
-    """
-    import cv2
-
+def check_compressed_image(msg):
+    """Check a ``sensor_msgs/CompressedImage`` header without decoding (see input_policy)."""
     buf = _buffer(msg.data)
     if buf.size == 0:
         raise ImageConversionError('empty compressed image')
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if img is None or img.size == 0:
-        raise ImageConversionError(
-            f'cannot decode compressed image (format {msg.format!r}, {buf.size} bytes): '
-            'corrupt or unsupported data')
-    if img.dtype != np.uint8:
-        raise ImageConversionError(f'compressed image has {img.dtype} pixels; only 8-bit '
-                                   'images are accepted')
-    if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    if img.shape[2] == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    if img.shape[2] == 3:
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    raise ImageConversionError(f'compressed image has {img.shape[2]} channels')
+    return check_encoded(memoryview(buf))
+
+
+def compressed_to_rgb(msg):
+    """Decode a ``sensor_msgs/CompressedImage`` (JPEG, PNG, ...) to ``(H, W, 3)`` uint8 RGB.
+
+    The input policy of :mod:`nlml_hpe.input_policy` applies (the declared size
+    is checked before decoding, truncated and 16-bit data are refused, every
+    decoder error is an :class:`ImageConversionError`); ``msg.format`` is not
+    trusted, the data's own header says what it is.
+    """
+    buf = _buffer(msg.data)
+    if buf.size == 0:
+        raise ImageConversionError('empty compressed image')
+    return decode_image(buf)
 
 
 def camera_matrix_from_info(msg):
     """Return the ``(3, 3)`` intrinsic matrix of a ``sensor_msgs/CameraInfo``.
 
-    Raises :class:`ImageConversionError` for NaN/inf, zero or negative focal
-    lengths, a principal point outside the image or a zero image size.  When the
-    rectified projection ``P`` is set it is not used: the node works on the raw
-    image, whose intrinsics are ``K``.
+    Raises :class:`ImageConversionError` unless ``K`` describes a plausible
+    camera for the message's image size
+    (:func:`nlml_hpe.input_policy.check_intrinsics`: exactly 9 finite numbers,
+    focal lengths 0.1 to 100 times the larger side, near-square pixels, small
+    skew, the principal point inside the image).  When the rectified
+    projection ``P`` is set it is not used: the node works on the raw image,
+    whose intrinsics are ``K``.
     """
-    k = np.asarray(msg.k, dtype=float).reshape(-1)
-    if k.size != 9:
-        raise ImageConversionError(f'CameraInfo K must have 9 elements, got {k.size}')
-    K = k.reshape(3, 3)
-    width, height = int(msg.width), int(msg.height)
-    if not np.all(np.isfinite(K)):
-        raise ImageConversionError('CameraInfo K contains NaN or inf')
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    if fx <= 0 or fy <= 0:
-        raise ImageConversionError(f'CameraInfo focal lengths must be positive, got fx={fx}, '
-                                   f'fy={fy} (uncalibrated camera?)')
-    if width <= 0 or height <= 0:
-        raise ImageConversionError(f'CameraInfo image size is {width}x{height}')
-    if not (0 <= cx <= width and 0 <= cy <= height):
-        raise ImageConversionError(f'CameraInfo principal point ({cx}, {cy}) lies outside the '
-                                   f'{width}x{height} image')
-    if abs(K[2, 2] - 1.0) > 1e-6 or abs(K[1, 0]) > 1e-9 or abs(K[2, 0]) > 1e-9 \
-            or abs(K[2, 1]) > 1e-9:
-        raise ImageConversionError(f'CameraInfo K is not an intrinsic matrix: {K.tolist()}')
-    return K
+    try:
+        return check_intrinsics(msg.k, msg.width, msg.height)
+    except ImageConversionError as exc:
+        raise ImageConversionError(f'CameraInfo {exc}') from None
 
 
 def ray_position(camera_matrix, pixel, distance_m):
