@@ -66,7 +66,7 @@ from .geometry import (
     viewer_to_optical,
 )
 from .images import as_rgb_uint8
-from .landmarks import DEFAULT_DETECTION_INTERVAL, DEFAULT_MIN_FACE_PX
+from .landmarks import DEFAULT_DETECTION_INTERVAL, DEFAULT_DETECTOR, DEFAULT_MIN_FACE_PX
 from .model import default_model_dir, load_model
 from .position import (
     UNKNOWN_CAMERA_HFOV_DEG,
@@ -217,7 +217,7 @@ class HeadPoseEstimator:
     def __init__(self, model, extractor=None, *, max_faces=5, min_detection_confidence=0.5,
                  min_tracking_confidence=0.5, streaming=False, flip_average=None,
                  rigid_fusion=True, perspective_warp=True, warp_min_deg=DEFAULT_WARP_MIN_DEG,
-                 detection_interval=DEFAULT_DETECTION_INTERVAL, detector='full',
+                 detection_interval=DEFAULT_DETECTION_INTERVAL, detector=DEFAULT_DETECTOR,
                  min_face_px=DEFAULT_MIN_FACE_PX, num_threads=DEFAULT_NUM_THREADS):
         self.model = model
         self.rigid_fusion = bool(rigid_fusion)

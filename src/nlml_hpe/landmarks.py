@@ -68,6 +68,7 @@ DEFAULT_MIN_FACE_PX = 24.0
 #: Detection plans: ``auto`` (default) short-range on the whole frame, full-range on
 #: the whole frame and tiles; ``short`` / ``full``: that model alone.
 DETECTOR_KINDS = ('auto', 'short', 'full')
+DEFAULT_DETECTOR = 'auto'
 #: A new face is read again this many times from its own landmarks' ROI (what the
 #: tracker does from frame to frame); 0 = from the detector's ROI only (legacy graph).
 DEFAULT_REFINE = 1
@@ -247,7 +248,7 @@ class LandmarkExtractor:
 
     def __init__(self, max_faces=5, min_detection_confidence=0.5,
                  min_tracking_confidence=0.5, streaming=False,
-                 detection_interval=DEFAULT_DETECTION_INTERVAL, detector='auto',
+                 detection_interval=DEFAULT_DETECTION_INTERVAL, detector=DEFAULT_DETECTOR,
                  min_face_px=DEFAULT_MIN_FACE_PX, num_threads=DEFAULT_NUM_THREADS,
                  refine=DEFAULT_REFINE):
         if int(max_faces) < 1:
@@ -397,12 +398,12 @@ class LandmarkExtractor:
             detector_runs = len(set(self.regions(w, h)))
         else:
             tracked = [self._plan(lm, k, line_of_sight_deg) for lm in self._tracked]
-            region = self._region_due(w, h)
-            if region is not None:
-                detector_runs = 1
+            due = self._regions_due(w, h)
+            if due:
+                detector_runs = len(due)
                 known = [tuple(b) for b in landmark_boxes(np.array(self._tracked))] \
                     if self._tracked else []
-                fresh = [roi for box, roi in self.detect(rgb, [region], boxes=True)
+                fresh = [roi for box, roi in self.detect(rgb, due, boxes=True)
                          if not _overlaps(box, known)]
                 fresh = fresh[:self.max_faces - len(tracked)]
         # Pass 1: tracked faces through their planned crops (and mirrored), new ones directly.
@@ -506,16 +507,29 @@ class LandmarkExtractor:
         chosen.sort(key=lambda a: -area[a])
         return [idx[a] for a in chosen[:self.max_faces]]
 
-    def _region_due(self, w, h):
-        """Streaming: the detection region of this frame, or ``None`` (none due)."""
+    def _regions_due(self, w, h):
+        """Streaming: the ``(detector, region)`` runs of this frame (none, one or two).
+
+        While faces are tracked: one run of the plan every ``detection_interval``
+        frames, in turn.  While none is: every frame, the plan's first run (the
+        short-range model on the whole frame: a near face is found at once) and
+        the next of the others in turn.
+        """
         if len(self._tracked) >= self.max_faces:
-            return None
-        if self._tracked and self._frame % self.detection_interval:
-            return None
+            return []
         plan = self.regions(w, h)
-        region = plan[self._next_region % len(plan)]
-        self._next_region = (self._next_region + 1) % len(plan)
-        return region
+        if self._tracked:
+            if self._frame % self.detection_interval:
+                return []
+            run = plan[self._next_region % len(plan)]
+            self._next_region = (self._next_region + 1) % len(plan)
+            return [run]
+        rest = [r for r in plan if r != plan[0]]
+        if not rest:
+            return [plan[0]]
+        run = rest[self._next_region % len(rest)]
+        self._next_region = (self._next_region + 1) % len(rest)
+        return [plan[0], run]
 
     def reset(self):
         """Forget tracked faces (a new sequence starts)."""
