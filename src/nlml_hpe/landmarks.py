@@ -21,14 +21,16 @@ LiteRT) and does the graph's work in numpy/OpenCV:
 
 Streaming, each face's ROI comes from its landmarks of the previous frame, so
 the detector runs only to look for new faces: every ``detection_interval``
-frames one region of the detection plan (whole frame and tiles, in turn) while
-faces are tracked, one region every frame while none is.  A face, once found,
-is tracked at any size the landmark model still reads.
+frames one run of the detection plan (whole frame and tiles, in turn) while
+faces are tracked; while none is, every frame the near-face detector on the
+whole frame plus the next run of the plan.  A face, once found, is tracked at
+any size the landmark model still reads.
 
-:meth:`LandmarkExtractor.read` reads faces through any image-to-crop
-transform: the estimator uses it for mirrored crops (flip averaging) and for
-crops turned onto the line of sight (re-reading off-axis faces), each one more
-face in the same batch rather than another graph.
+:meth:`LandmarkExtractor.read_frame` also reads each face's mirrored crop (flip
+averaging) and reads faces far off the optical axis through a crop turned onto
+their line of sight: each one more crop in the same batch of the landmark
+model, not another graph.  :meth:`LandmarkExtractor.read` reads faces through
+any image-to-crop transforms.
 
 ``detector='short', min_face_px=None`` reproduces the legacy
 ``mediapipe.solutions.face_mesh`` graph (short-range detector on the whole
@@ -232,16 +234,18 @@ def landmark_boxes(landmarks):
 class LandmarkExtractor:
     """Detect faces and read their 468 landmarks; optionally track them over frames.
 
-    ``streaming=False`` detects in every image (all regions of the detection
-    plan); ``streaming=True`` tracks each face from its previous landmarks and
-    spreads the search for new ones over frames (see the module docstring):
-    at most one detector run per frame.  ``detector`` is ``'full'`` (default;
-    MediaPipe's full-range model) or ``'short'`` (the legacy graph's).
-    ``min_face_px``: the detection plan tiles the frame so faces this small are
-    found (``None``: whole frame only).  ``min_detection_confidence`` is the
-    detector's score threshold, ``min_tracking_confidence`` the landmark
-    model's face-presence threshold.  ``num_threads``: CPU threads of each
-    model.
+    ``streaming=False`` searches every image with the whole detection plan
+    (:meth:`regions`); ``streaming=True`` tracks each face from its previous
+    landmarks and spreads the search for new ones over frames (see
+    :meth:`_regions_due`: at most two detector runs a frame, none on most
+    frames while faces are tracked).  ``detector``: ``'auto'`` (default;
+    short-range model for near faces, full-range model and tiles for far
+    ones), ``'short'`` (the legacy graph's) or ``'full'``.  ``min_face_px``:
+    the plan tiles the frame so faces this small are found (``None``: whole
+    frame only).  ``refine``: a new face is read this many more times from its
+    own landmarks' ROI.  ``min_detection_confidence`` is the detector's score
+    threshold, ``min_tracking_confidence`` the landmark model's face-presence
+    threshold.  ``num_threads``: CPU threads of each model.
 
     :meth:`extract_with_scores` returns the face-presence score of each face.
     """
@@ -279,11 +283,11 @@ class LandmarkExtractor:
             self._detector(kind)  # load now: a broken model file fails here, not mid-stream
         self.model = LandmarkModel(num_threads)
         self._regions = {}
-        self._tracked = []  # streaming: ROIs of the faces found in the previous frame
+        self._tracked = []  # streaming: landmarks of the faces found in the previous frame
         self._frame = 0
         self._next_region = 0
         self._closed = False
-        #: Per-call counts of the latest :meth:`extract_with_scores`.
+        #: Counts of the latest :meth:`read_frame`: detector runs, tracked faces, re-read.
         self.last_stats = {}
 
     # -- detection plan ---------------------------------------------------

@@ -193,8 +193,8 @@ def _child_env(large_data):
 
 def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
                   large_data=False, rss_every=0.0, image=None, warmup_timeout=60.0, log=print,
-                  flip_average=False, off_axis=False, perspective_warp=True, max_faces=1,
-                  compressed=False, abuse_rate=0.0):
+                  flip_average=True, off_axis=False, perspective_warp=True, max_faces=5,
+                  compressed=False, abuse_rate=0.0, num_threads=1):
     """Run publisher, node and receiver; return a dict of figures."""
     compressed = compressed or abuse_rate > 0
     import tempfile
@@ -209,8 +209,8 @@ def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
                 '-p', f'max_faces:={int(max_faces)}']
     if model:
         node_cmd += ['-p', f'model_path:={model}']
-    if flip_average:
-        node_cmd += ['-p', 'flip_average:=true']
+    node_cmd += ['-p', f'flip_average:={str(bool(flip_average)).lower()}',
+                 '-p', f'num_threads:={int(num_threads)}']
     if not perspective_warp:
         node_cmd += ['-p', 'perspective_warp:=false']
     if compressed:
@@ -394,12 +394,12 @@ def main(argv=None):
                         help='print the node RSS every N seconds (soak test)')
     parser.add_argument('--image', default=None,
                         help='face picture to publish (default: the first demo clip frame)')
-    parser.add_argument('--flip-average', action='store_true',
-                        help='run the node with flip_average:=true')
-    parser.add_argument('--max-faces', type=int, default=1,
-                        help="the node's max_faces (default 1; the node's own default is 5, "
-                             'with which MediaPipe looks for new faces every '
-                             'detection_interval frames)')
+    parser.add_argument('--no-flip', action='store_true',
+                        help='run the node with flip_average:=false (its default is true)')
+    parser.add_argument('--max-faces', type=int, default=5,
+                        help="the node's max_faces (default 5, as the node's own)")
+    parser.add_argument('--threads', type=int, default=1,
+                        help="the node's num_threads (default 1, as the node's own)")
     parser.add_argument('--off-axis', action='store_true',
                         help='publish the face about 20 deg off the optical axis (re-read)')
     parser.add_argument('--no-warp', action='store_true',
@@ -417,6 +417,8 @@ def main(argv=None):
         parser.error('rate must be in (0, 1000], duration and image size positive')
     if not 1 <= args.max_faces <= 20:
         parser.error('--max-faces must be in 1..20')
+    if not 1 <= args.threads <= 16:
+        parser.error('--threads must be in 1..16')
     if not 0 <= args.abuse_rate <= 1000:
         parser.error('--abuse-rate must be in [0, 1000]')
     want = 'LARGE_DATA' if args.large_data else None
@@ -432,9 +434,10 @@ def main(argv=None):
     try:
         res = run_benchmark(args.rate, args.duration, args.width, args.height, args.model,
                             args.large_data, args.rss_every, args.image,
-                            flip_average=args.flip_average, off_axis=args.off_axis,
+                            flip_average=not args.no_flip, off_axis=args.off_axis,
                             perspective_warp=not args.no_warp, max_faces=args.max_faces,
-                            compressed=args.compressed, abuse_rate=args.abuse_rate)
+                            compressed=args.compressed, abuse_rate=args.abuse_rate,
+                            num_threads=args.threads)
     except (RuntimeError, ValueError) as exc:
         print(f'nlml-hpe benchmark node: error: {exc}', file=sys.stderr)
         return 1
