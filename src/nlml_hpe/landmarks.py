@@ -74,6 +74,11 @@ DEFAULT_DETECTOR = 'auto'
 #: A new face is read again this many times from its own landmarks' ROI (what the
 #: tracker does from frame to frame); 0 = from the detector's ROI only (legacy graph).
 DEFAULT_REFINE = 1
+#: A short-range detection of a face at least this wide in its 128-px input is a near
+#: face, kept over the full-range model's; smaller ones it places poorly.
+NEAR_FACE_INPUT_PX = 30.0
+#: ... and scored at least this (its false detections of background score 0.5-0.65).
+NEAR_FACE_MIN_SCORE = 0.7
 #: Side of the landmark model's square input.
 CROP_PX = 192
 #: ROI side in face-box sizes (MediaPipe's ``RectTransformationCalculator``).
@@ -212,13 +217,19 @@ class FrameReading:
 
 
 def _overlaps(box, boxes, iou=0.3):
-    """Whether ``box`` is one of ``boxes``: IoU above ``iou``, or its centre inside one."""
+    """Whether ``box`` is one of ``boxes``.
+
+    IoU above ``iou``, or its centre inside one of about its size (within 2x: a
+    small face beside a large box is another face).
+    """
     if not len(boxes):
         return False
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     cx, cy = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
     inside = (b[:, 0] <= cx) & (cx <= b[:, 2]) & (b[:, 1] <= cy) & (cy <= b[:, 3])
-    return bool(np.any(inside) or np.any(iou_matrix([box], b)[0] > iou))
+    ratio = (b[:, 2] - b[:, 0]) / max(box[2] - box[0], 1e-9)
+    alike = (ratio <= 2.0) & (ratio >= 0.5)
+    return bool(np.any(inside & alike) or np.any(iou_matrix([box], b)[0] > iou))
 
 
 def _same_face(a, b):
@@ -266,6 +277,10 @@ class LandmarkExtractor:
         if min_face_px is not None and not float(min_face_px) >= 8.0:
             raise ValueError(f'min_face_px must be >= 8 or None, got {min_face_px}')
         self.max_faces = int(max_faces)
+        #: Detections read per frame at most: background can look like a face to the
+        #: detector (the landmark model's presence score then drops it), so more are
+        #: read than ``max_faces`` before the largest present faces are kept.
+        self.max_candidates = 2 * self.max_faces + 2
         if not 0 <= int(refine) <= 5:
             raise ValueError(f'refine must be in [0, 5], got {refine}')
         self.refine = int(refine)
@@ -329,9 +344,10 @@ class LandmarkExtractor:
         ``boxes``: return ``(box, roi)`` pairs, ``box`` the detector's face box.
 
         Each run's faces are merged by weighted NMS.  Across runs, one face
-        found several times keeps the short-range model's detection if it has
-        one (near faces), else the one seen largest in its model's input (the
-        finest tile that holds it entire: the best box and eye keypoints).
+        found several times keeps the short-range model's detection if it saw
+        the face large (:data:`NEAR_FACE_INPUT_PX`: a near face, its box and eye
+        keypoints are best there), else the one seen largest in its model's
+        input (the finest tile that holds it entire).
         """
         h, w = rgb.shape[:2]
         if plan is None:
@@ -344,13 +360,18 @@ class LandmarkExtractor:
             zoom = detector.spec.size / max(region[2] - region[0], region[3] - region[1])
             for i in range(len(dets)):
                 box = dets.boxes[i]
-                cands.append((kind != 'short', -(box[2] - box[0]) * zoom, tuple(box),
-                              Roi.from_detection(box, dets.keypoints[i])))
+                size = (box[2] - box[0]) * zoom  # the face's width in the model's input
+                near = (kind == 'short' and size >= NEAR_FACE_INPUT_PX
+                        and dets.scores[i] >= NEAR_FACE_MIN_SCORE)
+                cands.append((not near, -size, tuple(box),
+                              Roi.from_detection(box, dets.keypoints[i]), float(dets.scores[i])))
         kept = []
-        for *_, box, roi in sorted(cands, key=lambda c: c[:2]):
-            if not _overlaps(box, [b for b, _ in kept]):
-                kept.append((box, roi))
-        return kept if boxes else [r for _, r in kept]
+        for *_, box, roi, score in sorted(cands, key=lambda c: c[:2]):
+            if not _overlaps(box, [k[0] for k in kept]):
+                kept.append((box, roi, score))
+        # Highest detector score first: the ones read when there are more than can be.
+        kept.sort(key=lambda k: -k[2])
+        return [k[:2] for k in kept] if boxes else [k[1] for k in kept]
 
     # -- reading ----------------------------------------------------------
     def read(self, rgb, transforms):
@@ -398,7 +419,7 @@ class LandmarkExtractor:
         detector_runs = 0
         tracked, fresh = [], []
         if not self.streaming:
-            fresh = self.detect(rgb)[:self.max_faces]
+            fresh = self.detect(rgb)[:self.max_candidates]
             detector_runs = len(set(self.regions(w, h)))
         else:
             tracked = [self._plan(lm, k, line_of_sight_deg) for lm in self._tracked]
@@ -409,7 +430,7 @@ class LandmarkExtractor:
                     if self._tracked else []
                 fresh = [roi for box, roi in self.detect(rgb, due, boxes=True)
                          if not _overlaps(box, known)]
-                fresh = fresh[:self.max_faces - len(tracked)]
+                fresh = fresh[:self.max_candidates - len(tracked)]
         # Pass 1: tracked faces through their planned crops (and mirrored), new ones directly.
         plans = tracked + [_Plan(r.transform(), None, False) for r in fresh]
         mirror_first = [mirror] * len(tracked) + [False] * len(fresh)
