@@ -1,8 +1,10 @@
 """head_pose_node with real rclpy on an isolated ROS_DOMAIN_ID (set by conftest.py).
 
-The node runs in-process with the real estimator (MediaPipe + a model saved with
-random weights: plumbing only, angles are not asserted).  A probe node publishes
-good and bad input and records every output.
+The node runs in-process with the real estimator (MediaPipe's face models run by
+LiteRT + the shipped model; plumbing only, angles are not asserted here).  A
+probe node publishes good and bad input and records every output.  The face
+images come from the shipped demo clip (src/nlml_hpe/data/demo), so these tests
+need no ../shared data.
 """
 
 import threading
@@ -16,7 +18,6 @@ rclpy = pytest.importorskip('rclpy', reason='rclpy is not installed (run bootstr
 pytest.importorskip('nlml_hpe.estimator', reason='the inference core (nlml_hpe.estimator) '
                     'is not in this checkout yet')
 from builtin_interfaces.msg import Time  # noqa: E402
-from conftest import shared_path  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseArray, PoseStamped  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
@@ -27,7 +28,8 @@ from std_msgs.msg import Bool, Float32MultiArray, Int32MultiArray  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
-from nlml_hpe.model import NLMLNet, save_model  # noqa: E402
+from nlml_hpe.demo import DEMO_DIR, load_clip  # noqa: E402
+from nlml_hpe.model import default_model_dir  # noqa: E402
 from nlml_hpe.node import HeadPoseNode  # noqa: E402
 
 FRAME = 'test_cam_optical_frame'
@@ -39,12 +41,9 @@ OUTPUTS = {
 
 
 def _face_rgb():
-    """Return a real face photo (AFLW2000 dev image) letterboxed into 640x480 RGB."""
-    folder = shared_path('aflw2000_dev')
-    bgr = cv2.imread(str(sorted(folder.glob('*.jpg'))[0]))
-    canvas = np.full((480, 640, 3), 90, np.uint8)
-    canvas[15:15 + 450, 95:95 + 450] = cv2.resize(bgr, (450, 450))
-    return cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
+    """Return the demo clip's frontal face (640x480 RGB, shipped with the package)."""
+    frames, _, _ = load_clip(DEMO_DIR)
+    return frames[0][1].copy()
 
 
 class Rig:
@@ -156,16 +155,15 @@ GOOD_K = [600.0, 0, 320, 0, 600.0, 240, 0, 0, 1]
 
 
 @pytest.fixture(scope='module')
-def model_dir(tmp_path_factory):
-    import torch
-
-    torch.manual_seed(0)
-    return save_model(NLMLNet(), tmp_path_factory.mktemp('model'), {'note': 'random weights'})
+def model_dir():
+    """Return the shipped model (no torch needed to make one)."""
+    return default_model_dir()
 
 
 @pytest.fixture(scope='module')
 def rig(model_dir):
-    r = Rig(model_dir, smoothing=False, publish_gaze_frames=True)
+    # flip_average off: test_flip_average_switch_reloads_and_publishes switches it on.
+    r = Rig(model_dir, smoothing=False, publish_gaze_frames=True, flip_average=False)
     yield r
     r.close()
 
@@ -457,7 +455,7 @@ def test_rigid_fusion_switch_reloads(rig):
 def test_person_off_centre_looking_at_the_camera_is_looking(warp):
     """A frontal face 30 deg off the optical axis: looking_at_camera, TF x axis at the camera.
 
-    The image is a frontal photo as a camera turned away from it sees it (a
+    The image is the demo clip's frontal face as a camera turned away from it sees it (a
     pure camera rotation), so the person still looks straight at the camera;
     the face frame's x axis (REP-155: out of the face) must point back along
     the ray to the camera, not along the optical axis.  Needs the shipped model.
@@ -471,10 +469,8 @@ def test_person_off_centre_looking_at_the_camera_is_looking(warp):
         pytest.skip('the shipped model reads angles relative to the optical axis')
     k = np.array([[600.0, 0, 480], [0, 600.0, 360], [0, 0, 1]])
     turn = Rotation.from_euler('yx', [28.0, -12.0], degrees=True).as_matrix()
-    photo = cv2.cvtColor(cv2.imread(str(shared_path('aflw2000_dev', 'image01128.jpg'))),
-                         cv2.COLOR_BGR2RGB)
-    rgb = turned_camera_view(photo, k, turn, (960, 720))[1]
-    # Its own namespace: the module's rig (random weights) publishes head_pose too.
+    rgb = turned_camera_view(_face_rgb(), k, turn, (960, 720))[1]  # the demo's frontal face
+    # Its own namespace: the module's rig publishes head_pose too.
     r = Rig(default_model_dir(), namespace=f'off_centre_{int(warp)}', smoothing=False,
             perspective_warp=warp)
     try:
