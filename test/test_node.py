@@ -24,7 +24,12 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
-from std_msgs.msg import Bool, Float32MultiArray, Int32MultiArray  # noqa: E402
+from std_msgs.msg import (  # noqa: E402
+    Bool,
+    Float32MultiArray,
+    Int32MultiArray,
+    UInt8MultiArray,
+)
 from tf2_msgs.msg import TFMessage  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
@@ -37,6 +42,7 @@ OUTPUTS = {
     'head_pose': PoseStamped, 'head_poses': PoseArray, '/tf': TFMessage,
     'head_markers': MarkerArray, 'gaze_offsets': Float32MultiArray,
     'looking_at_camera': Bool, 'face_ids': Int32MultiArray, '/diagnostics': DiagnosticArray,
+    'target_offsets': Float32MultiArray, 'looking_at_target': UInt8MultiArray,
 }
 
 
@@ -507,3 +513,56 @@ def test_person_off_centre_looking_at_the_camera_is_looking(warp):
     to_camera = -pos / np.linalg.norm(pos)
     assert np.degrees(np.arccos(forward @ to_camera)) == pytest.approx(offset, abs=1e-3)
     assert np.degrees(np.arccos(-forward[2])) > 20.0  # not along the optical axis
+
+
+@pytest.mark.ros
+def test_looking_at_a_target_20_cm_beside_the_camera():
+    """The demo face turned 20 deg at 55 cm: its gaze passes 20 cm beside the camera.
+
+    It does not look at the camera, looks at a target placed where its gaze
+    crosses the camera plane, and not at the mirror point on the other side.
+    Needs the shipped model (the clip's known pose gives the crossing point).
+    """
+    from nlml_hpe.geometry import euler_to_matrix
+
+    frames, K, _ = load_clip(DEMO_DIR)
+    _, rgb, (pitch, yaw, roll) = frames[1]
+    assert (pitch, yaw, roll) == (0.0, 20.0, 0.0)
+    # The clip's renderer: head frame z out of the face, optical = viewer * (1, -1, -1),
+    # head 55 cm in front of the camera on its optical axis.
+    forward = (euler_to_matrix(pitch, yaw, roll) @ [0.0, 0.0, 1.0]) * [1.0, -1.0, -1.0]
+    head = np.array([0.0, 0.0, 0.55])
+    hit = head - head[2] / forward[2] * forward
+    assert abs(np.linalg.norm(hit) - 0.20) < 0.005 and abs(hit[2]) < 1e-9
+    r = Rig(default_model_dir(), namespace='target_test', smoothing=False,
+            looking_threshold_deg=10.0, looking_target=[float(hit[0]), float(hit[1]), 0.0])
+    try:
+        _send_info(r, K.ravel())
+        r.send(_image_msg(rgb, Time(sec=1)))
+        camera_offset = list(r.last('gaze_offsets').data)[0]
+        assert not r.last('looking_at_camera').data and camera_offset > 12.0, camera_offset
+        target_offset = list(r.last('target_offsets').data)[0]
+        assert list(r.last('looking_at_target').data) == [1] and target_offset < 7.0, \
+            target_offset
+        # The mirror point, 20 cm on the other side of the camera: about 40 deg off.
+        mirror = [float(-hit[0]), float(hit[1]), 0.0]
+        assert r.node.set_parameters([Parameter('looking_target', value=mirror)])[0].successful
+        r.send(_image_msg(rgb, Time(sec=2)))
+        assert list(r.last('looking_at_target').data) == [0]
+        assert list(r.last('target_offsets').data)[0] > 30.0
+        # ... unless the target is large: a 40 cm radius covers the gaze's crossing point.
+        r.node.set_parameters([Parameter('looking_target_tolerance_m', value=0.4)])
+        r.send(_image_msg(rgb, Time(sec=3)))
+        assert list(r.last('looking_at_target').data) == [1]
+        # The camera as target gives looking_at_camera's offset (the special case).
+        r.node.set_parameters([Parameter('looking_target', value=[0.0, 0.0, 0.0]),
+                               Parameter('looking_target_tolerance_m', value=0.0)])
+        r.send(_image_msg(rgb, Time(sec=4)))
+        assert list(r.last('target_offsets').data)[0] == pytest.approx(
+            list(r.last('gaze_offsets').data)[0], abs=1e-4)
+        assert list(r.last('looking_at_target').data) == [int(r.last('looking_at_camera').data)]
+        for bad in ([0.0, 0.0], [float('nan'), 0.0, 0.0]):
+            result = r.node.set_parameters([Parameter('looking_target', value=bad)])[0]
+            assert not result.successful and 'looking_target' in result.reason
+    finally:
+        r.close()
