@@ -13,6 +13,10 @@ RViz's fixed frame (empty: ``demo_camera_optical_frame``, the frame of
 frame, e.g. ``camera_frame:=camera_color_optical_frame``.  RViz runs in the
 node's namespace, so the config's relative topics find the node's outputs.
 
+head_pose_node is a lifecycle node; its ``autostart`` parameter (true in
+config/pose.yaml) configures and activates it at start, so this one command
+runs it.  Under a lifecycle manager, set ``autostart: false`` in params_file.
+
 For 640x480 or larger images over Fast DDS, export
 ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` in every process of the image
 pipeline (camera driver included) to cut transport latency, but not together with

@@ -90,7 +90,7 @@ from rcl_interfaces.msg import (
 )
 import rclpy
 from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import (
     QoSDurabilityPolicy,
     QoSProfile,
@@ -230,6 +230,9 @@ PARAMETERS = {
                            {'floating_point_range': _range_f(0.05, 100.0)}),
     'use_compressed': (False, 'Subscribe to image/compressed instead of image.',
                        {'read_only': True}),
+    'autostart': (True, 'Configure (load the model) and activate (subscribe) at start; false '
+                  'leaves the lifecycle node unconfigured for a lifecycle manager.',
+                  {'read_only': True}),
     'ros4hri': (True, 'Also publish the ROS4HRI interface (REP-155): /humans/faces/tracked '
                 '(hri_msgs/IdsList), per face /humans/faces/<id>/roi '
                 '(hri_msgs/NormalizedRegionOfInterest2D) and /humans/faces/<id>/cropped '
@@ -261,8 +264,14 @@ def _stamp_seconds(stamp):
     return stamp.sec + stamp.nanosec * 1e-9
 
 
-class HeadPoseNode(Node):
-    """Thin ROS adapter over :class:`nlml_hpe.estimator.HeadPoseEstimator`."""
+class HeadPoseNode(LifecycleNode):
+    """Thin ROS adapter (a lifecycle node) over :class:`nlml_hpe.estimator.HeadPoseEstimator`.
+
+    configure loads the model, activate subscribes and starts the worker,
+    deactivate unsubscribes, cleanup releases the model and the publishers.  With
+    the parameter ``autostart`` (default true) the constructor runs configure and
+    activate, so ``ros2 run`` and the launch file need no lifecycle manager.
+    """
 
     def __init__(self, node_name='head_pose_node', *, estimator=None, **kwargs):
         """Create the node; ``estimator`` (optional) replaces the one built from parameters."""
@@ -295,8 +304,41 @@ class HeadPoseNode(Node):
         self._tracker = FaceTracker()
         self._smoother = self._make_smoother()
 
-        self._estimator = estimator if estimator is not None else self._make_estimator(self._p)
-        self._warm_up(self._estimator)
+        self._given_estimator = estimator
+        self._estimator = None  # loaded by configure
+        self._worker = None  # runs while active
+        self._subscriptions_active = []
+        self._timer = None
+        self._hri = None
+        self._tf_buffer = None  # created when looking_target_frame is first used
+        self._configure_error = ''
+        if self._p['autostart']:
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise ValueError(self._configure_error or 'configure failed')
+            if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                raise ValueError('activate failed')
+        else:
+            self.get_logger().info('head_pose_node unconfigured (autostart is false): waiting '
+                                   'for the configure and activate transitions')
+
+    # -------------------------------------------------------------- lifecycle
+    def on_configure(self, state):
+        """Load the model and the face models (test-run once); create the publishers."""
+        est = self._given_estimator
+        try:
+            if est is None:
+                est = self._make_estimator(self._p)
+            self._warm_up(est)
+        except Exception as exc:  # noqa: BLE001 - a failed configure says why
+            if est is not None and est is not self._given_estimator and hasattr(est, 'close'):
+                est.close()
+            self._configure_error = f'{type(exc).__name__}: {exc}'
+            self.get_logger().error(f'configure failed: {self._configure_error}')
+            return TransitionCallbackReturn.FAILURE
+        with self._est_lock:
+            self._estimator = est
+        self._tracker.reset()
+        self._smoother = self._make_smoother()
 
         out_qos = QoSProfile(depth=10)
         self._pub_pose = self.create_publisher(PoseStamped, 'head_pose', out_qos)
@@ -308,7 +350,6 @@ class HeadPoseNode(Node):
                                                          out_qos)
         self._pub_looking_target = self.create_publisher(UInt8MultiArray, 'looking_at_target',
                                                          out_qos)
-        self._tf_buffer = None  # created when looking_target_frame is first used
         self._pub_markers = self.create_publisher(MarkerArray, 'head_markers', out_qos)
         self._pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', out_qos)
         if TransformBroadcaster is not None:  # pragma: no cover - needs a ROS install
@@ -329,23 +370,102 @@ class HeadPoseNode(Node):
                 self._hri = {}
                 self._pub_tracked = self.create_publisher(IdsList, '/humans/faces/tracked',
                                                           out_qos)
+        self._timer = self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info('head_pose_node configured (model loaded)')
+        return TransitionCallbackReturn.SUCCESS
 
+    def on_activate(self, state):
+        """Subscribe to the camera and start the worker."""
         if self._p['use_compressed']:
-            self.create_subscription(CompressedImage, 'image/compressed',
-                                     lambda m: self._on_image(m, compressed=True),
-                                     qos_profile_sensor_data)
+            image = self.create_subscription(CompressedImage, 'image/compressed',
+                                             lambda m: self._on_image(m, compressed=True),
+                                             qos_profile_sensor_data)
         else:
-            self.create_subscription(Image, 'image', lambda m: self._on_image(m, compressed=False),
-                                     qos_profile_sensor_data)
-        self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info,
-                                 qos_profile_sensor_data)
-        self.create_timer(1.0, self._publish_diagnostics)
+            image = self.create_subscription(Image, 'image',
+                                             lambda m: self._on_image(m, compressed=False),
+                                             qos_profile_sensor_data)
+        info = self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info,
+                                        qos_profile_sensor_data)
+        self._subscriptions_active = [image, info]
+        with self._lock:
+            self._stop = False
+            self._pending = None
         self._worker = threading.Thread(target=self._work, name='head_pose_worker', daemon=True)
         self._worker.start()
         topic = 'image/compressed' if self._p['use_compressed'] else 'image'
         self.get_logger().info(
             f'head_pose_node ready: listening on {self.resolve_topic_name(topic)}, '
             f'publishing {self.resolve_topic_name("head_pose")}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state):
+        """Unsubscribe and stop the worker (the frame in flight, if any, is finished)."""
+        self._release_active()
+        self.get_logger().info('head_pose_node inactive (unsubscribed)')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state):
+        """Release the model and the publishers."""
+        self._release_configured()
+        self.get_logger().info('head_pose_node unconfigured (model released)')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state):
+        """Release whatever the current state holds."""
+        self._release_active()
+        self._release_configured()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state):
+        """Release everything and go back to unconfigured."""
+        self._release_active()
+        self._release_configured()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release_active(self):
+        for sub in self._subscriptions_active:
+            self.destroy_subscription(sub)
+        self._subscriptions_active = []
+        worker = self._worker
+        if worker is not None:
+            with self._lock:
+                self._stop = True
+                self._pending = None
+                self._lock.notify_all()
+            worker.join(timeout=5.0)
+            self._worker = None
+
+    def _release_configured(self):
+        with self._est_lock:
+            est, self._estimator = self._estimator, None
+        if est is not None and est is not self._given_estimator and hasattr(est, 'close'):
+            est.close()
+            _release_free_memory()
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+        pubs = [getattr(self, name, None) for name in (
+            '_pub_pose', '_pub_poses', '_pub_ids', '_pub_offsets', '_pub_looking',
+            '_pub_target_offsets', '_pub_looking_target', '_pub_markers', '_pub_diag',
+            '_pub_tf', '_pub_tracked')]
+        if getattr(self, '_tf', None) is not None:  # pragma: no cover - needs tf2_ros
+            pubs.append(self._tf.pub_tf)
+            self._tf = None
+        for hri_pubs in (self._hri or {}).values():
+            pubs += list(hri_pubs)
+        self._hri = None
+        for pub in pubs:
+            if pub is not None:
+                self.destroy_publisher(pub)
+        for name in ('_pub_pose', '_pub_poses', '_pub_ids', '_pub_offsets', '_pub_looking',
+                     '_pub_target_offsets', '_pub_looking_target', '_pub_markers', '_pub_diag',
+                     '_pub_tf', '_pub_tracked'):
+            setattr(self, name, None)
+        self._tracker.reset()
+        with self._lock:
+            self._camera_matrix = None
+            self._camera_size = None
+            self._camera_problem = ''
 
     # ------------------------------------------------------------------ setup
     @staticmethod
@@ -441,10 +561,10 @@ class HeadPoseNode(Node):
         problem = self._check_values(values)
         if problem:
             return SetParametersResult(successful=False, reason=problem)
-        if not hasattr(self, '_worker'):  # during construction
-            return SetParametersResult(successful=True)
         new_est = None
-        if any(k in _RELOAD and values[k] != self._p[k] for k in values):
+        # Unconfigured (no estimator yet): configure builds it with the new values.
+        if getattr(self, '_estimator', None) is not None and \
+                any(k in _RELOAD and values[k] != self._p[k] for k in values):
             new_est, reason = self._prepare_reload(values)
             if new_est is None:
                 self._warn('reload', f'parameter change refused: {reason}')
@@ -882,16 +1002,13 @@ class HeadPoseNode(Node):
         self._pub_diag.publish(diag)
 
     def destroy_node(self):
-        """Stop the worker thread, then destroy the node."""
-        worker = getattr(self, '_worker', None)
-        if worker is not None:  # fully constructed
-            with self._lock:
-                self._stop = True
-                self._lock.notify_all()
-            worker.join(timeout=5.0)
-        close = getattr(getattr(self, '_estimator', None), 'close', None)
-        if close is not None:
-            close()
+        """Stop the worker, release the model, then destroy the node."""
+        if hasattr(self, '_est_lock'):  # fully constructed
+            self._release_active()
+            with self._est_lock:
+                est, self._estimator = self._estimator, None
+            if est is not None and est is not self._given_estimator and hasattr(est, 'close'):
+                est.close()
         return super().destroy_node()
 
 
