@@ -110,10 +110,8 @@ from std_msgs.msg import (
 )
 from visualization_msgs.msg import Marker, MarkerArray
 
-from . import geometry
-from .face_stream import check_target, looking_at, target_offset_deg
+from .face_stream import FaceStream, check_target
 from .input_policy import frame_name_problem, frame_prefix_problem
-from .position import UNKNOWN_CAMERA_HFOV_DEG, default_camera_matrix
 from .ros_image import (
     ImageConversionError,
     camera_matrix_from_info,
@@ -121,9 +119,7 @@ from .ros_image import (
     check_raw_image,
     compressed_to_rgb,
     image_to_rgb,
-    ray_position,
 )
-from .tracking import FaceTracker, PoseSmoother
 
 try:  # tf2_ros is not on PyPI; with a ROS install use its broadcaster and buffer.
     from tf2_ros import Buffer, TransformBroadcaster, TransformListener
@@ -243,7 +239,12 @@ PARAMETERS = {
 _RELOAD = {'model_path', 'max_faces', 'min_detection_confidence', 'detection_interval',
            'min_face_px', 'num_threads', 'flip_average', 'rigid_fusion', 'perspective_warp',
            'perspective_warp_min_deg'}
-_SMOOTH = {'smoothing_min_cutoff', 'smoothing_beta', 'smoothing_d_cutoff', 'smoothing'}
+#: Node parameter -> FaceStream option.
+_STREAM = {'tracking': 'tracking', 'smoothing': 'smoothing',
+           'smoothing_min_cutoff': 'smoothing_min_cutoff', 'smoothing_beta': 'smoothing_beta',
+           'smoothing_d_cutoff': 'smoothing_d_cutoff', 'default_distance_m': 'default_distance_m',
+           'looking_threshold_deg': 'looking_threshold_deg', 'looking_target': 'target',
+           'looking_target_tolerance_m': 'target_tolerance_m'}
 
 
 def _release_free_memory():
@@ -279,7 +280,8 @@ class HeadPoseNode(LifecycleNode):
         for name, (default, text, extra) in PARAMETERS.items():
             self.declare_parameter(name, default,
                                    ParameterDescriptor(description=text, **extra))
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_on_set_parameters_callback(self._on_set_parameters)  # validates
+        self.add_post_set_parameters_callback(self._apply_parameters)  # applies
         self._p = {name: self.get_parameter(name).value for name in PARAMETERS}
         problem = self._check_values(self._p)
         if problem:
@@ -301,8 +303,8 @@ class HeadPoseNode(LifecycleNode):
         self._age_ms = collections.deque(maxlen=120)
         self._last_faces = 0
         self._last_reread = (0, 0.0)  # faces re-read off the optical axis, and their ms
-        self._tracker = FaceTracker()
-        self._smoother = self._make_smoother()
+        self._stream = FaceStream(**self._stream_options(self._p))
+        self._prepared = None  # estimator built by the on-set callback, swapped in after
 
         self._given_estimator = estimator
         self._estimator = None  # loaded by configure
@@ -337,8 +339,7 @@ class HeadPoseNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         with self._est_lock:
             self._estimator = est
-        self._tracker.reset()
-        self._smoother = self._make_smoother()
+        self._stream.reset()
 
         out_qos = QoSProfile(depth=10)
         self._pub_pose = self.create_publisher(PoseStamped, 'head_pose', out_qos)
@@ -461,7 +462,7 @@ class HeadPoseNode(LifecycleNode):
                      '_pub_target_offsets', '_pub_looking_target', '_pub_markers', '_pub_diag',
                      '_pub_tf', '_pub_tracked'):
             setattr(self, name, None)
-        self._tracker.reset()
+        self._stream.reset()
         with self._lock:
             self._camera_matrix = None
             self._camera_size = None
@@ -510,9 +511,10 @@ class HeadPoseNode(LifecycleNode):
                           f'({type(exc).__name__}: {exc}); keeping the running one')
         return est, ''
 
-    def _make_smoother(self):
-        return PoseSmoother(self._p['smoothing_min_cutoff'], self._p['smoothing_beta'],
-                            self._p['smoothing_d_cutoff'])
+    @staticmethod
+    def _stream_options(values):
+        """FaceStream options of the node parameters among ``values``."""
+        return {option: values[name] for name, option in _STREAM.items() if name in values}
 
     @staticmethod
     def _check_values(values):
@@ -561,7 +563,10 @@ class HeadPoseNode(LifecycleNode):
         problem = self._check_values(values)
         if problem:
             return SetParametersResult(successful=False, reason=problem)
-        new_est = None
+        try:
+            FaceStream.check(**self._stream_options(values))
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
         # Unconfigured (no estimator yet): configure builds it with the new values.
         if getattr(self, '_estimator', None) is not None and \
                 any(k in _RELOAD and values[k] != self._p[k] for k in values):
@@ -569,21 +574,24 @@ class HeadPoseNode(LifecycleNode):
             if new_est is None:
                 self._warn('reload', f'parameter change refused: {reason}')
                 return SetParametersResult(successful=False, reason=reason)
+            self._prepared = new_est  # swapped in by _apply_parameters
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params):
+        """Apply accepted parameters (the on-set callback has validated them)."""
+        values = {p.name: p.value for p in params if p.name in PARAMETERS}
+        new_est, self._prepared = self._prepared, None
+        if new_est is not None:
             with self._est_lock:  # waits for the frame in flight, if any
                 old, self._estimator = self._estimator, new_est
-                with self._lock:
-                    self._tracker.reset()
-            if hasattr(old, 'close'):
+            self._stream.reset()  # new detector, new tracks
+            if old is not None and old is not self._given_estimator and hasattr(old, 'close'):
                 old.close()
             _release_free_memory()
             self.get_logger().info('estimator rebuilt with the new parameters')
         with self._lock:
-            self._p.update({k: v for k, v in values.items() if k in PARAMETERS})
-            if _SMOOTH & set(values):
-                self._smoother = self._make_smoother()
-            if 'tracking' in values and not values['tracking']:
-                self._tracker.reset()
-        return SetParametersResult(successful=True)
+            self._p.update(values)
+        self._stream.configure(**self._stream_options(values))
 
     # -------------------------------------------------------------- callbacks
     def _warn(self, kind, text, once=False):
@@ -742,44 +750,20 @@ class HeadPoseNode(LifecycleNode):
         return np.array([v.x, v.y, v.z])  # pragma: no cover - needs tf2_ros
 
     def _to_results(self, faces, K, width, height, t, target=None):
-        """Per face: dict(id, quat, rot (face axes in optical), position, offset, looking...).
+        """Per face (largest first): a dict of the FaceStream's StreamFace for publishing.
 
-        ``target_offset`` and ``looking_target`` refer to ``target`` (None: unknown).
+        Keys: id, quat, rot (face axes in optical), position, offset, looking,
+        target_offset and looking_target (None when ``target`` is None: unknown),
+        box, score.
         """
-        p = self._p
-        boxes = np.array([f.box for f in faces], float).reshape(-1, 4)
-        ids = self._tracker.update(boxes, t) if p['tracking'] else list(range(len(faces)))
-        ray_K = K if K is not None else default_camera_matrix(
-            width, height, hfov_deg=UNKNOWN_CAMERA_HFOV_DEG)
-        results = []
-        for face, box, fid in zip(faces, boxes, ids):
-            quat = np.asarray(face.quaternion, float)
-            if face.position is not None and K is not None:
-                pos = np.asarray(face.position, float)
-            else:
-                centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-                pos = ray_position(ray_K, centre, p['default_distance_m'])
-            if not (np.all(np.isfinite(quat)) and np.all(np.isfinite(pos))):
-                self._warn('nonfinite', 'estimator returned a non-finite pose; face skipped')
-                continue
-            if p['smoothing'] and p['tracking']:
-                quat, pos = self._smoother(fid, quat, pos, t)
-            rot = Rotation.from_quat(quat).as_matrix()
-            offset = float(geometry.gaze_offset_deg(rot, pos))
-            if target is not None:
-                t_offset = target_offset_deg(rot, pos, target)
-                t_looking = looking_at(t_offset, pos, target, p['looking_threshold_deg'],
-                                       p['looking_target_tolerance_m'])
-            else:
-                t_offset = t_looking = None
-            results.append(dict(id=int(fid), quat=quat / np.linalg.norm(quat), rot=rot,
-                                position=pos, offset=offset,
-                                looking=offset <= p['looking_threshold_deg'],
-                                target_offset=t_offset, looking_target=t_looking,
-                                box=box, score=float(getattr(face, 'score', 1.0)),
-                                area=(box[2] - box[0]) * (box[3] - box[1])))
-        results.sort(key=lambda r: -r['area'])  # primary = largest face first
-        return results
+        stream_faces, skipped = self._stream.update(
+            faces, t, (width, height), K, target=False if target is None else target)
+        if skipped:
+            self._warn('nonfinite', 'estimator returned a non-finite pose; face skipped')
+        return [dict(id=f.id, quat=f.quaternion, rot=f.rotation, position=f.position,
+                     offset=f.gaze_offset_deg, looking=f.looking_at_camera,
+                     target_offset=f.target_offset_deg, looking_target=f.looking_at_target,
+                     box=f.box, score=f.score) for f in stream_faces]
 
     # ------------------------------------------------------------- publishing
     @staticmethod
@@ -874,7 +858,7 @@ class HeadPoseNode(LifecycleNode):
             pubs[1].publish(self._cropped(header, rgb, r['box']))
         self._pub_tracked.publish(IdsList(header=header, ids=ids))
         # Per-face topics live as long as their track: a face missed for a frame keeps them.
-        live = set(ids) | ({hri_face_id(t) for t in self._tracker.track_ids}
+        live = set(ids) | ({hri_face_id(t) for t in self._stream.track_ids}
                            if self._p['tracking'] else set())
         for hid in [h for h in self._hri if h not in live]:
             for pub in self._hri.pop(hid):
