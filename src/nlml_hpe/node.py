@@ -43,6 +43,7 @@ ids ``f<track id>`` (a ROS name token cannot start with a digit)::
     /humans/faces/<id>/roi       hri_msgs/NormalizedRegionOfInterest2D  face box / image
                                                    size, c = the landmark model's score
     /humans/faces/<id>/cropped   sensor_msgs/Image  128x128 rgb8 square crop of the face
+                                                   (made only while someone subscribes)
     /tf                          <camera frame> -> face_<id> and gaze_<id> (as above)
 
 The per-face topics exist while the face's track lives.
@@ -855,7 +856,8 @@ class HeadPoseNode(LifecycleNode):
                 c=min(max(r['score'], 0.0), 1.0))
             roi.header = header
             pubs[0].publish(roi)
-            pubs[1].publish(self._cropped(header, rgb, r['box']))
+            if pubs[1].get_subscription_count() > 0:  # cropping costs: only when read
+                pubs[1].publish(self._cropped(header, rgb, r['box']))
         self._pub_tracked.publish(IdsList(header=header, ids=ids))
         # Per-face topics live as long as their track: a face missed for a frame keeps them.
         live = set(ids) | ({hri_face_id(t) for t in self._stream.track_ids}
