@@ -956,7 +956,9 @@ class HeadPoseNode(LifecycleNode):
         # The fully qualified name tells apart nodes of several cameras on /diagnostics.
         status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: head pose estimation',
                                   hardware_id='camera')
-        if not recent:
+        if self._worker is None:  # lifecycle state inactive: not subscribed on purpose
+            status.level, status.message = DiagnosticStatus.OK, 'inactive (not subscribed)'
+        elif not recent:
             status.level, status.message = DiagnosticStatus.WARN, 'no images received'
         elif stats.get('rejected', 0) and not stats.get('processed', 0):
             status.level, status.message = DiagnosticStatus.ERROR, 'all images rejected'
