@@ -71,7 +71,8 @@ in every process of the image pipeline (camera driver, this node) or subscribe
 to ``image/compressed`` (``use_compressed``); ``nlml-hpe benchmark node
 [--large-data]`` measures both.  Do not combine LARGE_DATA with
 ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``: most raw frames were lost (14 of 99
-arrived); keep the default discovery range and isolate with ``ROS_DOMAIN_ID``.
+arrived, issue 12); on one machine keep the default discovery range (SUBNET)
+and isolate with ``ROS_DOMAIN_ID``, or subscribe to ``image/compressed``.
 """
 
 import collections
