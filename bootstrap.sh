@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up the pip route: a .venv with pinned dependencies, real rclpy from PyPI,
-# a locally generated tf2_msgs, and nlml_hpe installed in editable mode.
+# locally generated tf2_msgs and hri_msgs, and nlml_hpe installed in editable mode.
 #
 #   bash bootstrap.sh            # idempotent; re-runs skip finished steps
 #   NLML_HPE_VENV=/path bash bootstrap.sh
@@ -37,24 +37,32 @@ else
   log "requirements up to date"
 fi
 
-# 3. tf2_msgs is not on PyPI: generate it with rosidl unless it is importable
-#    already (a sourced ROS 2 install has it).
-if "$vpy" -c 'import tf2_msgs.msg' >/dev/null 2>&1; then
-  log "tf2_msgs importable"
-else
-  log "generating tf2_msgs with rosidl + colcon"
+# 3. tf2_msgs and hri_msgs (ROS4HRI) are not on PyPI: generate each with rosidl from
+#    its .msg definitions in tools/msggen/ unless it is importable already (a sourced
+#    ROS 2 install has them).
+missing=()
+for pkg in tf2_msgs hri_msgs; do
+  if "$vpy" -c "import $pkg.msg" >/dev/null 2>&1; then
+    log "$pkg importable"
+  else
+    missing+=("$pkg")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "generating ${missing[*]} with rosidl + colcon"
   "$vpy" -m pip install --quiet --disable-pip-version-check -r "$here/requirements-msggen.txt"
   pyinc="$("$vpy" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
   npinc="$("$vpy" -c 'import numpy; print(numpy.get_include())')"
-  # The wheels' CMake configs point at the build machine's interpreter.
-  grep -rlZ '/opt/python/cp311-cp311' "$venv"/share/*/cmake/ 2>/dev/null \
+  # The wheels' CMake configs point at the build machine's interpreter (grep finds
+  # nothing once an earlier run has fixed them: that must not stop the script).
+  { grep -rlZ '/opt/python/cp311-cp311' "$venv"/share/*/cmake/ 2>/dev/null || true; } \
     | xargs -0 -r sed -i \
       -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$npinc#g" \
       -e "s#/opt/python/cp311-cp311/include/python3.11#$pyinc#g"
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' EXIT
   mkdir -p "$work/src"
-  cp -r "$here/tools/msggen/tf2_msgs" "$work/src/"
+  for pkg in "${missing[@]}"; do cp -r "$here/tools/msggen/$pkg" "$work/src/"; done
   (
     cd "$work"
     export PATH="$venv/bin:$PATH" AMENT_PREFIX_PATH="$venv" CMAKE_PREFIX_PATH="$venv"
@@ -63,8 +71,10 @@ else
       --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$vpy" >"$work/colcon.log" 2>&1 \
       || { cat "$work/colcon.log" >&2; exit 1; }
   )
-  "$vpy" -c 'import tf2_msgs.msg' || { echo "bootstrap: tf2_msgs still not importable" >&2; exit 1; }
-  log "tf2_msgs generated"
+  for pkg in "${missing[@]}"; do
+    "$vpy" -c "import $pkg.msg" || { echo "bootstrap: $pkg still not importable" >&2; exit 1; }
+  done
+  log "${missing[*]} generated"
 fi
 
 log "ready: $venv (try: $venv/bin/nlml-hpe --help)"

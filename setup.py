@@ -2,7 +2,7 @@
 
 from glob import glob
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 package_name = 'nlml_hpe'
 
@@ -10,7 +10,9 @@ setup(
     name=package_name,
     version='0.1.0',
     package_dir={'': 'src'},
-    packages=find_packages('src'),
+    # The data folders (no __init__.py) are namespace packages of package data: listing
+    # them keeps setuptools from warning that they are absent from `packages`.
+    packages=find_namespace_packages('src', include=[package_name, package_name + '.*']),
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),

@@ -12,7 +12,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = REPO / 'launch' / 'pose.launch.py'
-ARGS = {'image_topic', 'camera_info_topic', 'params_file', 'namespace', 'use_compressed'}
+ARGS = {'image_topic', 'camera_info_topic', 'camera_frame', 'params_file', 'namespace',
+        'use_compressed', 'rviz'}
 
 
 def _require_launch():
@@ -42,21 +43,30 @@ def description(tmp_path, monkeypatch):
     return module.generate_launch_description(), tmp_path
 
 
-def _expand(description, overrides):
+def _actions(description, overrides):
+    """Declare the arguments, run the OpaqueFunction; return (context, launch_ros Nodes)."""
     from launch import LaunchContext  # noqa: I001 - ruff takes launch/ for first-party
-    from launch.actions import DeclareLaunchArgument
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
     from launch_ros.actions import Node
 
     ld, _ = description
     context = LaunchContext()
     context.launch_configurations.update(overrides)
-    node = None
+    nodes = []
     for entity in ld.entities:
         if isinstance(entity, DeclareLaunchArgument):
             entity.visit(context)
+        elif isinstance(entity, OpaqueFunction):
+            nodes += [a for a in entity.execute(context) or [] if isinstance(a, Node)]
         elif isinstance(entity, Node):
-            node = entity
-    assert node is not None, 'no launch_ros Node in the description'
+            nodes.append(entity)
+    return context, nodes
+
+
+def _expand(description, overrides):
+    context, nodes = _actions(description, overrides)
+    node = next((n for n in nodes if n.node_package == 'nlml_hpe'), None)
+    assert node is not None, 'no head_pose_node in the description'
     node._perform_substitutions(context)
     params = {}
     for arg, is_file in node._Node__expanded_parameter_arguments:
@@ -64,6 +74,20 @@ def _expand(description, overrides):
             for section in yaml.safe_load(Path(arg).read_text()).values():
                 params.update(section['ros__parameters'])
     return node, dict(node.expanded_remapping_rules), params
+
+
+def _rviz(description, overrides):
+    """Return the RViz Node, whether its condition lets it start, its arguments, remaps."""
+    context, nodes = _actions(description, overrides)
+    rviz = [n for n in nodes if n.node_package == 'rviz2']
+    assert len(rviz) == 1
+    rviz = rviz[0]
+    rviz._perform_substitutions(context)
+    from launch.utilities import normalize_to_list_of_substitutions, perform_substitutions
+
+    args = [perform_substitutions(context, normalize_to_list_of_substitutions(a))
+            for a in rviz._Node__arguments]
+    return rviz, rviz.condition.evaluate(context), args, dict(rviz.expanded_remapping_rules)
 
 
 def test_launch_arguments_and_defaults(description):
@@ -78,6 +102,7 @@ def test_launch_arguments_and_defaults(description):
                       'image/compressed': '/camera/image_raw/compressed',
                       'camera_info': '/camera/camera_info'}
     assert params['use_compressed'] is False
+    assert params['camera_frame'] == ''  # the images' header.frame_id
     default_params = [a for a, f in node._Node__expanded_parameter_arguments if f]
     assert str(prefix / 'share' / 'nlml_hpe' / 'config' / 'pose.yaml') in default_params
 
@@ -96,6 +121,36 @@ def test_launch_arguments_are_applied(description, tmp_path):
     assert params['looking_threshold_deg'] == 15.0 and params['max_faces'] == 5
 
 
+def test_camera_frame_reaches_the_node_only_when_set(description, tmp_path):
+    _, _, params = _expand(description, {'camera_frame': 'camera_color_optical_frame'})
+    assert params['camera_frame'] == 'camera_color_optical_frame'
+    # An empty argument keeps the camera_frame of the params file.
+    mine = yaml.safe_load((REPO / 'config' / 'pose.yaml').read_text())
+    mine['/**']['ros__parameters']['camera_frame'] = 'head_camera_optical_frame'
+    params_file = tmp_path / 'mine.yaml'
+    params_file.write_text(yaml.safe_dump(mine))
+    _, _, params = _expand(description, {'params_file': str(params_file)})
+    assert params['camera_frame'] == 'head_camera_optical_frame'
+
+
+def test_rviz_is_off_by_default_and_follows_the_camera_frame(description):
+    from nlml_hpe.demo import FRAME_ID
+
+    ld, prefix = description
+    rviz, starts, args, _ = _rviz(description, {})
+    assert not starts
+    rviz, starts, args, remaps = _rviz(description, {'rviz': 'true', 'namespace': 'robot1',
+                                                     'image_topic': '/cam2/image'})
+    assert starts and rviz.node_executable == 'rviz2'
+    config = str(prefix / 'share' / 'nlml_hpe' / 'config' / 'nlml_hpe.rviz')
+    assert args[args.index('-d') + 1] == config
+    assert args[args.index('-f') + 1] == FRAME_ID  # the demo's frame by default
+    assert rviz.expanded_node_namespace == '/robot1'  # its relative topics = the node's
+    assert remaps == {'image': '/cam2/image'}
+    _, _, args, _ = _rviz(description, {'rviz': 'true', 'camera_frame': 'cam_optical'})
+    assert args[args.index('-f') + 1] == 'cam_optical'
+
+
 def test_pose_yaml_matches_the_node_parameters():
     """Every key of config/pose.yaml is a declared parameter with the same type."""
     from nlml_hpe.node import PARAMETERS
@@ -108,7 +163,20 @@ def test_pose_yaml_matches_the_node_parameters():
 
 
 def test_rviz_config_shows_tf_and_markers():
+    from nlml_hpe.demo import FRAME_ID
+
     data = yaml.safe_load((REPO / 'config' / 'nlml_hpe.rviz').read_text())
     displays = {d['Class']: d for d in data['Visualization Manager']['Displays']}
     assert displays['rviz_default_plugins/TF']['Enabled']
-    assert displays['rviz_default_plugins/MarkerArray']['Topic']['Value'] == '/head_markers'
+    assert displays['rviz_default_plugins/MarkerArray']['Topic']['Value'] == 'head_markers'
+    # Relative topics (they follow the namespace), and the demo's frame as Fixed Frame.
+    topics = [d['Topic']['Value'] for d in displays.values() if 'Topic' in d]
+    assert topics and not any(t.startswith('/') for t in topics), topics
+    assert data['Visualization Manager']['Global Options']['Fixed Frame'] == FRAME_ID
+
+
+def test_launch_file_names_the_demo_frame():
+    """The launch file (not importable without launch_ros) uses the demo's frame name."""
+    from nlml_hpe.demo import FRAME_ID
+
+    assert f"DEMO_FRAME = '{FRAME_ID}'" in LAUNCH_FILE.read_text()

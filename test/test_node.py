@@ -1,8 +1,10 @@
 """head_pose_node with real rclpy on an isolated ROS_DOMAIN_ID (set by conftest.py).
 
-The node runs in-process with the real estimator (MediaPipe + a model saved with
-random weights: plumbing only, angles are not asserted).  A probe node publishes
-good and bad input and records every output.
+The node runs in-process with the real estimator (MediaPipe's face models run by
+LiteRT + the shipped model; plumbing only, angles are not asserted here).  A
+probe node publishes good and bad input and records every output.  The face
+images come from the shipped demo clip (src/nlml_hpe/data/demo), so these tests
+need no ../shared data.
 """
 
 import threading
@@ -16,18 +18,23 @@ rclpy = pytest.importorskip('rclpy', reason='rclpy is not installed (run bootstr
 pytest.importorskip('nlml_hpe.estimator', reason='the inference core (nlml_hpe.estimator) '
                     'is not in this checkout yet')
 from builtin_interfaces.msg import Time  # noqa: E402
-from conftest import shared_path  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseArray, PoseStamped  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
-from std_msgs.msg import Bool, Float32MultiArray, Int32MultiArray  # noqa: E402
+from std_msgs.msg import (  # noqa: E402
+    Bool,
+    Float32MultiArray,
+    Int32MultiArray,
+    UInt8MultiArray,
+)
 from tf2_msgs.msg import TFMessage  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
-from nlml_hpe.model import NLMLNet, save_model  # noqa: E402
+from nlml_hpe.demo import DEMO_DIR, load_clip  # noqa: E402
+from nlml_hpe.model import default_model_dir  # noqa: E402
 from nlml_hpe.node import HeadPoseNode  # noqa: E402
 
 FRAME = 'test_cam_optical_frame'
@@ -35,16 +42,14 @@ OUTPUTS = {
     'head_pose': PoseStamped, 'head_poses': PoseArray, '/tf': TFMessage,
     'head_markers': MarkerArray, 'gaze_offsets': Float32MultiArray,
     'looking_at_camera': Bool, 'face_ids': Int32MultiArray, '/diagnostics': DiagnosticArray,
+    'target_offsets': Float32MultiArray, 'looking_at_target': UInt8MultiArray,
 }
 
 
 def _face_rgb():
-    """Return a real face photo (AFLW2000 dev image) letterboxed into 640x480 RGB."""
-    folder = shared_path('aflw2000_dev')
-    bgr = cv2.imread(str(sorted(folder.glob('*.jpg'))[0]))
-    canvas = np.full((480, 640, 3), 90, np.uint8)
-    canvas[15:15 + 450, 95:95 + 450] = cv2.resize(bgr, (450, 450))
-    return cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
+    """Return the demo clip's frontal face (640x480 RGB, shipped with the package)."""
+    frames, _, _ = load_clip(DEMO_DIR)
+    return frames[0][1].copy()
 
 
 class Rig:
@@ -156,16 +161,15 @@ GOOD_K = [600.0, 0, 320, 0, 600.0, 240, 0, 0, 1]
 
 
 @pytest.fixture(scope='module')
-def model_dir(tmp_path_factory):
-    import torch
-
-    torch.manual_seed(0)
-    return save_model(NLMLNet(), tmp_path_factory.mktemp('model'), {'note': 'random weights'})
+def model_dir():
+    """Return the shipped model (no torch needed to make one)."""
+    return default_model_dir()
 
 
 @pytest.fixture(scope='module')
 def rig(model_dir):
-    r = Rig(model_dir, smoothing=False, publish_gaze_frames=True)
+    # flip_average off: test_flip_average_switch_reloads_and_publishes switches it on.
+    r = Rig(model_dir, smoothing=False, publish_gaze_frames=True, flip_average=False)
     yield r
     r.close()
 
@@ -459,7 +463,7 @@ def test_rigid_fusion_switch_reloads(rig):
 def test_person_off_centre_looking_at_the_camera_is_looking(warp):
     """A frontal face 30 deg off the optical axis: looking_at_camera, TF x axis at the camera.
 
-    The image is a frontal photo as a camera turned away from it sees it (a
+    The image is the demo clip's frontal face as a camera turned away from it sees it (a
     pure camera rotation), so the person still looks straight at the camera;
     the face frame's x axis (REP-155: out of the face) must point back along
     the ray to the camera, not along the optical axis.  Needs the shipped model.
@@ -473,10 +477,8 @@ def test_person_off_centre_looking_at_the_camera_is_looking(warp):
         pytest.skip('the shipped model reads angles relative to the optical axis')
     k = np.array([[600.0, 0, 480], [0, 600.0, 360], [0, 0, 1]])
     turn = Rotation.from_euler('yx', [28.0, -12.0], degrees=True).as_matrix()
-    photo = cv2.cvtColor(cv2.imread(str(shared_path('aflw2000_dev', 'image01128.jpg'))),
-                         cv2.COLOR_BGR2RGB)
-    rgb = turned_camera_view(photo, k, turn, (960, 720))[1]
-    # Its own namespace: the module's rig (random weights) publishes head_pose too.
+    rgb = turned_camera_view(_face_rgb(), k, turn, (960, 720))[1]  # the demo's frontal face
+    # Its own namespace: the module's rig publishes head_pose too.
     r = Rig(default_model_dir(), namespace=f'off_centre_{int(warp)}', smoothing=False,
             perspective_warp=warp)
     try:
@@ -513,3 +515,56 @@ def test_person_off_centre_looking_at_the_camera_is_looking(warp):
     to_camera = -pos / np.linalg.norm(pos)
     assert np.degrees(np.arccos(forward @ to_camera)) == pytest.approx(offset, abs=1e-3)
     assert np.degrees(np.arccos(-forward[2])) > 20.0  # not along the optical axis
+
+
+@pytest.mark.ros
+def test_looking_at_a_target_20_cm_beside_the_camera():
+    """The demo face turned 20 deg at 55 cm: its gaze passes 20 cm beside the camera.
+
+    It does not look at the camera, looks at a target placed where its gaze
+    crosses the camera plane, and not at the mirror point on the other side.
+    Needs the shipped model (the clip's known pose gives the crossing point).
+    """
+    from nlml_hpe.geometry import euler_to_matrix
+
+    frames, K, _ = load_clip(DEMO_DIR)
+    _, rgb, (pitch, yaw, roll) = frames[1]
+    assert (pitch, yaw, roll) == (0.0, 20.0, 0.0)
+    # The clip's renderer: head frame z out of the face, optical = viewer * (1, -1, -1),
+    # head 55 cm in front of the camera on its optical axis.
+    forward = (euler_to_matrix(pitch, yaw, roll) @ [0.0, 0.0, 1.0]) * [1.0, -1.0, -1.0]
+    head = np.array([0.0, 0.0, 0.55])
+    hit = head - head[2] / forward[2] * forward
+    assert abs(np.linalg.norm(hit) - 0.20) < 0.005 and abs(hit[2]) < 1e-9
+    r = Rig(default_model_dir(), namespace='target_test', smoothing=False,
+            looking_threshold_deg=10.0, looking_target=[float(hit[0]), float(hit[1]), 0.0])
+    try:
+        _send_info(r, K.ravel())
+        r.send(_image_msg(rgb, Time(sec=1)))
+        camera_offset = list(r.last('gaze_offsets').data)[0]
+        assert not r.last('looking_at_camera').data and camera_offset > 12.0, camera_offset
+        target_offset = list(r.last('target_offsets').data)[0]
+        assert list(r.last('looking_at_target').data) == [1] and target_offset < 7.0, \
+            target_offset
+        # The mirror point, 20 cm on the other side of the camera: about 40 deg off.
+        mirror = [float(-hit[0]), float(hit[1]), 0.0]
+        assert r.node.set_parameters([Parameter('looking_target', value=mirror)])[0].successful
+        r.send(_image_msg(rgb, Time(sec=2)))
+        assert list(r.last('looking_at_target').data) == [0]
+        assert list(r.last('target_offsets').data)[0] > 30.0
+        # ... unless the target is large: a 40 cm radius covers the gaze's crossing point.
+        r.node.set_parameters([Parameter('looking_target_tolerance_m', value=0.4)])
+        r.send(_image_msg(rgb, Time(sec=3)))
+        assert list(r.last('looking_at_target').data) == [1]
+        # The camera as target gives looking_at_camera's offset (the special case).
+        r.node.set_parameters([Parameter('looking_target', value=[0.0, 0.0, 0.0]),
+                               Parameter('looking_target_tolerance_m', value=0.0)])
+        r.send(_image_msg(rgb, Time(sec=4)))
+        assert list(r.last('target_offsets').data)[0] == pytest.approx(
+            list(r.last('gaze_offsets').data)[0], abs=1e-4)
+        assert list(r.last('looking_at_target').data) == [int(r.last('looking_at_camera').data)]
+        for bad in ([0.0, 0.0], [float('nan'), 0.0, 0.0]):
+            result = r.node.set_parameters([Parameter('looking_target', value=bad)])[0]
+            assert not result.successful and 'looking_target' in result.reason
+    finally:
+        r.close()

@@ -23,11 +23,10 @@ def _run(args):
 
 
 @pytest.mark.ros
-def test_node_process_starts_and_stops_on_sigint(tmp_path):
-    from nlml_hpe.model import NLMLNet, save_model
+def test_node_process_starts_and_stops_on_sigint():
+    from nlml_hpe.model import default_model_dir
 
-    model = save_model(NLMLNet(), tmp_path, {'note': 'random weights'})
-    proc = _run(['-p', f'model_path:={model}', '-r', 'image:=/nlml_test/image'])
+    proc = _run(['-p', f'model_path:={default_model_dir()}', '-r', 'image:=/nlml_test/image'])
     lines = []
     deadline = time.monotonic() + 60
     try:

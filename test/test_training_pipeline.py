@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+#: The module's tiny pipeline run takes about a minute: `pytest -m 'not slow'` skips it.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / 'training' / 'configs' / 'tiny.yaml'
 

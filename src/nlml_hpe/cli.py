@@ -92,21 +92,25 @@ def _expand_inputs(paths):
             yield path, 'image'
 
 
-def _faces_json(poses):
-    return [{'yaw': round(p.yaw, 3), 'pitch': round(p.pitch, 3), 'roll': round(p.roll, 3),
-             'box': [round(v, 1) for v in p.box], 'score': round(p.score, 4)}
-            for p in poses]
+def _faces_json(poses, ids=None):
+    faces = [{'yaw': round(p.yaw, 3), 'pitch': round(p.pitch, 3), 'roll': round(p.roll, 3),
+              'box': [round(v, 1) for v in p.box], 'score': round(p.score, 4)}
+             for p in poses]
+    if ids is not None:  # videos: the track id of each face (stable across frames)
+        faces = [dict({'id': i}, **f) for f, i in zip(faces, ids)]
+    return faces
 
 
-def _report(args, name, poses, ms):
+def _report(args, name, poses, ms, ids=None):
     values = [v for p in poses for v in (p.yaw, p.pitch, p.roll, p.score, *p.box)]
     if not all(math.isfinite(float(v)) for v in values):
         raise ValueError('the model returned non-finite angles (NaN or inf); nothing reported')
     if args.json:
-        _print_json({'image': name, 'faces': _faces_json(poses), 'ms': round(ms, 3)})
+        _print_json({'image': name, 'faces': _faces_json(poses, ids), 'ms': round(ms, 3)})
     else:
-        desc = '; '.join(f'yaw {p.yaw:+.1f} pitch {p.pitch:+.1f} roll {p.roll:+.1f}'
-                         for p in poses) or 'no face'
+        tags = [''] * len(poses) if ids is None else [f'face {i}: ' for i in ids]
+        desc = '; '.join(f'{tag}yaw {p.yaw:+.1f} pitch {p.pitch:+.1f} roll {p.roll:+.1f}'
+                         for tag, p in zip(tags, poses)) or 'no face'
         print(f'{name}: {desc} ({ms:.1f} ms)', flush=True)
 
 
@@ -121,11 +125,16 @@ def _report_error(args, name, message, ms=None):
 
 
 def _predict_video(args, path, model, out_dir):
-    """Report every frame of a video; return the number of frames without a result."""
+    """Report every frame of a video; return the number of frames without a result.
+
+    Each face carries its track id (:class:`~nlml_hpe.face_stream.FaceStream`,
+    tracking only: the angles reported are the estimator's, unsmoothed).
+    """
     import cv2
 
     from .drawing import draw_poses
     from .estimator import HeadPoseEstimator
+    from .face_stream import FaceStream
     from .input_policy import MAX_SIDE
 
     _check_regular_file(path)
@@ -140,6 +149,9 @@ def _predict_video(args, path, model, out_dir):
                          f'maximum side of {MAX_SIDE} px')
     writer = None
     n = bad = 0
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    fps = fps if fps and math.isfinite(fps) and fps > 0 else 25.0
+    stream = FaceStream(tracking=True, smoothing=False)
     try:
         with HeadPoseEstimator(model, max_faces=args.max_faces, streaming=True,
                                rigid_fusion=not args.no_fusion,
@@ -151,15 +163,17 @@ def _predict_video(args, path, model, out_dir):
                 t0 = time.perf_counter()
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 poses = est.estimate(rgb)
+                tracked = {id(f.pose): f.id for f in stream.update(
+                    poses, n / fps, (rgb.shape[1], rgb.shape[0]))[0]}
+                ids = [tracked.get(id(p)) for p in poses]  # None: a non-finite pose
                 try:
-                    _report(args, f'{path}#{n}', poses, (time.perf_counter() - t0) * 1e3)
+                    _report(args, f'{path}#{n}', poses, (time.perf_counter() - t0) * 1e3, ids)
                 except ValueError as exc:  # one unusable frame: its own error line
                     _report_error(args, f'{path}#{n}', str(exc))
                     bad += 1
                     poses = []
                 if out_dir is not None:
                     if writer is None:
-                        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
                         target = out_dir / f'{path.stem}_pose.mp4'
                         writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*'mp4v'),
                                                  fps, (bgr.shape[1], bgr.shape[0]))

@@ -18,19 +18,40 @@ Publications (every message carries the image's header stamp and frame_id)::
                                                    ray from the head to the camera
     looking_at_camera  std_msgs/Bool               primary face: gaze offset <= the
                                                    parameter looking_threshold_deg
+    target_offsets     std_msgs/Float32MultiArray  per face: angle (deg) between the
+                                                   forward axis and the ray from the head to
+                                                   the target (parameters looking_target, a
+                                                   point in the camera frame, or
+                                                   looking_target_frame, a TF frame)
+    looking_at_target  std_msgs/UInt8MultiArray    per face: 1 when target_offsets <=
+                                                   looking_threshold_deg, widened by the
+                                                   target's looking_target_tolerance_m
+                                                   (the camera, [0, 0, 0], is the default
+                                                   target: looking_at_camera's special case)
     head_markers       visualization_msgs/MarkerArray  axes, gaze arrow and label per face
     /tf                tf2_msgs/TFMessage  <camera frame> -> face_<id> (REP-155: x out of
                                            the face, y to the subject's left, z up) and,
-                                           optionally, -> gaze_<id>
+                                           optionally, -> gaze_<id> (REP-155: at the face's
+                                           origin, z along the gaze, x right, y down)
     /diagnostics       diagnostic_msgs/DiagnosticArray (1 Hz)
+
+ROS4HRI (REP-155; parameter ``ros4hri``, on by default; needs hri_msgs), with face
+ids ``f<track id>`` (a ROS name token cannot start with a digit)::
+
+    /humans/faces/tracked        hri_msgs/IdsList  ids of the faces in the frame (every
+                                                   frame, empty when there is none)
+    /humans/faces/<id>/roi       hri_msgs/NormalizedRegionOfInterest2D  face box / image
+                                                   size, c = the landmark model's score
+    /humans/faces/<id>/cropped   sensor_msgs/Image  128x128 rgb8 square crop of the face
+                                                   (made only while someone subscribes)
+    /tf                          <camera frame> -> face_<id> and gaze_<id> (as above)
+
+The per-face topics exist while the face's track lives.
 
 Poses are in the camera's optical frame.  With a valid camera_info the position
 is metric (from the landmarks and K); otherwise the face lies on the optical ray
 through its box centre at ``default_distance_m`` (a 60 degree horizontal field
-of view is assumed for the ray when K is unknown).  The ``gaze_<id>`` frame is
-the point where the face's forward axis crosses the camera's image plane (z = 0
-of the optical frame), with the face's orientation; it is omitted when the face
-looks away from that plane.
+of view is assumed for the ray when K is unknown).
 
 Only the newest frame is processed: the subscription callback stores the latest
 message and a worker thread processes it; frames overwritten before processing
@@ -48,7 +69,10 @@ fragmentation) are mostly lost with best-effort QoS on a default Linux socket
 buffer, and slow when they arrive.  Export ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA``
 in every process of the image pipeline (camera driver, this node) or subscribe
 to ``image/compressed`` (``use_compressed``); ``nlml-hpe benchmark node
-[--large-data]`` measures both.
+[--large-data]`` measures both.  Do not combine LARGE_DATA with
+``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``: most raw frames were lost (14 of 99
+arrived, issue 12); on one machine keep the default discovery range (SUBNET)
+and isolate with ``ROS_DOMAIN_ID``, or subscribe to ``image/compressed``.
 """
 
 import collections
@@ -68,21 +92,28 @@ from rcl_interfaces.msg import (
 )
 import rclpy
 from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import (
     QoSDurabilityPolicy,
     QoSProfile,
     QoSReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from rclpy.time import Time
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from std_msgs.msg import Bool, ColorRGBA, Float32MultiArray, Int32MultiArray, MultiArrayDimension
+from std_msgs.msg import (
+    Bool,
+    ColorRGBA,
+    Float32MultiArray,
+    Int32MultiArray,
+    MultiArrayDimension,
+    UInt8MultiArray,
+)
 from visualization_msgs.msg import Marker, MarkerArray
 
-from . import geometry
+from .face_stream import FaceStream, check_target
 from .input_policy import frame_name_problem, frame_prefix_problem
-from .position import UNKNOWN_CAMERA_HFOV_DEG, default_camera_matrix
 from .ros_image import (
     ImageConversionError,
     camera_matrix_from_info,
@@ -90,20 +121,44 @@ from .ros_image import (
     check_raw_image,
     compressed_to_rgb,
     image_to_rgb,
-    ray_position,
 )
-from .tracking import FaceTracker, PoseSmoother
 
-try:  # tf2_ros is not on PyPI; with a ROS install use its broadcaster.
-    from tf2_ros import TransformBroadcaster
+try:  # tf2_ros is not on PyPI; with a ROS install use its broadcaster and buffer.
+    from tf2_ros import Buffer, TransformBroadcaster, TransformListener
 except ImportError:  # pragma: no cover - depends on the install
-    TransformBroadcaster = None
+    Buffer = TransformBroadcaster = TransformListener = None
 from tf2_msgs.msg import TFMessage
+
+try:  # ROS4HRI messages: ros-<distro>-hri-msgs, or generated by bootstrap.sh (pip route).
+    from hri_msgs.msg import IdsList, NormalizedRegionOfInterest2D
+except ImportError:  # pragma: no cover - depends on the install
+    IdsList = NormalizedRegionOfInterest2D = None
 
 #: Seconds between two warnings of the same kind.
 WARN_PERIOD_S = 5.0
 #: Frame id used when an image arrives with an empty header.frame_id and no override.
 FALLBACK_FRAME = 'camera_optical_frame'
+#: ROS4HRI face id of track ``n``: ``f<n>`` (a ROS name token cannot start with a digit).
+HRI_ID_PREFIX = 'f'
+#: Side (px) of the ROS4HRI cropped face images (REP-155's /humans/faces/width, height).
+HRI_FACE_SIZE = 128
+
+
+def hri_face_id(track_id):
+    """Return the ROS4HRI face id of a track id (``f3`` for 3)."""
+    return f'{HRI_ID_PREFIX}{int(track_id)}'
+
+
+def gaze_quaternion(rot):
+    """REP-155 gaze frame orientation (x, y, z, w) of a face with axes ``rot`` (columns).
+
+    The gaze frame has the face's origin, ``z`` along the face's forward ``x``, ``x``
+    to the subject's right (face ``-y``) and ``y`` down (face ``-z``): the optical-frame
+    convention.
+    """
+    rot = np.asarray(rot, float)
+    gaze = np.stack([-rot[:, 1], -rot[:, 2], rot[:, 0]], axis=1)
+    return Rotation.from_matrix(gaze).as_quat()
 
 
 def _range_f(lo, hi):
@@ -150,25 +205,48 @@ PARAMETERS = {
     'smoothing_d_cutoff': (1.0, 'One-Euro derivative cut-off (Hz).',
                            {'floating_point_range': _range_f(0.01, 100.0)}),
     'publish_tf': (True, 'Broadcast <camera frame> -> face_<id> on /tf.', {}),
-    'publish_gaze_frames': (False, 'Also broadcast <camera frame> -> gaze_<id>.', {}),
+    'publish_gaze_frames': (False, 'Also broadcast <camera frame> -> gaze_<id> (REP-155: at the '
+                            'face origin, z along the gaze, x right, y down).', {}),
     'face_frame_prefix': ('face_', 'Child frame prefix of the face frames.', {}),
     'gaze_frame_prefix': ('gaze_', 'Child frame prefix of the gaze frames.', {}),
     'camera_frame': ('', "Override of the images' header.frame_id (empty = use it).", {}),
     'max_rate': (0.0, 'Processing-rate cap in Hz (0 = as fast as frames arrive).',
                  {'floating_point_range': _range_f(0.0, 1000.0)}),
     'looking_threshold_deg': (15.0, 'Gaze offset (deg) at or below which a face counts as '
-                              'looking at the camera.',
+                              'looking at the camera (and at the target).',
                               {'floating_point_range': _range_f(0.0, 180.0)}),
+    'looking_target': ([0.0, 0.0, 0.0], 'Point (x, y, z, metres) in the camera frame that '
+                       "looking_at_target and target_offsets refer to, e.g. the robot's face "
+                       'screen; [0, 0, 0] = the camera.', {}),
+    'looking_target_frame': ('', 'TF frame whose origin is the target, e.g. head_front_screen '
+                             '(needs tf2_ros; empty = use looking_target).', {}),
+    'looking_target_tolerance_m': (0.0, 'Radius of the target (m): widens '
+                                   'looking_threshold_deg by the angle it subtends at the head.',
+                                   {'floating_point_range': _range_f(0.0, 10.0)}),
     'default_distance_m': (1.0, 'Distance of the face along its optical ray when camera_info '
                            'is missing or invalid (m).',
                            {'floating_point_range': _range_f(0.05, 100.0)}),
     'use_compressed': (False, 'Subscribe to image/compressed instead of image.',
                        {'read_only': True}),
+    'autostart': (True, 'Configure (load the model) and activate (subscribe) at start; false '
+                  'leaves the lifecycle node unconfigured for a lifecycle manager.',
+                  {'read_only': True}),
+    'ros4hri': (True, 'Also publish the ROS4HRI interface (REP-155): /humans/faces/tracked '
+                '(hri_msgs/IdsList), per face /humans/faces/<id>/roi '
+                '(hri_msgs/NormalizedRegionOfInterest2D) and /humans/faces/<id>/cropped '
+                f'({HRI_FACE_SIZE}x{HRI_FACE_SIZE} rgb8), TF face_<id> and gaze_<id>; '
+                f'<id> is {HRI_ID_PREFIX!r} + the track id (needs hri_msgs).',
+                {'read_only': True}),
 }
 _RELOAD = {'model_path', 'max_faces', 'min_detection_confidence', 'detection_interval',
            'min_face_px', 'num_threads', 'flip_average', 'rigid_fusion', 'perspective_warp',
            'perspective_warp_min_deg'}
-_SMOOTH = {'smoothing_min_cutoff', 'smoothing_beta', 'smoothing_d_cutoff', 'smoothing'}
+#: Node parameter -> FaceStream option.
+_STREAM = {'tracking': 'tracking', 'smoothing': 'smoothing',
+           'smoothing_min_cutoff': 'smoothing_min_cutoff', 'smoothing_beta': 'smoothing_beta',
+           'smoothing_d_cutoff': 'smoothing_d_cutoff', 'default_distance_m': 'default_distance_m',
+           'looking_threshold_deg': 'looking_threshold_deg', 'looking_target': 'target',
+           'looking_target_tolerance_m': 'target_tolerance_m'}
 
 
 def _release_free_memory():
@@ -189,8 +267,14 @@ def _stamp_seconds(stamp):
     return stamp.sec + stamp.nanosec * 1e-9
 
 
-class HeadPoseNode(Node):
-    """Thin ROS adapter over :class:`nlml_hpe.estimator.HeadPoseEstimator`."""
+class HeadPoseNode(LifecycleNode):
+    """Thin ROS adapter (a lifecycle node) over :class:`nlml_hpe.estimator.HeadPoseEstimator`.
+
+    configure loads the model, activate subscribes and starts the worker,
+    deactivate unsubscribes, cleanup releases the model and the publishers.  With
+    the parameter ``autostart`` (default true) the constructor runs configure and
+    activate, so ``ros2 run`` and the launch file need no lifecycle manager.
+    """
 
     def __init__(self, node_name='head_pose_node', *, estimator=None, **kwargs):
         """Create the node; ``estimator`` (optional) replaces the one built from parameters."""
@@ -198,7 +282,8 @@ class HeadPoseNode(Node):
         for name, (default, text, extra) in PARAMETERS.items():
             self.declare_parameter(name, default,
                                    ParameterDescriptor(description=text, **extra))
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_on_set_parameters_callback(self._on_set_parameters)  # validates
+        self.add_post_set_parameters_callback(self._apply_parameters)  # applies
         self._p = {name: self.get_parameter(name).value for name in PARAMETERS}
         problem = self._check_values(self._p)
         if problem:
@@ -220,11 +305,43 @@ class HeadPoseNode(Node):
         self._age_ms = collections.deque(maxlen=120)
         self._last_faces = 0
         self._last_reread = (0, 0.0)  # faces re-read off the optical axis, and their ms
-        self._tracker = FaceTracker()
-        self._smoother = self._make_smoother()
+        self._stream = FaceStream(**self._stream_options(self._p))
+        self._prepared = None  # estimator built by the on-set callback, swapped in after
 
-        self._estimator = estimator if estimator is not None else self._make_estimator(self._p)
-        self._warm_up(self._estimator)
+        self._given_estimator = estimator
+        self._estimator = None  # loaded by configure
+        self._worker = None  # runs while active
+        self._subscriptions_active = []
+        self._timer = None
+        self._hri = None
+        self._tf_buffer = None  # created when looking_target_frame is first used
+        self._configure_error = ''
+        if self._p['autostart']:
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise ValueError(self._configure_error or 'configure failed')
+            if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                raise ValueError('activate failed')
+        else:
+            self.get_logger().info('head_pose_node unconfigured (autostart is false): waiting '
+                                   'for the configure and activate transitions')
+
+    # -------------------------------------------------------------- lifecycle
+    def on_configure(self, state):
+        """Load the model and the face models (test-run once); create the publishers."""
+        est = self._given_estimator
+        try:
+            if est is None:
+                est = self._make_estimator(self._p)
+            self._warm_up(est)
+        except Exception as exc:  # noqa: BLE001 - a failed configure says why
+            if est is not None and est is not self._given_estimator and hasattr(est, 'close'):
+                est.close()
+            self._configure_error = f'{type(exc).__name__}: {exc}'
+            self.get_logger().error(f'configure failed: {self._configure_error}')
+            return TransitionCallbackReturn.FAILURE
+        with self._est_lock:
+            self._estimator = est
+        self._stream.reset()
 
         out_qos = QoSProfile(depth=10)
         self._pub_pose = self.create_publisher(PoseStamped, 'head_pose', out_qos)
@@ -232,6 +349,10 @@ class HeadPoseNode(Node):
         self._pub_ids = self.create_publisher(Int32MultiArray, 'face_ids', out_qos)
         self._pub_offsets = self.create_publisher(Float32MultiArray, 'gaze_offsets', out_qos)
         self._pub_looking = self.create_publisher(Bool, 'looking_at_camera', out_qos)
+        self._pub_target_offsets = self.create_publisher(Float32MultiArray, 'target_offsets',
+                                                         out_qos)
+        self._pub_looking_target = self.create_publisher(UInt8MultiArray, 'looking_at_target',
+                                                         out_qos)
         self._pub_markers = self.create_publisher(MarkerArray, 'head_markers', out_qos)
         self._pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', out_qos)
         if TransformBroadcaster is not None:  # pragma: no cover - needs a ROS install
@@ -242,23 +363,112 @@ class HeadPoseNode(Node):
             tf_qos = QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE,
                                 durability=QoSDurabilityPolicy.VOLATILE)
             self._pub_tf = self.create_publisher(TFMessage, '/tf', tf_qos)
+        self._hri = None  # ROS4HRI: face id -> (roi publisher, cropped publisher)
+        if self._p['ros4hri']:
+            if IdsList is None:
+                self.get_logger().warning(
+                    'ros4hri: hri_msgs is not installed (ROS: the hri_msgs package; pip route: '
+                    'bootstrap.sh generates it); the ROS4HRI interface is off')
+            else:
+                self._hri = {}
+                self._pub_tracked = self.create_publisher(IdsList, '/humans/faces/tracked',
+                                                          out_qos)
+        self._timer = self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info('head_pose_node configured (model loaded)')
+        return TransitionCallbackReturn.SUCCESS
 
+    def on_activate(self, state):
+        """Subscribe to the camera and start the worker."""
         if self._p['use_compressed']:
-            self.create_subscription(CompressedImage, 'image/compressed',
-                                     lambda m: self._on_image(m, compressed=True),
-                                     qos_profile_sensor_data)
+            image = self.create_subscription(CompressedImage, 'image/compressed',
+                                             lambda m: self._on_image(m, compressed=True),
+                                             qos_profile_sensor_data)
         else:
-            self.create_subscription(Image, 'image', lambda m: self._on_image(m, compressed=False),
-                                     qos_profile_sensor_data)
-        self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info,
-                                 qos_profile_sensor_data)
-        self.create_timer(1.0, self._publish_diagnostics)
+            image = self.create_subscription(Image, 'image',
+                                             lambda m: self._on_image(m, compressed=False),
+                                             qos_profile_sensor_data)
+        info = self.create_subscription(CameraInfo, 'camera_info', self._on_camera_info,
+                                        qos_profile_sensor_data)
+        self._subscriptions_active = [image, info]
+        with self._lock:
+            self._stop = False
+            self._pending = None
         self._worker = threading.Thread(target=self._work, name='head_pose_worker', daemon=True)
         self._worker.start()
         topic = 'image/compressed' if self._p['use_compressed'] else 'image'
         self.get_logger().info(
             f'head_pose_node ready: listening on {self.resolve_topic_name(topic)}, '
             f'publishing {self.resolve_topic_name("head_pose")}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state):
+        """Unsubscribe and stop the worker (the frame in flight, if any, is finished)."""
+        self._release_active()
+        self.get_logger().info('head_pose_node inactive (unsubscribed)')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state):
+        """Release the model and the publishers."""
+        self._release_configured()
+        self.get_logger().info('head_pose_node unconfigured (model released)')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state):
+        """Release whatever the current state holds."""
+        self._release_active()
+        self._release_configured()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state):
+        """Release everything and go back to unconfigured."""
+        self._release_active()
+        self._release_configured()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release_active(self):
+        for sub in self._subscriptions_active:
+            self.destroy_subscription(sub)
+        self._subscriptions_active = []
+        worker = self._worker
+        if worker is not None:
+            with self._lock:
+                self._stop = True
+                self._pending = None
+                self._lock.notify_all()
+            worker.join(timeout=5.0)
+            self._worker = None
+
+    def _release_configured(self):
+        with self._est_lock:
+            est, self._estimator = self._estimator, None
+        if est is not None and est is not self._given_estimator and hasattr(est, 'close'):
+            est.close()
+            _release_free_memory()
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+            self._timer = None
+        pubs = [getattr(self, name, None) for name in (
+            '_pub_pose', '_pub_poses', '_pub_ids', '_pub_offsets', '_pub_looking',
+            '_pub_target_offsets', '_pub_looking_target', '_pub_markers', '_pub_diag',
+            '_pub_tf', '_pub_tracked')]
+        if getattr(self, '_tf', None) is not None:  # pragma: no cover - needs tf2_ros
+            pubs.append(self._tf.pub_tf)
+            self._tf = None
+        for hri_pubs in (self._hri or {}).values():
+            pubs += list(hri_pubs)
+        self._hri = None
+        for pub in pubs:
+            if pub is not None:
+                self.destroy_publisher(pub)
+        for name in ('_pub_pose', '_pub_poses', '_pub_ids', '_pub_offsets', '_pub_looking',
+                     '_pub_target_offsets', '_pub_looking_target', '_pub_markers', '_pub_diag',
+                     '_pub_tf', '_pub_tracked'):
+            setattr(self, name, None)
+        self._stream.reset()
+        with self._lock:
+            self._camera_matrix = None
+            self._camera_size = None
+            self._camera_problem = ''
 
     # ------------------------------------------------------------------ setup
     @staticmethod
@@ -303,9 +513,10 @@ class HeadPoseNode(Node):
                           f'({type(exc).__name__}: {exc}); keeping the running one')
         return est, ''
 
-    def _make_smoother(self):
-        return PoseSmoother(self._p['smoothing_min_cutoff'], self._p['smoothing_beta'],
-                            self._p['smoothing_d_cutoff'])
+    @staticmethod
+    def _stream_options(values):
+        """FaceStream options of the node parameters among ``values``."""
+        return {option: values[name] for name, option in _STREAM.items() if name in values}
 
     @staticmethod
     def _check_values(values):
@@ -320,6 +531,19 @@ class HeadPoseNode(Node):
         problem = frame_name_problem(cam) if cam else ''
         if problem:
             return f'camera_frame: {problem}'
+        if 'looking_target' in values:
+            try:
+                check_target(values['looking_target'])
+            except ValueError as exc:
+                return f'looking_target: {exc}'
+        target_frame = values.get('looking_target_frame', '')
+        if target_frame:
+            problem = frame_name_problem(target_frame)
+            if problem:
+                return f'looking_target_frame: {problem}'
+            if Buffer is None:
+                return ('looking_target_frame needs tf2_ros, which is not installed; give the '
+                        'target as looking_target (a point in the camera frame) instead')
         path = values.get('model_path', '')
         if path and not Path(path).exists():
             return f'model_path {path!r} does not exist'
@@ -341,29 +565,35 @@ class HeadPoseNode(Node):
         problem = self._check_values(values)
         if problem:
             return SetParametersResult(successful=False, reason=problem)
-        if not hasattr(self, '_worker'):  # during construction
-            return SetParametersResult(successful=True)
-        new_est = None
-        if any(k in _RELOAD and values[k] != self._p[k] for k in values):
+        try:
+            FaceStream.check(**self._stream_options(values))
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        # Unconfigured (no estimator yet): configure builds it with the new values.
+        if getattr(self, '_estimator', None) is not None and \
+                any(k in _RELOAD and values[k] != self._p[k] for k in values):
             new_est, reason = self._prepare_reload(values)
             if new_est is None:
                 self._warn('reload', f'parameter change refused: {reason}')
                 return SetParametersResult(successful=False, reason=reason)
+            self._prepared = new_est  # swapped in by _apply_parameters
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params):
+        """Apply accepted parameters (the on-set callback has validated them)."""
+        values = {p.name: p.value for p in params if p.name in PARAMETERS}
+        new_est, self._prepared = self._prepared, None
+        if new_est is not None:
             with self._est_lock:  # waits for the frame in flight, if any
                 old, self._estimator = self._estimator, new_est
-                with self._lock:
-                    self._tracker.reset()
-            if hasattr(old, 'close'):
+            self._stream.reset()  # new detector, new tracks
+            if old is not None and old is not self._given_estimator and hasattr(old, 'close'):
                 old.close()
             _release_free_memory()
             self.get_logger().info('estimator rebuilt with the new parameters')
         with self._lock:
-            self._p.update({k: v for k, v in values.items() if k in PARAMETERS})
-            if _SMOOTH & set(values):
-                self._smoother = self._make_smoother()
-            if 'tracking' in values and not values['tracking']:
-                self._tracker.reset()
-        return SetParametersResult(successful=True)
+            self._p.update(values)
+        self._stream.configure(**self._stream_options(values))
 
     # -------------------------------------------------------------- callbacks
     def _warn(self, kind, text, once=False):
@@ -491,8 +721,9 @@ class HeadPoseNode(Node):
             with self._lock:
                 self.stats['no_face'] += 1
             self._warn('no_face', 'no face in the image')
-        results = self._to_results(faces, K, width, height, t)
-        self._publish(msg.header.stamp, frame, results)
+        target = self._target(frame)
+        results = self._to_results(faces, K, width, height, t, target)
+        self._publish(msg.header.stamp, frame, results, rgb)
         done = time.monotonic()
         with self._lock:
             self.stats['processed'] += 1
@@ -503,34 +734,38 @@ class HeadPoseNode(Node):
                 self._age_ms.append((self.get_clock().now().nanoseconds * 1e-9
                                      - _stamp_seconds(msg.header.stamp)) * 1e3)
 
-    def _to_results(self, faces, K, width, height, t):
-        """Per face: dict(id, quat, rot (face axes in optical), position, offset, looking)."""
-        p = self._p
-        boxes = np.array([f.box for f in faces], float).reshape(-1, 4)
-        ids = self._tracker.update(boxes, t) if p['tracking'] else list(range(len(faces)))
-        ray_K = K if K is not None else default_camera_matrix(
-            width, height, hfov_deg=UNKNOWN_CAMERA_HFOV_DEG)
-        results = []
-        for face, box, fid in zip(faces, boxes, ids):
-            quat = np.asarray(face.quaternion, float)
-            if face.position is not None and K is not None:
-                pos = np.asarray(face.position, float)
-            else:
-                centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-                pos = ray_position(ray_K, centre, p['default_distance_m'])
-            if not (np.all(np.isfinite(quat)) and np.all(np.isfinite(pos))):
-                self._warn('nonfinite', 'estimator returned a non-finite pose; face skipped')
-                continue
-            if p['smoothing'] and p['tracking']:
-                quat, pos = self._smoother(fid, quat, pos, t)
-            rot = Rotation.from_quat(quat).as_matrix()
-            offset = float(geometry.gaze_offset_deg(rot, pos))
-            results.append(dict(id=int(fid), quat=quat / np.linalg.norm(quat), rot=rot,
-                                position=pos, offset=offset,
-                                looking=offset <= p['looking_threshold_deg'],
-                                area=(box[2] - box[0]) * (box[3] - box[1])))
-        results.sort(key=lambda r: -r['area'])  # primary = largest face first
-        return results
+    def _target(self, frame):
+        """Return the looking-at target in the camera frame (3,), or None if TF cannot give it."""
+        name = self._p['looking_target_frame']
+        if not name:
+            return np.asarray(self._p['looking_target'], float)
+        if self._tf_buffer is None:  # pragma: no cover - needs tf2_ros
+            self._tf_buffer = Buffer()
+            self._tf_listener = TransformListener(self._tf_buffer, self)
+        try:  # pragma: no cover - needs tf2_ros
+            tf = self._tf_buffer.lookup_transform(frame, name, Time())
+        except Exception as exc:  # noqa: BLE001 - tf2 raises several kinds
+            self._warn('target_frame', f'looking_target_frame {name!r} not available in '
+                       f'{frame!r} ({type(exc).__name__}); target outputs skipped')
+            return None
+        v = tf.transform.translation  # pragma: no cover - needs tf2_ros
+        return np.array([v.x, v.y, v.z])  # pragma: no cover - needs tf2_ros
+
+    def _to_results(self, faces, K, width, height, t, target=None):
+        """Per face (largest first): a dict of the FaceStream's StreamFace for publishing.
+
+        Keys: id, quat, rot (face axes in optical), position, offset, looking,
+        target_offset and looking_target (None when ``target`` is None: unknown),
+        box, score.
+        """
+        stream_faces, skipped = self._stream.update(
+            faces, t, (width, height), K, target=False if target is None else target)
+        if skipped:
+            self._warn('nonfinite', 'estimator returned a non-finite pose; face skipped')
+        return [dict(id=f.id, quat=f.quaternion, rot=f.rotation, position=f.position,
+                     offset=f.gaze_offset_deg, looking=f.looking_at_camera,
+                     target_offset=f.target_offset_deg, looking_target=f.looking_at_target,
+                     box=f.box, score=f.score) for f in stream_faces]
 
     # ------------------------------------------------------------- publishing
     @staticmethod
@@ -541,7 +776,7 @@ class HeadPoseNode(Node):
         q.x, q.y, q.z, q.w = (float(v) for v in r['quat'])
         return pose
 
-    def _publish(self, stamp, frame, results):
+    def _publish(self, stamp, frame, results, rgb):
         p = self._p
         poses = PoseArray()
         poses.header.stamp, poses.header.frame_id = stamp, frame
@@ -554,7 +789,16 @@ class HeadPoseNode(Node):
         offsets = Float32MultiArray(data=[r['offset'] for r in results])
         offsets.layout.dim = dim
         self._pub_offsets.publish(offsets)
+        if all(r['target_offset'] is not None for r in results):  # else the target is unknown
+            t_offsets = Float32MultiArray(data=[r['target_offset'] for r in results])
+            t_offsets.layout.dim = dim
+            self._pub_target_offsets.publish(t_offsets)
+            t_looking = UInt8MultiArray(data=[int(r['looking_target']) for r in results])
+            t_looking.layout.dim = dim
+            self._pub_looking_target.publish(t_looking)
         self._pub_markers.publish(self._markers(stamp, frame, results))
+        if self._hri is not None:
+            self._publish_hri(poses.header, results, rgb)
         if not results:
             return
         primary = PoseStamped()
@@ -562,32 +806,85 @@ class HeadPoseNode(Node):
         primary.pose = poses.poses[0]
         self._pub_pose.publish(primary)
         self._pub_looking.publish(Bool(data=bool(results[0]['looking'])))
-        if p['publish_tf']:
-            transforms = []
-            for r, pose in zip(results, poses.poses):
-                child = p['face_frame_prefix'] + str(r['id'])
-                transforms.append(self._transform(stamp, frame, child, pose.position,
+        transforms = []
+        for r, pose in zip(results, poses.poses):
+            frames = []  # (face frame, gaze frame or None)
+            if p['publish_tf']:
+                frames.append((p['face_frame_prefix'] + str(r['id']),
+                               p['gaze_frame_prefix'] + str(r['id'])
+                               if p['publish_gaze_frames'] else None))
+            if self._hri is not None:  # REP-155 requires both frames
+                hid = hri_face_id(r['id'])
+                frames.append(('face_' + hid, 'gaze_' + hid))
+            gaze = self._gaze_orientation(r) if any(g for _, g in frames) else None
+            for face_name, gaze_name in frames:
+                transforms.append(self._transform(stamp, frame, face_name, pose.position,
                                                   pose.orientation))
-                if p['publish_gaze_frames']:
-                    gaze = self._gaze_point(r)
-                    if gaze is not None:
-                        transforms.append(self._transform(
-                            stamp, frame, p['gaze_frame_prefix'] + str(r['id']),
-                            Point(x=gaze[0], y=gaze[1], z=gaze[2]), pose.orientation))
-            if self._tf is not None:  # pragma: no cover - needs tf2_ros
-                self._tf.sendTransform(transforms)
-            else:
-                self._pub_tf.publish(TFMessage(transforms=transforms))
+                if gaze_name is not None:
+                    transforms.append(self._transform(stamp, frame, gaze_name, pose.position,
+                                                      gaze))
+        if not transforms:
+            return
+        if self._tf is not None:  # pragma: no cover - needs tf2_ros
+            self._tf.sendTransform(transforms)
+        else:
+            self._pub_tf.publish(TFMessage(transforms=transforms))
 
     @staticmethod
-    def _gaze_point(r):
-        """Where the face's forward axis meets the camera's image plane (z = 0), or None."""
-        forward = r['rot'][:, 0]
-        pos = r['position']
-        if forward[2] >= -1e-6:
-            return None
-        s = -pos[2] / forward[2]
-        return [float(v) for v in pos + s * forward]
+    def _gaze_orientation(r):
+        """REP-155 ``gaze_<id>`` orientation: z along the face's x, x right, y down."""
+        q = gaze_quaternion(r['rot'])
+        out = Pose().orientation
+        out.x, out.y, out.z, out.w = (float(v) for v in q)
+        return out
+
+    def _publish_hri(self, header, results, rgb):
+        """ROS4HRI: per-face roi and cropped image, then the list of tracked face ids."""
+        height, width = rgb.shape[:2]
+        ids = [hri_face_id(r['id']) for r in results]
+        for r, hid in zip(results, ids):
+            pubs = self._hri.get(hid)
+            if pubs is None:
+                qos = QoSProfile(depth=10)
+                pubs = self._hri[hid] = (
+                    self.create_publisher(NormalizedRegionOfInterest2D,
+                                          f'/humans/faces/{hid}/roi', qos),
+                    self.create_publisher(Image, f'/humans/faces/{hid}/cropped', qos))
+            x0, y0, x1, y1 = (float(v) for v in r['box'])
+            roi = NormalizedRegionOfInterest2D(
+                xmin=min(max(x0 / width, 0.0), 1.0), ymin=min(max(y0 / height, 0.0), 1.0),
+                xmax=min(max(x1 / width, 0.0), 1.0), ymax=min(max(y1 / height, 0.0), 1.0),
+                c=min(max(r['score'], 0.0), 1.0))
+            roi.header = header
+            pubs[0].publish(roi)
+            if pubs[1].get_subscription_count() > 0:  # cropping costs: only when read
+                pubs[1].publish(self._cropped(header, rgb, r['box']))
+        self._pub_tracked.publish(IdsList(header=header, ids=ids))
+        # Per-face topics live as long as their track: a face missed for a frame keeps them.
+        live = set(ids) | ({hri_face_id(t) for t in self._stream.track_ids}
+                           if self._p['tracking'] else set())
+        for hid in [h for h in self._hri if h not in live]:
+            for pub in self._hri.pop(hid):
+                self.destroy_publisher(pub)
+
+    @staticmethod
+    def _cropped(header, rgb, box):
+        """Square crop around the face box, scaled to HRI_FACE_SIZE, zero-padded (rgb8)."""
+        import cv2
+
+        x0, y0, x1, y1 = (float(v) for v in box)
+        side = max(x1 - x0, y1 - y0, 1.0)
+        k = HRI_FACE_SIZE / side
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        m = np.array([[k, 0.0, HRI_FACE_SIZE / 2 - k * cx],
+                      [0.0, k, HRI_FACE_SIZE / 2 - k * cy]])
+        crop = cv2.warpAffine(np.ascontiguousarray(rgb), m, (HRI_FACE_SIZE, HRI_FACE_SIZE),
+                              flags=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        msg = Image(height=HRI_FACE_SIZE, width=HRI_FACE_SIZE, encoding='rgb8', is_bigendian=0,
+                    step=HRI_FACE_SIZE * 3, data=crop.tobytes())
+        msg.header = header
+        return msg
 
     @staticmethod
     def _transform(stamp, parent, child, position, orientation):
@@ -660,7 +957,9 @@ class HeadPoseNode(Node):
         # The fully qualified name tells apart nodes of several cameras on /diagnostics.
         status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: head pose estimation',
                                   hardware_id='camera')
-        if not recent:
+        if self._worker is None:  # lifecycle state inactive: not subscribed on purpose
+            status.level, status.message = DiagnosticStatus.OK, 'inactive (not subscribed)'
+        elif not recent:
             status.level, status.message = DiagnosticStatus.WARN, 'no images received'
         elif stats.get('rejected', 0) and not stats.get('processed', 0):
             status.level, status.message = DiagnosticStatus.ERROR, 'all images rejected'
@@ -692,16 +991,13 @@ class HeadPoseNode(Node):
         self._pub_diag.publish(diag)
 
     def destroy_node(self):
-        """Stop the worker thread, then destroy the node."""
-        worker = getattr(self, '_worker', None)
-        if worker is not None:  # fully constructed
-            with self._lock:
-                self._stop = True
-                self._lock.notify_all()
-            worker.join(timeout=5.0)
-        close = getattr(getattr(self, '_estimator', None), 'close', None)
-        if close is not None:
-            close()
+        """Stop the worker, release the model, then destroy the node."""
+        if hasattr(self, '_est_lock'):  # fully constructed
+            self._release_active()
+            with self._est_lock:
+                est, self._estimator = self._estimator, None
+            if est is not None and est is not self._given_estimator and hasattr(est, 'close'):
+                est.close()
         return super().destroy_node()
 
 

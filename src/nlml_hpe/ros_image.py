@@ -14,6 +14,7 @@ is importable (after the same validation), otherwise the numpy path.
 
 import numpy as np
 
+from .face_stream import ray_position  # noqa: F401 - part of this API
 from .input_policy import (
     MAX_SIDE,
     ImageConversionError,
@@ -141,8 +142,3 @@ def camera_matrix_from_info(msg):
         raise ImageConversionError(f'CameraInfo {exc}') from None
 
 
-def ray_position(camera_matrix, pixel, distance_m):
-    """Point at ``distance_m`` from the camera centre on the optical ray through ``pixel``."""
-    K = np.asarray(camera_matrix, float)
-    ray = np.linalg.solve(K, np.array([pixel[0], pixel[1], 1.0]))
-    return ray / np.linalg.norm(ray) * float(distance_m)

@@ -1,0 +1,179 @@
+"""head_pose_node as a lifecycle node, driven through its real lifecycle services.
+
+configure loads the model and creates the publishers; activate subscribes to
+the camera and starts the worker; deactivate unsubscribes; cleanup releases the
+model and the publishers; shutdown finalizes.  ``autostart`` (default true)
+runs configure and activate in the constructor (the other node tests rely on
+it); here it is false, as under a lifecycle manager.
+"""
+
+import threading
+import time
+
+import pytest
+
+rclpy = pytest.importorskip('rclpy', reason='rclpy is not installed (run bootstrap.sh)')
+from builtin_interfaces.msg import Time  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from test_node import _face_rgb, _image_msg  # noqa: E402
+
+from nlml_hpe.model import default_model_dir  # noqa: E402
+from nlml_hpe.node import HeadPoseNode  # noqa: E402
+
+NS = 'lifecycle_test'
+
+
+class Manager:
+    """The node (autostart false) + a client node calling its lifecycle services."""
+
+    def __init__(self, **params):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        overrides = [Parameter('autostart', value=False),
+                     Parameter('model_path', value=str(default_model_dir()))]
+        overrides += [Parameter(k, value=v) for k, v in params.items()]
+        self.node = HeadPoseNode(context=self.context, namespace=NS,
+                                 parameter_overrides=overrides)
+        self.client = rclpy.create_node('lifecycle_manager', context=self.context, namespace=NS)
+        self.change = self.client.create_client(ChangeState, 'head_pose_node/change_state')
+        self.get = self.client.create_client(GetState, 'head_pose_node/get_state')
+        self.poses = []
+        self.client.create_subscription(PoseStamped, 'head_pose', self.poses.append, 10)
+        self.image_pub = self.client.create_publisher(Image, 'image', qos_profile_sensor_data)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.client)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+        assert self.change.wait_for_service(timeout_sec=10)
+        assert self.get.wait_for_service(timeout_sec=10)
+
+    def _spin(self):
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # noqa: BLE001 - context shut down while spinning
+                return
+
+    def _call(self, client, request):
+        future = client.call_async(request)
+        deadline = time.monotonic() + 60
+        while not future.done():
+            assert time.monotonic() < deadline, 'service call timed out'
+            time.sleep(0.01)
+        return future.result()
+
+    def state(self):
+        return self._call(self.get, GetState.Request()).current_state.label
+
+    def transition(self, transition_id):
+        request = ChangeState.Request()
+        request.transition.id = transition_id
+        return self._call(self.change, request).success
+
+    def count(self, kind, topic):
+        fn = self.client.count_subscribers if kind == 'sub' else self.client.count_publishers
+        return fn(f'/{NS}/{topic}')
+
+    def wait(self, cond, what, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while not cond():
+            assert time.monotonic() < deadline, f'timed out waiting for {what}'
+            time.sleep(0.02)
+
+    def close(self):
+        self.node.destroy_node()
+        self.client.destroy_node()
+        rclpy.shutdown(context=self.context)
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def manager():
+    m = Manager()
+    yield m
+    m.close()
+
+
+@pytest.mark.ros
+def test_lifecycle_transitions(manager):
+    m, node = manager, manager.node
+    assert m.state() == 'unconfigured'
+    assert node._estimator is None and node._worker is None
+    assert m.count('pub', 'head_pose') == 0 and m.count('sub', 'image') == 0
+
+    assert m.transition(Transition.TRANSITION_CONFIGURE)
+    assert m.state() == 'inactive'
+    assert node._estimator is not None  # the model is loaded ...
+    m.wait(lambda: m.count('pub', 'head_pose') == 1, 'publishers')
+    assert m.count('sub', 'image') == 0 and node._worker is None  # ... but nothing listens
+
+    assert m.transition(Transition.TRANSITION_ACTIVATE)
+    assert m.state() == 'active' and node._worker.is_alive()
+    m.wait(lambda: m.count('sub', 'image') == 1, 'image subscription')
+    rgb = _face_rgb()
+    m.wait(lambda: (m.image_pub.publish(_image_msg(rgb, Time(sec=1))), len(m.poses) > 0)[1],
+           'a head pose')
+
+    assert m.transition(Transition.TRANSITION_DEACTIVATE)
+    assert m.state() == 'inactive' and node._worker is None
+    m.wait(lambda: m.count('sub', 'image') == 0, 'unsubscribed')
+    received = node.stats['received']
+    for _ in range(5):
+        m.image_pub.publish(_image_msg(rgb, Time(sec=2)))
+        time.sleep(0.05)
+    assert node.stats['received'] == received  # inactive: frames are not taken
+
+    assert m.transition(Transition.TRANSITION_CLEANUP)
+    assert m.state() == 'unconfigured' and node._estimator is None
+    m.wait(lambda: m.count('pub', 'head_pose') == 0, 'publishers released')
+
+    # Configured and activated again, it works as before.
+    assert m.transition(Transition.TRANSITION_CONFIGURE)
+    assert m.transition(Transition.TRANSITION_ACTIVATE)
+    n = len(m.poses)
+    m.wait(lambda: (m.image_pub.publish(_image_msg(rgb, Time(sec=3))), len(m.poses) > n)[1],
+           'a head pose after re-activation')
+
+    assert m.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)
+    assert m.state() == 'finalized'
+    assert node._estimator is None and node._worker is None
+
+
+@pytest.mark.ros
+def test_configure_with_a_bad_model_fails_and_stays_unconfigured(manager, tmp_path):
+    m, node = manager, manager.node
+    bad = tmp_path / 'nlml_hpe.safetensors'
+    bad.write_bytes(b'not a safetensors file')
+    # Unconfigured, the value is only stored: configure loads it, and refuses.
+    assert node.set_parameters([Parameter('model_path', value=str(bad))])[0].successful
+    assert not m.transition(Transition.TRANSITION_CONFIGURE)
+    assert m.state() == 'unconfigured' and node._estimator is None
+    assert str(bad) in node._configure_error
+    assert node.set_parameters([Parameter('model_path',
+                                          value=str(default_model_dir()))])[0].successful
+    assert m.transition(Transition.TRANSITION_CONFIGURE)
+    assert m.state() == 'inactive'
+
+
+@pytest.mark.ros
+def test_autostart_is_read_only_and_on_by_default():
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = HeadPoseNode(context=context, namespace=NS + '_auto')
+        try:
+            assert node.get_parameter('autostart').value is True
+            assert node._worker.is_alive() and node._estimator is not None
+            result = node.set_parameters([Parameter('autostart', value=False)])[0]
+            assert not result.successful
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
