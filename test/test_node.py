@@ -168,8 +168,7 @@ def model_dir():
 
 @pytest.fixture(scope='module')
 def rig(model_dir):
-    # flip_average off: test_flip_average_switch_reloads_and_publishes switches it on.
-    r = Rig(model_dir, smoothing=False, publish_gaze_frames=True, flip_average=False)
+    r = Rig(model_dir, smoothing=False, publish_gaze_frames=True)
     yield r
     r.close()
 
