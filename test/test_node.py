@@ -407,20 +407,20 @@ def test_rate_cap_and_tracking_switch(rig):
 
 @pytest.mark.ros
 def test_flip_average_switch_reloads_and_publishes(rig):
-    assert rig.node.get_parameter('flip_average').value is True  # the node's default
-    assert rig.node._estimator.flip_average
-    rig.node.set_parameters([Parameter('flip_average', value=False)])
+    assert rig.node.get_parameter('flip_average').value is False  # the node's default
+    assert not rig.node._estimator.flip_average
+    rig.node.set_parameters([Parameter('flip_average', value=True)])
     try:
         rig.clear()
         rig.send(_image_msg(_face_rgb(), Time(sec=900)))
-        assert not rig.node._estimator.flip_average
-        assert rig.node._estimator.last_timings['flip_matched'] == 0
-        assert rig.count('head_pose') == 1
-    finally:
-        rig.node.set_parameters([Parameter('flip_average', value=True)])
-        rig.send(_image_msg(_face_rgb(), Time(sec=901)))
         assert rig.node._estimator.flip_average
         assert rig.node._estimator.last_timings['flip_matched'] == 1
+        assert rig.count('head_pose') == 1
+    finally:
+        rig.node.set_parameters([Parameter('flip_average', value=False)])
+        rig.send(_image_msg(_face_rgb(), Time(sec=901)))
+        assert not rig.node._estimator.flip_average
+        assert rig.node._estimator.last_timings['flip_matched'] == 0
 
 
 @pytest.mark.ros

@@ -184,9 +184,9 @@ PARAMETERS = {
                     'any size).', {'floating_point_range': _range_f(8.0, 1000.0)}),
     'num_threads': (1, 'CPU threads of each face model (LiteRT).',
                     {'integer_range': _range_i(1, 16)}),
-    'flip_average': (True, "Also read each face's mirrored crop (same batch) and average the "
-                     'angles: more accurate (AFLW2000 dev, see README), about 1 ms a face.',
-                     {}),
+    'flip_average': (False, "Also read each face's mirrored crop (same batch) and average the "
+                     'angles: more accurate (AFLW2000 dev one pass 2.57 -> 2.47 deg), about 3 ms '
+                     'more a face (docs/results.md).', {}),
     'rigid_fusion': (True, "Average the network's angles with a rigid fit of the 3D landmarks "
                      "to MediaPipe's canonical face: more accurate (see README), ~0.1 ms.", {}),
     'perspective_warp': (True, 'Re-read faces at least perspective_warp_min_deg off the optical '

@@ -193,7 +193,7 @@ def _child_env(large_data):
 
 def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
                   large_data=False, rss_every=0.0, image=None, warmup_timeout=60.0, log=print,
-                  flip_average=True, off_axis=False, perspective_warp=True, max_faces=5,
+                  flip_average=False, off_axis=False, perspective_warp=True, max_faces=5,
                   compressed=False, abuse_rate=0.0, num_threads=1):
     """Run publisher, node and receiver; return a dict of figures."""
     compressed = compressed or abuse_rate > 0
@@ -394,8 +394,8 @@ def main(argv=None):
                         help='print the node RSS every N seconds (soak test)')
     parser.add_argument('--image', default=None,
                         help='face picture to publish (default: the first demo clip frame)')
-    parser.add_argument('--no-flip', action='store_true',
-                        help='run the node with flip_average:=false (its default is true)')
+    parser.add_argument('--flip-average', action='store_true',
+                        help='run the node with flip_average:=true (its default is false)')
     parser.add_argument('--max-faces', type=int, default=5,
                         help="the node's max_faces (default 5, as the node's own)")
     parser.add_argument('--threads', type=int, default=1,
@@ -434,7 +434,7 @@ def main(argv=None):
     try:
         res = run_benchmark(args.rate, args.duration, args.width, args.height, args.model,
                             args.large_data, args.rss_every, args.image,
-                            flip_average=not args.no_flip, off_axis=args.off_axis,
+                            flip_average=args.flip_average, off_axis=args.off_axis,
                             perspective_warp=not args.no_warp, max_faces=args.max_faces,
                             compressed=args.compressed, abuse_rate=args.abuse_rate,
                             num_threads=args.threads)
