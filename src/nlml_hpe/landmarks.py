@@ -158,13 +158,13 @@ class LandmarkModel:
         out = np.empty((len(transforms), CROP_PX, CROP_PX, 3), np.float32)
         for i, m in enumerate(transforms):
             m = np.asarray(m, dtype=np.float64)
-            if np.allclose(m[2], (0.0, 0.0, 1.0)):
+            if m[2, 0] == 0.0 and m[2, 1] == 0.0 and m[2, 2] == 1.0:
                 crop = cv2.warpAffine(rgb, m[:2], (CROP_PX, CROP_PX), flags=cv2.INTER_LINEAR,
                                       borderMode=cv2.BORDER_REPLICATE)
             else:
                 crop = cv2.warpPerspective(rgb, m, (CROP_PX, CROP_PX), flags=cv2.INTER_LINEAR,
                                            borderMode=cv2.BORDER_REPLICATE)
-            np.multiply(crop, 1.0 / 255.0, out=out[i], casting='unsafe')
+            np.multiply(crop, _INV_255, out=out[i], casting='unsafe')
         return out
 
     def read(self, rgb, transforms):
@@ -186,6 +186,7 @@ def from_crop(landmarks_crop, transforms):
     return map_landmarks(landmarks_crop, inv, scale)
 
 
+_INV_255 = np.float32(1.0 / 255.0)
 _FLIP = np.array([[-1.0, 0.0, CROP_PX], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
 
 
