@@ -243,6 +243,19 @@ def landmark_boxes(landmarks):
     return np.concatenate([lm[:, :, :2].min(axis=1), lm[:, :, :2].max(axis=1)], axis=1)
 
 
+def check_extractor_args(max_faces, min_detection_confidence, min_tracking_confidence,
+                         detection_interval):
+    """Raise ``ValueError`` for extractor arguments out of range (shared with the legacy one)."""
+    if int(max_faces) < 1:
+        raise ValueError(f'max_faces must be >= 1, got {max_faces}')
+    for name, val in (('min_detection_confidence', min_detection_confidence),
+                      ('min_tracking_confidence', min_tracking_confidence)):
+        if not 0.0 <= float(val) <= 1.0:
+            raise ValueError(f'{name} must be in [0, 1], got {val}')
+    if int(detection_interval) < 1:
+        raise ValueError(f'detection_interval must be >= 1, got {detection_interval}')
+
+
 class LandmarkExtractor:
     """Detect faces and read their 468 landmarks; optionally track them over frames.
 
@@ -267,14 +280,8 @@ class LandmarkExtractor:
                  detection_interval=DEFAULT_DETECTION_INTERVAL, detector=DEFAULT_DETECTOR,
                  min_face_px=DEFAULT_MIN_FACE_PX, num_threads=DEFAULT_NUM_THREADS,
                  refine=DEFAULT_REFINE):
-        if int(max_faces) < 1:
-            raise ValueError(f'max_faces must be >= 1, got {max_faces}')
-        for name, val in (('min_detection_confidence', min_detection_confidence),
-                          ('min_tracking_confidence', min_tracking_confidence)):
-            if not 0.0 <= float(val) <= 1.0:
-                raise ValueError(f'{name} must be in [0, 1], got {val}')
-        if int(detection_interval) < 1:
-            raise ValueError(f'detection_interval must be >= 1, got {detection_interval}')
+        check_extractor_args(max_faces, min_detection_confidence, min_tracking_confidence,
+                             detection_interval)
         if min_face_px is not None and not float(min_face_px) >= 8.0:
             raise ValueError(f'min_face_px must be >= 8 or None, got {min_face_px}')
         self.max_faces = int(max_faces)

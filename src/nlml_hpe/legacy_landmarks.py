@@ -81,14 +81,10 @@ class LegacyLandmarkExtractor:
     def __init__(self, max_faces=5, min_detection_confidence=0.5,
                  min_tracking_confidence=0.5, streaming=False,
                  detection_interval=DEFAULT_DETECTION_INTERVAL):
-        if int(max_faces) < 1:
-            raise ValueError(f'max_faces must be >= 1, got {max_faces}')
-        for name, val in (('min_detection_confidence', min_detection_confidence),
-                          ('min_tracking_confidence', min_tracking_confidence)):
-            if not 0.0 <= float(val) <= 1.0:
-                raise ValueError(f'{name} must be in [0, 1], got {val}')
-        if int(detection_interval) < 1:
-            raise ValueError(f'detection_interval must be >= 1, got {detection_interval}')
+        from .landmarks import check_extractor_args
+
+        check_extractor_args(max_faces, min_detection_confidence, min_tracking_confidence,
+                             detection_interval)
         self.max_faces = int(max_faces)
         self.streaming = bool(streaming)
         self.detection_interval = int(detection_interval)
