@@ -24,14 +24,16 @@ from pathlib import Path
 import sys
 import time
 
+from .options import EstimatorConfig
+
 IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm'}
 VIDEO_EXTS = {'.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg'}
 
 
 #: Exit codes of ``nlml-hpe predict``.
 EXIT_OK, EXIT_SOME_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
-#: Largest --max-faces (as the node's max_faces).
-MAX_FACES = 20
+#: Largest --max-faces (as the node's max_faces: the options table's).
+MAX_FACES = EstimatorConfig.__dataclass_fields__['max_faces'].metadata['range'][1]
 
 
 def _json_line(obj):

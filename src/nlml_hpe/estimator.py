@@ -66,8 +66,8 @@ from .geometry import (
     viewer_to_optical,
 )
 from .images import as_rgb_uint8
-from .landmarks import DEFAULT_DETECTION_INTERVAL, DEFAULT_DETECTOR, DEFAULT_MIN_FACE_PX
 from .model import default_model_dir, load_model
+from .options import EstimatorConfig
 from .position import (
     UNKNOWN_CAMERA_HFOV_DEG,
     _camera_frame_pose,
@@ -75,7 +75,6 @@ from .position import (
     default_camera_matrix,
     estimate_position,
 )
-from .tflite import DEFAULT_NUM_THREADS, check_num_threads
 
 
 @dataclass
@@ -203,48 +202,52 @@ def _average_twins(angles, twins, n):
 class HeadPoseEstimator:
     """Estimate the head pose of every face in an RGB image.
 
-    Use :meth:`from_pretrained` to load the shipped model.  ``flip_average``
-    (default: on for single images, off when ``streaming``) averages each face's
-    angles with those read from the mirrored image; ``rigid_fusion`` (default
-    on) averages the network's angles with a rigid fit's; ``perspective_warp``
-    (default on) re-reads faces at least ``warp_min_deg`` off the optical axis
-    from a view turned onto them (see the module docstring).
-    ``last_timings`` holds the per-stage times of the latest call
-    (``landmarks_ms``, ``flip_ms``, ``warp_ms``, ``model_ms``, ``post_ms``) and
-    counts (``faces``, ``flip_matched``, ``warped``).
+    Use :meth:`from_pretrained` to load the shipped model.  The options are an
+    :class:`~nlml_hpe.options.EstimatorConfig` (``config``) and/or its fields as
+    keywords, e.g. ``flip_average`` (default: on for single images, off when
+    ``streaming``) averages each face's angles with its mirrored crop's;
+    ``rigid_fusion`` (default on) averages the network's angles with a rigid
+    fit's; ``perspective_warp`` (default on) reads faces at least
+    ``warp_min_deg`` off the optical axis from a crop turned onto them (see the
+    module docstring).  ``extractor``: a landmark extractor of your own (default:
+    :class:`~nlml_hpe.landmarks.LandmarkExtractor` with the config's options).
+    ``last_timings`` holds the times of the latest call (``landmarks_ms``,
+    ``model_ms``, ``post_ms``) and counts (``faces``, ``flip_matched``,
+    ``warped``, ``detector_runs``).
     """
 
-    def __init__(self, model, extractor=None, *, max_faces=5, min_detection_confidence=0.5,
-                 min_tracking_confidence=0.5, streaming=False, flip_average=None,
-                 rigid_fusion=True, perspective_warp=True, warp_min_deg=DEFAULT_WARP_MIN_DEG,
-                 detection_interval=DEFAULT_DETECTION_INTERVAL, detector=DEFAULT_DETECTOR,
-                 min_face_px=DEFAULT_MIN_FACE_PX, num_threads=DEFAULT_NUM_THREADS):
+    def __init__(self, model, extractor=None, *, config=None, streaming=False, **options):
+        if config is None:
+            config = EstimatorConfig()
+        elif not isinstance(config, EstimatorConfig):
+            raise TypeError(f'config must be an EstimatorConfig, got {type(config).__name__}')
+        try:
+            self.config = config.updated(**options) if options else config
+        except TypeError as exc:  # an unknown option
+            raise TypeError(f'{exc}; the options are the fields of '
+                            'nlml_hpe.options.EstimatorConfig') from None
+        c = self.config
         self.model = model
-        self.rigid_fusion = bool(rigid_fusion)
         self._extractor = extractor
-        self._extractor_args = dict(max_faces=max_faces,
-                                    min_detection_confidence=min_detection_confidence,
-                                    min_tracking_confidence=min_tracking_confidence,
-                                    streaming=streaming,
-                                    detection_interval=int(detection_interval),
-                                    detector=detector, min_face_px=min_face_px,
-                                    num_threads=check_num_threads(num_threads))
-        if self._extractor_args['detection_interval'] < 1:
-            raise ValueError(f'detection_interval must be >= 1, got {detection_interval}')
         self.streaming = bool(streaming)
-        self.flip_average = (not self.streaming) if flip_average is None else bool(flip_average)
-        self.perspective_warp = bool(perspective_warp)
-        self.warp_min_deg = float(warp_min_deg)
-        if not 0.0 <= self.warp_min_deg <= 90.0:
-            raise ValueError(f'warp_min_deg must be in [0, 90], got {warp_min_deg}')
-        self.max_faces = int(max_faces)
+        self._extractor_args = dict(max_faces=c.max_faces,
+                                    min_detection_confidence=c.min_detection_confidence,
+                                    streaming=self.streaming,
+                                    detection_interval=c.detection_interval,
+                                    min_face_px=c.min_face_px, num_threads=c.num_threads)
+        self.flip_average = (not self.streaming) if c.flip_average is None else c.flip_average
+        self.rigid_fusion = c.rigid_fusion
+        self.perspective_warp = c.perspective_warp
+        self.warp_min_deg = float(c.warp_min_deg)
+        self.max_faces = c.max_faces
         self.last_timings = {}
 
     @classmethod
     def from_pretrained(cls, path=None, **options):
         """Load the model at ``path`` (default :func:`~nlml_hpe.model.default_model_dir`).
 
-        ``options`` are those of the constructor.
+        ``options``: ``config``, ``streaming`` and any field of
+        :class:`~nlml_hpe.options.EstimatorConfig`, as for the constructor.
         """
         model = load_model(default_model_dir() if path is None else path)
         return cls(model, **options)

@@ -114,6 +114,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from .face_stream import FaceStream, check_target
 from .input_policy import frame_name_problem, frame_prefix_problem
+from .options import EstimatorConfig, node_parameters
 from .ros_image import (
     ImageConversionError,
     camera_matrix_from_info,
@@ -169,33 +170,23 @@ def _range_i(lo, hi):
     return [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
 
 
+def _estimator_parameters():
+    """Return the estimator's options as node parameters (:mod:`nlml_hpe.options`)."""
+    out = {}
+    for name, (default, text, bounds) in node_parameters().items():
+        extra = {}
+        if bounds is not None:
+            extra = ({'integer_range': _range_i(*bounds)} if isinstance(default, int)
+                     and not isinstance(default, bool) else
+                     {'floating_point_range': _range_f(*bounds)})
+        out[name] = (default, text, extra)
+    return out
+
+
 #: name -> (default, description, extra ParameterDescriptor fields).
 PARAMETERS = {
     'model_path': ('', 'Model directory or .safetensors file; empty = the shipped model.', {}),
-    'max_faces': (5, 'Maximum number of faces detected per frame.',
-                  {'integer_range': _range_i(1, 20)}),
-    'min_detection_confidence': (0.5, 'Face detector score threshold.',
-                                 {'floating_point_range': _range_f(0.0, 1.0)}),
-    'detection_interval': (10, 'Frames between two looks for new faces while faces are tracked '
-                           '(one detector run, about 1-3 ms, per look; with no face tracked '
-                           'one run every frame).', {'integer_range': _range_i(1, 300)}),
-    'min_face_px': (24.0, 'Smallest face (pixels wide) the detector searches for: the frame '
-                    'is also searched in tiles, one per look (a face once found is tracked at '
-                    'any size).', {'floating_point_range': _range_f(8.0, 1000.0)}),
-    'num_threads': (1, 'CPU threads of each face model (LiteRT).',
-                    {'integer_range': _range_i(1, 16)}),
-    'flip_average': (False, "Also read each face's mirrored crop (same batch) and average the "
-                     'angles: more accurate (AFLW2000 dev one pass 2.57 -> 2.47 deg), about 3 ms '
-                     'more a face (docs/results.md).', {}),
-    'rigid_fusion': (True, "Average the network's angles with a rigid fit of the 3D landmarks "
-                     "to MediaPipe's canonical face: more accurate (see README), ~0.1 ms.", {}),
-    'perspective_warp': (True, 'Re-read faces at least perspective_warp_min_deg off the optical '
-                         'axis from a crop turned onto their line of sight (a tracked face '
-                         "costs nothing more): removes most of the landmark model's "
-                         'perspective error at the image edge (see README).', {}),
-    'perspective_warp_min_deg': (10.0, 'Angle between the optical axis and the ray to a face '
-                                 '(deg) from which perspective_warp re-reads it.',
-                                 {'floating_point_range': _range_f(0.0, 90.0)}),
+    **_estimator_parameters(),
     'tracking': (True, 'Keep face ids stable across frames (greedy IoU matching).', {}),
     'smoothing': (True, 'One-Euro smoothing of orientation and position (needs tracking).', {}),
     'smoothing_min_cutoff': (1.0, 'One-Euro cut-off at rest (Hz); lower = smoother.',
@@ -238,9 +229,7 @@ PARAMETERS = {
                 f'<id> is {HRI_ID_PREFIX!r} + the track id (needs hri_msgs).',
                 {'read_only': True}),
 }
-_RELOAD = {'model_path', 'max_faces', 'min_detection_confidence', 'detection_interval',
-           'min_face_px', 'num_threads', 'flip_average', 'rigid_fusion', 'perspective_warp',
-           'perspective_warp_min_deg'}
+_RELOAD = {'model_path', *node_parameters()}
 #: Node parameter -> FaceStream option.
 _STREAM = {'tracking': 'tracking', 'smoothing': 'smoothing',
            'smoothing_min_cutoff': 'smoothing_min_cutoff', 'smoothing_beta': 'smoothing_beta',
@@ -476,16 +465,8 @@ class HeadPoseNode(LifecycleNode):
         from .estimator import HeadPoseEstimator
 
         path = p['model_path'] or None
-        return HeadPoseEstimator.from_pretrained(
-            path=path, max_faces=int(p['max_faces']),
-            min_detection_confidence=float(p['min_detection_confidence']), streaming=True,
-            detection_interval=int(p['detection_interval']),
-            min_face_px=float(p['min_face_px']),
-            num_threads=int(p['num_threads']),
-            flip_average=bool(p['flip_average']),
-            rigid_fusion=bool(p['rigid_fusion']),
-            perspective_warp=bool(p['perspective_warp']),
-            warp_min_deg=float(p['perspective_warp_min_deg']))
+        return HeadPoseEstimator.from_pretrained(path=path, streaming=True,
+                                                 config=EstimatorConfig.from_node(p))
 
     @staticmethod
     def _warm_up(estimator):
