@@ -124,3 +124,17 @@ def test_line_of_sight_rotation():
     pitch, yaw, roll = g.matrix_to_euler(g.optical_to_viewer(
         g.line_of_sight_rotation(pos) @ g.viewer_to_optical(np.eye(3))))
     assert abs(abs(yaw) - 45.0) < 1e-9 and abs(pitch) < 1e-9 and abs(roll) < 1e-9
+
+
+def test_gaze_frame_quaternion_follows_rep155():
+    from scipy.spatial.transform import Rotation
+
+    from nlml_hpe.geometry import gaze_frame_quaternion
+
+    # A face looking straight into the camera: its x (forward) is the optical -z.
+    face = np.column_stack([[0, 0, -1.0], [-1.0, 0, 0], [0, -1.0, 0]])  # columns x, y, z
+    gaze = Rotation.from_quat(gaze_frame_quaternion(face)).as_matrix()
+    np.testing.assert_allclose(gaze[:, 2], face[:, 0], atol=1e-12)   # z along the gaze
+    np.testing.assert_allclose(gaze[:, 0], -face[:, 1], atol=1e-12)  # x: subject's right
+    np.testing.assert_allclose(gaze[:, 1], -face[:, 2], atol=1e-12)  # y: down
+    assert gaze_frame_quaternion(np.stack([face, face])).shape == (2, 4)

@@ -221,3 +221,16 @@ def gaze_offset_deg(rot_optical_face, position_optical):
     forward = np.asarray(rot_optical_face, float)[..., :, 0]
     to_camera = -np.asarray(position_optical, float)
     return angle_between_deg(forward, to_camera)
+
+
+def gaze_frame_quaternion(rot):
+    """REP-155 gaze frame orientation ``(x, y, z, w)`` of faces with axes ``rot`` (columns).
+
+    ``rot`` ``(3, 3)`` or ``(N, 3, 3)``: the face frame (x out of the face, y to the
+    subject's left, z up) in the camera frame.  The gaze frame has the face's
+    origin, ``z`` along the face's forward ``x``, ``x`` to the subject's right
+    (face ``-y``) and ``y`` down (face ``-z``): the optical-frame convention.
+    """
+    rot = np.asarray(rot, float)
+    gaze = np.stack([-rot[..., :, 1], -rot[..., :, 2], rot[..., :, 0]], axis=-1)
+    return Rotation.from_matrix(gaze).as_quat()

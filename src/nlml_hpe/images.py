@@ -71,3 +71,20 @@ def _to_uint8(arr):
         raise ValueError(f'integer image of dtype {arr.dtype} has values in [{lo}, {hi}], '
                          'outside [0, 255]; scale it to uint8 first')
     return arr.astype(np.uint8)
+
+
+def square_crop(rgb, box, size):
+    """Square ``size``-px crop around ``box`` ``(x0, y0, x1, y1)``, zero-padded outside the image.
+
+    The box's longer side fills the crop (area-averaged when shrinking).
+    """
+    import cv2
+
+    x0, y0, x1, y1 = (float(v) for v in box)
+    side = max(x1 - x0, y1 - y0, 1.0)
+    k = size / side
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    m = np.array([[k, 0.0, size / 2 - k * cx], [0.0, k, size / 2 - k * cy]])
+    return cv2.warpAffine(np.ascontiguousarray(rgb), m, (size, size),
+                          flags=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))

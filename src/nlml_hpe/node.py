@@ -100,7 +100,6 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 from rclpy.time import Time
-from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import (
     Bool,
@@ -113,6 +112,8 @@ from std_msgs.msg import (
 from visualization_msgs.msg import Marker, MarkerArray
 
 from .face_stream import FaceStream, check_target
+from .geometry import gaze_frame_quaternion
+from .images import square_crop
 from .input_policy import frame_name_problem, frame_prefix_problem
 from .options import EstimatorConfig, node_parameters
 from .ros_image import (
@@ -148,18 +149,6 @@ HRI_FACE_SIZE = 128
 def hri_face_id(track_id):
     """Return the ROS4HRI face id of a track id (``f3`` for 3)."""
     return f'{HRI_ID_PREFIX}{int(track_id)}'
-
-
-def gaze_quaternion(rot):
-    """REP-155 gaze frame orientation (x, y, z, w) of a face with axes ``rot`` (columns).
-
-    The gaze frame has the face's origin, ``z`` along the face's forward ``x``, ``x``
-    to the subject's right (face ``-y``) and ``y`` down (face ``-z``): the optical-frame
-    convention.
-    """
-    rot = np.asarray(rot, float)
-    gaze = np.stack([-rot[:, 1], -rot[:, 2], rot[:, 0]], axis=1)
-    return Rotation.from_matrix(gaze).as_quat()
 
 
 def _range_f(lo, hi):
@@ -814,7 +803,7 @@ class HeadPoseNode(LifecycleNode):
     @staticmethod
     def _gaze_orientation(r):
         """REP-155 ``gaze_<id>`` orientation: z along the face's x, x right, y down."""
-        q = gaze_quaternion(r['rot'])
+        q = gaze_frame_quaternion(r['rot'])
         out = Pose().orientation
         out.x, out.y, out.z, out.w = (float(v) for v in q)
         return out
@@ -851,17 +840,7 @@ class HeadPoseNode(LifecycleNode):
     @staticmethod
     def _cropped(header, rgb, box):
         """Square crop around the face box, scaled to HRI_FACE_SIZE, zero-padded (rgb8)."""
-        import cv2
-
-        x0, y0, x1, y1 = (float(v) for v in box)
-        side = max(x1 - x0, y1 - y0, 1.0)
-        k = HRI_FACE_SIZE / side
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        m = np.array([[k, 0.0, HRI_FACE_SIZE / 2 - k * cx],
-                      [0.0, k, HRI_FACE_SIZE / 2 - k * cy]])
-        crop = cv2.warpAffine(np.ascontiguousarray(rgb), m, (HRI_FACE_SIZE, HRI_FACE_SIZE),
-                              flags=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        crop = square_crop(rgb, box, HRI_FACE_SIZE)
         msg = Image(height=HRI_FACE_SIZE, width=HRI_FACE_SIZE, encoding='rgb8', is_bigendian=0,
                     step=HRI_FACE_SIZE * 3, data=crop.tobytes())
         msg.header = header
