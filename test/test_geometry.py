@@ -132,7 +132,7 @@ def test_gaze_frame_quaternion_follows_rep155():
     from nlml_hpe.geometry import gaze_frame_quaternion
 
     # A face looking straight into the camera: its x (forward) is the optical -z.
-    face = np.column_stack([[0, 0, -1.0], [-1.0, 0, 0], [0, -1.0, 0]])  # columns x, y, z
+    face = np.column_stack([[0, 0, -1.0], [1.0, 0, 0], [0, -1.0, 0]])  # columns x, y, z
     gaze = Rotation.from_quat(gaze_frame_quaternion(face)).as_matrix()
     np.testing.assert_allclose(gaze[:, 2], face[:, 0], atol=1e-12)   # z along the gaze
     np.testing.assert_allclose(gaze[:, 0], -face[:, 1], atol=1e-12)  # x: subject's right
