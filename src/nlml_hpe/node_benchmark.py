@@ -47,13 +47,13 @@ PAGE_MIB = os.sysconf('SC_PAGE_SIZE') / 2 ** 20 if hasattr(os, 'sysconf') else 4
 CLK_TCK = os.sysconf('SC_CLK_TCK') if hasattr(os, 'sysconf') else 100
 
 
-def face_frame(width=640, height=480, image=None, off_axis=False):
+def face_frame(width=640, height=480, image=None, off_axis=False, faces=1):
     """Return an RGB face frame of the given size: ``image`` or the first demo clip frame.
 
     The picture is scaled to fit and letterboxed; ``off_axis`` instead scales it
     to half the height and centres it at 81 % of the width (about 20 deg off
     the optical axis of a 60 deg camera), where the node re-reads the face
-    (``perspective_warp``).
+    (``perspective_warp``).  ``faces`` > 1: that many copies in a grid (a crowd).
     """
     import cv2
 
@@ -68,6 +68,17 @@ def face_frame(width=640, height=480, image=None, off_axis=False):
     else:
         frames, _, _ = load_clip(DEMO_DIR)
         rgb = frames[0][1]
+    if faces > 1:
+        cols = int(np.ceil(np.sqrt(faces)))
+        rows = int(np.ceil(faces / cols))
+        cw, ch = width // cols, height // rows
+        s = min(cw / rgb.shape[1], ch / rgb.shape[0])
+        tile = cv2.resize(rgb, (int(rgb.shape[1] * s), int(rgb.shape[0] * s)),
+                          interpolation=cv2.INTER_AREA)
+        for i in range(faces):
+            y, x = (i // cols) * ch, (i % cols) * cw
+            canvas[y:y + tile.shape[0], x:x + tile.shape[1]] = tile
+        return canvas
     scale = min(width / rgb.shape[1], height / rgb.shape[0])
     if off_axis:
         scale *= 0.5
@@ -107,7 +118,7 @@ def bombs():
 
 
 def run_publisher(rate, duration, width, height, image=None, off_axis=False, compressed=False,
-                  abuse_rate=0.0):
+                  abuse_rate=0.0, faces=1):
     """Publish frames at ``rate`` Hz (and bombs at ``abuse_rate``) for ``duration`` s.
 
     Prints the counts at the end.
@@ -117,7 +128,7 @@ def run_publisher(rate, duration, width, height, image=None, off_axis=False, com
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-    rgb = face_frame(width, height, image, off_axis)
+    rgb = face_frame(width, height, image, off_axis, faces)
     with rclpy.init():
         node = rclpy.create_node('nlml_bench_publisher')
         if compressed:
@@ -194,12 +205,12 @@ def _child_env(large_data):
 def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
                   large_data=False, rss_every=0.0, image=None, warmup_timeout=60.0, log=print,
                   flip_average=False, off_axis=False, perspective_warp=True, max_faces=5,
-                  compressed=False, abuse_rate=0.0, num_threads=1):
+                  compressed=False, abuse_rate=0.0, num_threads=1, faces=1):
     """Run publisher, node and receiver; return a dict of figures."""
     compressed = compressed or abuse_rate > 0
     import tempfile
 
-    face_frame(width, height, image, off_axis)  # fail early on a bad image or a missing clip
+    face_frame(width, height, image, off_axis, faces)  # fail early: a bad image, no clip
     env = _child_env(large_data)
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseArray, PoseStamped
@@ -258,7 +269,8 @@ def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
                    '--height', str(height)] + (['--image', str(image)] if image else []) + (
                        ['--off-axis'] if off_axis else []) + (
                        ['--compressed'] if compressed else []) + (
-                       ['--abuse-rate', str(abuse_rate)] if abuse_rate > 0 else [])
+                       ['--abuse-rate', str(abuse_rate)] if abuse_rate > 0 else []) + (
+                       ['--faces', str(faces)] if faces > 1 else [])
         pub_proc = subprocess.Popen(pub_cmd, env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.DEVNULL, text=True)
         t_wait = t_pub = time.monotonic()
@@ -390,6 +402,8 @@ def main(argv=None):
     parser.add_argument('--model', default=None, help='model directory or .safetensors file')
     parser.add_argument('--large-data', action='store_true',
                         help='set FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA for all processes')
+    parser.add_argument('--faces', type=int, default=1,
+                        help='publish this many faces in a grid (a crowd; set --max-faces too)')
     parser.add_argument('--rss-every', type=float, default=0.0,
                         help='print the node RSS every N seconds (soak test)')
     parser.add_argument('--image', default=None,
@@ -419,6 +433,8 @@ def main(argv=None):
         parser.error('--max-faces must be in 1..20')
     if not 1 <= args.threads <= 16:
         parser.error('--threads must be in 1..16')
+    if not 1 <= args.faces <= 20:
+        parser.error('--faces must be in 1..20')
     if not 0 <= args.abuse_rate <= 1000:
         parser.error('--abuse-rate must be in [0, 1000]')
     want = 'LARGE_DATA' if args.large_data else None
@@ -430,14 +446,14 @@ def main(argv=None):
     if args.role == 'publisher':
         return run_publisher(args.rate, args.duration, args.width, args.height, args.image,
                              args.off_axis, args.compressed or args.abuse_rate > 0,
-                             args.abuse_rate)
+                             args.abuse_rate, args.faces)
     try:
         res = run_benchmark(args.rate, args.duration, args.width, args.height, args.model,
                             args.large_data, args.rss_every, args.image,
                             flip_average=args.flip_average, off_axis=args.off_axis,
                             perspective_warp=not args.no_warp, max_faces=args.max_faces,
                             compressed=args.compressed, abuse_rate=args.abuse_rate,
-                            num_threads=args.threads)
+                            num_threads=args.threads, faces=args.faces)
     except (RuntimeError, ValueError) as exc:
         print(f'nlml-hpe benchmark node: error: {exc}', file=sys.stderr)
         return 1
