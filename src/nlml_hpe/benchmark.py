@@ -82,11 +82,11 @@ def pick_labelled_face(boxes, label_box):
     """
     if not boxes:
         return None
-    from .estimator import box_iou
+    from .geometry import box_iou
 
     if label_box is None:
         return int(np.argmax([(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]))
-    ious = [box_iou(b, label_box) for b in boxes]
+    ious = list(box_iou(boxes, label_box)[:, 0])
     best = int(np.argmax(ious))
     return best if ious[best] >= MIN_LABEL_IOU else None
 

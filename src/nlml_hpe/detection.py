@@ -26,6 +26,7 @@ import math
 import cv2
 import numpy as np
 
+from .geometry import box_iou
 from .tflite import (
     DEFAULT_NUM_THREADS,
     FULL_RANGE_MODEL,
@@ -113,19 +114,6 @@ class Detections:
                    np.concatenate([p.scores for p in parts]))
 
 
-def iou_matrix(a, b):
-    """IoU of every box of ``a`` ``(N, 4)`` with every box of ``b`` ``(M, 4)``."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(w, 0, None) * np.clip(h, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-
-
 def weighted_nms(dets, iou_threshold=NMS_IOU):
     """MediaPipe's weighted non-maximum suppression.
 
@@ -137,7 +125,7 @@ def weighted_nms(dets, iou_threshold=NMS_IOU):
         return dets
     order = np.argsort(-dets.scores, kind='stable')
     remaining = list(order)
-    iou = iou_matrix(dets.boxes, dets.boxes)
+    iou = box_iou(dets.boxes, dets.boxes)
     boxes, kps, scores = [], [], []
     while remaining:
         top = remaining[0]
@@ -157,7 +145,7 @@ def hard_nms(dets, iou_threshold=NMS_IOU):
     if len(dets) == 0:
         return dets
     order = np.argsort(-dets.scores, kind='stable')
-    iou = iou_matrix(dets.boxes, dets.boxes)
+    iou = box_iou(dets.boxes, dets.boxes)
     keep = []
     for i in order:
         if all(iou[i, j] <= iou_threshold for j in keep):

@@ -59,6 +59,7 @@ from .features import (
 )
 from .geometry import (
     FACE_TO_HEAD,
+    box_iou,
     euler_to_matrix,
     matrix_to_euler,
     matrix_to_quaternion,
@@ -144,15 +145,6 @@ def landmark_box(landmarks_px, image_size=None):
     return (x0, y0, x1, y1)
 
 
-def box_iou(a, b):
-    """Intersection over union of two ``(x0, y0, x1, y1)`` boxes."""
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(w, 0.0) * max(h, 0.0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def mirror_landmarks(landmarks_px, width):
     """Landmarks of a horizontally mirrored image, in the original image's pixels."""
     out = np.array(landmarks_px, dtype=np.float64, copy=True)
@@ -164,8 +156,9 @@ def match_mirrored(faces, mirrored_faces, width, min_iou=0.5):
     """For each face, the index of its mirrored-image twin (or None), matched by box IoU."""
     boxes = [landmark_box(f) for f in faces]
     twins = [landmark_box(mirror_landmarks(f, width)) for f in mirrored_faces]
-    pairs = sorted(((box_iou(a, b), i, j) for i, a in enumerate(boxes)
-                    for j, b in enumerate(twins)), reverse=True)
+    iou = box_iou(boxes, twins) if boxes and twins else np.zeros((len(boxes), len(twins)))
+    pairs = sorted(((iou[i, j], i, j) for i in range(len(boxes))
+                    for j in range(len(twins))), reverse=True)
     match, used = [None] * len(faces), set()
     for iou, i, j in pairs:
         if iou < min_iou:

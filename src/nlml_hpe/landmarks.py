@@ -44,7 +44,7 @@ import math
 import cv2
 import numpy as np
 
-from .detection import FaceDetector, detection_regions, iou_matrix
+from .detection import FaceDetector, detection_regions
 from .features import (
     LEFT_EYE_OUTER,
     N_LANDMARKS,
@@ -53,6 +53,7 @@ from .features import (
     map_landmarks,
     off_axis_deg,
 )
+from .geometry import box_iou
 from .images import as_rgb_uint8
 from .position import UNKNOWN_CAMERA_HFOV_DEG, check_camera_matrix, default_camera_matrix
 from .tflite import (
@@ -230,11 +231,11 @@ def _overlaps(box, boxes, iou=0.3):
     inside = (b[:, 0] <= cx) & (cx <= b[:, 2]) & (b[:, 1] <= cy) & (cy <= b[:, 3])
     ratio = (b[:, 2] - b[:, 0]) / max(box[2] - box[0], 1e-9)
     alike = (ratio <= 2.0) & (ratio >= 0.5)
-    return bool(np.any(inside & alike) or np.any(iou_matrix([box], b)[0] > iou))
+    return bool(np.any(inside & alike) or np.any(box_iou([box], b)[0] > iou))
 
 
 def _same_face(a, b):
-    return iou_matrix(landmark_boxes(a), landmark_boxes(b))[0, 0] > SAME_FACE_IOU
+    return box_iou(landmark_boxes(a), landmark_boxes(b))[0, 0] > SAME_FACE_IOU
 
 
 def landmark_boxes(landmarks):
@@ -531,7 +532,7 @@ class LandmarkExtractor:
         if not idx:
             return []
         boxes = landmark_boxes(np.stack([faces[i] for i in idx]))
-        iou = iou_matrix(boxes, boxes)
+        iou = box_iou(boxes, boxes)
         chosen = []
         for a in sorted(range(len(idx)), key=lambda a: -scores[idx[a]]):
             if all(iou[a, b] <= SAME_FACE_IOU for b in chosen):
