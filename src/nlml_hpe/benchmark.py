@@ -338,7 +338,9 @@ def run_off_axis(directory, estimators, *, turns=OFF_AXIS_TURNS, limit=20,
     paths = sorted(Path(directory).glob('*.jpg'))[:limit]
     if not paths:
         raise ValueError(f'no .jpg images in {directory}')
-    k = np.array([[focal, 0.0, size[0] / 2.0], [0.0, focal, size[1] / 2.0], [0.0, 0.0, 1.0]])
+    from .camera import Camera
+
+    k = np.array(Camera.pinhole(focal, *size).k)
     rot_err = {name: [] for name in list(estimators) + ['baseline_pnp']}
     ang_err = {name: [] for name in estimators}
     lm_ms, off_deg, pairs = {name: [] for name in estimators}, [], 0

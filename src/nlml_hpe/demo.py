@@ -150,7 +150,9 @@ def make_clip(ict_npz, out_dir=DEMO_DIR, poses=CLIP_POSES, size=(640, 480), foca
     out_dir.mkdir(parents=True, exist_ok=True)
     renderer = ClipRenderer(ict_npz)
     width, height = size
-    K = np.array([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]])
+    from .camera import Camera
+
+    K = np.array(Camera.pinhole(focal, width, height).k)
     frames = []
     for i, (pitch, yaw, roll) in enumerate(poses):
         name = f'{i:03d}.jpg'

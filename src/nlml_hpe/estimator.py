@@ -52,6 +52,7 @@ import time
 import numpy as np
 
 from .baseline import rigid_fit_rotations
+from .camera import Camera
 from .features import (
     N_LANDMARKS,
     centre_on_line_of_sight,
@@ -70,10 +71,8 @@ from .images import as_rgb_uint8
 from .model import default_model_dir, load_model
 from .options import EstimatorConfig
 from .position import (
-    UNKNOWN_CAMERA_HFOV_DEG,
     _camera_frame_pose,
     check_camera_matrix,
-    default_camera_matrix,
     estimate_position,
 )
 
@@ -169,19 +168,26 @@ def match_mirrored(faces, mirrored_faces, width, min_iou=0.5):
     return match
 
 
-def mirror_camera_matrix(camera_matrix, width):
-    """Intrinsics of the horizontally mirrored image of a ``width``-pixel-wide camera."""
-    k = np.array(camera_matrix, dtype=np.float64, copy=True)
-    k[0, 2] = width - k[0, 2]
-    k[0, 1] = -k[0, 1]
-    return k
-
-
 #: Faces whose line of sight is at least this far off the optical axis (degrees) are
 #: re-read from a view turned onto them when ``perspective_warp`` is on.
 DEFAULT_WARP_MIN_DEG = 10.0
 #: Sign of (pitch, yaw, roll) under a horizontal mirror.
 MIRROR_SIGNS = np.array([1.0, -1.0, -1.0])
+
+
+class Estimate(list):
+    """The faces of one frame (a list of :class:`FacePose`, largest first), with how.
+
+    ``timings``: the stages' times (``landmarks_ms``, ``model_ms``, ``post_ms``)
+    and counts (``faces``, ``flip_matched``, ``warped``, ``detector_runs``);
+    ``camera``: the :class:`~nlml_hpe.camera.Camera` the frame was read with.
+    Each face's network-only reading is :attr:`FacePose.network_angles`.
+    """
+
+    def __init__(self, faces=(), *, timings=None, camera=None):
+        super().__init__(faces)
+        self.timings = dict(timings or {})
+        self.camera = camera
 
 
 def _average_twins(angles, twins, n):
@@ -253,32 +259,41 @@ class HeadPoseEstimator:
             self._extractor = LandmarkExtractor(**self._extractor_args)
         return self._extractor
 
-    def estimate(self, rgb_uint8, camera_matrix=None):
-        """Return a list of :class:`FacePose`, largest face first (``[]`` if no face).
+    def estimate(self, rgb_uint8, camera_matrix=None, *, camera=None):
+        """Return an :class:`Estimate`: a list of :class:`FacePose`, largest face first.
 
-        Each face is read once, plus its mirrored crop with ``flip_average``;
-        faces at least ``warp_min_deg`` off the optical axis are read from a
-        crop turned onto their line of sight with ``perspective_warp``.
+        The stages: the landmark stage finds and reads the faces (each one's
+        mirrored crop with ``flip_average``; faces at least ``warp_min_deg`` off
+        the optical axis from a crop turned onto their line of sight with
+        ``perspective_warp``), then :meth:`estimate_landmarks` reads, fuses and
+        places them.  ``camera`` (a :class:`~nlml_hpe.camera.Camera`) or
+        ``camera_matrix`` (3x3 K) is the frame's camera, validated once here;
+        without either, :meth:`Camera.guess <nlml_hpe.camera.Camera.guess>`
+        (no metric positions).
         """
         rgb = as_rgb_uint8(rgb_uint8)
-        if camera_matrix is not None:
-            camera_matrix = check_camera_matrix(camera_matrix)
-        size = (rgb.shape[1], rgb.shape[0])
+        h, w = rgb.shape[:2]
+        if camera is None:
+            camera = (Camera(camera_matrix, w, h) if camera_matrix is not None else
+                      Camera.guess(w, h))
+        elif camera.size != (w, h):
+            raise ValueError(f'camera is for {camera.width}x{camera.height} images, '
+                             f'the image is {w}x{h}')
         t0 = time.perf_counter()
         reading = self.extractor.read_frame(
-            rgb, mirror=self.flip_average, camera_matrix=camera_matrix,
+            rgb, mirror=self.flip_average, camera=camera,
             line_of_sight_deg=self.warp_min_deg if self.perspective_warp else None)
         t1 = time.perf_counter()
-        poses = self.estimate_landmarks(reading.faces, camera_matrix, scores=reading.scores,
-                                        image_size=size, twins=reading.mirrored,
-                                        reread=reading.reread)
+        poses = self.estimate_landmarks(reading.faces, camera=camera, scores=reading.scores,
+                                        twins=reading.mirrored, reread=reading.reread)
         self.last_timings.update(landmarks_ms=(t1 - t0) * 1e3,
                                  warped=int(sum(reading.reread)),
                                  detector_runs=reading.detector_runs)
-        return poses
+        return Estimate(poses, timings=dict(self.last_timings), camera=camera)
 
-    def estimate_landmarks(self, landmarks_px_list, camera_matrix=None, *, scores=None,
-                           image_size=None, mirrored=None, twins=None, reread=None):
+    def estimate_landmarks(self, landmarks_px_list, camera_matrix=None, *, camera=None,
+                           scores=None, image_size=None, mirrored=None, twins=None,
+                           reread=None):
         """Estimate poses from given ``(468, 3)`` pixel landmarks (skips MediaPipe).
 
         All faces go through the model in one batch.  ``scores`` defaults to 1.0
@@ -301,7 +316,10 @@ class HeadPoseEstimator:
             scores = [1.0] * len(lms)
         if len(scores) != len(lms):
             raise ValueError(f'got {len(scores)} scores for {len(lms)} faces')
-        if camera_matrix is not None:
+        if camera is not None:  # validated already: the camera of the frame
+            image_size = camera.size
+            camera_matrix = None if camera.guessed else camera.k
+        elif camera_matrix is not None:
             camera_matrix = check_camera_matrix(camera_matrix)
         pairs = []
         if (mirrored or twins) and lms:
@@ -328,14 +346,16 @@ class HeadPoseEstimator:
         if not lms:
             return []
         t0 = time.perf_counter()
-        ray_k = camera_matrix
-        if ray_k is None and image_size is not None:
-            ray_k = default_camera_matrix(*image_size, hfov_deg=UNKNOWN_CAMERA_HFOV_DEG)
+        ray = camera
+        if ray is None and image_size is not None:
+            ray = (Camera(camera_matrix, *image_size) if camera_matrix is not None else
+                   Camera.guess(*image_size))
+        ray_k = camera_matrix if ray is None else ray.k
         los = self.model.angle_frame == 'apparent' and ray_k is not None
         batch = np.stack(lms + [lm for _, lm in twins])
         if los:  # the model reads faces as a camera looking straight at them sees them
             ks = ray_k if not twins else np.stack(
-                [ray_k] * len(lms) + [mirror_camera_matrix(ray_k, image_size[0])] * len(twins))
+                [ray_k] * len(lms) + [ray.mirrored().k] * len(twins))
             batch = centre_on_line_of_sight(batch, ks)
         net = self.model.predict(normalise_landmarks(batch))  # (N + twins, 3) p, y, r
         angles = net
@@ -349,7 +369,7 @@ class HeadPoseEstimator:
         rots = viewer_to_optical(euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2]))
         positions = [None] * len(lms)
         if los:
-            kinv = np.linalg.inv(ray_k)
+            kinv = np.linalg.inv(ray_k) if ray is None else ray.k_inv
             for i, lm in enumerate(lms):
                 rots[i], t = _camera_frame_pose(lm, rots[i], kinv)
                 positions[i] = t if camera_matrix is not None else None

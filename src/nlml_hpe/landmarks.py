@@ -404,13 +404,15 @@ class LandmarkExtractor:
         reading = self.read_frame(rgb)
         return reading.faces, reading.scores
 
-    def read_frame(self, rgb, *, mirror=False, camera_matrix=None, line_of_sight_deg=None):
+    def read_frame(self, rgb, *, mirror=False, camera_matrix=None, line_of_sight_deg=None,
+                   camera=None):
         """Find and read the faces of one frame: a :class:`FrameReading`.
 
         ``mirror``: also read each face's mirrored crop (flip averaging); the
         mirrored landmarks are in the mirrored image's pixels.
         ``line_of_sight_deg``: faces at least this far off the optical axis of
-        ``camera_matrix`` (default: the guess for an uncalibrated camera) are
+        ``camera`` (a :class:`~nlml_hpe.camera.Camera`) or ``camera_matrix``
+        (default: the guess for an uncalibrated camera) are
         read from a crop of the view of a camera turned onto them (see
         :func:`~nlml_hpe.features.line_of_sight_homography`); their landmarks
         are mapped back into the image.  Streaming, a tracked face goes
@@ -423,8 +425,11 @@ class LandmarkExtractor:
         h, w = rgb.shape[:2]
         k = None
         if line_of_sight_deg is not None:
-            k = (check_camera_matrix(camera_matrix) if camera_matrix is not None else
-                 default_camera_matrix(w, h, hfov_deg=UNKNOWN_CAMERA_HFOV_DEG))
+            if camera is not None:  # a nlml_hpe.camera.Camera: validated already
+                k = camera.k
+            else:
+                k = (check_camera_matrix(camera_matrix) if camera_matrix is not None else
+                     default_camera_matrix(w, h, hfov_deg=UNKNOWN_CAMERA_HFOV_DEG))
         detector_runs = 0
         tracked, fresh = [], []
         if not self.streaming:

@@ -111,6 +111,7 @@ from std_msgs.msg import (
 )
 from visualization_msgs.msg import Marker, MarkerArray
 
+from .camera import Camera
 from .face_stream import FaceStream, check_target
 from .geometry import gaze_frame_quaternion
 from .images import square_crop
@@ -273,7 +274,7 @@ class HeadPoseNode(LifecycleNode):
         self._est_lock = threading.Lock()  # held while a frame is processed, and to swap
         self._said = set()  # warnings given once
         self._camera_problem = ''
-        self._camera_matrix = None
+        self._camera_matrix = self._camera = None
         self._camera_size = None
         self._last_warn = {}
         self.warnings = collections.Counter()  # kind -> count (all, not just logged ones)
@@ -444,7 +445,7 @@ class HeadPoseNode(LifecycleNode):
             setattr(self, name, None)
         self._stream.reset()
         with self._lock:
-            self._camera_matrix = None
+            self._camera_matrix = self._camera = None
             self._camera_size = None
             self._camera_problem = ''
 
@@ -621,16 +622,18 @@ class HeadPoseNode(LifecycleNode):
     def _on_camera_info(self, msg):
         try:
             K = camera_matrix_from_info(msg)
-        except ImageConversionError as exc:
+            camera = Camera(K, int(msg.width), int(msg.height))
+        except (ImageConversionError, ValueError) as exc:
             with self._lock:
-                self._camera_matrix = None
+                self._camera_matrix = self._camera = None
                 self._camera_size = None
                 self._camera_problem = str(exc)[:200]
             self._warn('camera_info', f'ignoring camera_info: {exc}; positions use '
                        f'default_distance_m until a valid one arrives')
             return
-        with self._lock:
-            self._camera_matrix = K
+        with self._lock:  # validated once here, used by every frame of that size
+            self._camera_matrix = camera.k
+            self._camera = camera
             self._camera_size = (int(msg.width), int(msg.height))
             self._camera_problem = ''
 
@@ -676,13 +679,13 @@ class HeadPoseNode(LifecycleNode):
             self._warn('frame_id', f'image has an empty header.frame_id; using {frame!r} '
                        '(set the camera_frame parameter)')
         with self._lock:
-            K, size = self._camera_matrix, self._camera_size
+            K, size = self._camera, self._camera_size
         if K is not None and size != (width, height):
             self._warn('camera_info_size', f'camera_info is for {size[0]}x{size[1]} but the '
                        f'image is {width}x{height}; ignoring its intrinsics')
             K = None
-        faces = self._estimator.estimate(rgb, camera_matrix=K)
-        timings = self._estimator.last_timings
+        faces = self._estimator.estimate(rgb, camera=K)
+        timings = faces.timings
         reread = (int(timings.get('warped', 0)), float(timings.get('landmarks_ms', 0.0)))
         t = _stamp_seconds(msg.header.stamp)
         if t <= 0:
@@ -692,7 +695,7 @@ class HeadPoseNode(LifecycleNode):
                 self.stats['no_face'] += 1
             self._warn('no_face', 'no face in the image')
         target = self._target(frame)
-        results = self._to_results(faces, K, width, height, t, target)
+        results = self._to_results(faces, None if K is None else K.k, width, height, t, target)
         self._publish(msg.header.stamp, frame, results, rgb)
         done = time.monotonic()
         with self._lock:
