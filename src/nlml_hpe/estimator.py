@@ -350,26 +350,47 @@ class HeadPoseEstimator:
         if ray is None and image_size is not None:
             ray = (Camera(camera_matrix, *image_size) if camera_matrix is not None else
                    Camera.guess(*image_size))
-        ray_k = camera_matrix if ray is None else ray.k
-        los = self.model.angle_frame == 'apparent' and ray_k is not None
+        net, fused = self._read(lms, twins, ray, camera_matrix)
+        t1 = time.perf_counter()
+        poses = self._place(lms, twins, net, fused, ray, camera_matrix, scores, image_size,
+                            reread)
+        self.last_timings.update(model_ms=(t1 - t0) * 1e3,
+                                 post_ms=(time.perf_counter() - t1) * 1e3)
+        return poses
+
+    def _line_of_sight(self, ray, camera_matrix):
+        """Return the K of the model's line-of-sight frame, or ``None`` (old models)."""
+        k = camera_matrix if ray is None else ray.k
+        return k if self.model.angle_frame == 'apparent' and k is not None else None
+
+    def _read(self, lms, twins, ray, camera_matrix):
+        """Stages *read* and *fuse*: ``(network angles, fused angles)`` per face ``(N, 3)``.
+
+        Read: every face and mirrored twin, centred on its line of sight, through
+        the network in one batch.  Fuse: average with the rigid fit
+        (``rigid_fusion``), then each face with its un-mirrored twin.
+        """
         batch = np.stack(lms + [lm for _, lm in twins])
-        if los:  # the model reads faces as a camera looking straight at them sees them
-            ks = ray_k if not twins else np.stack(
-                [ray_k] * len(lms) + [ray.mirrored().k] * len(twins))
+        k = self._line_of_sight(ray, camera_matrix)
+        if k is not None:  # the model reads faces as a camera looking straight at them sees them
+            ks = k if not twins else np.stack([k] * len(lms) + [ray.mirrored().k] * len(twins))
             batch = centre_on_line_of_sight(batch, ks)
         net = self.model.predict(normalise_landmarks(batch))  # (N + twins, 3) p, y, r
-        angles = net
+        fused = net
         if self.rigid_fusion:
-            angles = 0.5 * (net + matrix_to_euler(rigid_fit_rotations(batch)))
-        net, angles = _average_twins(net, twins, len(lms)), _average_twins(angles, twins, len(lms))
+            fused = 0.5 * (net + matrix_to_euler(rigid_fit_rotations(batch)))
+        return _average_twins(net, twins, len(lms)), _average_twins(fused, twins, len(lms))
+
+    def _place(self, lms, twins, net, angles, ray, camera_matrix, scores, image_size, reread):
+        """Stage *place*: rotation in the camera frame, position, quaternion, box per face."""
         twin_lm = [None] * len(lms)
         for i, t in twins:
             twin_lm[i] = t
-        t1 = time.perf_counter()
         rots = viewer_to_optical(euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2]))
         positions = [None] * len(lms)
-        if los:
-            kinv = np.linalg.inv(ray_k) if ray is None else ray.k_inv
+        k = self._line_of_sight(ray, camera_matrix)
+        if k is not None:
+            kinv = np.linalg.inv(k) if ray is None else ray.k_inv
             for i, lm in enumerate(lms):
                 rots[i], t = _camera_frame_pose(lm, rots[i], kinv)
                 positions[i] = t if camera_matrix is not None else None
@@ -378,16 +399,13 @@ class HeadPoseEstimator:
         quats = matrix_to_quaternion(rots @ FACE_TO_HEAD)
         poses = []
         for i, lm in enumerate(lms):
-            rot, pos = rots[i], positions[i]
             pitch, yaw, roll = (float(v) for v in angles[i])
-            poses.append(FacePose(yaw=yaw, pitch=pitch, roll=roll, rotation=rot,
+            poses.append(FacePose(yaw=yaw, pitch=pitch, roll=roll, rotation=rots[i],
                                   quaternion=quats[i], box=landmark_box(lm, image_size),
-                                  landmarks=lm, score=float(scores[i]), position=pos,
+                                  landmarks=lm, score=float(scores[i]), position=positions[i],
                                   network_angles=net[i], mirrored_landmarks=twin_lm[i],
                                   reread=reread[i]))
         poses.sort(key=lambda p: -(p.box[2] - p.box[0]) * (p.box[3] - p.box[1]))
-        self.last_timings.update(model_ms=(t1 - t0) * 1e3,
-                                 post_ms=(time.perf_counter() - t1) * 1e3)
         return poses
 
     def close(self):
