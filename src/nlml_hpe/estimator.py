@@ -294,7 +294,7 @@ class HeadPoseEstimator:
     def estimate_landmarks(self, landmarks_px_list, camera_matrix=None, *, camera=None,
                            scores=None, image_size=None, mirrored=None, twins=None,
                            reread=None):
-        """Estimate poses from given ``(468, 3)`` pixel landmarks (skips MediaPipe).
+        """Estimate poses from given ``(468, 3)`` pixel landmarks (the stages after landmarks).
 
         All faces go through the model in one batch.  ``scores`` defaults to 1.0
         per face; ``image_size`` ``(width, height)`` clips the boxes and, without
