@@ -131,13 +131,14 @@ class LegacyLandmarkExtractor:
             scores.append(float(inside))
         return faces, scores
 
-    def read_frame(self, rgb, *, mirror=False, camera_matrix=None, line_of_sight_deg=None):
+    def read_frame(self, rgb, *, mirror=False, camera_matrix=None, line_of_sight_deg=None,
+                   camera=None):
         """Read one frame as :meth:`nlml_hpe.landmarks.LandmarkExtractor.read_frame` does.
 
         As the estimator used this graph: ``mirror`` runs the graph again on
         the mirrored image (its own tracker when streaming) and pairs its faces
         by box overlap.  Line-of-sight re-reading is not done here
-        (``camera_matrix`` and ``line_of_sight_deg`` are ignored; no AFLW2000
+        (``camera``, ``camera_matrix`` and ``line_of_sight_deg`` are ignored; no AFLW2000
         dev face is 10 deg off the optical axis).
         """
         from .estimator import match_mirrored
