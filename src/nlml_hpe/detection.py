@@ -15,9 +15,9 @@ Two models (see :data:`DETECTORS`):
 
 Small faces in large frames: :func:`detection_regions` lays out the whole
 frame plus overlapping square tiles, each small enough that a face of
-``min_face_px`` still covers enough of the model's input.  A still image is
-searched in all of them (:meth:`FaceDetector.detect_regions`); a video spreads
-them over frames (:class:`~nlml_hpe.landmarks.LandmarkExtractor`).
+``min_face_px`` still covers enough of the model's input.
+:class:`~nlml_hpe.landmarks.LandmarkExtractor` searches a still image in all of
+them and spreads them over the frames of a video.
 """
 
 from dataclasses import dataclass
@@ -104,14 +104,6 @@ class Detections:
     def take(self, idx):
         return Detections(self.boxes[idx], self.keypoints[idx], self.scores[idx])
 
-    @classmethod
-    def concat(cls, parts):
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return cls.empty()
-        return cls(np.concatenate([p.boxes for p in parts]),
-                   np.concatenate([p.keypoints for p in parts]),
-                   np.concatenate([p.scores for p in parts]))
 
 
 def weighted_nms(dets, iou_threshold=NMS_IOU):
@@ -138,19 +130,6 @@ def weighted_nms(dets, iou_threshold=NMS_IOU):
         kps.append((dets.keypoints[near] * w[:, :, None]).sum(0) / w.sum())
         scores.append(dets.scores[top])
     return Detections(np.array(boxes), np.array(kps), np.array(scores))
-
-
-def hard_nms(dets, iou_threshold=NMS_IOU):
-    """Keep the best-scoring box of every group overlapping by more than ``iou_threshold``."""
-    if len(dets) == 0:
-        return dets
-    order = np.argsort(-dets.scores, kind='stable')
-    iou = box_iou(dets.boxes, dets.boxes)
-    keep = []
-    for i in order:
-        if all(iou[i, j] <= iou_threshold for j in keep):
-            keep.append(i)
-    return dets.take(np.array(keep))
 
 
 def _inside_region(boxes, region, width, height, tolerance=0.02):
@@ -266,27 +245,6 @@ class FaceDetector:
         if inner and len(dets):
             dets = dets.take(np.flatnonzero(_inside_region(dets.boxes, region, w, h)))
         return dets
-
-    def detect_regions(self, rgb, regions=None):
-        """Faces in all ``regions``, each region's merged by weighted NMS.
-
-        A tile's faces that cross one of its inner edges are cut, and dropped
-        (an overlapping tile or the whole frame holds them entire); across
-        regions, the highest score wins where boxes overlap.
-        """
-        h, w = rgb.shape[:2]
-        regions = [(0, 0, w, h)] if regions is None else list(regions)
-        parts = []
-        for region in regions:
-            x, m = self.input_tensor(rgb, region)
-            raw, cls = self._model.run(x[None])
-            dets = weighted_nms(self._decode(raw[0], cls[0, :, 0], m))
-            if len(dets) and len(regions) > 1:
-                dets = dets.take(np.flatnonzero(_inside_region(dets.boxes, region, w, h)))
-            parts.append(dets)
-        if len(parts) == 1:
-            return parts[0]
-        return hard_nms(Detections.concat(parts))
 
     def _decode(self, raw, logits, m):
         """Boxes and keypoints of the anchors above ``min_score``, in image pixels."""

@@ -1,9 +1,8 @@
 """MediaPipe's face models, run with Google's LiteRT (TFLite) runtime.
 
 The three ``.tflite`` files ship in ``nlml_hpe/data/mediapipe/`` (Apache-2.0,
-``LICENSE`` beside them; taken unchanged from the ``mediapipe==0.10.21`` wheel,
-their SHA-256 sums are in :data:`MODEL_SHA256`).  Nothing is downloaded at run
-time, and ``mediapipe`` itself is never imported.
+``LICENSE`` beside them; taken unchanged from the ``mediapipe==0.10.21`` wheel).
+Nothing is downloaded at run time, and ``mediapipe`` itself is never imported.
 
 :func:`load_interpreter` opens one with a fixed number of CPU threads (see
 :data:`DEFAULT_NUM_THREADS`) and turns every failure -- file missing, not a
@@ -11,7 +10,6 @@ TFLite model, tensors of the wrong shape, no runtime installed -- into a
 :class:`~nlml_hpe.model.ModelFileError` that names the file.
 """
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +23,6 @@ LANDMARK_MODEL = 'face_landmark.tflite'
 SHORT_RANGE_MODEL = 'face_detection_short_range.tflite'
 FULL_RANGE_MODEL = 'face_detection_full_range_sparse.tflite'
 
-MODEL_SHA256 = {
-    LANDMARK_MODEL: '1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814',
-    SHORT_RANGE_MODEL: 'bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8',
-    FULL_RANGE_MODEL: '2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1',
-}
-
 #: CPU threads of each interpreter.  One: a frame's work is a few small
 #: convolutions (about 1 ms each), so more threads mostly add hand-over cost,
 #: and a robot's computer has navigation, speech and planning to run too.
@@ -41,15 +33,6 @@ MAX_NUM_THREADS = 16
 def model_path(name):
     """Path of a shipped model file."""
     return MODEL_DIR / name
-
-
-def file_sha256(path):
-    """SHA-256 hex digest of a file."""
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_num_threads(num_threads):
