@@ -44,6 +44,7 @@ import math
 import cv2
 import numpy as np
 
+from .camera import Camera
 from .detection import FaceDetector, detection_regions
 from .features import (
     LEFT_EYE_OUTER,
@@ -55,7 +56,6 @@ from .features import (
 )
 from .geometry import box_iou
 from .images import as_rgb_uint8
-from .position import UNKNOWN_CAMERA_HFOV_DEG, check_camera_matrix, default_camera_matrix
 from .tflite import (
     DEFAULT_NUM_THREADS,
     LANDMARK_MODEL,
@@ -178,12 +178,19 @@ class LandmarkModel:
         return lm, score
 
 
-def from_crop(landmarks_crop, transforms):
-    """Map crop-pixel landmarks ``(N, 468, 3)`` back into the image (z by the local scale)."""
+def from_crop(landmarks_crop, transforms, z_scales=None):
+    """Map crop-pixel landmarks ``(N, 468, 3)`` back into the image.
+
+    ``z`` is divided by each crop's scale: ``z_scales[i]`` where given (a
+    perspective crop's scale at the face), else the local scale of the affine
+    ``transforms[i]``.
+    """
     if not len(transforms):
         return np.zeros((0, N_LANDMARKS, 3))
+    z_scales = [None] * len(transforms) if z_scales is None else z_scales
     inv = np.linalg.inv(np.asarray(transforms, dtype=np.float64))
-    scale = np.array([1.0 / crop_scale(m) for m in transforms])
+    scale = np.array([1.0 / (z if z is not None else crop_scale(m))
+                      for m, z in zip(transforms, z_scales)])
     return map_landmarks(landmarks_crop, inv, scale)
 
 
@@ -394,7 +401,6 @@ class LandmarkExtractor:
         crop_lm, scores = self.model.read(rgb, transforms)
         return from_crop(crop_lm, transforms), scores
 
-
     def extract(self, rgb):
         """Return a list of ``(468, 3)`` float64 landmark arrays (``x*W, y*H, z*W``)."""
         return self.read_frame(rgb).faces
@@ -425,11 +431,10 @@ class LandmarkExtractor:
         h, w = rgb.shape[:2]
         k = None
         if line_of_sight_deg is not None:
-            if camera is not None:  # a nlml_hpe.camera.Camera: validated already
-                k = camera.k
-            else:
-                k = (check_camera_matrix(camera_matrix) if camera_matrix is not None else
-                     default_camera_matrix(w, h, hfov_deg=UNKNOWN_CAMERA_HFOV_DEG))
+            if camera is None:  # else a Camera validated by the caller
+                camera = (Camera(camera_matrix, w, h) if camera_matrix is not None else
+                          Camera.guess(w, h))
+            k = camera.k
         detector_runs = 0
         tracked, fresh = [], []
         if not self.streaming:
@@ -516,9 +521,7 @@ class LandmarkExtractor:
             return faces, scores, mirrored, [p.reread for p in plans]
         crop_lm, pres = self.model.read(rgb, mats)
         width = rgb.shape[1]
-        scales = np.array([1.0 / (z if z is not None else crop_scale(m))
-                           for m, z in zip(mats, zs)])
-        lms = map_landmarks(crop_lm, np.linalg.inv(np.asarray(mats)), scales)
+        lms = from_crop(crop_lm, mats, zs)
         finite = np.all(np.isfinite(lms), axis=(1, 2))
         for (i, is_mirror), lm, s, ok in zip(owner, lms, pres, finite):
             if not ok:
