@@ -274,8 +274,7 @@ class HeadPoseNode(LifecycleNode):
         self._est_lock = threading.Lock()  # held while a frame is processed, and to swap
         self._said = set()  # warnings given once
         self._camera_problem = ''
-        self._camera_matrix = self._camera = None
-        self._camera_size = None
+        self._camera = None
         self._last_warn = {}
         self.warnings = collections.Counter()  # kind -> count (all, not just logged ones)
         self.stats = collections.Counter()
@@ -445,9 +444,14 @@ class HeadPoseNode(LifecycleNode):
             setattr(self, name, None)
         self._stream.reset()
         with self._lock:
-            self._camera_matrix = self._camera = None
-            self._camera_size = None
+            self._camera = None
             self._camera_problem = ''
+
+    @property
+    def _camera_matrix(self):
+        """K of the latest valid camera_info (``None``: none yet, or the last was invalid)."""
+        camera = self._camera
+        return None if camera is None else camera.k
 
     # ------------------------------------------------------------------ setup
     @staticmethod
@@ -625,16 +629,13 @@ class HeadPoseNode(LifecycleNode):
             camera = Camera(K, int(msg.width), int(msg.height))
         except (ImageConversionError, ValueError) as exc:
             with self._lock:
-                self._camera_matrix = self._camera = None
-                self._camera_size = None
+                self._camera = None
                 self._camera_problem = str(exc)[:200]
             self._warn('camera_info', f'ignoring camera_info: {exc}; positions use '
                        f'default_distance_m until a valid one arrives')
             return
         with self._lock:  # validated once here, used by every frame of that size
-            self._camera_matrix = camera.k
             self._camera = camera
-            self._camera_size = (int(msg.width), int(msg.height))
             self._camera_problem = ''
 
     # ----------------------------------------------------------------- worker
@@ -679,8 +680,9 @@ class HeadPoseNode(LifecycleNode):
             self._warn('frame_id', f'image has an empty header.frame_id; using {frame!r} '
                        '(set the camera_frame parameter)')
         with self._lock:
-            K, size = self._camera, self._camera_size
-        if K is not None and size != (width, height):
+            K = self._camera
+        if K is not None and K.size != (width, height):
+            size = K.size
             self._warn('camera_info_size', f'camera_info is for {size[0]}x{size[1]} but the '
                        f'image is {width}x{height}; ignoring its intrinsics')
             K = None
@@ -915,7 +917,7 @@ class HeadPoseNode(LifecycleNode):
             stats = dict(self.stats)
             faces = self._last_faces
             reread, landmarks_ms = self._last_reread
-            has_k = self._camera_matrix is not None
+            has_k = self._camera is not None
             camera_problem = self._camera_problem
         # The fully qualified name tells apart nodes of several cameras on /diagnostics.
         status = DiagnosticStatus(name=f'{self.get_fully_qualified_name()}: head pose estimation',
