@@ -67,13 +67,12 @@ def paste_face(rgb, label_box, face_px, frame, rng):
     tx = fw / 2.0 + rng.uniform(-0.15, 0.15) * fw
     ty = fh / 2.0 + rng.uniform(-0.15, 0.15) * fh
     m = np.array([[scale, 0.0, tx - scale * cx], [0.0, scale, ty - scale * cy]])
-    flags = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
     if scale < 1.0:  # area-average first, as a camera would integrate a far face
         small = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         m = np.array([[1.0, 0.0, tx - scale * cx], [0.0, 1.0, ty - scale * cy]])
         warped = cv2.warpAffine(small, m, (fw, fh), flags=cv2.INTER_LINEAR)
     else:
-        warped = cv2.warpAffine(rgb, m, (fw, fh), flags=flags)
+        warped = cv2.warpAffine(rgb, m, (fw, fh), flags=cv2.INTER_LINEAR)
     # Feathered ellipse of CONTEXT box widths around the face.
     half = CONTEXT * face_px / 2.0
     yy, xx = np.mgrid[0:fh, 0:fw]
