@@ -18,6 +18,15 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # the training/ pipeline lives beside src/
 
 
+def spin_while_ok(executor, context):
+    """Spin ``executor`` until ``context`` shuts down (a test rig's spinner thread)."""
+    while context.ok():
+        try:
+            executor.spin_once(timeout_sec=0.05)
+        except Exception:  # noqa: BLE001 - context shut down while spinning
+            return
+
+
 def shared_path(*parts):
     """Return a path under ../shared/data, or skip the test with the reason."""
     path = SHARED_DATA.joinpath(*parts)

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from nlml_hpe import speed_benchmark
 from nlml_hpe.benchmark import face_sequence, read_rgb
 from nlml_hpe.landmarks import CROP_PX, LandmarkExtractor, Roi
 from nlml_hpe.model import ModelFileError
@@ -24,16 +25,9 @@ def face_rgb():
 
 @pytest.fixture(scope='module')
 def face_crop(face_rgb):
-    """Return the demo face with some context (for pasting at other sizes)."""
+    """Return the demo face with some context (for pasting at other sizes), and its share."""
     with LandmarkExtractor() as ex:
-        lm = ex.extract(face_rgb)[0]
-    x0, y0 = lm[:, :2].min(0)
-    x1, y1 = lm[:, :2].max(0)
-    cx, cy, half = (x0 + x1) / 2, (y0 + y1) / 2, 0.8 * max(x1 - x0, y1 - y0)
-    pad = cv2.copyMakeBorder(face_rgb, 300, 300, 300, 300, cv2.BORDER_REPLICATE)
-    y, x = int(cy - half) + 300, int(cx - half) + 300
-    crop = pad[y:y + int(2 * half), x:x + int(2 * half)]
-    return crop, (x1 - x0) / (2 * half)  # the crop and the face's share of its width
+        return speed_benchmark.face_crop(face_rgb, ex.extract(face_rgb)[0])
 
 
 def paste(frame, crop, share, face_px, centre):

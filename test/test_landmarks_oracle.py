@@ -13,15 +13,10 @@ import pytest
 from nlml_hpe.benchmark import face_sequence, list_aflw2000, read_rgb
 from nlml_hpe.landmarks import CROP_PX, LandmarkExtractor, Roi
 from nlml_hpe.legacy_landmarks import LegacyLandmarkExtractor, available
+from tools.landmark_oracle import crop_px_distance
 
 pytestmark = pytest.mark.skipif(not available(), reason='mediapipe 0.10.21 (the legacy Face '
                                 'Mesh graph, an optional test oracle) is not installed')
-
-
-def crop_px_distance(a, b):
-    """Median landmark distance between two readings, in pixels of the 192-px crop."""
-    side = Roi.from_landmarks(b).side
-    return float(np.median(np.linalg.norm(a[:, :2] - b[:, :2], axis=1)) / side * CROP_PX)
 
 
 def test_same_landmarks_as_the_legacy_graph_on_aflw_faces(aflw_dir):

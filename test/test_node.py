@@ -18,6 +18,7 @@ rclpy = pytest.importorskip('rclpy', reason='rclpy is not installed (run bootstr
 pytest.importorskip('nlml_hpe.estimator', reason='the inference core (nlml_hpe.estimator) '
                     'is not in this checkout yet')
 from builtin_interfaces.msg import Time  # noqa: E402
+from conftest import spin_while_ok  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseArray, PoseStamped  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
@@ -89,11 +90,7 @@ class Rig:
         return [n._pub_pose, n._pub_poses, n._pub_tf, n._pub_markers, n._pub_offsets]
 
     def _spin(self):
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001 - context shut down while spinning
-                return
+        spin_while_ok(self.executor, self.context)
 
     def _recorder(self, name):
         def record(msg):

@@ -14,6 +14,7 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy', reason='rclpy is not installed (run bootstrap.sh)')
 from builtin_interfaces.msg import Time  # noqa: E402
+from conftest import spin_while_ok  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
@@ -55,11 +56,7 @@ class Manager:
         assert self.get.wait_for_service(timeout_sec=10)
 
     def _spin(self):
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001 - context shut down while spinning
-                return
+        spin_while_ok(self.executor, self.context)
 
     def _call(self, client, request):
         future = client.call_async(request)
