@@ -10,6 +10,7 @@ stage centres the landmarks with it (the mirrored crops with
 """
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -38,11 +39,14 @@ class Camera:
         object.__setattr__(self, 'width', int(self.width))
         object.__setattr__(self, 'height', int(self.height))
 
-    @classmethod
-    def guess(cls, width, height, hfov_deg=UNKNOWN_CAMERA_HFOV_DEG):
-        """Return the guess for an uncalibrated camera: centred, square pixels, ``hfov_deg``."""
-        return cls(default_camera_matrix(width, height, hfov_deg=hfov_deg), width, height,
-                   guessed=True)
+    @staticmethod
+    def guess(width, height, hfov_deg=UNKNOWN_CAMERA_HFOV_DEG):
+        """Return the guess for an uncalibrated camera: centred, square pixels, ``hfov_deg``.
+
+        One object per image size (it is immutable): building it every frame
+        would redo the same check and inverse.
+        """
+        return _guess(int(width), int(height), float(hfov_deg))
 
     @classmethod
     def pinhole(cls, focal, width, height):
@@ -62,3 +66,9 @@ class Camera:
         k[0, 2] = self.width - k[0, 2]
         k[0, 1] = -k[0, 1]
         return Camera(k, self.width, self.height, self.guessed)
+
+
+@lru_cache(maxsize=16)
+def _guess(width, height, hfov_deg):
+    return Camera(default_camera_matrix(width, height, hfov_deg=hfov_deg), width, height,
+                  guessed=True)
