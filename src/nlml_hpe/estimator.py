@@ -56,6 +56,7 @@ from .camera import Camera
 from .features import (
     N_LANDMARKS,
     centre_on_line_of_sight,
+    landmark_extent,
     normalise_landmarks,
 )
 from .geometry import (
@@ -71,7 +72,7 @@ from .images import as_rgb_uint8
 from .model import default_model_dir, load_model
 from .options import EstimatorConfig
 from .position import (
-    _camera_frame_pose,
+    camera_frame_poses,
     check_camera_matrix,
     estimate_position,
 )
@@ -386,22 +387,26 @@ class HeadPoseEstimator:
         twin_lm = [None] * len(lms)
         for i, t in twins:
             twin_lm[i] = t
+        stacked = np.stack(lms)
         rots = viewer_to_optical(euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2]))
         positions = [None] * len(lms)
         k = self._line_of_sight(ray, camera_matrix)
         if k is not None:
             kinv = np.linalg.inv(k) if ray is None else ray.k_inv
-            for i, lm in enumerate(lms):
-                rots[i], t = _camera_frame_pose(lm, rots[i], kinv)
-                positions[i] = t if camera_matrix is not None else None
+            rots, ts = camera_frame_poses(stacked, rots, kinv)
+            if camera_matrix is not None:
+                positions = list(ts)
         elif camera_matrix is not None:
             positions = [estimate_position(lm, r, camera_matrix) for lm, r in zip(lms, rots)]
         quats = matrix_to_quaternion(rots @ FACE_TO_HEAD)
+        boxes = np.concatenate(landmark_extent(stacked), axis=1)
+        if image_size is not None:
+            np.clip(boxes, 0.0, np.array(tuple(image_size) * 2, dtype=np.float64), out=boxes)
         poses = []
         for i, lm in enumerate(lms):
             pitch, yaw, roll = (float(v) for v in angles[i])
             poses.append(FacePose(yaw=yaw, pitch=pitch, roll=roll, rotation=rots[i],
-                                  quaternion=quats[i], box=landmark_box(lm, image_size),
+                                  quaternion=quats[i], box=tuple(boxes[i].tolist()),
                                   landmarks=lm, score=float(scores[i]), position=positions[i],
                                   network_angles=net[i], mirrored_landmarks=twin_lm[i],
                                   reread=reread[i]))

@@ -38,6 +38,7 @@ frame); ``test/test_landmarks_oracle.py`` checks that both give the same
 landmarks.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 import math
 
@@ -50,9 +51,10 @@ from .features import (
     LEFT_EYE_OUTER,
     N_LANDMARKS,
     RIGHT_EYE_OUTER,
+    landmark_centroids,
+    landmark_extent,
     line_of_sight_homography,
     map_landmarks,
-    off_axis_deg,
 )
 from .geometry import box_iou
 from .images import as_rgb_uint8
@@ -140,6 +142,29 @@ class Roi:
         return m
 
 
+def roi_transforms(landmarks):
+    """Image-to-crop transforms ``(N, 3, 3)`` of landmark sets ``(N, 468, 3)``.
+
+    ``roi_transforms(lm)[i]`` is ``Roi.from_landmarks(lm[i]).transform()``, for
+    all faces of a frame at once.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)
+    lo, hi = landmark_extent(lm)
+    d = lm[:, LEFT_EYE_OUTER, :2] - lm[:, RIGHT_EYE_OUTER, :2]
+    angle = -np.arctan2(-d[:, 1], d[:, 0])
+    angle -= 2.0 * np.pi * np.floor((angle + np.pi) / (2.0 * np.pi))
+    side = (hi - lo).max(axis=1) * ROI_SCALE
+    cx, cy = (lo[:, 0] + hi[:, 0]) / 2.0, (lo[:, 1] + hi[:, 1]) / 2.0
+    k = CROP_PX / np.maximum(side, 1e-9)
+    kc, ks = k * np.cos(angle), k * np.sin(angle)
+    half = CROP_PX / 2.0
+    m = np.zeros((len(lm), 3, 3))
+    m[:, 0, 0], m[:, 0, 1], m[:, 0, 2] = kc, ks, half - (kc * cx + ks * cy)
+    m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = -ks, kc, half - (-ks * cx + kc * cy)
+    m[:, 2, 2] = 1.0
+    return m
+
+
 def crop_scale(transform):
     """Local scale (crop pixels per image pixel) of an image-to-crop transform."""
     m = np.asarray(transform, dtype=np.float64)
@@ -147,12 +172,27 @@ def crop_scale(transform):
 
 
 class LandmarkModel:
-    """MediaPipe's face landmark model: 192x192 crops -> 468 x, y, z + presence."""
+    """MediaPipe's face landmark model: 192x192 crops -> 468 x, y, z + presence.
+
+    ``num_threads``: the crops of one :meth:`read` are shared among up to this
+    many copies of the model, each single-threaded and run on its own thread
+    (the caller's and a pool's), crop and all.  Threads share whole faces, not
+    one face's convolutions: splitting one face's small convolutions costs more
+    hand-over than it saves, while whole faces split evenly (crowds, and a face
+    with its mirrored crop).  Each copy holds about 8 MB.
+    """
 
     def __init__(self, num_threads=DEFAULT_NUM_THREADS):
-        self._model = TFLiteModel(model_path(LANDMARK_MODEL), (CROP_PX, CROP_PX, 3),
-                                  [(1, 1, 3 * N_LANDMARKS), (1, 1, 1)],
-                                  num_threads=num_threads)
+        n = check_num_threads(num_threads)
+        self._models = [TFLiteModel(model_path(LANDMARK_MODEL), (CROP_PX, CROP_PX, 3),
+                                    [(1, 1, 3 * N_LANDMARKS), (1, 1, 1)], num_threads=1)
+                        for _ in range(n)]
+        self._pool = None
+
+    @property
+    def num_threads(self):
+        """Copies of the model, one thread each."""
+        return len(self._models)
 
     def crops(self, rgb, transforms):
         """Return the model's inputs ``(N, 192, 192, 3)`` float32 in ``[0, 1]``."""
@@ -168,14 +208,49 @@ class LandmarkModel:
             np.multiply(crop, _INV_255, out=out[i], casting='unsafe')
         return out
 
+    def _read_part(self, model, rgb, transforms):
+        """Read crops one at a time with ``model``: ``(raw landmarks, raw flags)``."""
+        raw = np.empty((len(transforms), 3 * N_LANDMARKS), np.float32)
+        flag = np.empty(len(transforms), np.float32)
+        for i, m in enumerate(transforms):
+            r, f = model.run(self.crops(rgb, [m]))
+            raw[i], flag[i] = r.reshape(-1), f.reshape(-1)[0]
+        return raw, flag
+
     def read(self, rgb, transforms):
-        """Landmarks ``(N, 468, 3)`` in crop pixels and presence scores ``(N,)``."""
-        if not len(transforms):
+        """Landmarks ``(N, 468, 3)`` in crop pixels and presence scores ``(N,)``.
+
+        The crops are read one by one, shared among the model's copies: one
+        crop at a time beats a batch through LiteRT's CPU kernels here (a
+        batch of 15 cost 2.2 ms a face, single crops 1.6-1.8 ms; a batch's
+        activations outgrow the caches; ``docs/results.md``).
+        """
+        n = len(transforms)
+        if not n:
             return np.zeros((0, N_LANDMARKS, 3)), np.zeros(0)
-        raw, flag = self._model.run(self.crops(rgb, transforms))
-        lm = raw.reshape(len(transforms), N_LANDMARKS, 3).astype(np.float64)
+        parts = min(n, len(self._models))
+        cuts = [round(n * j / parts) for j in range(parts + 1)]
+        if parts > 1 and self._pool is None:
+            self._pool = ThreadPoolExecutor(len(self._models) - 1,
+                                            thread_name_prefix='nlml_hpe_landmarks')
+        futures = [self._pool.submit(self._read_part, self._models[j], rgb,
+                                     transforms[cuts[j]:cuts[j + 1]])
+                   for j in range(1, parts)]
+        try:
+            results = [self._read_part(self._models[0], rgb, transforms[:cuts[1]])]
+        finally:  # the workers read rgb: never return before they are done
+            results += [f.result() for f in futures]
+        raw = np.concatenate([r[0] for r in results]) if parts > 1 else results[0][0]
+        flag = np.concatenate([r[1] for r in results]) if parts > 1 else results[0][1]
+        lm = raw.reshape(n, N_LANDMARKS, 3).astype(np.float64)
         score = 1.0 / (1.0 + np.exp(-np.clip(flag.reshape(-1).astype(np.float64), -100, 100)))
         return lm, score
+
+    def close(self):
+        """Stop the worker threads (idempotent)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 def from_crop(landmarks_crop, transforms, z_scales=None):
@@ -248,7 +323,7 @@ def _same_face(a, b):
 def landmark_boxes(landmarks):
     """Boxes ``(N, 4)`` of landmark sets ``(N, 468, 3)``."""
     lm = np.asarray(landmarks).reshape(-1, N_LANDMARKS, 3)
-    return np.concatenate([lm[:, :, :2].min(axis=1), lm[:, :, :2].max(axis=1)], axis=1)
+    return np.concatenate(landmark_extent(lm), axis=1)
 
 
 def check_extractor_args(max_faces, min_detection_confidence, min_tracking_confidence,
@@ -441,7 +516,7 @@ class LandmarkExtractor:
             fresh = self.detect(rgb)[:self.max_candidates]
             detector_runs = len(set(self.regions(w, h)))
         else:
-            tracked = [self._plan(lm, k, line_of_sight_deg) for lm in self._tracked]
+            tracked = self._plans(self._tracked, k, line_of_sight_deg)
             due = self._regions_due(w, h)
             if due:
                 detector_runs = len(due)
@@ -461,8 +536,8 @@ class LandmarkExtractor:
             last = it == max(self.refine, 1) - 1
             if not redo or not (self.refine or (last and (mirror or k is not None))):
                 break
-            plans2 = [self._plan(faces[i], k if last else None, line_of_sight_deg)
-                      for i in redo]
+            plans2 = self._plans([faces[i] for i in redo], k if last else None,
+                                 line_of_sight_deg)
             direct = [bool(self.refine) or p.reread for p in plans2]
             use = [d or (last and mirror) for d in direct]
             sel = [i for i, u in zip(redo, use) if u]
@@ -487,15 +562,31 @@ class LandmarkExtractor:
         return out
 
     @staticmethod
-    def _plan(landmarks, k, min_deg):
-        """Return the crop a face is read through, from landmarks that place it."""
-        lm = np.asarray(landmarks, dtype=np.float64)
-        if k is None or min_deg is None or off_axis_deg(lm, k) < min_deg:
-            return _Plan(Roi.from_landmarks(lm).transform(), None, False)
-        hom, scale = line_of_sight_homography(lm, k)
-        view = map_landmarks(lm, hom, scale)[0]
-        roi_m = Roi.from_landmarks(view).transform()
-        return _Plan(roi_m @ hom[0], crop_scale(roi_m) * float(scale[0]), True)
+    def _plans(faces, k, min_deg):
+        """Return the crop each face is read through, from landmarks that place it.
+
+        Faces at least ``min_deg`` off the optical axis of ``k`` (none without
+        ``k``) are read in the view of a camera turned onto them.
+        """
+        if not len(faces):
+            return []
+        lm = np.asarray(faces, dtype=np.float64).reshape(-1, N_LANDMARKS, 3)
+        mats = roi_transforms(lm)
+        turned = np.zeros(len(lm), dtype=bool)
+        if k is not None and min_deg is not None:
+            rays = np.ones((len(lm), 3))
+            rays[:, :2] = landmark_centroids(lm)
+            rays = rays @ np.linalg.inv(k).T
+            cos = rays[:, 2] / np.linalg.norm(rays, axis=1)
+            turned = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))) >= min_deg
+        plans = [_Plan(m, None, False) for m in mats]
+        if turned.any():
+            idx = np.flatnonzero(turned)
+            hom, scale = line_of_sight_homography(lm[idx], k)
+            roi_m = roi_transforms(map_landmarks(lm[idx], hom, scale))
+            for j, i in enumerate(idx):
+                plans[i] = _Plan(roi_m[j] @ hom[j], crop_scale(roi_m[j]) * float(scale[j]), True)
+        return plans
 
     def _read_plans(self, rgb, plans, mirror, direct=None):
         """Read ``plans`` (``direct[i]`` False: only its mirrored crop) in one batch.
@@ -583,6 +674,8 @@ class LandmarkExtractor:
         """Release the models (idempotent); the extractor cannot be used afterwards."""
         self._closed = True
         self._detectors = {}
+        if self.model is not None:
+            self.model.close()
         self.model = None
         self._tracked = []
 

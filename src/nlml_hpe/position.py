@@ -27,7 +27,7 @@ from importlib import resources
 
 import numpy as np
 
-from .features import N_LANDMARKS
+from .features import N_LANDMARKS, landmark_centroids
 from .geometry import line_of_sight_rotation
 
 
@@ -104,20 +104,28 @@ def _check_pose_inputs(landmarks_px, rotation, camera_matrix):
 
 def _solve_position(lm, rot, kinv, pts):
     """:func:`estimate_position` on checked inputs (``kinv`` = the inverse intrinsics)."""
+    return _solve_positions(lm[None], rot[None], kinv, pts)[0]
+
+
+def _solve_positions(lm, rot, kinv, pts):
+    """Return translations ``(N, 3)`` of faces ``lm`` ``(N, 468, 2+)`` at ``rot`` ``(N, 3, 3)``."""
     # Normalised image coordinates (skew ignored if present: solve it exactly).
-    a = lm[:, 0] * kinv[0, 0] + lm[:, 1] * kinv[0, 1] + kinv[0, 2]
-    b = lm[:, 1] * kinv[1, 1] + kinv[1, 2]
-    rp = pts @ rot.T  # rotated model points
+    a = lm[:, :, 0] * kinv[0, 0] + lm[:, :, 1] * kinv[0, 1] + kinv[0, 2]
+    b = lm[:, :, 1] * kinv[1, 1] + kinv[1, 2]
+    rp = pts @ np.swapaxes(rot, 1, 2)  # rotated model points (N, n, 3)
     # Least squares of the 2n equations  t_x - a t_z = a r_z - r_x,  t_y - b t_z = b r_z - r_y
     # by its 3x3 normal equations (the design matrix is [[1, 0, -a], [0, 1, -b]] per point).
-    n = len(lm)
-    ra = a * rp[:, 2] - rp[:, 0]
-    rb = b * rp[:, 2] - rp[:, 1]
-    sa, sb = a.sum(), b.sum()
-    normal = np.array([[n, 0.0, -sa], [0.0, n, -sb], [-sa, -sb, a @ a + b @ b]])
-    rhs = np.array([ra.sum(), rb.sum(), -(a @ ra) - (b @ rb)])
-    t = np.linalg.solve(normal, rhs)
-    return t
+    ra = a * rp[:, :, 2] - rp[:, :, 0]
+    rb = b * rp[:, :, 2] - rp[:, :, 1]
+    sa, sb = a.sum(axis=1), b.sum(axis=1)
+    normal = np.zeros((len(lm), 3, 3))
+    normal[:, 0, 0] = normal[:, 1, 1] = lm.shape[1]
+    normal[:, 0, 2] = normal[:, 2, 0] = -sa
+    normal[:, 1, 2] = normal[:, 2, 1] = -sb
+    normal[:, 2, 2] = np.einsum('ij,ij->i', a, a) + np.einsum('ij,ij->i', b, b)
+    rhs = np.stack([ra.sum(axis=1), rb.sum(axis=1),
+                    -np.einsum('ij,ij->i', a, ra) - np.einsum('ij,ij->i', b, rb)], axis=1)
+    return np.linalg.solve(normal, rhs[:, :, None])[:, :, 0]
 
 
 def camera_frame_pose(landmarks_px, rotation_los, camera_matrix):
@@ -138,12 +146,24 @@ def camera_frame_pose(landmarks_px, rotation_los, camera_matrix):
 
 def _camera_frame_pose(lm, rot, kinv):
     """:func:`camera_frame_pose` on checked inputs (``kinv`` = the inverse intrinsics)."""
-    cx, cy = float(lm[:, 0].sum()) / len(lm), float(lm[:, 1].sum()) / len(lm)
-    ray = kinv @ np.array([cx, cy, 1.0])
-    t = _solve_position(lm, line_of_sight_rotation(ray) @ rot, kinv, canonical_face_m())
-    if t[2] > 0:  # else degenerate landmarks: keep the centroid's ray
-        ray = t
-    return line_of_sight_rotation(ray) @ rot, t
+    rots, t = camera_frame_poses(lm[None], rot[None], kinv)
+    return rots[0], t[0]
+
+
+def camera_frame_poses(landmarks, rotations_los, kinv):
+    """:func:`camera_frame_pose` of many faces ``(N, 468, 3)`` of one camera (``K^-1``).
+
+    Inputs are not checked (the estimator's per-frame path).  Returns
+    ``(rotations (N, 3, 3), positions (N, 3))``.
+    """
+    rays = np.ones((len(landmarks), 3))
+    rays[:, :2] = landmark_centroids(landmarks)
+    rays = rays @ kinv.T
+    t = _solve_positions(landmarks, line_of_sight_rotation(rays) @ rotations_los, kinv,
+                         canonical_face_m())
+    ahead = t[:, 2] > 0  # else degenerate landmarks: keep the centroid's ray
+    rays[ahead] = t[ahead]
+    return line_of_sight_rotation(rays) @ rotations_los, t
 
 
 def synthetic_accuracy(n_trials=500, seed=0, width=640, height=480, focal=600.0,
