@@ -374,8 +374,11 @@ class HeadPoseEstimator:
         batch = np.stack(lms + [lm for _, lm in twins])
         k = self._line_of_sight(ray, camera_matrix)
         if k is not None:  # the model reads faces as a camera looking straight at them sees them
-            ks = k if not twins else np.stack([k] * len(lms) + [ray.mirrored().k] * len(twins))
-            batch = centre_on_line_of_sight(batch, ks)
+            if twins:
+                ks = np.stack([k] * len(lms) + [ray.mirrored().k] * len(twins))
+                batch = centre_on_line_of_sight(batch, ks)
+            else:
+                batch = centre_on_line_of_sight(batch, k, None if ray is None else ray.k_inv)
         net = self.model.predict(normalise_landmarks(batch))  # (N + twins, 3) p, y, r
         fused = net
         if self.rigid_fusion:

@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from .geometry import _rotation_between_one, angle_between_deg, line_of_sight_rotation
+
 N_LANDMARKS = 468
 N_FEATURES = 3 * N_LANDMARKS
 NOSE_TIP = 1
@@ -71,23 +73,20 @@ def off_axis_deg(landmarks_px, camera_matrix):
     ``landmarks_px`` is one ``(468, 3)`` face (only the centroid of ``x, y``
     is used), ``camera_matrix`` the 3x3 intrinsics of its image.
     """
-    from .geometry import angle_between_deg
-
     lm = np.asarray(landmarks_px, dtype=np.float64)
     centroid = np.array([lm[:, 0].mean(), lm[:, 1].mean(), 1.0])
     ray = np.linalg.solve(np.asarray(camera_matrix, dtype=np.float64), centroid)
     return float(angle_between_deg(ray, (0.0, 0.0, 1.0)))
 
 
-def line_of_sight_homography(landmarks_px, camera_matrix):
+def line_of_sight_homography(landmarks_px, camera_matrix, k_inv=None):
     """Return ``(H (N, 3, 3), scale (N,))`` of :func:`centre_on_line_of_sight`.
 
     ``H = K R^T K^-1`` maps the image onto that of the camera turned by ``R``
     onto the ray through the landmarks' centroid; ``scale`` is its local
-    (area) scale at the centroid.
+    (area) scale at the centroid.  ``k_inv``: the inverse of a ``(3, 3)``
+    ``camera_matrix``, when the caller has it.
     """
-    from .geometry import line_of_sight_rotation
-
     lm = as_landmark_batch(landmarks_px)
     k = np.asarray(camera_matrix, dtype=np.float64)
     if k.shape != (3, 3) and k.shape != (len(lm), 3, 3):
@@ -97,10 +96,11 @@ def line_of_sight_homography(landmarks_px, camera_matrix):
     if k.ndim == 2 and len(lm) <= 16:  # a few faces, one camera: the per-frame path
         inv_n = 1.0 / lm.shape[1]
         return _homographies_one_camera(
-            [(float(f[:, 0].sum()) * inv_n, float(f[:, 1].sum()) * inv_n) for f in lm], k)
+            [(float(f[:, 0].sum()) * inv_n, float(f[:, 1].sum()) * inv_n) for f in lm], k,
+            np.linalg.inv(k) if k_inv is None else k_inv)
     centroid = np.ones((len(lm), 3))
     centroid[:, :2] = landmark_centroids(lm)
-    kinv = np.linalg.inv(k)  # one inverse for a shared camera
+    kinv = k_inv if k_inv is not None and k.ndim == 2 else np.linalg.inv(k)
     rays = centroid @ kinv.T if k.ndim == 2 else (kinv @ centroid[:, :, None])[:, :, 0]
     hom = k @ np.swapaxes(line_of_sight_rotation(rays), -1, -2) @ kinv
     # Jacobian of the homography at the centroid: (H[:2, :2] - u h3[:2]) / w.
@@ -112,15 +112,12 @@ def line_of_sight_homography(landmarks_px, camera_matrix):
     return hom, np.sqrt(np.abs(det))
 
 
-def _homographies_one_camera(centroids, k):
+def _homographies_one_camera(centroids, k, kinv):
     """:func:`line_of_sight_homography` for a few faces seen by one camera ``k``.
 
     The same computation in plain floats per face (small numpy calls cost more
     than the arithmetic; this runs for every face of every frame).
     """
-    from .geometry import _rotation_between_one
-
-    kinv = np.linalg.inv(k)
     hom = np.empty((len(centroids), 3, 3))
     scale = np.empty(len(centroids))
     ki = kinv.tolist()
@@ -136,7 +133,7 @@ def _homographies_one_camera(centroids, k):
     return hom, scale
 
 
-def centre_on_line_of_sight(landmarks_px, camera_matrix):
+def centre_on_line_of_sight(landmarks_px, camera_matrix, k_inv=None):
     """Landmarks ``(N, 468, 3)`` seen by the camera turned to look at each face.
 
     The turn is the smallest rotation taking the optical axis onto the ray
@@ -145,12 +142,12 @@ def centre_on_line_of_sight(landmarks_px, camera_matrix):
     which moves ``x, y``.  MediaPipe's ``z`` (depth along the line of sight, in
     the face's pixel scale) is kept, scaled by the homography's local scale at
     the centroid (:func:`line_of_sight_homography`).  ``camera_matrix`` is
-    ``(3, 3)`` or one per face ``(N, 3, 3)``.  Accepts ``(468, 3)`` for one
-    face and returns ``(N, 468, 3)`` float64.
+    ``(3, 3)`` (``k_inv``: its inverse, if known) or one per face ``(N, 3, 3)``.
+    Accepts ``(468, 3)`` for one face and returns ``(N, 468, 3)`` float64.
     """
     lm = as_landmark_batch(landmarks_px)
-    hom, scale = line_of_sight_homography(lm, camera_matrix)
-    return map_landmarks(lm, hom, scale)
+    hom, scale = line_of_sight_homography(lm, camera_matrix, k_inv)
+    return _map_checked(lm, hom, scale)
 
 
 def map_landmarks(landmarks_px, hom, z_scale):
@@ -160,7 +157,11 @@ def map_landmarks(landmarks_px, hom, z_scale):
     is ``map_landmarks(lm, *line_of_sight_homography(lm, K))``; the inverse
     homographies with ``1 / scale`` map centred landmarks back.
     """
-    lm = as_landmark_batch(landmarks_px)
+    return _map_checked(as_landmark_batch(landmarks_px), hom, z_scale)
+
+
+def _map_checked(lm, hom, z_scale):
+    """:func:`map_landmarks` of a checked ``(N, 468, 3)`` float64 batch."""
     hom = np.asarray(hom, dtype=np.float64).reshape(-1, 3, 3)
     z_scale = np.asarray(z_scale, dtype=np.float64).reshape(-1)
     mapped = lm[:, :, :2] @ np.swapaxes(hom[:, :, :2], 1, 2) + hom[:, None, :, 2]

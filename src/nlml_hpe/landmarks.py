@@ -504,19 +504,16 @@ class LandmarkExtractor:
             raise RuntimeError('LandmarkExtractor is closed')
         rgb = as_rgb_uint8(rgb)
         h, w = rgb.shape[:2]
-        k = None
-        if line_of_sight_deg is not None:
-            if camera is None:  # else a Camera validated by the caller
-                camera = (Camera(camera_matrix, w, h) if camera_matrix is not None else
-                          Camera.guess(w, h))
-            k = camera.k
+        if line_of_sight_deg is not None and camera is None:  # else validated by the caller
+            camera = (Camera(camera_matrix, w, h) if camera_matrix is not None else
+                      Camera.guess(w, h))
         detector_runs = 0
         tracked, fresh = [], []
         if not self.streaming:
             fresh = self.detect(rgb)[:self.max_candidates]
             detector_runs = len(set(self.regions(w, h)))
         else:
-            tracked = self._plans(self._tracked, k, line_of_sight_deg)
+            tracked = self._plans(self._tracked, camera, line_of_sight_deg)
             due = self._regions_due(w, h)
             if due:
                 detector_runs = len(due)
@@ -532,11 +529,12 @@ class LandmarkExtractor:
         # New faces: re-read from their own landmarks' ROI (as a tracker would) ``refine``
         # times; the last pass also turns them onto their line of sight and mirrors them.
         redo = [i for i in range(len(tracked), len(plans)) if faces[i] is not None]
+        turn = line_of_sight_deg is not None
         for it in range(max(self.refine, 1)):
             last = it == max(self.refine, 1) - 1
-            if not redo or not (self.refine or (last and (mirror or k is not None))):
+            if not redo or not (self.refine or (last and (mirror or turn))):
                 break
-            plans2 = self._plans([faces[i] for i in redo], k if last else None,
+            plans2 = self._plans([faces[i] for i in redo], camera if last else None,
                                  line_of_sight_deg)
             direct = [bool(self.refine) or p.reread for p in plans2]
             use = [d or (last and mirror) for d in direct]
@@ -562,27 +560,27 @@ class LandmarkExtractor:
         return out
 
     @staticmethod
-    def _plans(faces, k, min_deg):
+    def _plans(faces, camera, min_deg):
         """Return the crop each face is read through, from landmarks that place it.
 
-        Faces at least ``min_deg`` off the optical axis of ``k`` (none without
-        ``k``) are read in the view of a camera turned onto them.
+        Faces at least ``min_deg`` off the optical axis of ``camera`` (none
+        without it) are read in the view of a camera turned onto them.
         """
         if not len(faces):
             return []
         lm = np.asarray(faces, dtype=np.float64).reshape(-1, N_LANDMARKS, 3)
         mats = roi_transforms(lm)
         turned = np.zeros(len(lm), dtype=bool)
-        if k is not None and min_deg is not None:
+        if camera is not None and min_deg is not None:
             rays = np.ones((len(lm), 3))
             rays[:, :2] = landmark_centroids(lm)
-            rays = rays @ np.linalg.inv(k).T
-            cos = rays[:, 2] / np.linalg.norm(rays, axis=1)
-            turned = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))) >= min_deg
+            rays = rays @ camera.k_inv.T
+            cos = rays[:, 2] / np.sqrt(np.einsum('ij,ij->i', rays, rays))
+            turned = cos <= math.cos(math.radians(min_deg))
         plans = [_Plan(m, None, False) for m in mats]
         if turned.any():
             idx = np.flatnonzero(turned)
-            hom, scale = line_of_sight_homography(lm[idx], k)
+            hom, scale = line_of_sight_homography(lm[idx], camera.k, camera.k_inv)
             roi_m = roi_transforms(map_landmarks(lm[idx], hom, scale))
             for j, i in enumerate(idx):
                 plans[i] = _Plan(roi_m[j] @ hom[j], crop_scale(roi_m[j]) * float(scale[j]), True)
@@ -628,8 +626,8 @@ class LandmarkExtractor:
     def _keep(self, faces, scores):
         """Return the indices of the faces to report: present, one per face, largest first."""
         idx = [i for i, f in enumerate(faces) if f is not None]
-        if not idx:
-            return []
+        if len(idx) < 2:
+            return idx
         boxes = landmark_boxes(np.stack([faces[i] for i in idx]))
         iou = box_iou(boxes, boxes)
         chosen = []
