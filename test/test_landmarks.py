@@ -8,7 +8,7 @@ import pytest
 
 from nlml_hpe import speed_benchmark
 from nlml_hpe.benchmark import face_sequence, read_rgb
-from nlml_hpe.landmarks import CROP_PX, LandmarkExtractor, Roi
+from nlml_hpe.landmarks import CROP_PX, LandmarkExtractor, LandmarkModel, Roi, roi_transforms
 from nlml_hpe.model import ModelFileError
 from nlml_hpe.tflite import LANDMARK_MODEL, TFLiteModel, model_path
 
@@ -119,6 +119,33 @@ def test_roi_crop_transform_round_trip():
     lm[33, :2], lm[263, :2] = (110, 90), (170, 90)
     r = Roi.from_landmarks(lm)
     assert r.angle == pytest.approx(0.0) and r.side == pytest.approx(150.0)
+
+
+def test_threads_share_a_frames_faces_and_read_them_alike(face_rgb):
+    """Crops shared among single-threaded copies read as one copy reads them all, in order."""
+    with LandmarkExtractor() as ex:
+        lm = ex.extract(face_rgb)[0]
+    base = roi_transforms(lm[None])[0]
+    shift = np.eye(3)
+    transforms = []
+    for i in range(7):  # the same face through 7 crops, each shifted a little more
+        shift[:2, 2] = (3.0 * i, -2.0 * i)
+        transforms.append(shift @ base)
+    one = LandmarkModel(num_threads=1)
+    three = LandmarkModel(num_threads=3)
+    try:
+        lm1, s1 = one.read(face_rgb, transforms)
+        lm3, s3 = three.read(face_rgb, transforms)
+        assert three.num_threads == 3 and three._pool is not None  # the pool did run
+        np.testing.assert_array_equal(lm1, lm3)
+        np.testing.assert_array_equal(s1, s3)
+        # Each crop's landmarks follow its own transform: shifted crops, shifted landmarks.
+        assert np.allclose(lm1[6, 1, :2] - lm1[0, 1, :2], (18.0, -12.0), atol=3.0)
+    finally:
+        one.close()
+        three.close()
+    assert three._pool is None  # closed: no worker left behind
+    three.close()  # idempotent
 
 
 def test_streaming_tracks_a_moving_face(face_rgb):

@@ -25,6 +25,7 @@ import sys
 import time
 
 from .options import EstimatorConfig
+from .tflite import DEFAULT_NUM_THREADS
 
 IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm'}
 VIDEO_EXTS = {'.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg'}
@@ -504,8 +505,8 @@ def build_parser():
     speed.add_argument('--model', metavar='PATH')
     speed.add_argument('--max-faces', type=int, default=5, choices=range(1, 21),
                        metavar='1..20', help='faces tracked at most (default 5, as the node)')
-    speed.add_argument('--threads', type=int, default=1,
-                       help='LiteRT CPU threads per model (default 1, as the node)')
+    speed.add_argument('--threads', type=int, default=DEFAULT_NUM_THREADS,
+                       help=f'num_threads (default {DEFAULT_NUM_THREADS}, as the node)')
     speed.add_argument('--no-legacy', action='store_true',
                        help='skip the legacy MediaPipe graph (needs mediapipe 0.10.21)')
     speed.add_argument('--json', action='store_true')

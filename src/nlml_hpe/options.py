@@ -42,8 +42,9 @@ class EstimatorConfig:
         DEFAULT_MIN_FACE_PX, 'Smallest face (pixels wide) the detector searches for: the '
         'frame is also searched in tiles (one per look in video); a face once found is '
         'tracked at any size.', 8.0, 1000.0)
-    num_threads: int = _opt(DEFAULT_NUM_THREADS, 'CPU threads of each face model (LiteRT).',
-                            1, MAX_NUM_THREADS)
+    num_threads: int = _opt(
+        DEFAULT_NUM_THREADS, "CPU threads: a frame's faces are read on up to this many (one "
+        'face: one thread), and each face detector look uses as many.', 1, MAX_NUM_THREADS)
     flip_average: bool = _opt(
         None, "Also read each face's mirrored crop (same batch) and average the angles: "
         'AFLW2000 dev 2.57 -> 2.47 deg, about 3 ms more a face (default: on for still '
