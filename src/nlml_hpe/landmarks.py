@@ -171,6 +171,21 @@ def crop_scale(transform):
     return math.sqrt(abs(m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]))
 
 
+_INV_255 = np.float32(1.0 / 255.0)
+
+
+def _crop(rgb, transform, out):
+    """Write the 192-px crop of ``rgb`` through ``transform`` into ``out`` as float32 in [0, 1]."""
+    m = np.asarray(transform, dtype=np.float64)
+    if m[2, 0] == 0.0 and m[2, 1] == 0.0 and m[2, 2] == 1.0:
+        crop = cv2.warpAffine(rgb, m[:2], (CROP_PX, CROP_PX), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+    else:
+        crop = cv2.warpPerspective(rgb, m, (CROP_PX, CROP_PX), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REPLICATE)
+    np.multiply(crop, _INV_255, out=out, casting='unsafe')
+
+
 class LandmarkModel:
     """MediaPipe's face landmark model: 192x192 crops -> 468 x, y, z + presence.
 
@@ -198,22 +213,16 @@ class LandmarkModel:
         """Return the model's inputs ``(N, 192, 192, 3)`` float32 in ``[0, 1]``."""
         out = np.empty((len(transforms), CROP_PX, CROP_PX, 3), np.float32)
         for i, m in enumerate(transforms):
-            m = np.asarray(m, dtype=np.float64)
-            if m[2, 0] == 0.0 and m[2, 1] == 0.0 and m[2, 2] == 1.0:
-                crop = cv2.warpAffine(rgb, m[:2], (CROP_PX, CROP_PX), flags=cv2.INTER_LINEAR,
-                                      borderMode=cv2.BORDER_REPLICATE)
-            else:
-                crop = cv2.warpPerspective(rgb, m, (CROP_PX, CROP_PX), flags=cv2.INTER_LINEAR,
-                                           borderMode=cv2.BORDER_REPLICATE)
-            np.multiply(crop, _INV_255, out=out[i], casting='unsafe')
+            _crop(rgb, m, out[i])
         return out
 
-    def _read_part(self, model, rgb, transforms):
+    @staticmethod
+    def _read_part(model, rgb, transforms):
         """Read crops one at a time with ``model``: ``(raw landmarks, raw flags)``."""
         raw = np.empty((len(transforms), 3 * N_LANDMARKS), np.float32)
         flag = np.empty(len(transforms), np.float32)
         for i, m in enumerate(transforms):
-            r, f = model.run(self.crops(rgb, [m]))
+            r, f = model.run_filled(lambda buf, m=m: _crop(rgb, m, buf[0]))
             raw[i], flag[i] = r.reshape(-1), f.reshape(-1)[0]
         return raw, flag
 
@@ -269,7 +278,6 @@ def from_crop(landmarks_crop, transforms, z_scales=None):
     return map_landmarks(landmarks_crop, inv, scale)
 
 
-_INV_255 = np.float32(1.0 / 255.0)
 _FLIP = np.array([[-1.0, 0.0, CROP_PX], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
 
 

@@ -97,6 +97,20 @@ class TFLiteModel:
         self.input_shape = tuple(int(v) for v in input_shape)
         self._batch = 1
 
+    def run_filled(self, fill):
+        """Run on one image that ``fill(buffer)`` writes into the model's own input.
+
+        ``buffer`` is the ``(1, H, W, C)`` float32 input tensor itself (no copy
+        as in :meth:`run`); ``fill`` must not keep it.
+        """
+        if self._batch != 1:
+            self._it.resize_tensor_input(self._input, [1, *self.input_shape])
+            self._it.allocate_tensors()
+            self._batch = 1
+        fill(self._it.tensor(self._input)())
+        self._it.invoke()
+        return [self._it.get_tensor(i) for i in self._outputs]
+
     def run(self, images):
         """Run the model on ``images`` ``(N, H, W, C)`` float32; returns one array per output."""
         n = len(images)
