@@ -79,6 +79,18 @@ def test_matrix_to_quaternion_matches_scipy():
     assert g.matrix_to_quaternion(np.eye(3)).tolist() == [0.0, 0.0, 0.0, 1.0]
 
 
+def test_quaternion_to_matrix_matches_scipy():
+    from scipy.spatial.transform import Rotation
+
+    quats = Rotation.random(500, random_state=7).as_quat()
+    for q, scale in zip(quats, np.linspace(0.2, 5.0, len(quats))):  # normalised here
+        np.testing.assert_allclose(g.quaternion_to_matrix(q * scale),
+                                   Rotation.from_quat(q).as_matrix(), atol=1e-12)
+    for bad in ([0.0, 0.0, 0.0, 0.0], [np.nan, 0.0, 0.0, 1.0], [np.inf, 0.0, 0.0, 1.0]):
+        with pytest.raises(ValueError, match='quaternion'):
+            g.quaternion_to_matrix(bad)
+
+
 def test_gaze_offset():
     face = g.face_frame_in_optical(g.euler_to_matrix(0, 0, 0))
     assert g.gaze_offset_deg(face, [0, 0, 1.0]) == pytest.approx(0.0, abs=1e-9)

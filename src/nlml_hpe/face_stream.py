@@ -23,9 +23,8 @@ import math
 import threading
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
-from .geometry import angle_between_deg
+from .geometry import angle_between_deg, quaternion_to_matrix
 from .position import UNKNOWN_CAMERA_HFOV_DEG, default_camera_matrix
 from .tracking import FaceTracker, PoseSmoother
 
@@ -241,7 +240,7 @@ class FaceStream:
                 if o['smoothing'] and o['tracking']:
                     quat, pos = self._smoother(fid, quat, pos, t)
                 quat = quat / np.linalg.norm(quat)
-                rot = Rotation.from_quat(quat).as_matrix()
+                rot = quaternion_to_matrix(quat)
                 offset = target_offset_deg(rot, pos)
                 face_out = StreamFace(
                     id=int(fid), quaternion=quat, rotation=rot, position=pos, metric=metric,

@@ -771,7 +771,8 @@ class HeadPoseNode(LifecycleNode):
             t_looking = UInt8MultiArray(data=[int(r['looking_target']) for r in results])
             t_looking.layout.dim = dim
             self._pub_looking_target.publish(t_looking)
-        self._pub_markers.publish(self._markers(stamp, frame, results))
+        if self._pub_markers.get_subscription_count() > 0:  # RViz's: built only when read
+            self._pub_markers.publish(self._markers(stamp, frame, results))
         if self._hri is not None:
             self._publish_hri(poses.header, results, rgb)
         if not results:

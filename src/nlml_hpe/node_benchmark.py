@@ -368,6 +368,9 @@ def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
         'frames_dropped': delta('frames_dropped'),
         'frames_without_face': delta('frames_without_face'),
         'compressed': compressed,
+        # received -> published inside the node (its diagnostics, last 120 frames)
+        'node_processing_ms_p50': _float_or_none(d1.get('processing_latency_ms_p50')),
+        'node_processing_ms_p95': _float_or_none(d1.get('processing_latency_ms_p95')),
     }
     if abuse_rate > 0:
         res.update(abuse_rate_hz=abuse_rate, frames_rejected=delta('frames_rejected'),
@@ -376,11 +379,19 @@ def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
     return res
 
 
+def _float_or_none(value):
+    try:
+        return round(float(value), 2)
+    except (TypeError, ValueError):
+        return None
+
+
 def _print(res, log=print):
     log(f"output rate: head_pose {res['head_pose_rate_hz']} Hz, head_poses "
         f"{res['head_poses_rate_hz']} Hz (input {res['rate_hz']:g} Hz)")
     log(f"latency stamp->head_pose: p50 {res['latency_ms_p50']} ms, p95 {res['latency_ms_p95']} "
-        f"ms, max {res['latency_ms_max']} ms")
+        f"ms, max {res['latency_ms_max']} ms; of which in the node (received -> published) "
+        f"p50 {res['node_processing_ms_p50']} ms, p95 {res['node_processing_ms_p95']} ms")
     log(f"node CPU {res['node_cpu_percent']} % of one core; RSS start "
         f"{res['node_rss_mib_start']} MiB, max {res['node_rss_mib_max']} MiB, end "
         f"{res['node_rss_mib_end']} MiB")
