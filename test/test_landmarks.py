@@ -187,6 +187,38 @@ def test_streaming_follows_the_number_of_faces(face_crop):
         assert [len(single.extract(frame(i, True))) for i in range(6)] == [1] * 6
 
 
+def test_looks_run_between_frames_and_their_faces_come_next_frame(face_crop):
+    """While a face is tracked, a new one is found by a look that no frame waits for."""
+    crop, share = face_crop
+
+    def frame(i):
+        out = np.full((480, 640, 3), 100, np.uint8)
+        paste(out, crop, share, 110, (170, 240 + 4 * np.sin(i / 5)))
+        if i > 0:
+            paste(out, crop, share, 110, (470, 240))
+        return out
+
+    runs = {}
+    for threads in (1, 2):
+        with LandmarkExtractor(streaming=True, detection_interval=1, num_threads=threads) as ex:
+            readings = [ex.read_frame(frame(0))]  # nothing tracked: searched in the frame
+            for i in range(1, 3 * len(ex.regions(640, 480))):
+                readings.append(ex.read_frame(frame(i)))
+                ex.look_ahead()  # as the estimator does once a frame's work is done
+        runs[threads] = readings
+        counts = [len(r.faces) for r in readings]
+        assert counts[0] == 1 and counts[-1] == 2, counts
+        first = counts.index(2)
+        assert all(c == 2 for c in counts[first:]), counts
+        # The look that found it was scheduled by the frame before, which it did not slow.
+        assert readings[first - 1].detector_runs == 1 and readings[first].tracked == 1
+    # The thread count changes where a look runs, not what is found, nor when.
+    assert [len(r.faces) for r in runs[1]] == [len(r.faces) for r in runs[2]]
+    for a, b in zip(runs[1], runs[2]):
+        for fa, fb in zip(a.faces, b.faces):
+            np.testing.assert_allclose(fa, fb, atol=1e-3)
+
+
 @pytest.mark.parametrize('size,face_px', [((640, 480), 28), ((1280, 720), 28),
                                           ((1920, 1080), 40)])
 def test_small_faces_are_found_in_large_frames(face_crop, size, face_px):

@@ -287,6 +287,9 @@ class HeadPoseEstimator:
         t1 = time.perf_counter()
         poses = self.estimate_landmarks(reading.faces, camera=camera, scores=reading.scores,
                                         twins=reading.mirrored, reread=reading.reread)
+        look_ahead = getattr(self.extractor, 'look_ahead', None)  # the legacy one has none
+        if look_ahead is not None:
+            look_ahead()  # a look for new faces, between this frame and the next
         self.last_timings.update(landmarks_ms=(t1 - t0) * 1e3,
                                  warped=int(sum(reading.reread)),
                                  detector_runs=reading.detector_runs)

@@ -239,10 +239,7 @@ class LandmarkModel:
             return np.zeros((0, N_LANDMARKS, 3)), np.zeros(0)
         parts = min(n, len(self._models))
         cuts = [round(n * j / parts) for j in range(parts + 1)]
-        if parts > 1 and self._pool is None:
-            self._pool = ThreadPoolExecutor(len(self._models) - 1,
-                                            thread_name_prefix='nlml_hpe_landmarks')
-        futures = [self._pool.submit(self._read_part, self._models[j], rgb,
+        futures = [self._executor().submit(self._read_part, self._models[j], rgb,
                                      transforms[cuts[j]:cuts[j + 1]])
                    for j in range(1, parts)]
         try:
@@ -254,6 +251,21 @@ class LandmarkModel:
         lm = raw.reshape(n, N_LANDMARKS, 3).astype(np.float64)
         score = 1.0 / (1.0 + np.exp(-np.clip(flag.reshape(-1).astype(np.float64), -100, 100)))
         return lm, score
+
+    def submit(self, fn, *args, **kwargs):
+        """Run ``fn`` on a worker thread: a ``Future``, or ``None`` with one thread.
+
+        Work beside a read: the workers also take a read's shares, after it.
+        """
+        if len(self._models) < 2:
+            return None
+        return self._executor().submit(fn, *args, **kwargs)
+
+    def _executor(self):
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(len(self._models) - 1,
+                                            thread_name_prefix='nlml_hpe_landmarks')
+        return self._pool
 
     def close(self):
         """Stop the worker threads (idempotent)."""
@@ -279,6 +291,16 @@ def from_crop(landmarks_crop, transforms, z_scales=None):
 
 
 _FLIP = np.array([[-1.0, 0.0, CROP_PX], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+class _Done:
+    """A finished look: ``result()`` as a ``Future``'s."""
+
+    def __init__(self, value):
+        self._value = value
+
+    def result(self):
+        return self._value
 
 
 @dataclass(frozen=True)
@@ -398,6 +420,8 @@ class LandmarkExtractor:
         self.model = LandmarkModel(num_threads)
         self._regions = {}
         self._tracked = []  # streaming: landmarks of the faces found in the previous frame
+        self._look_due = None  # streaming: a look scheduled (rgb, detector runs, frame size)
+        self._look = None  # ... and started: (future, frame size)
         self._frame = 0
         self._next_region = 0
         self._closed = False
@@ -516,27 +540,29 @@ class LandmarkExtractor:
             camera = (Camera(camera_matrix, w, h) if camera_matrix is not None else
                       Camera.guess(w, h))
         detector_runs = 0
-        tracked, fresh = [], []
+        tracked, fresh, due = [], [], None
         if not self.streaming:
             fresh = self.detect(rgb)[:self.max_candidates]
             detector_runs = len(set(self.regions(w, h)))
         else:
+            fresh = self._collect_look(w, h)  # the previous frame's look, if one ran
             tracked = self._plans(self._tracked, camera, line_of_sight_deg)
             due = self._regions_due(w, h)
             if due:
                 detector_runs = len(due)
-                known = [tuple(b) for b in landmark_boxes(np.array(self._tracked))] \
-                    if self._tracked else []
-                fresh = [roi for box, roi in self.detect(rgb, due, boxes=True)
-                         if not _overlaps(box, known)]
-                fresh = fresh[:self.max_candidates - len(tracked)]
+                # While faces are tracked, a look for new ones waits for look_ahead (after
+                # this frame's work) and the next frame reads the faces it finds.
+                if not tracked:
+                    fresh += self._new_faces(self.detect(rgb, due, boxes=True))
+                    due = None
+            fresh = fresh[:self.max_candidates - len(tracked)]
         # Pass 1: tracked faces through their planned crops (and mirrored), new ones directly.
-        plans = tracked + [_Plan(r.transform(), None, False) for r in fresh]
-        mirror_first = [mirror] * len(tracked) + [False] * len(fresh)
-        faces, scores, mirrored, reread = self._read_plans(rgb, plans, mirror_first)
+        faces, scores, mirrored, reread = self._read_plans(
+            rgb, tracked + [_Plan(r.transform(), None, False) for r in fresh],
+            [mirror] * len(tracked) + [False] * len(fresh))
         # New faces: re-read from their own landmarks' ROI (as a tracker would) ``refine``
         # times; the last pass also turns them onto their line of sight and mirrors them.
-        redo = [i for i in range(len(tracked), len(plans)) if faces[i] is not None]
+        redo = [i for i in range(len(tracked), len(faces)) if faces[i] is not None]
         turn = line_of_sight_deg is not None
         for it in range(max(self.refine, 1)):
             last = it == max(self.refine, 1) - 1
@@ -556,6 +582,8 @@ class LandmarkExtractor:
                     faces[i], scores[i], reread[i] = f2[j], s2[j], plans2[j].reread
                 if last and mirror:
                     mirrored[i] = m2[j]
+        if self.streaming and due:
+            self._look_due = (rgb, due, (w, h))
         keep = self._keep(faces, scores)
         out = FrameReading([faces[i] for i in keep], [float(scores[i]) for i in keep],
                            [mirrored[i] for i in keep] if mirror else None,
@@ -566,6 +594,46 @@ class LandmarkExtractor:
         self.last_stats = {'detector_runs': detector_runs, 'tracked': len(tracked),
                            'reread': sum(out.reread)}
         return out
+
+    def _new_faces(self, found):
+        """Return the ROIs of ``found`` ``(box, roi)`` pairs that are not tracked faces."""
+        known = [tuple(b) for b in landmark_boxes(np.array(self._tracked))] \
+            if self._tracked else []
+        return [roi for box, roi in found if not _overlaps(box, known)]
+
+    def look_ahead(self):
+        """Start the look for new faces that the latest frame scheduled, if any.
+
+        Streaming, while faces are tracked, a look (one detector run every
+        ``detection_interval`` frames) is not run inside the frame that
+        schedules it: call this once that frame's work is done, and it runs on
+        a worker thread (``num_threads`` >= 2) in the time before the next
+        frame, or here.  The next :meth:`read_frame` reads the faces it found
+        (it runs the look itself if this was not called), so a new face
+        appears one frame after its look, whatever the thread count, and no
+        frame waits for a detector.
+        """
+        if self._look_due is None:
+            return
+        rgb, due, size = self._look_due
+        self._look_due = None
+        future = self.model.submit(self.detect, rgb, due, boxes=True)
+        self._look = (future, size) if future is not None else \
+            (_Done(self.detect(rgb, due, boxes=True)), size)
+
+    def _collect_look(self, w, h):
+        """Return the new faces of the look the previous frame scheduled, or ``[]``.
+
+        Faces barely move in a frame, and the ROI is 1.5 face boxes wide; the
+        refine pass then centres each one on its own landmarks.
+        """
+        self.look_ahead()  # not started yet: run it now
+        if self._look is None:
+            return []
+        look, size = self._look
+        self._look = None
+        found = look.result()  # before anything else uses the detectors
+        return self._new_faces(found) if size == (w, h) else []
 
     @staticmethod
     def _plans(faces, camera, min_deg):
@@ -672,6 +740,9 @@ class LandmarkExtractor:
 
     def reset(self):
         """Forget tracked faces (a new sequence starts)."""
+        if self._look is not None:
+            self._look[0].result()  # its detectors are free again; its faces are dropped
+        self._look = self._look_due = None
         self._tracked = []
         self._frame = 0
         self._next_region = 0
@@ -679,9 +750,10 @@ class LandmarkExtractor:
     def close(self):
         """Release the models (idempotent); the extractor cannot be used afterwards."""
         self._closed = True
-        self._detectors = {}
         if self.model is not None:
-            self.model.close()
+            self.model.close()  # waits for a look still running
+        self._look = self._look_due = None
+        self._detectors = {}
         self.model = None
         self._tracked = []
 
