@@ -12,7 +12,11 @@ sitting still) through a streaming estimator and times every
 
 With ``legacy`` the same clips also go through the legacy MediaPipe graph
 (:class:`~nlml_hpe.legacy_landmarks.LegacyLandmarkExtractor`), so each row has
-its ratio against it, measured in the same run.
+its ratio against it, measured in the same run: the two take turns, ten
+rounds of 30 frames each (:func:`time_streams`), so a slow spell of a shared
+machine falls on both.  Frames come back to back (no idle time between them,
+unlike a 30 Hz camera: a look for new faces that would run between frames
+runs beside the next one here).
 """
 
 import math
@@ -54,21 +58,42 @@ def clip(crop, share, size, centres, face_px, n_frames, amplitude=6.0):
         yield frame
 
 
-def time_stream(estimator, frames, warmup):
-    """Time ``estimate`` on each frame; stats of the frames after ``warmup``."""
-    total, lm, model, faces = [], [], [], []
-    for i, frame in enumerate(frames):
-        t0 = time.perf_counter()
-        poses = estimator.estimate(frame)
-        dt = (time.perf_counter() - t0) * 1e3
-        if i < warmup:
-            continue
-        total.append(dt)
-        lm.append(estimator.last_timings['landmarks_ms'])
-        model.append(estimator.last_timings['model_ms'] + estimator.last_timings['post_ms'])
-        faces.append(len(poses))
-    return {'frame_ms': _stats(total), 'landmarks_ms': _stats(lm), 'pose_ms': _stats(model),
-            'faces_mean': float(np.mean(faces)) if faces else 0.0, 'frames': len(total)}
+def _timed(estimator, frame, out):
+    """Time one ``estimate`` call; append its timings to ``out`` (lists by key)."""
+    t0 = time.perf_counter()
+    poses = estimator.estimate(frame)
+    out['total'].append((time.perf_counter() - t0) * 1e3)
+    timings = estimator.last_timings
+    out['lm'].append(timings['landmarks_ms'])
+    out['model'].append(timings['model_ms'] + timings['post_ms'])
+    out['faces'].append(len(poses))
+
+
+def _summary(out):
+    return {'frame_ms': _stats(out['total']), 'landmarks_ms': _stats(out['lm']),
+            'pose_ms': _stats(out['model']),
+            'faces_mean': float(np.mean(out['faces'])) if out['faces'] else 0.0,
+            'frames': len(out['total'])}
+
+
+def time_streams(estimators, make_frames, frames, warmup, rounds=10):
+    """:func:`time_stream` of several estimators, interleaved in ``rounds``.
+
+    Each estimator plays its own copy of the clip; the timed frames are split
+    into ``rounds`` turns, each method in turn, so a slow spell of a shared
+    machine falls on all of them alike.
+    """
+    clips = [make_frames() for _ in estimators]
+    for est, clip_ in zip(estimators, clips):
+        for _ in range(warmup):
+            est.estimate(next(clip_))
+    outs = [{'total': [], 'lm': [], 'model': [], 'faces': []} for _ in estimators]
+    cuts = [round(frames * r / rounds) for r in range(rounds + 1)]
+    for r in range(rounds):
+        for est, clip_, out in zip(estimators, clips, outs):
+            for _ in range(cuts[r + 1] - cuts[r]):
+                _timed(est, next(clip_), out)
+    return [_summary(out) for out in outs]
 
 
 def scenarios(crop, share, frames, warmup, crowd=(1, 5, 15)):
@@ -107,23 +132,26 @@ def run_speed(make_estimator, face_rgb, face_landmarks, *, frames=300, warmup=30
     crop, share = face_crop(face_rgb, face_landmarks)
     rows = []
     for name, size, options, make_frames in scenarios(crop, share, frames, warmup, crowd):
-        methods = [False, True] if legacy and not name.startswith('crowd') else [False]
-        start = len(rows)
-        for is_legacy in methods:
-            if is_legacy and not options.get('perspective_warp', True):
-                continue  # the legacy graph never re-read (see LegacyLandmarkExtractor)
-            est = make_estimator(is_legacy, **options)
-            try:
+        methods = [False]
+        if legacy and not name.startswith('crowd') and options.get('perspective_warp', True):
+            methods.append(True)  # (the legacy graph never re-read: no row without it)
+        ests = []
+        try:
+            for is_legacy in methods:
+                ests.append(make_estimator(is_legacy, **options))
+            stats = time_streams(ests, make_frames, frames, warmup)
+            for is_legacy, est, st in zip(methods, ests, stats):
                 row = {'scenario': name, 'method': 'legacy' if is_legacy else 'nlml_hpe',
-                       'size': list(size), **time_stream(est, make_frames(), warmup)}
+                       'size': list(size), **st}
                 if not is_legacy and options.get('perspective_warp'):
                     row['reread_faces'] = int(est.last_timings.get('warped', 0))
-                model = est.model
-            finally:
+                rows.append(row)
+            model = ests[0].model
+        finally:
+            for est in ests:
                 est.close()
-            rows.append(row)
-        if len(rows) - start == 2:
-            ours, base = rows[start], rows[start + 1]
+        if len(methods) == 2:
+            ours, base = rows[-2], rows[-1]
             if ours['frame_ms']['p50'] and base['frame_ms']['p50']:
                 ours['ratio_to_legacy_p50'] = ours['frame_ms']['p50'] / base['frame_ms']['p50']
     from .features import normalise_landmarks
