@@ -267,7 +267,10 @@ class HeadPoseEstimator:
         mirrored crop with ``flip_average``; faces at least ``warp_min_deg`` off
         the optical axis from a crop turned onto their line of sight with
         ``perspective_warp``), then :meth:`estimate_landmarks` reads, fuses and
-        places them.  ``camera`` (a :class:`~nlml_hpe.camera.Camera`) or
+        places them; last, in video, a look for new faces that the frame
+        scheduled starts, to run until the next call
+        (:meth:`~nlml_hpe.landmarks.LandmarkExtractor.look_ahead`).  ``camera``
+        (a :class:`~nlml_hpe.camera.Camera`) or
         ``camera_matrix`` (3x3 K) is the frame's camera, validated once here;
         without either, :meth:`Camera.guess <nlml_hpe.camera.Camera.guess>`
         (no metric positions).

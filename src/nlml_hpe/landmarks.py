@@ -24,7 +24,14 @@ the detector runs only to look for new faces: every ``detection_interval``
 frames one run of the detection plan (whole frame and tiles, in turn) while
 faces are tracked; while none is, every frame the near-face detector on the
 whole frame plus the next run of the plan.  A face, once found, is tracked at
-any size the landmark model still reads.
+any size the landmark model still reads.  A look while faces are tracked runs
+between frames (:meth:`LandmarkExtractor.look_ahead`, on a worker thread when
+there is one), and the next frame reads the faces it found: no frame waits for
+a detector.
+
+Threads (``num_threads``): the landmark model runs as that many single-threaded
+copies that share a frame's crops (a one-face frame uses one), and each
+detector run uses that many threads.
 
 :meth:`LandmarkExtractor.read_frame` also reads each face's mirrored crop (flip
 averaging) and reads faces far off the optical axis through a crop turned onto
