@@ -88,12 +88,16 @@ def time_streams(estimators, make_frames, frames, warmup, rounds=10):
         for _ in range(warmup):
             est.estimate(next(clip_))
     outs = [{'total': [], 'lm': [], 'model': [], 'faces': []} for _ in estimators]
+    cpu = [0.0] * len(estimators)
     cuts = [round(frames * r / rounds) for r in range(rounds + 1)]
     for r in range(rounds):
-        for est, clip_, out in zip(estimators, clips, outs):
+        for k, (est, clip_, out) in enumerate(zip(estimators, clips, outs)):
+            c0 = time.process_time()
             for _ in range(cuts[r + 1] - cuts[r]):
                 _timed(est, next(clip_), out)
-    return [_summary(out) for out in outs]
+            cpu[k] += time.process_time() - c0
+    return [dict(_summary(out), cpu_ms_per_frame=1e3 * c / max(frames, 1))
+            for out, c in zip(outs, cpu)]
 
 
 def scenarios(crop, share, frames, warmup, crowd=(1, 5, 15)):
@@ -175,13 +179,15 @@ def format_speed(result):
              + (f"; {result['num_threads']} LiteRT thread(s)" if 'num_threads' in result
                 else '')]
     lines.append(f"{'scenario':<36} {'method':<9} {'faces':>5} {'p50':>7} {'p95':>7} "
-                 f"{'landmk':>7} {'pose':>6} {'vs legacy':>9}")
+                 f"{'landmk':>7} {'pose':>6} {'CPU':>6} {'vs legacy':>9}")
     for r in result['rows']:
         ratio = r.get('ratio_to_legacy_p50')
         lines.append(f"{r['scenario']:<36} {r['method']:<9} {r['faces_mean']:5.1f} "
                      f"{r['frame_ms']['p50']:7.2f} {r['frame_ms']['p95']:7.2f} "
                      f"{r['landmarks_ms']['p50']:7.2f} {r['pose_ms']['p50']:6.2f} "
+                     f"{r.get('cpu_ms_per_frame', float('nan')):6.2f} "
                      + (f'{100 * ratio:8.0f}%' if ratio else ''))
+    lines.append('CPU: mean CPU time per frame, all threads of the process (ms)')
     s = result['encoder_heads_ms']
     lines.append(f"encoder+heads, 1 face: p50 {s['p50']:.3f} ms, p95 {s['p95']:.3f} ms")
     rss = result['rss_mb']
