@@ -36,8 +36,8 @@ class EstimatorConfig:
     min_detection_confidence: float = _opt(0.5, 'Face detector score threshold.', 0.0, 1.0)
     detection_interval: int = _opt(
         DEFAULT_DETECTION_INTERVAL, 'Video: frames between two looks for new faces while '
-        'faces are tracked (one detector run, 1-3 ms); with none tracked the detector runs '
-        'every frame.', 1, 300)
+        'faces are tracked (one detector run, between frames); with none tracked the detector '
+        'runs every frame.', 1, 300)
     min_face_px: float = _opt(
         DEFAULT_MIN_FACE_PX, 'Smallest face (pixels wide) the detector searches for: the '
         'frame is also searched in tiles (one per look in video); a face once found is '
