@@ -219,6 +219,36 @@ def test_looks_run_between_frames_and_their_faces_come_next_frame(face_crop):
             np.testing.assert_allclose(fa, fb, atol=1e-3)
 
 
+def test_a_look_is_dropped_by_reset_and_by_a_new_frame_size(face_crop):
+    crop, share = face_crop
+
+    def frame(size, two):
+        out = np.full((size[1], size[0], 3), 100, np.uint8)
+        paste(out, crop, share, 110, (170, 240))
+        if two:
+            paste(out, crop, share, 110, (470, 240))
+        return out
+
+    with LandmarkExtractor(streaming=True, detection_interval=1, num_threads=2) as ex:
+        assert len(ex.read_frame(frame((640, 480), False)).faces) == 1
+        ex.read_frame(frame((640, 480), True))  # tracked: schedules a look
+        ex.look_ahead()
+        ex.reset()  # a new sequence: waits for the look, and drops it
+        assert ex._look is None and ex._look_due is None
+        assert len(ex.read_frame(frame((640, 480), False)).faces) == 1
+        r1 = ex.read_frame(frame((640, 480), True))
+        ex.look_ahead()
+        # The next frame has another size: the look's regions do not apply to it, so the
+        # second face waits for a look of its own (a kept look would bring it now).
+        r2 = ex.read_frame(frame((800, 480), True))
+        assert r1.detector_runs == 1 and r2.tracked == 1 and len(r2.faces) == 1
+        counts = []
+        for _ in range(len(ex.regions(800, 480)) + 1):
+            ex.look_ahead()
+            counts.append(len(ex.read_frame(frame((800, 480), True)).faces))
+        assert counts[-1] == 2, counts
+
+
 @pytest.mark.parametrize('size,face_px', [((640, 480), 28), ((1280, 720), 28),
                                           ((1920, 1080), 40)])
 def test_small_faces_are_found_in_large_frames(face_crop, size, face_px):
