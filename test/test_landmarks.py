@@ -249,6 +249,31 @@ def test_a_look_is_dropped_by_reset_and_by_a_new_frame_size(face_crop):
         assert counts[-1] == 2, counts
 
 
+def test_a_look_reads_its_own_copy_of_the_frame(face_crop):
+    """A camera loop may reuse its frame buffer as soon as a frame's call returns."""
+    import threading
+
+    crop, share = face_crop
+    buf = np.full((480, 640, 3), 100, np.uint8)
+    paste(buf, crop, share, 110, (170, 240))
+    one = buf.copy()
+    paste(buf, crop, share, 110, (470, 240))
+    two = buf.copy()
+    with LandmarkExtractor(streaming=True, detection_interval=1, num_threads=2) as ex:
+        ex.read_frame(one)
+        counts = []
+        for _ in range(len(ex.regions(640, 480)) + 1):
+            buf[:] = two
+            counts.append(len(ex.read_frame(buf).faces))
+            hold = threading.Event()
+            ex.model.submit(hold.wait)  # the worker starts the look only after ...
+            ex.look_ahead()
+            buf[:] = 0  # ... the next frame is written into the same buffer
+            hold.set()
+            ex.model.submit(int).result()  # (one worker: the look is done)
+        assert counts[-1] == 2, counts
+
+
 @pytest.mark.parametrize('size,face_px', [((640, 480), 28), ((1280, 720), 28),
                                           ((1920, 1080), 40)])
 def test_small_faces_are_found_in_large_frames(face_crop, size, face_px):

@@ -624,7 +624,9 @@ class LandmarkExtractor:
             return
         rgb, due, size = self._look_due
         self._look_due = None
-        future = self.model.submit(self.detect, rgb, due, boxes=True)
+        # The worker reads its own copy: the caller may reuse its frame buffer.
+        future = self.model.submit(self.detect, rgb.copy(), due, boxes=True) \
+            if self.model.num_threads > 1 else None
         self._look = (future, size) if future is not None else \
             (_Done(self.detect(rgb, due, boxes=True)), size)
 
