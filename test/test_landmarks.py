@@ -148,6 +148,32 @@ def test_threads_share_a_frames_faces_and_read_them_alike(face_rgb):
     three.close()  # idempotent
 
 
+def test_run_scaled_writes_the_input_in_place_as_run_copies_it(face_rgb):
+    model = TFLiteModel(model_path(LANDMARK_MODEL), (CROP_PX, CROP_PX, 3),
+                        [(1, 1, 1404), (1, 1, 1)])
+    crop = face_rgb[100:100 + CROP_PX, 200:200 + CROP_PX]
+    a = model.run((crop / 255.0).astype(np.float32)[None])
+    b = model.run_scaled(crop, 1.0 / 255.0)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match='shape'):
+        model.run_scaled(face_rgb, 1.0 / 255.0)
+    assert model.run_scaled(crop, 1.0 / 255.0)[0].shape == (1, 1, 1, 1404)  # still usable
+
+
+def test_an_error_in_any_share_of_a_read_is_raised(face_rgb):
+    good = roi_transforms(LandmarkExtractor().extract(face_rgb)[0][None])[0]
+    bad = good[:2]  # not a 3x3 transform
+    model = LandmarkModel(num_threads=2)
+    try:
+        for transforms in ([bad, good, good, good], [good, good, good, bad]):  # main, worker
+            with pytest.raises(IndexError):
+                model.read(face_rgb, transforms)
+        assert model.read(face_rgb, [good] * 4)[0].shape == (4, 468, 3)  # still works
+    finally:
+        model.close()
+
+
 def test_streaming_tracks_a_moving_face(face_rgb):
     frames = list(face_sequence(face_rgb, 12))
     with LandmarkExtractor(streaming=True) as stream, LandmarkExtractor() as static:

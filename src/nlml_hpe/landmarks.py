@@ -45,7 +45,7 @@ frame); ``test/test_landmarks_oracle.py`` checks that both give the same
 landmarks.
 """
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 import math
 
@@ -181,16 +181,14 @@ def crop_scale(transform):
 _INV_255 = np.float32(1.0 / 255.0)
 
 
-def _crop(rgb, transform, out):
-    """Write the 192-px crop of ``rgb`` through ``transform`` into ``out`` as float32 in [0, 1]."""
+def _crop(rgb, transform):
+    """Return the 192-px uint8 crop of ``rgb`` through image-to-crop ``transform`` (3x3)."""
     m = np.asarray(transform, dtype=np.float64)
     if m[2, 0] == 0.0 and m[2, 1] == 0.0 and m[2, 2] == 1.0:
-        crop = cv2.warpAffine(rgb, m[:2], (CROP_PX, CROP_PX), flags=cv2.INTER_LINEAR,
+        return cv2.warpAffine(rgb, m[:2], (CROP_PX, CROP_PX), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
-    else:
-        crop = cv2.warpPerspective(rgb, m, (CROP_PX, CROP_PX), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_REPLICATE)
-    np.multiply(crop, _INV_255, out=out, casting='unsafe')
+    return cv2.warpPerspective(rgb, m, (CROP_PX, CROP_PX), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
 
 
 class LandmarkModel:
@@ -216,20 +214,13 @@ class LandmarkModel:
         """Copies of the model, one thread each."""
         return len(self._models)
 
-    def crops(self, rgb, transforms):
-        """Return the model's inputs ``(N, 192, 192, 3)`` float32 in ``[0, 1]``."""
-        out = np.empty((len(transforms), CROP_PX, CROP_PX, 3), np.float32)
-        for i, m in enumerate(transforms):
-            _crop(rgb, m, out[i])
-        return out
-
     @staticmethod
     def _read_part(model, rgb, transforms):
         """Read crops one at a time with ``model``: ``(raw landmarks, raw flags)``."""
         raw = np.empty((len(transforms), 3 * N_LANDMARKS), np.float32)
         flag = np.empty(len(transforms), np.float32)
         for i, m in enumerate(transforms):
-            r, f = model.run_filled(lambda buf, m=m: _crop(rgb, m, buf[0]))
+            r, f = model.run_scaled(_crop(rgb, m), _INV_255)
             raw[i], flag[i] = r.reshape(-1), f.reshape(-1)[0]
         return raw, flag
 
@@ -245,14 +236,15 @@ class LandmarkModel:
         if not n:
             return np.zeros((0, N_LANDMARKS, 3)), np.zeros(0)
         parts = min(n, len(self._models))
-        cuts = [round(n * j / parts) for j in range(parts + 1)]
+        cuts = [n - round(n * (parts - j) / parts) for j in range(parts + 1)]
         futures = [self._executor().submit(self._read_part, self._models[j], rgb,
                                      transforms[cuts[j]:cuts[j + 1]])
                    for j in range(1, parts)]
         try:
-            results = [self._read_part(self._models[0], rgb, transforms[:cuts[1]])]
-        finally:  # the workers read rgb: never return before they are done
-            results += [f.result() for f in futures]
+            first = self._read_part(self._models[0], rgb, transforms[:cuts[1]])
+        finally:  # the workers read rgb: never return (or raise) before they are done
+            wait(futures)
+        results = [first] + [f.result() for f in futures]
         raw = np.concatenate([r[0] for r in results]) if parts > 1 else results[0][0]
         flag = np.concatenate([r[1] for r in results]) if parts > 1 else results[0][1]
         lm = raw.reshape(n, N_LANDMARKS, 3).astype(np.float64)

@@ -97,17 +97,23 @@ class TFLiteModel:
         self.input_shape = tuple(int(v) for v in input_shape)
         self._batch = 1
 
-    def run_filled(self, fill):
-        """Run on one image that ``fill(buffer)`` writes into the model's own input.
+    def run_scaled(self, image, scale):
+        """Run on one image ``(H, W, C)`` times ``scale``, written straight into the input.
 
-        ``buffer`` is the ``(1, H, W, C)`` float32 input tensor itself (no copy
-        as in :meth:`run`); ``fill`` must not keep it.
+        No float32 copy of the image is made: the product goes into the model's
+        own input tensor (:meth:`run` copies a prepared batch in).
         """
+        image = np.asarray(image)
+        if image.shape != self.input_shape:
+            raise ValueError(f'expected an image of shape {self.input_shape}, got {image.shape}')
         if self._batch != 1:
             self._it.resize_tensor_input(self._input, [1, *self.input_shape])
             self._it.allocate_tensors()
             self._batch = 1
-        fill(self._it.tensor(self._input)())
+        # The view is a temporary: nothing that can fail holds it (LiteRT refuses to run
+        # while a view of its memory is alive).
+        np.multiply(image, np.float32(scale), out=self._it.tensor(self._input)()[0],
+                    casting='unsafe')
         self._it.invoke()
         return [self._it.get_tensor(i) for i in self._outputs]
 
