@@ -67,16 +67,22 @@ def landmark_centroids(landmarks_px):
     return np.einsum('nij->nj', lm)[:, :2] / lm.shape[1]
 
 
-def off_axis_deg(landmarks_px, camera_matrix):
+def off_axis_deg(landmarks_px, camera_matrix, k_inv=None):
     """Angle (degrees) between the optical axis and the ray through a face's landmarks.
 
-    ``landmarks_px`` is one ``(468, 3)`` face (only the centroid of ``x, y``
-    is used), ``camera_matrix`` the 3x3 intrinsics of its image.
+    ``landmarks_px`` is one ``(468, 3)`` face (returns a float) or ``(N, 468, 3)``
+    faces (returns ``(N,)``); only the centroid of ``x, y`` is used.
+    ``camera_matrix`` is the 3x3 intrinsics of the image (``k_inv``: its
+    inverse, when the caller has it).
     """
     lm = np.asarray(landmarks_px, dtype=np.float64)
-    centroid = np.array([lm[:, 0].mean(), lm[:, 1].mean(), 1.0])
-    ray = np.linalg.solve(np.asarray(camera_matrix, dtype=np.float64), centroid)
-    return float(angle_between_deg(ray, (0.0, 0.0, 1.0)))
+    faces = lm.reshape(-1, N_LANDMARKS, lm.shape[-1])
+    rays = np.ones((len(faces), 3))
+    rays[:, :2] = landmark_centroids(faces)
+    kinv = np.linalg.inv(np.asarray(camera_matrix, dtype=np.float64)) if k_inv is None \
+        else k_inv
+    deg = angle_between_deg(rays @ kinv.T, (0.0, 0.0, 1.0))
+    return float(deg[0]) if lm.ndim == 2 else deg
 
 
 def line_of_sight_homography(landmarks_px, camera_matrix, k_inv=None):

@@ -45,7 +45,7 @@ frame); ``test/test_landmarks_oracle.py`` checks that both give the same
 landmarks.
 """
 
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 import math
 
@@ -58,10 +58,10 @@ from .features import (
     LEFT_EYE_OUTER,
     N_LANDMARKS,
     RIGHT_EYE_OUTER,
-    landmark_centroids,
     landmark_extent,
     line_of_sight_homography,
     map_landmarks,
+    off_axis_deg,
 )
 from .geometry import box_iou
 from .images import as_rgb_uint8
@@ -245,20 +245,25 @@ class LandmarkModel:
         finally:  # the workers read rgb: never return (or raise) before they are done
             wait(futures)
         results = [first] + [f.result() for f in futures]
-        raw = np.concatenate([r[0] for r in results]) if parts > 1 else results[0][0]
-        flag = np.concatenate([r[1] for r in results]) if parts > 1 else results[0][1]
+        raw = np.concatenate([r[0] for r in results])
+        flag = np.concatenate([r[1] for r in results])
         lm = raw.reshape(n, N_LANDMARKS, 3).astype(np.float64)
         score = 1.0 / (1.0 + np.exp(-np.clip(flag.reshape(-1).astype(np.float64), -100, 100)))
         return lm, score
 
     def submit(self, fn, *args, **kwargs):
-        """Run ``fn`` on a worker thread: a ``Future``, or ``None`` with one thread.
+        """Run ``fn`` on a worker thread, or here with one thread: a ``Future`` either way.
 
         Work beside a read: the workers also take a read's shares, after it.
         """
-        if len(self._models) < 2:
-            return None
-        return self._executor().submit(fn, *args, **kwargs)
+        if len(self._models) > 1:
+            return self._executor().submit(fn, *args, **kwargs)
+        done = Future()
+        try:
+            done.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # noqa: BLE001 - raised by result(), as a worker's would be
+            done.set_exception(exc)
+        return done
 
     def _executor(self):
         if self._pool is None:
@@ -290,16 +295,6 @@ def from_crop(landmarks_crop, transforms, z_scales=None):
 
 
 _FLIP = np.array([[-1.0, 0.0, CROP_PX], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
-
-
-class _Done:
-    """A finished look: ``result()`` as a ``Future``'s."""
-
-    def __init__(self, value):
-        self._value = value
-
-    def result(self):
-        return self._value
 
 
 @dataclass(frozen=True)
@@ -616,11 +611,9 @@ class LandmarkExtractor:
             return
         rgb, due, size = self._look_due
         self._look_due = None
-        # The worker reads its own copy: the caller may reuse its frame buffer.
-        future = self.model.submit(self.detect, rgb.copy(), due, boxes=True) \
-            if self.model.num_threads > 1 else None
-        self._look = (future, size) if future is not None else \
-            (_Done(self.detect(rgb, due, boxes=True)), size)
+        if self.model.num_threads > 1:  # a worker's look reads its own copy: the caller
+            rgb = rgb.copy()  # may reuse its frame buffer as soon as this frame returns
+        self._look = (self.model.submit(self.detect, rgb, due, boxes=True), size)
 
     def _collect_look(self, w, h):
         """Return the new faces of the look the previous frame scheduled, or ``[]``.
@@ -649,11 +642,7 @@ class LandmarkExtractor:
         mats = roi_transforms(lm)
         turned = np.zeros(len(lm), dtype=bool)
         if camera is not None and min_deg is not None:
-            rays = np.ones((len(lm), 3))
-            rays[:, :2] = landmark_centroids(lm)
-            rays = rays @ camera.k_inv.T
-            cos = rays[:, 2] / np.sqrt(np.einsum('ij,ij->i', rays, rays))
-            turned = cos <= math.cos(math.radians(min_deg))
+            turned = off_axis_deg(lm, camera.k, camera.k_inv) >= min_deg
         plans = [_Plan(m, None, False) for m in mats]
         if turned.any():
             idx = np.flatnonzero(turned)

@@ -97,6 +97,13 @@ class TFLiteModel:
         self.input_shape = tuple(int(v) for v in input_shape)
         self._batch = 1
 
+    def _resize(self, n):
+        """Make the input a batch of ``n`` images (reallocating only when that changes)."""
+        if n != self._batch:
+            self._it.resize_tensor_input(self._input, [n, *self.input_shape])
+            self._it.allocate_tensors()
+            self._batch = n
+
     def run_scaled(self, image, scale):
         """Run on one image ``(H, W, C)`` times ``scale``, written straight into the input.
 
@@ -106,10 +113,7 @@ class TFLiteModel:
         image = np.asarray(image)
         if image.shape != self.input_shape:
             raise ValueError(f'expected an image of shape {self.input_shape}, got {image.shape}')
-        if self._batch != 1:
-            self._it.resize_tensor_input(self._input, [1, *self.input_shape])
-            self._it.allocate_tensors()
-            self._batch = 1
+        self._resize(1)
         # The view is a temporary: nothing that can fail holds it (LiteRT refuses to run
         # while a view of its memory is alive).
         np.multiply(image, np.float32(scale), out=self._it.tensor(self._input)()[0],
@@ -120,10 +124,7 @@ class TFLiteModel:
     def run(self, images):
         """Run the model on ``images`` ``(N, H, W, C)`` float32; returns one array per output."""
         n = len(images)
-        if n != self._batch:
-            self._it.resize_tensor_input(self._input, [n, *self.input_shape])
-            self._it.allocate_tensors()
-            self._batch = n
+        self._resize(n)
         self._it.set_tensor(self._input, np.ascontiguousarray(images, dtype=np.float32))
         self._it.invoke()
         return [self._it.get_tensor(i) for i in self._outputs]
