@@ -300,6 +300,33 @@ def test_a_look_reads_its_own_copy_of_the_frame(face_crop):
         assert counts[-1] == 2, counts
 
 
+def test_a_frame_reads_its_tracked_faces_while_the_last_look_still_runs(face_crop):
+    """Frames that come back to back do not wait for the look the previous one started."""
+    import threading
+
+    crop, share = face_crop
+    frame = np.full((480, 640, 3), 100, np.uint8)
+    paste(frame, crop, share, 110, (170, 240))
+    with LandmarkExtractor(streaming=True, detection_interval=1, num_threads=2) as ex:
+        assert len(ex.read_frame(frame).faces) == 1
+        ex.read_frame(frame)  # tracked: schedules a look
+        hold = threading.Event()
+        ex.model.submit(hold.wait, 10.0)  # the worker starts the look only after hold
+        ex.look_ahead()
+        pending = []
+        read = ex.model.read
+
+        def reading(*args, **kwargs):
+            pending.append(not ex._look[0].done())  # the look has not run yet
+            hold.set()
+            return read(*args, **kwargs)
+
+        ex.model.read = reading
+        out = ex.read_frame(frame)
+        assert pending[:1] == [True]
+        assert len(out.faces) == 1 and out.tracked == 1 and ex._look is None
+
+
 @pytest.mark.parametrize('size,face_px', [((640, 480), 28), ((1280, 720), 28),
                                           ((1920, 1080), 40)])
 def test_small_faces_are_found_in_large_frames(face_crop, size, face_px):

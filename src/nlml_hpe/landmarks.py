@@ -230,19 +230,22 @@ class LandmarkModel:
             raw[i], flag[i] = r.reshape(-1), f.reshape(-1)[0]
         return raw, flag
 
-    def read(self, rgb, transforms):
+    def read(self, rgb, transforms, solo=True):
         """Landmarks ``(N, 468, 3)`` in crop pixels and presence scores ``(N,)``.
 
         The crops are read one by one, shared among the model's copies: one
         crop at a time beats a batch through LiteRT's CPU kernels here (a
         batch of 15 cost 2.2 ms a face, single crops 1.6-1.8 ms; a batch's
-        activations outgrow the caches; ``docs/results.md``).
+        activations outgrow the caches; ``docs/results.md``).  A single crop
+        takes all threads unless ``solo`` is false (the workers are busy: it
+        is read on this thread alone).
         """
         n = len(transforms)
         if not n:
             return np.zeros((0, N_LANDMARKS, 3)), np.zeros(0)
         if n == 1 and self._solo is not None:
-            return self._finish([self._read_part(self._solo, rgb, transforms)], n)
+            return self._finish([self._read_part(self._solo if solo else self._models[0], rgb,
+                                                 transforms)], n)
         parts = min(n, len(self._models))
         cuts = [n - round(n * (parts - j) / parts) for j in range(parts + 1)]
         futures = [self._executor().submit(self._read_part, self._models[j], rgb,
@@ -420,7 +423,7 @@ class LandmarkExtractor:
         self.detector_kind = detector
         self._min_detection_confidence = float(min_detection_confidence)
         self._num_threads = check_num_threads(num_threads)
-        self._detectors = {}
+        self._detectors = {}  # {(kind, look): FaceDetector}
         for kind in (('short', 'full') if detector == 'auto' else (detector,)):
             self._detector(kind)  # load now: a broken model file fails here, not mid-stream
         self.model = LandmarkModel(num_threads)
@@ -435,11 +438,18 @@ class LandmarkExtractor:
         self.last_stats = {}
 
     # -- detection plan ---------------------------------------------------
-    def _detector(self, kind):
-        if kind not in self._detectors:
-            self._detectors[kind] = FaceDetector(kind, self._min_detection_confidence,
-                                                 self._num_threads)
-        return self._detectors[kind]
+    def _detector(self, kind, look=False):
+        """Return the detector of ``kind`` (``look``: the single-threaded one of looks).
+
+        A look runs on a worker beside the next frame's reading, so it takes
+        one thread (its own copy of the model); a frame's own search takes
+        all ``num_threads``.
+        """
+        look = look and self._num_threads > 1
+        if (kind, look) not in self._detectors:
+            self._detectors[kind, look] = FaceDetector(
+                kind, self._min_detection_confidence, 1 if look else self._num_threads)
+        return self._detectors[kind, look]
 
     def regions(self, width, height):
         """Return the detection plan of a frame: ``(detector, region)`` pairs in search order.
@@ -467,10 +477,11 @@ class LandmarkExtractor:
             self._regions[key] = plan
         return self._regions[key]
 
-    def detect(self, rgb, plan=None, boxes=False):
+    def detect(self, rgb, plan=None, boxes=False, look=False):
         """Detector ROIs in the ``(detector, region)`` pairs of ``plan`` (default: all).
 
         ``boxes``: return ``(box, roi)`` pairs, ``box`` the detector's face box.
+        ``look``: run the single-threaded detectors of looks between frames.
 
         Each run's faces are merged by weighted NMS.  Across runs, one face
         found several times keeps the short-range model's detection if it saw
@@ -484,7 +495,7 @@ class LandmarkExtractor:
         cands = []
         for kind, region in plan:
             whole = tuple(region) == (0.0, 0.0, float(w), float(h))
-            detector = self._detector(kind)
+            detector = self._detector(kind, look)
             dets = detector.detect(rgb, region, inner=not whole)
             zoom = detector.spec.size / max(region[2] - region[0], region[3] - region[1])
             for i in range(len(dets)):
@@ -546,12 +557,12 @@ class LandmarkExtractor:
             camera = (Camera(camera_matrix, w, h) if camera_matrix is not None else
                       Camera.guess(w, h))
         detector_runs = 0
-        tracked, fresh, due = [], [], None
+        tracked, fresh, found, due = [], [], [], None
         if not self.streaming:
             fresh = self.detect(rgb)[:self.max_candidates]
             detector_runs = len(set(self.regions(w, h)))
         else:
-            fresh = self._collect_look(w, h)  # the previous frame's look, if one ran
+            self.look_ahead()  # the previous frame's look, if look_ahead was not called
             tracked = self._plans(self._tracked, camera, line_of_sight_deg)
             due = self._regions_due(w, h)
             if due:
@@ -559,13 +570,20 @@ class LandmarkExtractor:
                 # While faces are tracked, a look for new ones waits for look_ahead (after
                 # this frame's work) and the next frame reads the faces it finds.
                 if not tracked:
-                    fresh += self._new_faces(self.detect(rgb, due, boxes=True))
+                    found = self._new_faces(self.detect(rgb, due, boxes=True))
                     due = None
-            fresh = fresh[:self.max_candidates - len(tracked)]
-        # Pass 1: tracked faces through their planned crops (and mirrored), new ones directly.
+        # Pass 1: tracked faces through their planned crops (and mirrored), while the
+        # previous frame's look may still run on the worker (then one thread reads here:
+        # the look has the other), then the new faces directly.
         faces, scores, mirrored, reread = self._read_plans(
-            rgb, tracked + [_Plan(r.transform(), None, False) for r in fresh],
-            [mirror] * len(tracked) + [False] * len(fresh))
+            rgb, tracked, [mirror] * len(tracked), solo=self._look is None)
+        if self.streaming:  # the look's new faces, then the ones this frame found
+            fresh = (self._collect_look(w, h) + found)[:self.max_candidates - len(tracked)]
+        if fresh:
+            new = self._read_plans(rgb, [_Plan(r.transform(), None, False) for r in fresh],
+                                   [False] * len(fresh))
+            for mine, more in zip((faces, scores, mirrored, reread), new):
+                mine += more
         # New faces: re-read from their own landmarks' ROI (as a tracker would) ``refine``
         # times; the last pass also turns them onto their line of sight and mirrors them.
         redo = [i for i in range(len(tracked), len(faces)) if faces[i] is not None]
@@ -613,11 +631,13 @@ class LandmarkExtractor:
         Streaming, while faces are tracked, a look (one detector run every
         ``detection_interval`` frames) is not run inside the frame that
         schedules it: call this once that frame's work is done, and it runs on
-        a worker thread (``num_threads`` >= 2) in the time before the next
-        frame, or here.  The next :meth:`read_frame` reads the faces it found
-        (it runs the look itself if this was not called), so a new face
-        appears one frame after its look, whatever the thread count, and no
-        frame waits for a detector.
+        a worker thread (``num_threads`` >= 2; single-threaded detectors) in
+        the time before the next frame, or here.  The next :meth:`read_frame`
+        reads the faces it found (it starts the look itself if this was not
+        called), so a new face appears one frame after its look, whatever the
+        thread count.  That frame reads its tracked faces first (on one
+        thread while the look runs): frames that come back to back, with no
+        idle time for the look, wait only for what is left of it.
         """
         if self._look_due is None:
             return
@@ -625,7 +645,7 @@ class LandmarkExtractor:
         self._look_due = None
         if self.model.num_threads > 1:  # a worker's look reads its own copy: the caller
             rgb = rgb.copy()  # may reuse its frame buffer as soon as this frame returns
-        self._look = (self.model.submit(self.detect, rgb, due, boxes=True), size)
+        self._look = (self.model.submit(self.detect, rgb, due, boxes=True, look=True), size)
 
     def _collect_look(self, w, h):
         """Return the new faces of the look the previous frame scheduled, or ``[]``.
@@ -633,12 +653,11 @@ class LandmarkExtractor:
         Faces barely move in a frame, and the ROI is 1.5 face boxes wide; the
         refine pass then centres each one on its own landmarks.
         """
-        self.look_ahead()  # not started yet: run it now
         if self._look is None:
             return []
         look, size = self._look
         self._look = None
-        found = look.result()  # before anything else uses the detectors
+        found = look.result()
         return self._new_faces(found) if size == (w, h) else []
 
     @staticmethod
@@ -664,8 +683,10 @@ class LandmarkExtractor:
                 plans[i] = _Plan(roi_m[j] @ hom[j], crop_scale(roi_m[j]) * float(scale[j]), True)
         return plans
 
-    def _read_plans(self, rgb, plans, mirror, direct=None):
+    def _read_plans(self, rgb, plans, mirror, direct=None, solo=True):
         """Read ``plans`` (``direct[i]`` False: only its mirrored crop) in one batch.
+
+        ``solo``: a single crop may take all threads (:meth:`LandmarkModel.read`).
 
         Returns per plan: landmarks (or None under the presence threshold),
         score, mirrored landmarks (mirrored image's pixels, or None) and whether
@@ -686,7 +707,7 @@ class LandmarkExtractor:
         faces, scores, mirrored = [None] * n, [0.0] * n, [None] * n
         if not mats:
             return faces, scores, mirrored, [p.reread for p in plans]
-        crop_lm, pres = self.model.read(rgb, mats)
+        crop_lm, pres = self.model.read(rgb, mats, solo=solo)
         width = rgb.shape[1]
         lms = from_crop(crop_lm, mats, zs)
         finite = np.all(np.isfinite(lms), axis=(1, 2))

@@ -43,8 +43,9 @@ class EstimatorConfig:
         'frame is also searched in tiles (one per look in video); a face once found is '
         'tracked at any size.', 8.0, 1000.0)
     num_threads: int = _opt(
-        DEFAULT_NUM_THREADS, "CPU threads: a frame's faces are read on up to this many (one "
-        'face: one thread), and each face detector look uses as many.', 1, MAX_NUM_THREADS)
+        DEFAULT_NUM_THREADS, "CPU threads: a frame's faces are shared among up to this many (a "
+        "lone face's model run uses them all), and a frame's own face search uses as many "
+        '(a look between frames: one).', 1, MAX_NUM_THREADS)
     flip_average: bool = _opt(
         None, "Also read each face's mirrored crop (same batch) and average the angles: "
         'AFLW2000 dev 2.57 -> 2.47 deg, about 3 ms more a face (default: on for still '

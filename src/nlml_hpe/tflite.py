@@ -24,13 +24,14 @@ SHORT_RANGE_MODEL = 'face_detection_short_range.tflite'
 FULL_RANGE_MODEL = 'face_detection_full_range_sparse.tflite'
 
 #: CPU threads (``num_threads``).  The landmark model runs as that many
-#: single-threaded copies that share a frame's faces (a one-face frame uses one
-#: thread; a crowd, or a face and its mirrored crop, use them all); each detector
-#: runs its convolutions on that many threads (a detector look, every
-#: ``detection_interval`` frames, 5.0 -> 3.6 ms for the full-range model).  Two:
-#: one face costs the same CPU as with one thread, 15 faces take about 40 % less
-#: time, and a robot's computer keeps its other cores for navigation, speech and
-#: planning (``docs/results.md``).
+#: single-threaded copies that share a frame's faces (a crowd, or a face and its
+#: mirrored crop), and a lone face goes through one more copy that runs its
+#: convolutions on all of them (here 1.1 -> 0.75 ms for about 35 % more CPU time
+#: on that run); a frame's own face search runs each detector on that many
+#: threads (the full-range model 5.0 -> 3.6 ms), a look between frames on one
+#: (it runs beside the next frame).  Two: 15 faces take about 40 % less time, one
+#: face about 0.35 ms less, and a robot's computer keeps its other cores for
+#: navigation, speech and planning (``docs/results.md``).
 DEFAULT_NUM_THREADS = 2
 MAX_NUM_THREADS = 16
 
