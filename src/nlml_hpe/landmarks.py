@@ -26,12 +26,13 @@ faces are tracked; while none is, every frame the near-face detector on the
 whole frame plus the next run of the plan.  A face, once found, is tracked at
 any size the landmark model still reads.  A look while faces are tracked runs
 between frames (:meth:`LandmarkExtractor.look_ahead`, on a worker thread when
-there is one), and the next frame reads the faces it found: no frame waits for
-a detector.
+there is one), and the next frame reads the faces it found, after its tracked
+ones: a frame waits for a detector only if the look is still running then.
 
 Threads (``num_threads``): the landmark model runs as that many single-threaded
-copies that share a frame's crops (a one-face frame uses one), and each
-detector run uses that many threads.
+copies that share a frame's crops, plus one copy on all the threads for a lone
+face; a frame's own detector runs use that many threads, a look between frames
+one (:data:`~nlml_hpe.tflite.DEFAULT_NUM_THREADS`).
 
 :meth:`LandmarkExtractor.read_frame` also reads each face's mirrored crop (flip
 averaging) and reads faces far off the optical axis through a crop turned onto
