@@ -141,6 +141,12 @@ def test_threads_share_a_frames_faces_and_read_them_alike(face_rgb):
         np.testing.assert_array_equal(s1, s3)
         # Each crop's landmarks follow its own transform: shifted crops, shifted landmarks.
         assert np.allclose(lm1[6, 1, :2] - lm1[0, 1, :2], (18.0, -12.0), atol=3.0)
+        # A lone crop: on all three threads (one copy), or on this thread alone, alike.
+        for solo in (True, False):
+            lone, s_lone = three.read(face_rgb, transforms[2:3], solo=solo)
+            np.testing.assert_array_equal(lone, lm1[2:3])
+            np.testing.assert_array_equal(s_lone, s1[2:3])
+        assert three._solo.num_threads == 3 and one._solo is None
     finally:
         one.close()
         three.close()
