@@ -244,9 +244,8 @@ class LandmarkModel:
         n = len(transforms)
         if not n:
             return np.zeros((0, N_LANDMARKS, 3)), np.zeros(0)
-        if n == 1 and self._solo is not None:
-            return self._finish([self._read_part(self._solo if solo else self._models[0], rgb,
-                                                 transforms)], n)
+        if n == 1 and solo and self._solo is not None:
+            return self._finish([self._read_part(self._solo, rgb, transforms)], n)
         parts = min(n, len(self._models))
         cuts = [n - round(n * (parts - j) / parts) for j in range(parts + 1)]
         futures = [self._executor().submit(self._read_part, self._models[j], rgb,
