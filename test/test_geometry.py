@@ -150,3 +150,18 @@ def test_gaze_frame_quaternion_follows_rep155():
     np.testing.assert_allclose(gaze[:, 0], -face[:, 1], atol=1e-12)  # x: subject's right
     np.testing.assert_allclose(gaze[:, 1], -face[:, 2], atol=1e-12)  # y: down
     assert gaze_frame_quaternion(np.stack([face, face])).shape == (2, 4)
+
+
+def test_a_few_faces_convert_as_a_batch_does():
+    """The per-frame path (plain floats for up to 16 faces) gives the batch path's values."""
+    ang = _random_angles(40, seed=3)
+    batch = g.euler_to_matrix(ang[:, 0], ang[:, 1], ang[:, 2])  # > 16: numpy
+    few = g.euler_to_matrix(ang[:3, 0], ang[:3, 1], ang[:3, 2])
+    assert few.shape == (3, 3, 3)
+    np.testing.assert_allclose(few, batch[:3], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(g.matrix_to_euler(batch[:3]), g.matrix_to_euler(batch)[:3],
+                               rtol=0, atol=1e-12)
+    assert g.matrix_to_euler(batch[0]).shape == (3,)
+    assert g.euler_to_matrix(np.zeros(0), np.zeros(0), np.zeros(0)).shape == (0, 3, 3)
+    # An infinite angle gives NaN rows (numpy's sin), as in a batch, not a math error.
+    assert np.isnan(g.euler_to_matrix(np.array([np.inf]), np.zeros(1), np.zeros(1))).any()

@@ -404,3 +404,39 @@ def test_off_axis_faces_are_read_on_their_line_of_sight(face_crop):
             assert r.reread == [True]
         # Tracked: the turned crop is the face's only read (no extra pass, no detector).
         assert stream.last_stats == {'detector_runs': 0, 'tracked': 1, 'reread': 1}
+
+
+def test_a_few_faces_are_placed_as_a_batch_places_them():
+    """The per-frame paths (plain floats for up to 16 faces) match the batch paths."""
+    from nlml_hpe.camera import Camera
+    from nlml_hpe.features import off_axis_deg
+    from nlml_hpe.landmarks import from_crop
+
+    rng = np.random.default_rng(5)
+    canon = np.load(resources.files('nlml_hpe').joinpath('data/canonical_face_468.npy'))
+    faces = []
+    for _ in range(20):  # canonical faces turned in the image plane, scaled and moved
+        a = rng.uniform(-0.6, 0.6)
+        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        lm = canon * rng.uniform(3, 12)
+        lm[:, :2] = lm[:, :2] @ rot.T + rng.uniform(50, 600, 2)
+        faces.append(lm)
+    faces = np.stack(faces)
+    many = roi_transforms(faces)  # > 16 faces: numpy
+    np.testing.assert_allclose(roi_transforms(faces[:3]), many[:3], rtol=0, atol=1e-9)
+    for i in range(3):
+        np.testing.assert_allclose(Roi.from_landmarks(faces[i]).transform(), many[i], atol=1e-9)
+    cam = Camera.guess(640, 480)
+    np.testing.assert_allclose(off_axis_deg(faces[:3], cam.k), off_axis_deg(faces, cam.k)[:3],
+                               rtol=0, atol=1e-9)
+    assert off_axis_deg(faces[0], cam.k) == pytest.approx(off_axis_deg(faces, cam.k)[0])
+    # Crops back to the image: affine crops inverted in closed form, perspective ones by numpy.
+    crop_lm = rng.uniform(0, CROP_PX, (3, 468, 3))
+    persp = many[:3].copy()
+    persp[:, 2, :2] = 1e-4  # no longer affine
+    for mats in (many[:3], persp):
+        back = from_crop(crop_lm, mats)
+        again = np.einsum('nij,nkj->nki', mats, np.concatenate(
+            [back[:, :, :2], np.ones((3, 468, 1))], axis=2))
+        np.testing.assert_allclose(again[:, :, :2] / again[:, :, 2:], crop_lm[:, :, :2],
+                                   atol=1e-9)

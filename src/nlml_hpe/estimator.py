@@ -51,14 +51,9 @@ import time
 
 import numpy as np
 
-from .baseline import rigid_fit_rotations
+from .baseline import _rigid_fit_checked
 from .camera import Camera
-from .features import (
-    N_LANDMARKS,
-    centre_on_line_of_sight,
-    landmark_extent,
-    normalise_landmarks,
-)
+from .features import N_LANDMARKS, _centre_checked, _normalise_checked, landmark_extent
 from .geometry import (
     FACE_TO_HEAD,
     box_iou,
@@ -378,17 +373,19 @@ class HeadPoseEstimator:
         (``rigid_fusion``), then each face with its un-mirrored twin.
         """
         batch = np.stack(lms + [lm for _, lm in twins])
+        if not np.isfinite(batch).all():  # checked once here for all the stages below
+            raise ValueError('landmarks contain NaN or inf')
         k = self._line_of_sight(ray, camera_matrix)
         if k is not None:  # the model reads faces as a camera looking straight at them sees them
             if twins:
                 ks = np.stack([k] * len(lms) + [ray.mirrored().k] * len(twins))
-                batch = centre_on_line_of_sight(batch, ks)
+                batch = _centre_checked(batch, ks)
             else:
-                batch = centre_on_line_of_sight(batch, k, None if ray is None else ray.k_inv)
-        net = self.model.predict(normalise_landmarks(batch))  # (N + twins, 3) p, y, r
+                batch = _centre_checked(batch, k, None if ray is None else ray.k_inv)
+        net = self.model.predict(_normalise_checked(batch))  # (N + twins, 3) p, y, r
         fused = net
         if self.rigid_fusion:
-            fused = 0.5 * (net + matrix_to_euler(rigid_fit_rotations(batch)))
+            fused = 0.5 * (net + matrix_to_euler(_rigid_fit_checked(batch)))
         return _average_twins(net, twins, len(lms)), _average_twins(fused, twins, len(lms))
 
     def _place(self, lms, twins, net, angles, ray, camera_matrix, scores, image_size, reread):

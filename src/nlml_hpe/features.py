@@ -81,7 +81,16 @@ def off_axis_deg(landmarks_px, camera_matrix, k_inv=None):
     rays[:, :2] = landmark_centroids(faces)
     kinv = np.linalg.inv(np.asarray(camera_matrix, dtype=np.float64)) if k_inv is None \
         else k_inv
-    deg = angle_between_deg(rays @ kinv.T, (0.0, 0.0, 1.0))
+    if len(faces) <= 16:  # a few faces (the per-frame path): plain floats per face
+        (k0, k1, k2), (k3, k4, k5), (k6, k7, k8) = np.asarray(kinv, dtype=np.float64).tolist()
+        out = []
+        for cx, cy in rays[:, :2].tolist():
+            x, y, z = k0 * cx + k1 * cy + k2, k3 * cx + k4 * cy + k5, k6 * cx + k7 * cy + k8
+            cos = z / max(math.sqrt(x * x + y * y + z * z), 1e-12)
+            out.append(math.degrees(math.acos(min(max(cos, -1.0), 1.0))))
+        deg = np.array(out)
+    else:
+        deg = angle_between_deg(rays @ kinv.T, (0.0, 0.0, 1.0))
     return float(deg[0]) if lm.ndim == 2 else deg
 
 
@@ -93,7 +102,11 @@ def line_of_sight_homography(landmarks_px, camera_matrix, k_inv=None):
     (area) scale at the centroid.  ``k_inv``: the inverse of a ``(3, 3)``
     ``camera_matrix``, when the caller has it.
     """
-    lm = as_landmark_batch(landmarks_px)
+    return _homography_checked(as_landmark_batch(landmarks_px), camera_matrix, k_inv)
+
+
+def _homography_checked(lm, camera_matrix, k_inv=None):
+    """:func:`line_of_sight_homography` of a checked ``(N, 468, 3)`` float64 batch."""
     k = np.asarray(camera_matrix, dtype=np.float64)
     if k.shape != (3, 3) and k.shape != (len(lm), 3, 3):
         raise ValueError(f'camera matrix must be (3, 3) or ({len(lm)}, 3, 3), got {k.shape}')
@@ -151,9 +164,12 @@ def centre_on_line_of_sight(landmarks_px, camera_matrix, k_inv=None):
     ``(3, 3)`` (``k_inv``: its inverse, if known) or one per face ``(N, 3, 3)``.
     Accepts ``(468, 3)`` for one face and returns ``(N, 468, 3)`` float64.
     """
-    lm = as_landmark_batch(landmarks_px)
-    hom, scale = line_of_sight_homography(lm, camera_matrix, k_inv)
-    return _map_checked(lm, hom, scale)
+    return _centre_checked(as_landmark_batch(landmarks_px), camera_matrix, k_inv)
+
+
+def _centre_checked(lm, camera_matrix, k_inv=None):
+    """:func:`centre_on_line_of_sight` of a checked ``(N, 468, 3)`` float64 batch."""
+    return _map_checked(lm, *_homography_checked(lm, camera_matrix, k_inv))
 
 
 def map_landmarks(landmarks_px, hom, z_scale):
@@ -183,9 +199,14 @@ def normalise_landmarks(landmarks_px):
     Raises ``ValueError`` for a wrong shape, non-finite values or a degenerate
     eye distance.
     """
-    lm = as_landmark_batch(landmarks_px)
+    return _normalise_checked(as_landmark_batch(landmarks_px))
+
+
+def _normalise_checked(lm):
+    """:func:`normalise_landmarks` of a checked ``(N, 468, 3)`` float64 batch."""
     centred = lm - lm[:, NOSE_TIP:NOSE_TIP + 1, :]
-    scale = np.linalg.norm(lm[:, RIGHT_EYE_OUTER] - lm[:, LEFT_EYE_OUTER], axis=-1)
-    if np.any(scale < 1e-9):
+    eyes = lm[:, RIGHT_EYE_OUTER] - lm[:, LEFT_EYE_OUTER]
+    scale = np.sqrt(np.einsum('ij,ij->i', eyes, eyes))
+    if len(scale) and float(scale.min()) < 1e-9:
         raise ValueError('degenerate landmarks: outer eye corners coincide')
     return (centred / scale[:, None, None]).reshape(len(lm), N_FEATURES).astype(np.float32)

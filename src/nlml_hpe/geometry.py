@@ -43,6 +43,13 @@ def euler_to_matrix(pitch, yaw, roll):
     form of ``Rotation.from_euler('ZYX', [roll, yaw, pitch]).as_matrix().T``
     (cheap enough for every face of every frame).
     """
+    pitch, yaw, roll = (np.asarray(a, float) for a in (pitch, yaw, roll))
+    if pitch.ndim == yaw.ndim == roll.ndim == 1 and len(pitch) == len(yaw) == len(roll) <= 16:
+        try:  # a few faces (the per-frame path): plain floats per face
+            return np.array([_euler_to_matrix_one(*a) for a in zip(
+                pitch.tolist(), yaw.tolist(), roll.tolist())]).reshape(-1, 3, 3)
+        except ValueError:  # math.sin of an infinite angle: numpy's NaN below
+            pass
     p, y, r = np.broadcast_arrays(np.radians(np.asarray(pitch, float)),
                                   np.radians(np.asarray(yaw, float)),
                                   np.radians(np.asarray(roll, float)))
@@ -57,6 +64,16 @@ def euler_to_matrix(pitch, yaw, roll):
     return out
 
 
+def _euler_to_matrix_one(pitch, yaw, roll):
+    """:func:`euler_to_matrix` of one face, in plain floats (rows of the matrix)."""
+    p, y, r = math.radians(pitch), math.radians(yaw), math.radians(roll)
+    sp, cp, sy, cy, sr, cr = math.sin(p), math.cos(p), math.sin(y), math.cos(y), \
+        math.sin(r), math.cos(r)
+    return ((cr * cy, sr * cy, -sy),
+            (-sr * cp + cr * sy * sp, cr * cp + sr * sy * sp, cy * sp),
+            (sr * sp + cr * sy * cp, -cr * sp + sr * sy * cp, cy * cp))
+
+
 def matrix_to_euler(rot):
     """AFLW2000 ``(pitch, yaw, roll)`` in degrees from head-to-viewer rotation(s).
 
@@ -66,6 +83,11 @@ def matrix_to_euler(rot):
     """
     rot = np.asarray(rot, float)
     flat = rot.reshape(-1, 3, 3)
+    if len(flat) <= 16:  # a few faces (the per-frame path): plain floats per face
+        out = np.array([(math.degrees(math.atan2(m[1][2], m[2][2])),
+                         math.degrees(-math.asin(min(max(m[0][2], -1.0), 1.0))),
+                         math.degrees(math.atan2(m[0][1], m[0][0]))) for m in flat.tolist()])
+        return out.reshape(rot.shape[:-2] + (3,))
     yaw = -np.arcsin(np.clip(flat[:, 0, 2], -1.0, 1.0))
     roll = np.arctan2(flat[:, 0, 1], flat[:, 0, 0])
     pitch = np.arctan2(flat[:, 1, 2], flat[:, 2, 2])

@@ -158,6 +158,10 @@ def roi_transforms(landmarks):
     """
     lm = np.asarray(landmarks, dtype=np.float64)
     lo, hi = landmark_extent(lm)
+    if len(lm) <= 16:  # a few faces (the per-frame path): plain floats per face
+        return np.array([Roi.from_box((*a, *b), p0, p1).transform() for a, b, p0, p1 in zip(
+            lo.tolist(), hi.tolist(), lm[:, RIGHT_EYE_OUTER, :2].tolist(),
+            lm[:, LEFT_EYE_OUTER, :2].tolist())]).reshape(-1, 3, 3)
     d = lm[:, LEFT_EYE_OUTER, :2] - lm[:, RIGHT_EYE_OUTER, :2]
     angle = -np.arctan2(-d[:, 1], d[:, 0])
     angle -= 2.0 * np.pi * np.floor((angle + np.pi) / (2.0 * np.pi))
@@ -260,10 +264,11 @@ class LandmarkModel:
     @staticmethod
     def _finish(results, n):
         """Join the shares' ``(raw landmarks, raw flags)``: ``(landmarks, presence scores)``."""
-        raw = np.concatenate([r[0] for r in results])
-        flag = np.concatenate([r[1] for r in results])
+        raw = results[0][0] if len(results) == 1 else np.concatenate([r[0] for r in results])
+        flags = [f for r in results for f in r[1].tolist()]
         lm = raw.reshape(n, N_LANDMARKS, 3).astype(np.float64)
-        score = 1.0 / (1.0 + np.exp(-np.clip(flag.reshape(-1).astype(np.float64), -100, 100)))
+        # The logistic of each flag, in plain floats (a few per frame).
+        score = np.array([1.0 / (1.0 + math.exp(-min(max(f, -100.0), 100.0))) for f in flags])
         return lm, score
 
     def submit(self, fn, *args, **kwargs):
@@ -303,10 +308,29 @@ def from_crop(landmarks_crop, transforms, z_scales=None):
     if not len(transforms):
         return np.zeros((0, N_LANDMARKS, 3))
     z_scales = [None] * len(transforms) if z_scales is None else z_scales
-    inv = np.linalg.inv(np.asarray(transforms, dtype=np.float64))
-    scale = np.array([1.0 / (z if z is not None else crop_scale(m))
-                      for m, z in zip(transforms, z_scales)])
+    m = np.asarray(transforms, dtype=np.float64)
+    if np.all(m[:, 2] == (0.0, 0.0, 1.0)):  # affine crops (the usual): invert in closed form
+        inv = _invert_affine(m)
+    else:
+        inv = np.linalg.inv(m)
+    scale = np.array([1.0 / (z if z is not None else crop_scale(t))
+                      for t, z in zip(m, z_scales)])
     return map_landmarks(landmarks_crop, inv, scale)
+
+
+def _invert_affine(m):
+    """Inverses ``(N, 3, 3)`` of affine transforms ``m`` ``(N, 3, 3)`` (last row 0, 0, 1).
+
+    In plain floats per transform: a few per frame, and small numpy calls
+    cost more than the arithmetic.
+    """
+    out = []
+    for (a, b, tx), (c, d, ty), _ in m.tolist():
+        det = a * d - b * c
+        ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
+        out.append(((ia, ib, -(ia * tx + ib * ty)), (ic, id_, -(ic * tx + id_ * ty)),
+                    (0.0, 0.0, 1.0)))
+    return np.array(out).reshape(-1, 3, 3)
 
 
 _FLIP = np.array([[-1.0, 0.0, CROP_PX], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])

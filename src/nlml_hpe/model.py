@@ -37,6 +37,8 @@ ENCODER_SIZES = (N_FEATURES, 1024, 512, 256, 128, 64, 9)
 HEAD_SIZES = (3, 128, 256, 128, 64, 1)
 #: Order of the latents and heads.
 LATENT_ANGLES = ('yaw', 'pitch', 'roll')
+#: Columns of the heads' (yaw, pitch, roll) that give (pitch, yaw, roll).
+_PITCH_YAW_ROLL = [1, 0, 2]
 WEIGHTS_NAME = 'nlml_hpe.safetensors'
 METADATA_NAME = 'nlml_hpe.json'
 
@@ -219,9 +221,16 @@ class PoseModel:
         # their layers is one batched matmul.
         self._encoder = [(np.ascontiguousarray(w[wk]), w[bk].copy())
                          for wk, bk, _ in _linear_keys('encoder', ENCODER_SIZES)]
-        #: ``{angle: (c1, c3, ...)}`` odd-polynomial calibration per angle (may be empty).
-        self.calibration = {a: w[f'{CALIBRATION_PREFIX}{a}'].astype(np.float64)
-                            for a in LATENT_ANGLES if f'{CALIBRATION_PREFIX}{a}' in w}
+        self._calibration = {a: w[f'{CALIBRATION_PREFIX}{a}'].astype(np.float64)
+                             for a in LATENT_ANGLES if f'{CALIBRATION_PREFIX}{a}' in w}
+        # The same as one (terms, 3) table, column j the coefficients of angle j (an
+        # uncalibrated angle: c1 = 1), highest terms zero-padded: one Horner pass for
+        # all angles does exactly the arithmetic of one odd_polynomial per angle.
+        terms = max([len(c) for c in self._calibration.values()], default=1)
+        self._calibration_table = np.zeros((terms, len(LATENT_ANGLES)))
+        for j, a in enumerate(LATENT_ANGLES):
+            c = self._calibration.get(a, np.ones(1))
+            self._calibration_table[:len(c), j] = c
         n_heads = len(LATENT_ANGLES)
         self._heads = []
         for wk, bk, _ in _linear_keys('head', HEAD_SIZES):
@@ -276,13 +285,22 @@ class PoseModel:
         """
         return self._forward(self._check(features))
 
+    @property
+    def calibration(self):
+        """``{angle: (c1, c3, ...)}`` odd-polynomial calibration per angle (may be empty)."""
+        return {a: c.copy() for a, c in self._calibration.items()}
+
     def calibrate(self, angles_rad):
         """Apply the calibration to raw head outputs ``(N, 3)`` (radians, yaw, pitch, roll)."""
-        out = np.array(angles_rad, dtype=np.float64)
-        for j, name in enumerate(LATENT_ANGLES):
-            if name in self.calibration:
-                out[:, j] = odd_polynomial(self.calibration[name], out[:, j])
-        return out
+        x = np.asarray(angles_rad, dtype=np.float64)
+        if not self._calibration:
+            return x.copy()
+        table = self._calibration_table
+        x2 = x * x
+        acc = np.broadcast_to(table[-1], x.shape)
+        for c in table[-2::-1]:  # Horner's rule in x**2, as odd_polynomial
+            acc = acc * x2 + c
+        return x * acc
 
     def predict(self, features, calibrated=True):
         """Predict AFLW2000-convention ``(pitch, yaw, roll)`` in degrees for each row.
@@ -294,8 +312,7 @@ class PoseModel:
             return np.zeros((0, 3), dtype=np.float64)
         _, ang = self._forward(x)
         ang = self.calibrate(ang) if calibrated else ang.astype(np.float64)
-        yaw, pitch, roll = np.degrees(ang).T
-        return np.stack([pitch, yaw, roll], axis=1)
+        return np.degrees(ang[:, _PITCH_YAW_ROLL])
 
     def decode(self, latents):
         """Map latents ``(N, 9)`` to ``(N, 3)`` radians ordered yaw, pitch, roll (heads only)."""
