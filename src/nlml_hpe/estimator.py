@@ -53,7 +53,13 @@ import numpy as np
 
 from .baseline import _rigid_fit_checked
 from .camera import Camera
-from .features import N_LANDMARKS, _centre_checked, _normalise_checked, landmark_extent
+from .features import (
+    N_LANDMARKS,
+    _centre_checked,
+    _normalise_checked,
+    as_landmark_batch,
+    landmark_extent,
+)
 from .geometry import (
     FACE_TO_HEAD,
     box_iou,
@@ -372,9 +378,7 @@ class HeadPoseEstimator:
         the network in one batch.  Fuse: average with the rigid fit
         (``rigid_fusion``), then each face with its un-mirrored twin.
         """
-        batch = np.stack(lms + [lm for _, lm in twins])
-        if not np.isfinite(batch).all():  # checked once here for all the stages below
-            raise ValueError('landmarks contain NaN or inf')
+        batch = as_landmark_batch(np.stack(lms + [lm for _, lm in twins]))  # for all stages
         k = self._line_of_sight(ray, camera_matrix)
         if k is not None:  # the model reads faces as a camera looking straight at them sees them
             if twins:

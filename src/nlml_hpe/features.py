@@ -18,7 +18,12 @@ import math
 
 import numpy as np
 
-from .geometry import _rotation_between_one, angle_between_deg, line_of_sight_rotation
+from .geometry import (
+    FEW_FACES,
+    _rotation_between_one,
+    angle_between_deg,
+    line_of_sight_rotation,
+)
 
 N_LANDMARKS = 468
 N_FEATURES = 3 * N_LANDMARKS
@@ -81,7 +86,7 @@ def off_axis_deg(landmarks_px, camera_matrix, k_inv=None):
     rays[:, :2] = landmark_centroids(faces)
     kinv = np.linalg.inv(np.asarray(camera_matrix, dtype=np.float64)) if k_inv is None \
         else k_inv
-    if len(faces) <= 16:  # a few faces (the per-frame path): plain floats per face
+    if len(faces) <= FEW_FACES:  # a few faces (the per-frame path): plain floats per face
         (k0, k1, k2), (k3, k4, k5), (k6, k7, k8) = np.asarray(kinv, dtype=np.float64).tolist()
         out = []
         for cx, cy in rays[:, :2].tolist():
@@ -112,7 +117,7 @@ def _homography_checked(lm, camera_matrix, k_inv=None):
         raise ValueError(f'camera matrix must be (3, 3) or ({len(lm)}, 3, 3), got {k.shape}')
     if not np.all(np.isfinite(k)):
         raise ValueError('camera matrix contains NaN or inf')
-    if k.ndim == 2 and len(lm) <= 16:  # a few faces, one camera: the per-frame path
+    if k.ndim == 2 and len(lm) <= FEW_FACES:  # a few faces, one camera: the per-frame path
         inv_n = 1.0 / lm.shape[1]
         return _homographies_one_camera(
             [(float(f[:, 0].sum()) * inv_n, float(f[:, 1].sum()) * inv_n) for f in lm], k,

@@ -27,6 +27,10 @@ import math
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+#: Up to this many faces, the per-frame helpers compute face by face in plain floats:
+#: a numpy call on a 3x3 matrix or a single face costs more than its arithmetic.
+FEW_FACES = 16
+
 #: Optical frame from viewer frame (flip y and z).
 VIEWER_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])
 
@@ -44,31 +48,29 @@ def euler_to_matrix(pitch, yaw, roll):
     (cheap enough for every face of every frame).
     """
     pitch, yaw, roll = (np.asarray(a, float) for a in (pitch, yaw, roll))
-    if pitch.ndim == yaw.ndim == roll.ndim == 1 and len(pitch) == len(yaw) == len(roll) <= 16:
+    if pitch.ndim == yaw.ndim == roll.ndim == 1 and len(pitch) == len(yaw) == len(roll) \
+            <= FEW_FACES:
         try:  # a few faces (the per-frame path): plain floats per face
-            return np.array([_euler_to_matrix_one(*a) for a in zip(
-                pitch.tolist(), yaw.tolist(), roll.tolist())]).reshape(-1, 3, 3)
+            return np.array([_euler_rows(*(f(math.radians(a)) for a in angles
+                                           for f in (math.sin, math.cos)))
+                             for angles in zip(pitch.tolist(), yaw.tolist(), roll.tolist())]
+                            ).reshape(-1, 3, 3)
         except ValueError:  # math.sin of an infinite angle: numpy's NaN below
             pass
-    p, y, r = np.broadcast_arrays(np.radians(np.asarray(pitch, float)),
-                                  np.radians(np.asarray(yaw, float)),
-                                  np.radians(np.asarray(roll, float)))
-    sp, cp, sy, cy, sr, cr = np.sin(p), np.cos(p), np.sin(y), np.cos(y), np.sin(r), np.cos(r)
+    p, y, r = np.broadcast_arrays(np.radians(pitch), np.radians(yaw), np.radians(roll))
+    rows = _euler_rows(np.sin(p), np.cos(p), np.sin(y), np.cos(y), np.sin(r), np.cos(r))
     out = np.empty(p.shape + (3, 3))
-    # R^T = Rz(roll) Ry(yaw) Rx(pitch), written out and transposed.
-    out[..., 0, 0], out[..., 1, 0], out[..., 2, 0] = cr * cy, -sr * cp + cr * sy * sp, \
-        sr * sp + cr * sy * cp
-    out[..., 0, 1], out[..., 1, 1], out[..., 2, 1] = sr * cy, cr * cp + sr * sy * sp, \
-        -cr * sp + sr * sy * cp
-    out[..., 0, 2], out[..., 1, 2], out[..., 2, 2] = -sy, cy * sp, cy * cp
+    for i, row in enumerate(rows):
+        for j, v in enumerate(row):
+            out[..., i, j] = v
     return out
 
 
-def _euler_to_matrix_one(pitch, yaw, roll):
-    """:func:`euler_to_matrix` of one face, in plain floats (rows of the matrix)."""
-    p, y, r = math.radians(pitch), math.radians(yaw), math.radians(roll)
-    sp, cp, sy, cy, sr, cr = math.sin(p), math.cos(p), math.sin(y), math.cos(y), \
-        math.sin(r), math.cos(r)
+def _euler_rows(sp, cp, sy, cy, sr, cr):
+    """Rows of :func:`euler_to_matrix` from the angles' sines and cosines (floats or arrays).
+
+    ``R^T = Rz(roll) Ry(yaw) Rx(pitch)``, written out and transposed.
+    """
     return ((cr * cy, sr * cy, -sy),
             (-sr * cp + cr * sy * sp, cr * cp + sr * sy * sp, cy * sp),
             (sr * sp + cr * sy * cp, -cr * sp + sr * sy * cp, cy * cp))
@@ -83,7 +85,7 @@ def matrix_to_euler(rot):
     """
     rot = np.asarray(rot, float)
     flat = rot.reshape(-1, 3, 3)
-    if len(flat) <= 16:  # a few faces (the per-frame path): plain floats per face
+    if len(flat) <= FEW_FACES:  # a few faces (the per-frame path): plain floats per face
         out = np.array([(math.degrees(math.atan2(m[1][2], m[2][2])),
                          math.degrees(-math.asin(min(max(m[0][2], -1.0), 1.0))),
                          math.degrees(math.atan2(m[0][1], m[0][0]))) for m in flat.tolist()])
@@ -147,7 +149,7 @@ def line_of_sight_rotation(position_optical):
     rotation ``line_of_sight_rotation(position) @ R_los``.
     """
     pos = np.asarray(position_optical, float)
-    if pos.ndim == 2 and len(pos) <= 16:  # a few faces: the plain-float path is faster
+    if pos.ndim == 2 and len(pos) <= FEW_FACES:  # a few faces: plain floats per face
         return np.array([_rotation_between_one(0.0, 0.0, 1.0, *p) for p in pos.tolist()]
                         ).reshape(-1, 3, 3)
     return rotation_between(np.array([0.0, 0.0, 1.0]), pos)

@@ -64,7 +64,7 @@ from .features import (
     map_landmarks,
     off_axis_deg,
 )
-from .geometry import box_iou
+from .geometry import FEW_FACES, box_iou
 from .images import as_rgb_uint8
 from .tflite import (
     DEFAULT_NUM_THREADS,
@@ -158,7 +158,7 @@ def roi_transforms(landmarks):
     """
     lm = np.asarray(landmarks, dtype=np.float64)
     lo, hi = landmark_extent(lm)
-    if len(lm) <= 16:  # a few faces (the per-frame path): plain floats per face
+    if len(lm) <= FEW_FACES:  # a few faces (the per-frame path): plain floats per face
         return np.array([Roi.from_box((*a, *b), p0, p1).transform() for a, b, p0, p1 in zip(
             lo.tolist(), hi.tolist(), lm[:, RIGHT_EYE_OUTER, :2].tolist(),
             lm[:, LEFT_EYE_OUTER, :2].tolist())]).reshape(-1, 3, 3)

@@ -81,13 +81,16 @@ def odd_polynomial(coeffs, x):
     """Evaluate ``c1*x + c3*x**3 + ...`` for coefficients ``(c1, c3, ...)``.
 
     Horner's rule in ``x**2``: ``x * (c1 + x**2 * (c3 + x**2 * c5))``; cheap
-    enough for the per-frame path (a few microseconds for one face).
+    enough for the per-frame path (a few microseconds for one face).  ``coeffs``
+    may also be a ``(terms, K)`` table: column ``k`` is the polynomial of
+    ``x[..., k]`` (zero-padded high terms leave a shorter polynomial as it is).
     """
     x = np.asarray(x, dtype=np.float64)
+    c = np.asarray(coeffs, dtype=np.float64)
     x2 = x * x
-    acc = float(coeffs[-1])
-    for c in coeffs[-2::-1]:
-        acc = acc * x2 + float(c)
+    acc = c[-1]
+    for ck in c[-2::-1]:
+        acc = acc * x2 + ck
     return x * acc
 
 
@@ -223,9 +226,9 @@ class PoseModel:
                          for wk, bk, _ in _linear_keys('encoder', ENCODER_SIZES)]
         self._calibration = {a: w[f'{CALIBRATION_PREFIX}{a}'].astype(np.float64)
                              for a in LATENT_ANGLES if f'{CALIBRATION_PREFIX}{a}' in w}
-        # The same as one (terms, 3) table, column j the coefficients of angle j (an
-        # uncalibrated angle: c1 = 1), highest terms zero-padded: one Horner pass for
-        # all angles does exactly the arithmetic of one odd_polynomial per angle.
+        # The same as one (terms, 3) table for odd_polynomial, column j the coefficients
+        # of angle j (an uncalibrated angle: c1 = 1), highest terms zero-padded: one
+        # Horner pass for all angles, exactly the arithmetic of one pass per angle.
         terms = max([len(c) for c in self._calibration.values()], default=1)
         self._calibration_table = np.zeros((terms, len(LATENT_ANGLES)))
         for j, a in enumerate(LATENT_ANGLES):
@@ -295,12 +298,7 @@ class PoseModel:
         x = np.asarray(angles_rad, dtype=np.float64)
         if not self._calibration:
             return x.copy()
-        table = self._calibration_table
-        x2 = x * x
-        acc = np.broadcast_to(table[-1], x.shape)
-        for c in table[-2::-1]:  # Horner's rule in x**2, as odd_polynomial
-            acc = acc * x2 + c
-        return x * acc
+        return odd_polynomial(self._calibration_table, x)
 
     def predict(self, features, calibrated=True):
         """Predict AFLW2000-convention ``(pitch, yaw, roll)`` in degrees for each row.
