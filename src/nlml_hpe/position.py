@@ -40,14 +40,6 @@ def canonical_face_m():
     return pts
 
 
-@lru_cache(maxsize=1)
-def _canonical_face_sum():
-    """Sum of the canonical face's points ``(3,)`` (read-only)."""
-    out = np.ones(N_LANDMARKS) @ canonical_face_m()
-    out.setflags(write=False)
-    return out
-
-
 def check_camera_matrix(camera_matrix):
     """Validate a 3x3 pinhole intrinsic matrix and return it as float64."""
     k = np.asarray(camera_matrix, dtype=np.float64)
@@ -130,7 +122,7 @@ def _solve_positions(lm, rot, kinv, pts):
     first = (weights @ pts).reshape(4, n_faces, 3)
     sums = weights.sum(axis=1).reshape(4, n_faces)
     (a1, b1, a2, b2), (sa, sb, saa, sbb) = first, sums
-    p_sum = _canonical_face_sum() if pts is canonical_face_m() else np.ones(len(pts)) @ pts
+    p_sum = np.ones(len(pts)) @ pts
     r0, r1, r2 = rot[:, 0], rot[:, 1], rot[:, 2]
     dot = np.einsum
     ra = dot('ij,ij->i', r2, a1) - r0 @ p_sum
