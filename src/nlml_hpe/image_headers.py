@@ -129,7 +129,7 @@ def _jpeg(b):
                 raise ImageConversionError('corrupt JPEG: more than one frame header (SOF)')
             sof, marker_kind = _jpeg_frame(b, pos, length), marker
         if marker == 0xDA:
-            sos = pos - 1
+            sos = pos - 2  # the 0xFF of the marker
             break
         pos += length
     if sof is None:

@@ -221,3 +221,111 @@ def abuse_payloads(kind='mixed'):
     if kind not in makers:
         raise ValueError(f'unknown abuse kind {kind!r}; one of {", ".join(ABUSE_KINDS)}')
     return makers[kind]()
+
+
+# ------------------------------------------------------------------------------ measuring
+
+#: Cases measured by :func:`main`: name -> payload maker.
+CASES = {
+    'scan_bomb_5000': lambda: jpeg_scan_bomb(8192, 5000),
+    'scan_bomb_20000': lambda: jpeg_scan_bomb(8192, 20000),
+    'webp_8192_32B': lambda: webp_flat(8192, 8192),
+    'jpeg_flat_8192': lambda: jpeg_flat(8192, 8192),
+    'jpeg_flat_8192_progressive': lambda: jpeg_flat(8192, 8192, progressive=True),
+    'png_zeros_8192': lambda: png_bomb(8192),
+    'png_zeros_2048': lambda: png_bomb(2048),
+    'png_400k_chunks': lambda: png_many_chunks(400_000),
+}
+
+
+def photo_jpeg(width=8000, height=6000, quality=95):
+    """Return a photo-like JPEG (the demo face scaled up, with sensor noise): 8000x6000 ~19 MB."""
+    import cv2
+    import numpy as np
+
+    from ..node_benchmark import face_frame
+
+    img = cv2.resize(face_frame(640, 480)[:, :, ::-1], (width, height),
+                     interpolation=cv2.INTER_CUBIC)
+    noise = np.random.default_rng(0).normal(0, 6, (height, width, 1)).astype(np.float32)
+    img = np.clip(img + noise, 0, 255).astype(np.uint8)
+    return cv2.imencode('.jpg', img, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+
+
+_CHILD = """
+import sys, time
+import cv2, numpy as np
+from nlml_hpe.image_decode import {budget} as BUDGET, ImageConversionError, decode, plan_decode
+
+
+def kib(key):
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key))
+
+
+cv2.imdecode(cv2.imencode('.jpg', np.zeros((16, 16, 3), np.uint8))[1], cv2.IMREAD_COLOR)
+data = open(sys.argv[1], 'rb').read()
+with open('/proc/self/clear_refs', 'w') as f:
+    f.write('5')  # peak RSS (VmHWM) := current RSS
+rss0 = kib('VmRSS:')
+t0 = time.perf_counter()
+try:
+    plan_decode(data, budget=BUDGET)
+except ImageConversionError:
+    pass
+check = (time.perf_counter() - t0) * 1e3
+t0, c0 = time.perf_counter(), time.process_time()
+try:
+    if {before}:  # what OpenCV alone does (the checks of issue 13 pass these payloads)
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        what = 'OpenCV alone: ' + (f'{{img.shape[1]}}x{{img.shape[0]}}' if img is not None
+                                   else 'nothing')
+    else:
+        out = decode(data, budget=BUDGET)
+        what = f'{{out.rgb.shape[1]}}x{{out.rgb.shape[0]}} at 1/{{out.scale}}'
+except ImageConversionError as exc:
+    what = f'refused: {{str(exc)[:70]}}'
+wall, cpu = (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
+rss = (kib('VmHWM:') - rss0) / 1024
+print(f'{{check:.2f}}\\t{{wall:.1f}}\\t{{cpu:.1f}}\\t{{rss:.1f}}\\t{{what}}')
+"""
+
+
+def main(argv=None):
+    """Measure each payload's check and decode in a fresh process; print one row each."""
+    import argparse
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    parser = argparse.ArgumentParser(prog='python -m nlml_hpe.bench.hostile',
+                                     description=main.__doc__)
+    parser.add_argument('--budget', choices=('stream', 'file'), default='stream')
+    parser.add_argument('--photo', action='store_true',
+                        help='also an 8000x6000 photo-like JPEG (about 19 MB; builds in seconds)')
+    parser.add_argument('--before', action='store_true',
+                        help='decode with cv2.imdecode alone (no checks), for comparison')
+    parser.add_argument('--cases', nargs='+', choices=sorted(CASES) + ['photo_8000x6000_q95'],
+                        help='only these cases')
+    args = parser.parse_args(argv)
+    cases = dict(CASES, **({'photo_8000x6000_q95': photo_jpeg} if args.photo else {}))
+    cases = {k: v for k, v in cases.items() if not args.cases or k in args.cases}
+    code = _CHILD.format(budget=f'{args.budget.upper()}_BUDGET', before=args.before)
+    print(f'budget: {args.budget}; check = plan_decode (ms), decode = plan + cv2.imdecode '
+          '(wall ms, CPU ms), peak RSS growth (MiB)')
+    print('case\tbytes\tcheck_ms\tdecode_ms\tcpu_ms\trss_mib\tresult')
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, make in cases.items():
+            path = os.path.join(tmp, name)
+            with open(path, 'wb') as f:
+                f.write(make())
+            out = subprocess.run([sys.executable, '-c', code, path], capture_output=True,
+                                 text=True, timeout=600)
+            row = out.stdout.strip() or f'failed: {out.stderr.strip()[-200:]}'
+            print(f'{name}\t{os.path.getsize(path)}\t{row}', flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
