@@ -97,10 +97,11 @@ def test_scan_bombs_refused_before_decoding(scans, budget):
         decode(bomb, budget=budget)
 
 
-def test_many_scans_within_the_count_are_bounded_by_the_block_budget():
-    bomb = hostile.jpeg_scan_bomb(4096, MAX_JPEG_SCANS)
-    with pytest.raises(ImageConversionError, match='8x8 blocks: more than the budget'):
-        decode(bomb)
+def test_many_scans_within_the_count_are_bounded_by_the_time_budget():
+    bomb = hostile.jpeg_scan_bomb(4096, MAX_JPEG_SCANS)  # 16.8M blocks to walk
+    with pytest.raises(ImageConversionError, match='would take about 171 ms to decode even at '
+                       '1/8 scale: more than the budget of 50 ms'):
+        decode(bomb, budget=STREAM_BUDGET)
     # The same scans over fewer blocks fit, and decode.
     small = hostile.jpeg_scan_bomb(1024, 30)
     assert plan_decode(small).scans == 30
@@ -141,6 +142,19 @@ def test_scale_choice_and_odd_sizes():
         assert (out.scale, out.rgb.shape[:2]) == (scale, shape)
     with pytest.raises(ImageConversionError, match='even at 1/8 scale'):
         decode(data, budget=DecodeBudget(max_pixels=100))
+
+
+def test_time_budget_chooses_the_scale():
+    flat = hostile.jpeg_flat(8192, 8192, colour=True)  # 1.6M blocks: 16 ms, 8 ms a MP
+    assert plan_decode(flat, budget=FILE_BUDGET).scale == 4
+    assert plan_decode(flat, budget=STREAM_BUDGET).scale == 8  # 1/4: about 52 ms, over 50
+    with pytest.raises(ImageConversionError, match='about 555 ms to decode at full size'):
+        plan_decode(flat, budget=DecodeBudget(max_pixels=2 ** 26, reduce=False))
+    noise = np.random.default_rng(1).integers(0, 256, (1000, 1000, 3), np.uint8)
+    webp = _encode('.webp', noise, [cv2.IMWRITE_WEBP_QUALITY, 95])  # 52 ms a MB of data
+    with pytest.raises(ImageConversionError, match='only JPEGs can be decoded reduced'):
+        plan_decode(webp, budget=DecodeBudget(max_decode_ms=10))
+    assert plan_decode(webp).ms == pytest.approx(3.0 + 52.0 * len(webp) / 1e6)
 
 
 def test_byte_budget_refuses_before_parsing():
@@ -221,10 +235,11 @@ def test_png_pixel_budget_and_chunk_count():
         decode(hostile.png_bomb(8192), budget=FILE_BUDGET)  # 67 MP in about 200 kB
     assert decode(hostile.png_bomb(2048)).rgb.shape == (2048, 2048, 3)
     padded = hostile.png_many_chunks()
-    with pytest.raises(ImageConversionError, match='more than the budget of 4194304 bytes'):
-        decode(padded)  # the stream budget: refused by its size alone
-    with pytest.raises(ImageConversionError, match='more than 2633 chunks'):
-        decode(padded, budget=FILE_BUDGET)
+    for budget in (STREAM_BUDGET, FILE_BUDGET):
+        with pytest.raises(ImageConversionError, match='more than 2633 chunks'):
+            decode(padded, budget=budget)
+    with pytest.raises(ImageConversionError, match='about 69 ms to decode'):
+        decode(hostile.png_bomb(2048), budget=STREAM_BUDGET)  # 16.5 ms a MP
     assert decode(hostile.png_many_chunks(2000)).rgb.shape == (64, 64, 3)
 
 

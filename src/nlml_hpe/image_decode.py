@@ -24,13 +24,16 @@ decoded, and a decode runs only when its cost is bounded by a
   scans (libjpeg writes 10, mozjpeg a dozen or two; a "scan bomb" writes
   thousands of empty ones, each a pass over every block); a PNG with more
   chunks than :func:`max_png_chunks` allows; an animated WebP.
-* **Budget** (:class:`DecodeBudget`): encoded bytes, decoded pixels, JPEG
-  entropy work (8x8 blocks summed over scans) and the decoder's working
-  memory (decoded pixels; a progressive or multi-scan JPEG also keeps 128
-  bytes a block at full resolution, whatever the output scale).  A JPEG with
-  more pixels than ``max_pixels`` is decoded at 1/2, 1/4 or 1/8 scale (the
-  DCT does the scaling: cheaper than a full decode) when ``reduce`` is set;
-  any other format above it is refused.
+* **Budget** (:class:`DecodeBudget`): decoded pixels, estimated decode
+  time (:data:`DECODE_MS`: per decoded megapixel, per MB of data and per
+  million 8x8 blocks summed over a JPEG's scans, by format), the decoder's
+  working memory (decoded pixels; a progressive or multi-scan JPEG also keeps
+  128 bytes a block at full resolution, whatever the output scale) and
+  encoded bytes.  A JPEG above ``max_pixels`` or ``max_decode_ms`` is decoded
+  at 1/2, 1/4 or 1/8 scale when ``reduce`` is set (the DCT does the scaling:
+  cheaper than a full decode); any other format above them is refused.
+  Nothing is decoded that the plan did not bound: no thread is ever waited
+  for or killed.
 
 Every decoder failure (``cv2.error`` included) becomes
 :class:`ImageConversionError`, a ``ValueError``.  :func:`decode` returns a
@@ -71,36 +74,57 @@ JPEG_SCALES = (1, 2, 4, 8)
 _MIB = 2 ** 20
 
 
+#: Estimated decode time by kind of image: CPU milliseconds per decoded megapixel, per MB
+#: of data and per million 8x8 blocks decoded (summed over a JPEG's scans).  Measured with
+#: noise, smooth and flat images of 3-4 MP on the 2-core development machine under load
+#: (docs/hostile_input.md); a faster CPU takes less, so the estimate is an upper bound.
+DECODE_MS = {
+    'jpeg': (8.0, 7.0, 10.0),
+    'jpeg-progressive': (8.0, 22.0, 10.0),
+    'webp-lossy': (3.0, 52.0, 0.0),
+    'webp-lossless': (16.0, 0.0, 0.0),
+    'png': (16.5, 0.0, 0.0),
+    'tiff': (16.5, 0.0, 0.0),
+    'bmp': (1.0, 0.0, 0.0),
+    'pnm': (2.0, 0.0, 0.0),
+}
+
+
+def decode_ms(kind, pixels, n_bytes, blocks=0):
+    """Return the estimated decode time (ms) of ``pixels`` decoded from ``n_bytes`` (DECODE_MS)."""
+    per_mp, per_mb, per_mblock = DECODE_MS[kind]
+    return (per_mp * pixels + per_mb * n_bytes + per_mblock * blocks) / 1e6
+
+
 @dataclass(frozen=True)
 class DecodeBudget:
     """What one decode may cost; a plan beyond any limit is refused before decoding.
 
-    ``max_pixels``: decoded pixels (after JPEG reduction); ``max_bytes``:
-    encoded bytes (entropy decoding costs time in proportion); ``max_blocks``:
-    JPEG 8x8 blocks entropy-decoded, summed over the scans (the work of a flat
-    or many-scan JPEG, whose bytes say little); ``max_memory``: the decoder's
-    estimated working memory (bytes); ``reduce``: decode JPEGs above
-    ``max_pixels`` at 1/2, 1/4 or 1/8 scale instead of refusing them.
+    ``max_pixels``: decoded pixels (after JPEG reduction); ``max_decode_ms``:
+    estimated decode time (:func:`decode_ms`); ``max_memory``: the decoder's
+    estimated working memory (bytes); ``max_bytes``: encoded bytes, checked
+    before anything is parsed; ``reduce``: decode a JPEG above ``max_pixels``
+    or ``max_decode_ms`` at 1/2, 1/4 or 1/8 scale (the first that fits)
+    instead of refusing it.
     """
 
     max_pixels: int = 2 ** 22
-    max_bytes: int = 4 * _MIB
-    max_blocks: int = 2 ** 21
+    max_decode_ms: float = 50.0
     max_memory: int = 48 * _MIB
+    max_bytes: int = 16 * _MIB
     reduce: bool = True
 
     def __post_init__(self):
-        for name in ('max_pixels', 'max_bytes', 'max_blocks', 'max_memory'):
-            if int(getattr(self, name)) <= 0:
+        for name in ('max_pixels', 'max_decode_ms', 'max_memory', 'max_bytes'):
+            if not getattr(self, name) > 0:
                 raise ValueError(f'DecodeBudget.{name} must be positive')
 
 
-#: Camera streams (the node): about 4 MP decoded, 4 MiB encoded (a 4K JPEG at quality
-#: 95 is 3.4 MB and decodes at half size), 2M blocks (8192x8192 4:2:0 is 1.6M).
+#: Camera streams (the node): 4 MP decoded (a 4K JPEG at half size), 50 ms, 48 MiB.
 STREAM_BUDGET = DecodeBudget()
-#: Image files (the CLI): the same decoded size, larger files and memory (a 48 MP photo
-#: of 19 MB decodes at 1/4 scale; a 12 MP progressive JPEG keeps 36 MB of coefficients).
-FILE_BUDGET = DecodeBudget(max_bytes=64 * _MIB, max_blocks=2 ** 23, max_memory=128 * _MIB)
+#: Image files (the CLI): 4 MP decoded, 1 s, 128 MiB (a 48 MP photo of 19 MB decodes at
+#: 1/4 scale in about 0.2 s; a 12 MP progressive JPEG keeps 36 MB of coefficients).
+FILE_BUDGET = DecodeBudget(max_decode_ms=1000.0, max_memory=128 * _MIB, max_bytes=64 * _MIB)
 #: Largest image file read (bytes): the file budget's.
 MAX_FILE_BYTES = FILE_BUDGET.max_bytes
 
@@ -109,13 +133,14 @@ MAX_FILE_BYTES = FILE_BUDGET.max_bytes
 class DecodePlan:
     """A decode that fits the budget.
 
-    ``header``; the JPEG ``scale`` (1, 2, 4 or 8); the estimated working
-    ``memory`` (bytes); a JPEG's ``scans`` and ``blocks`` (8x8 blocks summed
-    over the scans).
+    ``header``; the JPEG ``scale`` (1, 2, 4 or 8); the estimated ``ms`` and
+    working ``memory`` (bytes); a JPEG's ``scans`` and ``blocks`` (8x8
+    blocks summed over the scans).
     """
 
     header: ImageHeader
     scale: int = 1
+    ms: float = 0.0
     memory: int = 0
     scans: int = 0
     blocks: int = 0
@@ -139,20 +164,25 @@ def _jpeg_plan(b, header, budget):
     if scans > MAX_JPEG_SCANS:
         _refuse('jpeg', f'has more than {MAX_JPEG_SCANS} scans (real encoders write about '
                 '10): refused before decoding (a scan bomb)')
-    if work > budget.max_blocks:
-        _refuse('jpeg', f'of {w}x{h} pixels in {scans} scans decodes {work} 8x8 blocks: more '
-                f'than the budget of {budget.max_blocks} (DecodeBudget.max_blocks)')
-    scale = next((s for s in JPEG_SCALES if -(-w // s) * -(-h // s) <= budget.max_pixels), 0)
-    if scale != 1 and not budget.reduce:
-        _refuse('jpeg', f'of {w}x{h} pixels is above the budget of {budget.max_pixels} pixels '
-                '(DecodeBudget.max_pixels; decode it reduced with image_decode.decode)')
+    kind = 'jpeg-progressive' if header.details['progressive'] else 'jpeg'
+    fits = [(s, -(-w // s) * -(-h // s)) for s in (JPEG_SCALES if budget.reduce else (1,))]
+    fits = [(s, px, decode_ms(kind, px, n, work)) for s, px in fits]
+    scale, pixels, ms = next(((s, px, ms) for s, px, ms in fits
+                              if px <= budget.max_pixels and ms <= budget.max_decode_ms),
+                             (0, fits[-1][1], fits[-1][2]))
     if scale == 0:
-        _refuse('jpeg', f'of {w}x{h} pixels is above the budget of {budget.max_pixels} pixels '
-                'even at 1/8 scale')
-    memory = -(-w // scale) * -(-h // scale) * 3
+        at = ' even at 1/8 scale' if budget.reduce else (
+            ' at full size (decode it reduced with image_decode.decode)')
+        if pixels > budget.max_pixels:
+            _refuse('jpeg', f'of {w}x{h} pixels is above the budget of {budget.max_pixels} '
+                    f'pixels{at} (DecodeBudget.max_pixels)')
+        _refuse('jpeg', f'of {w}x{h} pixels in {n} bytes and {scans} scans would take about '
+                f'{ms:.0f} ms to decode{at}: more than the budget of '
+                f'{budget.max_decode_ms:g} ms (DecodeBudget.max_decode_ms)')
+    memory = pixels * 3
     if header.details['progressive'] or scans > 1:  # every coefficient is kept
         memory += 128 * sum(jpeg_blocks(header)[0].values())
-    return DecodePlan(header, scale, memory, scans, work)
+    return DecodePlan(header, scale, ms, memory, scans, work)
 
 
 def _data_rules(b, header):
@@ -199,6 +229,12 @@ def _data_rules(b, header):
                     'TIFF compression expands: a lying header or truncated data')
 
 
+def _kind(header):
+    if header.format == 'webp':
+        return 'webp-lossless' if header.details['kind'] == 'VP8L' else 'webp-lossy'
+    return header.format
+
+
 def _memory(header):
     """Estimated decoder memory of a format other than JPEG (bytes)."""
     px, d = header.width * header.height, header.details
@@ -209,7 +245,7 @@ def _memory(header):
     return px * 3
 
 
-def plan_decode(data, max_side=MAX_SIDE, budget=STREAM_BUDGET):
+def plan_decode(data, max_side=MAX_SIDE, budget=FILE_BUDGET):
     """Check encoded image bytes against the policy and ``budget``; return a :class:`DecodePlan`.
 
     Raises :class:`ImageConversionError` naming the rule (see the module
@@ -240,7 +276,13 @@ def plan_decode(data, max_side=MAX_SIDE, budget=STREAM_BUDGET):
             raise ImageConversionError(
                 f'{fmt} of {w}x{h} pixels is above the budget of {budget.max_pixels} pixels '
                 '(DecodeBudget.max_pixels; only JPEGs can be decoded reduced)')
-        plan = DecodePlan(header, 1, _memory(header))
+        ms = decode_ms(_kind(header), w * h, n)
+        if ms > budget.max_decode_ms:
+            raise ImageConversionError(
+                f'{fmt} of {w}x{h} pixels in {n} bytes would take about {ms:.0f} ms to decode: '
+                f'more than the budget of {budget.max_decode_ms:g} ms '
+                '(DecodeBudget.max_decode_ms; only JPEGs can be decoded reduced)')
+        plan = DecodePlan(header, 1, ms, _memory(header))
     if plan.memory > budget.max_memory:
         raise ImageConversionError(
             f'{fmt} of {w}x{h} pixels needs about {plan.memory / _MIB:.0f} MiB to decode: more '
@@ -251,10 +293,10 @@ def plan_decode(data, max_side=MAX_SIDE, budget=STREAM_BUDGET):
 def check_encoded(data, max_side=MAX_SIDE, budget=None):
     """Check encoded image bytes against the policy; return their :class:`ImageHeader`.
 
-    :func:`plan_decode` with ``budget`` (default: :data:`STREAM_BUDGET` at full
+    :func:`plan_decode` with ``budget`` (default: :data:`FILE_BUDGET` at full
     size only, as :func:`decode_image` decodes).
     """
-    budget = replace(STREAM_BUDGET, reduce=False) if budget is None else budget
+    budget = replace(FILE_BUDGET, reduce=False) if budget is None else budget
     return plan_decode(data, max_side, budget).header
 
 
@@ -319,7 +361,7 @@ def scaled_camera_matrix(k, scale):
     return out
 
 
-def decode(data, max_side=MAX_SIDE, budget=STREAM_BUDGET):
+def decode(data, max_side=MAX_SIDE, budget=FILE_BUDGET):
     """Decode encoded image bytes within ``budget``; return a :class:`Decoded` image.
 
     :func:`plan_decode` first; then ``cv2.imdecode`` (EXIF orientation
@@ -358,7 +400,7 @@ def decode(data, max_side=MAX_SIDE, budget=STREAM_BUDGET):
     return Decoded(cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img), s, *source, header.format)
 
 
-def decode_image(data, max_side=MAX_SIDE, budget=STREAM_BUDGET):
+def decode_image(data, max_side=MAX_SIDE, budget=FILE_BUDGET):
     """Decode encoded image bytes to a contiguous ``(H, W, 3)`` uint8 RGB array at full size.
 
     :func:`decode` without reduction: what is above ``budget.max_pixels`` is

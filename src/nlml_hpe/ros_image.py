@@ -132,7 +132,8 @@ def check_compressed_image(msg, budget=None):
     would be refused never takes the place of a good frame.
     """
     buf = _compressed_buffer(msg)
-    return check_encoded(memoryview(buf), budget=budget)
+    return check_encoded(memoryview(buf), budget=_full_size(budget) if budget is None
+                         else budget)
 
 
 def compressed_to_rgb(msg, budget=None):
