@@ -157,6 +157,17 @@ def test_time_budget_chooses_the_scale():
     assert plan_decode(webp).ms == pytest.approx(3.0 + 52.0 * len(webp) / 1e6)
 
 
+@pytest.mark.parametrize('data, match', [
+    (b'\xff\xd8' + b'\xff' * 4_000_000 + b'\xc0', 'a run of fill bytes'),
+    (b'\xff\xd8' + b'\xff\x01' * 2_000_000, 'more than 256 segments'),
+    (b'\xff\xd8' + b'\xff\xfe\x00\x02' * 1_000_000, 'more than 256 segments'),
+    (b'II*\x00\x08\x00\x00\x00\xff\xff' + bytes(12 * 65535), '65535 directory entries'),
+])
+def test_header_walks_are_bounded(data, match):
+    with pytest.raises(ImageConversionError, match=match):
+        plan_decode(data)
+
+
 def test_byte_budget_refuses_before_parsing():
     data = _encode('.jpg', np.zeros((64, 64, 3), np.uint8))
     with pytest.raises(ImageConversionError, match='more than the budget of 100 bytes'):
@@ -267,6 +278,27 @@ def test_every_abuse_payload_refused_by_the_node_check_today():
     for payload in hostile.abuse_payloads('mixed'):
         with pytest.raises(ImageConversionError):
             check_encoded(payload)
+
+
+def test_fuzzed_payloads_only_ever_raise_the_conversion_error():
+    """Byte flips anywhere in scans, chunks and bitstreams: an image, or ImageConversionError."""
+    rng = np.random.default_rng(22)
+    noise = rng.integers(0, 256, (40, 56, 3), np.uint8)
+    seeds = [hostile.jpeg_scan_bomb(64, 12), hostile.jpeg_flat(64, 40, colour=True),
+             _encode('.jpg', noise, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),
+             hostile.webp_flat(64, 48), _encode('.webp', noise),
+             hostile.png_many_chunks(50), _encode('.tiff', noise)]
+    for trial in range(700):
+        b = bytearray(seeds[trial % len(seeds)])
+        for _ in range(rng.integers(1, 5)):
+            b[rng.integers(0, len(b))] = rng.integers(0, 256)
+        if trial % 7 == 0:
+            b = b[:rng.integers(1, len(b))]
+        try:
+            out = decode(bytes(b), budget=STREAM_BUDGET)
+        except ImageConversionError:
+            continue
+        assert out.rgb.ndim == 3 and out.rgb.shape[2] == 3 and out.scale == 1
 
 
 # ----------------------------------------------------------------------------- videos

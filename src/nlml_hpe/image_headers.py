@@ -106,8 +106,11 @@ def _jpeg(b):
                                        'before its first scan: refused (real files have a few)')
         if b[pos] != 0xFF:
             raise ImageConversionError(f'corrupt JPEG: no marker at byte {pos}')
-        while pos < n and b[pos] == 0xFF:  # fill bytes
+        fill = pos
+        while pos < n and b[pos] == 0xFF:  # fill bytes (real files: none or a few)
             pos += 1
+            if pos - fill > 64:
+                raise ImageConversionError(f'corrupt JPEG: a run of fill bytes at byte {fill}')
         if pos >= n:
             break
         marker = b[pos]
@@ -329,6 +332,8 @@ def _tiff(b):
     ifd = u32(b, 4)
     _need(b, ifd + 2, 'TIFF')
     count = u16(b, ifd)
+    if count > 512:  # real files: a few dozen tags
+        raise ImageConversionError(f'corrupt TIFF: {count} directory entries')
     _need(b, ifd + 2 + 12 * count, 'TIFF')
     tags = {}
     for i in range(count):
