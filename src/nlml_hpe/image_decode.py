@@ -160,22 +160,26 @@ def _jpeg_plan(b, header, budget):
     if n * 8 < -(-w // 8) * -(-h // 8):
         _refuse('jpeg', f'declares {w}x{h} pixels but has only {n} bytes, fewer than one bit '
                 'per 8x8 block: a lying header or truncated data')
+    kind = 'jpeg-progressive' if header.details['progressive'] else 'jpeg'
+    fits = [(s, -(-w // s) * -(-h // s)) for s in (JPEG_SCALES if budget.reduce else (1,))]
+    at = ' even at 1/8 scale' if budget.reduce else (
+        ' at full size (decode it reduced with image_decode.decode)')
+    if fits[-1][1] > budget.max_pixels:
+        _refuse('jpeg', f'of {w}x{h} pixels is above the budget of {budget.max_pixels} '
+                f'pixels{at} (DecodeBudget.max_pixels)')
+    least = decode_ms(kind, fits[-1][1], n)  # before walking the data: its bytes alone
+    if least > budget.max_decode_ms:
+        _refuse('jpeg', f'of {n} bytes would take at least {least:.0f} ms to decode: more '
+                f'than the budget of {budget.max_decode_ms:g} ms (DecodeBudget.max_decode_ms)')
     scans, work = jpeg_scans(b, header, MAX_JPEG_SCANS)
     if scans > MAX_JPEG_SCANS:
         _refuse('jpeg', f'has more than {MAX_JPEG_SCANS} scans (real encoders write about '
                 '10): refused before decoding (a scan bomb)')
-    kind = 'jpeg-progressive' if header.details['progressive'] else 'jpeg'
-    fits = [(s, -(-w // s) * -(-h // s)) for s in (JPEG_SCALES if budget.reduce else (1,))]
     fits = [(s, px, decode_ms(kind, px, n, work)) for s, px in fits]
     scale, pixels, ms = next(((s, px, ms) for s, px, ms in fits
                               if px <= budget.max_pixels and ms <= budget.max_decode_ms),
                              (0, fits[-1][1], fits[-1][2]))
     if scale == 0:
-        at = ' even at 1/8 scale' if budget.reduce else (
-            ' at full size (decode it reduced with image_decode.decode)')
-        if pixels > budget.max_pixels:
-            _refuse('jpeg', f'of {w}x{h} pixels is above the budget of {budget.max_pixels} '
-                    f'pixels{at} (DecodeBudget.max_pixels)')
         _refuse('jpeg', f'of {w}x{h} pixels in {n} bytes and {scans} scans would take about '
                 f'{ms:.0f} ms to decode{at}: more than the budget of '
                 f'{budget.max_decode_ms:g} ms (DecodeBudget.max_decode_ms)')
