@@ -77,7 +77,8 @@ _MIB = 2 ** 20
 #: Estimated decode time by kind of image: CPU milliseconds per decoded megapixel, per MB
 #: of data and per million 8x8 blocks decoded (summed over a JPEG's scans).  Measured with
 #: noise, smooth and flat images of 3-4 MP on the 2-core development machine under load
-#: (docs/hostile_input.md); a faster CPU takes less, so the estimate is an upper bound.
+#: (docs/hostile_input.md; later runs were within about 30 % of it); an idle or faster CPU
+#: takes less.
 DECODE_MS = {
     'jpeg': (8.0, 7.0, 10.0),
     'jpeg-progressive': (8.0, 22.0, 10.0),
