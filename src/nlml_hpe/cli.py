@@ -24,8 +24,7 @@ from pathlib import Path
 import sys
 import time
 
-from .options import EstimatorConfig
-from .tflite import DEFAULT_NUM_THREADS
+from .options import MAX_FACES, EstimatorConfig
 
 IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm'}
 VIDEO_EXTS = {'.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg'}
@@ -33,8 +32,6 @@ VIDEO_EXTS = {'.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg'}
 
 #: Exit codes of ``nlml-hpe predict``.
 EXIT_OK, EXIT_SOME_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
-#: Largest --max-faces (as the node's max_faces: the options table's).
-MAX_FACES = EstimatorConfig.__dataclass_fields__['max_faces'].metadata['range'][1]
 
 
 def _json_line(obj):
@@ -505,8 +502,8 @@ def build_parser():
     speed.add_argument('--model', metavar='PATH')
     speed.add_argument('--max-faces', type=int, default=5, choices=range(1, 21),
                        metavar='1..20', help='faces tracked at most (default 5, as the node)')
-    speed.add_argument('--threads', type=int, default=DEFAULT_NUM_THREADS,
-                       help=f'num_threads (default {DEFAULT_NUM_THREADS}, as the node)')
+    speed.add_argument('--threads', type=int, default=EstimatorConfig.num_threads,
+                       help=f'num_threads (default {EstimatorConfig.num_threads}, as the node)')
     speed.add_argument('--no-legacy', action='store_true',
                        help='skip the legacy MediaPipe graph (needs mediapipe 0.10.21)')
     speed.add_argument('--json', action='store_true')

@@ -25,6 +25,7 @@ import threading
 import numpy as np
 
 from .geometry import angle_between_deg, quaternion_to_matrix
+from .options import StreamConfig
 from .position import UNKNOWN_CAMERA_HFOV_DEG, default_camera_matrix
 from .tracking import FaceTracker, PoseSmoother
 
@@ -116,39 +117,10 @@ class StreamFace:
         return out
 
 
-def _positive(name, value):
-    if not (math.isfinite(float(value)) and float(value) > 0):
-        raise ValueError(f'{name} must be a positive number, got {value!r}')
-
-
-def _non_negative(name, value):
-    if not (math.isfinite(float(value)) and float(value) >= 0):
-        raise ValueError(f'{name} must be a non-negative number, got {value!r}')
-
-
-def _boolean(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f'{name} must be true or false, got {value!r}')
-
-
-#: FaceStream options: name -> (default, check(name, value) raising ValueError).
-STREAM_OPTIONS = {
-    'tracking': (True, _boolean),
-    'smoothing': (True, _boolean),
-    'smoothing_min_cutoff': (1.0, _positive),
-    'smoothing_beta': (0.05, _non_negative),
-    'smoothing_d_cutoff': (1.0, _positive),
-    'default_distance_m': (1.0, _positive),
-    'looking_threshold_deg': (15.0, _non_negative),
-    'target': (CAMERA, lambda name, value: check_target(value)),
-    'target_tolerance_m': (0.0, _non_negative),
-}
-
-
 class FaceStream:
     """Stable ids, smoothing, positions and looking-at signals over a stream of frames.
 
-    Options (:data:`STREAM_OPTIONS`; keyword arguments here or to
+    Options (:class:`~nlml_hpe.options.StreamConfig`; keyword arguments here or to
     :meth:`configure`): ``tracking`` (stable ids; off: ids are 0..n-1 per frame),
     ``smoothing`` (One-Euro, needs tracking) with ``smoothing_min_cutoff``,
     ``smoothing_beta`` and ``smoothing_d_cutoff``; ``default_distance_m`` (the
@@ -158,27 +130,30 @@ class FaceStream:
 
     def __init__(self, **options):
         self._lock = threading.Lock()
-        self._options = {name: default for name, (default, _) in STREAM_OPTIONS.items()}
-        self._options.update(self.check(**options))
+        self._config = StreamConfig(**self.check(**options))
         self._tracker = FaceTracker()
         self._smoother = self._make_smoother()
 
     @staticmethod
     def check(**options):
         """Return the options validated (ValueError with the reason otherwise)."""
-        out = {}
-        for name, value in options.items():
-            if name not in STREAM_OPTIONS:
-                raise ValueError(f'unknown FaceStream option {name!r}')
-            STREAM_OPTIONS[name][1](name, value)
-            out[name] = check_target(value) if name == 'target' else value
-        return out
+        try:
+            config = StreamConfig().updated(**options)
+        except TypeError:
+            unknown = sorted(set(options) - set(StreamConfig.__dataclass_fields__))
+            raise ValueError(f'unknown FaceStream option(s) {unknown}') from None
+        return {name: getattr(config, name) for name in options}
+
+    @property
+    def config(self):
+        """The current options (a :class:`~nlml_hpe.options.StreamConfig`)."""
+        with self._lock:
+            return self._config
 
     @property
     def options(self):
-        """The current options (a copy)."""
-        with self._lock:
-            return dict(self._options)
+        """The current options as a dict (a copy)."""
+        return self.config.as_dict()
 
     @property
     def track_ids(self):
@@ -187,15 +162,14 @@ class FaceStream:
             return self._tracker.track_ids
 
     def _make_smoother(self):
-        o = self._options
-        return PoseSmoother(o['smoothing_min_cutoff'], o['smoothing_beta'],
-                            o['smoothing_d_cutoff'])
+        o = self._config
+        return PoseSmoother(o.smoothing_min_cutoff, o.smoothing_beta, o.smoothing_d_cutoff)
 
     def configure(self, **options):
         """Change options (validated first; nothing changes when one is invalid)."""
         options = self.check(**options)
         with self._lock:
-            self._options.update(options)
+            self._config = self._config.updated(**options)
             if {'smoothing', 'smoothing_min_cutoff', 'smoothing_beta',
                     'smoothing_d_cutoff'} & set(options):
                 self._smoother = self._make_smoother()
@@ -218,12 +192,12 @@ class FaceStream:
         """
         width, height = image_size
         with self._lock:
-            o = self._options
+            o = self._config
             boxes = np.array([f.box for f in faces], float).reshape(-1, 4)
-            ids = self._tracker.update(boxes, t) if o['tracking'] else list(range(len(faces)))
+            ids = self._tracker.update(boxes, t) if o.tracking else list(range(len(faces)))
             ray_k = camera_matrix if camera_matrix is not None else default_camera_matrix(
                 width, height, hfov_deg=UNKNOWN_CAMERA_HFOV_DEG)
-            target = o['target'] if target is None else target
+            target = o.target if target is None else target
             out, skipped = [], 0
             for face, box, fid in zip(faces, boxes, ids):
                 quat = np.asarray(face.quaternion, float)
@@ -232,12 +206,12 @@ class FaceStream:
                     pos = np.asarray(face.position, float)
                 else:
                     centre = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
-                    pos = ray_position(ray_k, centre, o['default_distance_m'])
+                    pos = ray_position(ray_k, centre, o.default_distance_m)
                 if not (np.all(np.isfinite(quat)) and np.all(np.isfinite(pos))
                         and np.linalg.norm(quat) > 1e-9):
                     skipped += 1
                     continue
-                if o['smoothing'] and o['tracking']:
+                if o.smoothing and o.tracking:
                     quat, pos = self._smoother(fid, quat, pos, t)
                 quat = quat / np.linalg.norm(quat)
                 rot = quaternion_to_matrix(quat)
@@ -246,12 +220,12 @@ class FaceStream:
                     id=int(fid), quaternion=quat, rotation=rot, position=pos, metric=metric,
                     box=tuple(float(v) for v in box), score=float(getattr(face, 'score', 1.0)),
                     gaze_offset_deg=offset,
-                    looking_at_camera=bool(offset <= o['looking_threshold_deg']), pose=face)
+                    looking_at_camera=bool(offset <= o.looking_threshold_deg), pose=face)
                 if target is not False:
                     face_out.target_offset_deg = target_offset_deg(rot, pos, target)
                     face_out.looking_at_target = looking_at(
-                        face_out.target_offset_deg, pos, target, o['looking_threshold_deg'],
-                        o['target_tolerance_m'])
+                        face_out.target_offset_deg, pos, target, o.looking_threshold_deg,
+                        o.target_tolerance_m)
                 out.append(face_out)
         out.sort(key=lambda f: -f.area)  # primary = largest face first
         return out, skipped

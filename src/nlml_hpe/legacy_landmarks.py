@@ -12,6 +12,7 @@ import numpy as np
 
 from .features import N_LANDMARKS, to_pixel_coords
 from .images import as_rgb_uint8
+from .options import EstimatorConfig
 
 # Wire format of one NormalizedLandmark with x, y, z set (and no visibility or
 # presence): field-1 tag, length 15, then tag + little-endian float32 for x, y, z.
@@ -39,7 +40,6 @@ def landmark_list_to_array(landmark_list):
 
 #: Streaming: frames between two searches for new faces while fewer than
 #: ``max_faces`` are tracked (see :class:`LegacyLandmarkExtractor`).
-DEFAULT_DETECTION_INTERVAL = 10
 
 
 def available():
@@ -80,7 +80,7 @@ class LegacyLandmarkExtractor:
 
     def __init__(self, max_faces=5, min_detection_confidence=0.5,
                  min_tracking_confidence=0.5, streaming=False,
-                 detection_interval=DEFAULT_DETECTION_INTERVAL):
+                 detection_interval=EstimatorConfig.detection_interval):
         from .landmarks import check_extractor_args
 
         check_extractor_args(max_faces, min_detection_confidence, min_tracking_confidence,

@@ -42,7 +42,7 @@ import time
 
 import numpy as np
 
-from .tflite import DEFAULT_NUM_THREADS
+from .options import EstimatorConfig
 
 NS = '/nlml_bench'
 PAGE_MIB = os.sysconf('SC_PAGE_SIZE') / 2 ** 20 if hasattr(os, 'sysconf') else 4096 / 2 ** 20
@@ -207,7 +207,8 @@ def _child_env(large_data):
 def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
                   large_data=False, rss_every=0.0, image=None, warmup_timeout=60.0, log=print,
                   flip_average=False, off_axis=False, perspective_warp=True, max_faces=5,
-                  compressed=False, abuse_rate=0.0, num_threads=DEFAULT_NUM_THREADS, faces=1):
+                  compressed=False, abuse_rate=0.0,
+                  num_threads=EstimatorConfig.num_threads, faces=1):
     """Run publisher, node and receiver; return a dict of figures."""
     compressed = compressed or abuse_rate > 0
     import tempfile
@@ -425,9 +426,9 @@ def main(argv=None):
                         help='run the node with flip_average:=true (its default is false)')
     parser.add_argument('--max-faces', type=int, default=5,
                         help="the node's max_faces (default 5, as the node's own)")
-    parser.add_argument('--threads', type=int, default=DEFAULT_NUM_THREADS,
-                        help=f"the node's num_threads (default {DEFAULT_NUM_THREADS}, as the "
-                        "node's own)")
+    parser.add_argument('--threads', type=int, default=EstimatorConfig.num_threads,
+                        help="the node's num_threads (default: the node's own, "
+                             f'{EstimatorConfig.num_threads})')
     parser.add_argument('--off-axis', action='store_true',
                         help='publish the face about 20 deg off the optical axis (re-read)')
     parser.add_argument('--no-warp', action='store_true',
