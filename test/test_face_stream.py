@@ -54,7 +54,7 @@ class _Face:
 def test_stream_ids_positions_order_and_options():
     from nlml_hpe.face_stream import FaceStream
 
-    stream = FaceStream(smoothing=False, default_distance_m=2.0)
+    stream = FaceStream(smoothing=False, default_distance_m=2.0, confirm_frames=1)
     k = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
     left, right = (50, 100, 150, 200), (400, 100, 560, 260)
     faces, skipped = stream.update([_Face(left), _Face(right, position=[0.3, 0, 1.2])],

@@ -60,6 +60,9 @@ class Rig:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         overrides = [Parameter('model_path', value=str(model_dir))]
+        # These tests read a frame's outputs: a face is listed at once (the listing's
+        # hysteresis is the stream's, test_tracking.py and test_node_hri.py).
+        params.setdefault('track_confirm_frames', 1)
         overrides += [Parameter(k, value=v) for k, v in params.items()]
         self.node = HeadPoseNode(context=self.context, parameter_overrides=overrides,
                                  namespace=namespace)

@@ -163,8 +163,8 @@ def _predict_video(args, path, model, out_dir):
                 t0 = time.perf_counter()
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 poses = est.estimate(rgb)
-                tracked = {id(f.pose): f.id for f in stream.update(
-                    poses, n / fps, (rgb.shape[1], rgb.shape[0]))[0]}
+                listed, _ = stream.update(poses, n / fps, (rgb.shape[1], rgb.shape[0]))
+                tracked = {id(f.pose): f.id for f in listed + stream.tentative if f.seen}
                 ids = [tracked.get(id(p)) for p in poses]  # None: a non-finite pose
                 try:
                     _report(args, f'{path}#{n}', poses, (time.perf_counter() - t0) * 1e3, ids)

@@ -242,7 +242,10 @@ def run_demo(clip_dir=DEMO_DIR, out_dir='demo_out', model_path=None, timeout=10.
     rclpy.init(context=context)
     executor = spinner = node = player = None
     try:
-        overrides = [Parameter('smoothing', value=False)]  # each frame is a new pose
+        # Each frame is a new pose, shown once: no smoothing, and a face is listed at once
+        # (a camera's face is listed after track_confirm_frames frames in a row).
+        overrides = [Parameter('smoothing', value=False),
+                     Parameter('track_confirm_frames', value=1)]
         if model_path:
             overrides.append(Parameter('model_path', value=str(model_path)))
         t0 = time.monotonic()

@@ -693,7 +693,7 @@ class HeadPoseNode(LifecycleNode):
         return [dict(id=f.id, quat=f.quaternion, rot=f.rotation, position=f.position,
                      offset=f.gaze_offset_deg, looking=f.looking_at_camera,
                      target_offset=f.target_offset_deg, looking_target=f.looking_at_target,
-                     box=f.box, score=f.score) for f in stream_faces]
+                     box=f.box, score=f.score) for f in stream_faces if f.seen]
 
     # ------------------------------------------------------------- publishing
     @staticmethod
