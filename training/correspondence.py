@@ -41,6 +41,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from .faces import load_source
+from .render import make_renderer, project
 
 #: ICT-FaceKit's facial skin region (the eyeballs, mouth socket, teeth and head
 #: back are excluded from the snapping target).
@@ -205,18 +206,6 @@ def sample_surface(buffer, points_px):
     return out
 
 
-def make_renderer(source, cfg_faces, size):
-    """Build a :class:`training.render.Renderer` for the configured source (ICT only)."""
-    from .render import Renderer, ict_appearance
-
-    if source.name != 'ict':
-        raise ValueError(f'rendering needs the ICT-FaceKit source, not {source.name!r}')
-    with np.load(cfg_faces['path'], allow_pickle=False) as data:
-        landmark_verts = data['idx_to_landmark_verts']
-    tris, colours = ict_appearance(source.neutral, source.triangles, landmark_verts)
-    return Renderer(size[0], size[1], tris, colours)
-
-
 def mediapipe_correspondence(source, canonical, tris, cfg_faces, ccfg, rng):
     """Measure the correspondence from MediaPipe run on renders (see module docstring).
 
@@ -224,8 +213,6 @@ def mediapipe_correspondence(source, canonical, tris, cfg_faces, ccfg, rng):
     """
     from nlml_hpe.geometry import euler_to_matrix
     from nlml_hpe.landmarks import LandmarkExtractor
-
-    from .render import project
 
     size = tuple(int(v) for v in ccfg.get('image_size', (640, 480)))
     focal = float(ccfg.get('focal_px', 800.0))
@@ -348,12 +335,11 @@ def pnp_frame_correction(source, corr, canonical, coeffs, focal=800.0, distance=
     import cv2
     from scipy.spatial.transform import Rotation
 
+    from nlml_hpe.camera import Camera
     from nlml_hpe.geometry import optical_to_viewer
 
-    from .render import project
-
     size = (640, 480)
-    k = np.array([[focal, 0, size[0] / 2.0], [0, focal, size[1] / 2.0], [0, 0, 1.0]])
+    k = Camera.pinhole(focal, *size).k
     rots = []
     for c in coeffs:
         pts = landmarks_of(source, corr, np.asarray(c)[None])[0]

@@ -61,7 +61,7 @@ from nlml_hpe.geometry import euler_to_matrix, matrix_to_euler, rotation_between
 
 from .correspondence import landmarks_of, load_correspondence, to_head_frame
 from .faces import load_faces, load_source, sample_expressions
-from .render import camera_centre, project
+from .render import camera_centre, make_renderer, project, renderer_available
 
 #: Frames the sample angles can be given in (``landmarks.angle_frame``).
 ANGLE_FRAMES = ('apparent', 'camera')
@@ -200,7 +200,6 @@ class Projector:
 def _init_worker(cfg_faces, corr, size):
     from nlml_hpe.landmarks import LandmarkExtractor
 
-    from .correspondence import make_renderer
 
     source = load_source(cfg_faces)
     _WORKER.update(source=source, corr=corr, renderer=make_renderer(source, cfg_faces, size),
@@ -279,7 +278,6 @@ def measure_identity_response(cfg, source, corr, n_identities=24, seed=0):
     from nlml_hpe.features import normalise_landmarks
     from nlml_hpe.landmarks import LandmarkExtractor
 
-    from .correspondence import make_renderer
 
     rng = np.random.default_rng(seed)
     scale = float(cfg['faces'].get('identity_scale', 1.0))
@@ -404,7 +402,6 @@ def run(cfg, out_dir, inputs):
     timings = {}
     response, measured = lcfg.get('identity_response'), None
     if response == 'auto':
-        from .render import renderer_available
 
         ok, why = renderer_available()
         if not ok:
@@ -465,7 +462,6 @@ def run(cfg, out_dir, inputs):
     n_check = min(int(lcfg.get('check_identities', 0)), len(train))
     check = None
     if n_check > 0:
-        from .render import renderer_available
 
         ok, why = renderer_available()
         if ok:
@@ -554,7 +550,6 @@ def _plot_check_renders(sampler, merged, mp, path):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    from .correspondence import make_renderer
 
     n = len(merged['angles'])
     picks = np.unique(np.linspace(0, n - 1, 8).astype(int))
