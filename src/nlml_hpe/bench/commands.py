@@ -60,6 +60,17 @@ def _legacy_estimator(model, config, streaming=False):
     return HeadPoseEstimator(model, extractor, config=config, streaming=streaming)
 
 
+def _run_closing(command, estimators, run):
+    """Return ``run()``; close ``estimators`` after; exit naming ``command`` on bad input."""
+    try:
+        return run()
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f'nlml-hpe benchmark {command}: {exc}') from None
+    finally:
+        for est in estimators.values():
+            est.close()
+
+
 def _load_model(model_path, command):
     from ..model import ModelFileError, default_model_dir, load_model
 
@@ -149,15 +160,9 @@ def cmd_range(args):
             frames = [tuple(int(v) for v in f.lower().split('x')) for f in args.frames]
         except ValueError:
             raise SystemExit('nlml-hpe benchmark range: --frames takes WxH sizes') from None
-    try:
-        result = run_range(args.directory, estimators, widths=args.widths or FACE_WIDTHS,
-                           frames=frames, limit=args.limit,
-                           progress=not args.json and sys.stderr.isatty())
-    except ValueError as exc:
-        raise SystemExit(f'nlml-hpe benchmark range: {exc}') from None
-    finally:
-        for est in estimators.values():
-            est.close()
+    result = _run_closing('range', estimators, lambda: run_range(
+        args.directory, estimators, widths=args.widths or FACE_WIDTHS, frames=frames,
+        limit=args.limit, progress=not args.json and sys.stderr.isatty()))
     print(json.dumps(result, indent=2) if args.json else format_range(result))
     return 0
 
@@ -188,14 +193,8 @@ def cmd_off_axis(args):
         'nlml_hpe': HeadPoseEstimator(model, config=args.config.updated(perspective_warp=True)),
         'nlml_hpe_no_warp': HeadPoseEstimator(
             model, config=args.config.updated(perspective_warp=False))}
-    try:
-        result = run_off_axis(args.directory, estimators, turns=turns, limit=args.limit,
-                              progress=not args.json)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f'nlml-hpe benchmark offaxis: {exc}') from exc
-    finally:
-        for est in estimators.values():
-            est.close()
+    result = _run_closing('offaxis', estimators, lambda: run_off_axis(
+        args.directory, estimators, turns=turns, limit=args.limit, progress=not args.json))
     print(json.dumps(result, indent=2) if args.json else format_off_axis(result))
     return 0
 
