@@ -54,7 +54,7 @@ def _encode(ext, img, params=()):
 
 @pytest.fixture(scope='module')
 def face():
-    from nlml_hpe.node_benchmark import face_frame
+    from nlml_hpe.bench.feed import face_frame
 
     return face_frame(640, 480)  # the demo clip's first frame: ships with the package
 

@@ -134,7 +134,7 @@ def test_camera_frame_reaches_the_node_only_when_set(description, tmp_path):
 
 
 def test_rviz_is_off_by_default_and_follows_the_camera_frame(description):
-    from nlml_hpe.demo import FRAME_ID
+    from nlml_hpe.bench.demo import FRAME_ID
 
     ld, prefix = description
     rviz, starts, args, _ = _rviz(description, {})
@@ -163,7 +163,7 @@ def test_pose_yaml_matches_the_node_parameters():
 
 
 def test_rviz_config_shows_tf_and_markers():
-    from nlml_hpe.demo import FRAME_ID
+    from nlml_hpe.bench.demo import FRAME_ID
 
     data = yaml.safe_load((REPO / 'config' / 'nlml_hpe.rviz').read_text())
     displays = {d['Class']: d for d in data['Visualization Manager']['Displays']}
@@ -177,6 +177,6 @@ def test_rviz_config_shows_tf_and_markers():
 
 def test_launch_file_names_the_demo_frame():
     """The launch file (not importable without launch_ros) uses the demo's frame name."""
-    from nlml_hpe.demo import FRAME_ID
+    from nlml_hpe.bench.demo import FRAME_ID
 
     assert f"DEMO_FRAME = '{FRAME_ID}'" in LAUNCH_FILE.read_text()

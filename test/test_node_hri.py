@@ -23,7 +23,7 @@ from scipy.spatial.transform import Rotation  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from test_node import FRAME, Rig, _image_msg, _send_info  # noqa: E402
 
-from nlml_hpe.demo import DEMO_DIR, load_clip  # noqa: E402
+from nlml_hpe.bench.demo import DEMO_DIR, load_clip  # noqa: E402
 from nlml_hpe.model import default_model_dir  # noqa: E402
 
 IdsList = hri_msgs.IdsList

@@ -116,7 +116,7 @@ from .face_stream import FaceStream, check_target
 from .geometry import gaze_frame_quaternion
 from .images import square_crop
 from .input_policy import frame_name_problem, frame_prefix_problem
-from .options import EstimatorConfig, node_parameters
+from .options import EstimatorConfig, StreamConfig, parameter_specs
 from .ros_image import (
     ImageConversionError,
     camera_matrix_from_info,
@@ -160,72 +160,24 @@ def _range_i(lo, hi):
     return [IntegerRange(from_value=int(lo), to_value=int(hi), step=1)]
 
 
-def _estimator_parameters():
-    """Return the estimator's options as node parameters (:mod:`nlml_hpe.options`)."""
-    out = {}
-    for name, (default, text, bounds) in node_parameters().items():
-        extra = {}
-        if bounds is not None:
-            extra = ({'integer_range': _range_i(*bounds)} if isinstance(default, int)
-                     and not isinstance(default, bool) else
-                     {'floating_point_range': _range_f(*bounds)})
-        out[name] = (default, text, extra)
-    return out
+def _descriptor_extra(spec):
+    """Extra ParameterDescriptor fields of an option: its range, read-only."""
+    extra = {'read_only': True} if spec.read_only else {}
+    if spec.bounds is not None:
+        extra.update({'integer_range': _range_i(*spec.bounds)} if spec.type is int else
+                     {'floating_point_range': _range_f(*spec.bounds)})
+    return extra
 
 
-#: name -> (default, description, extra ParameterDescriptor fields).
-PARAMETERS = {
-    'model_path': ('', 'Model directory or .safetensors file; empty = the shipped model.', {}),
-    **_estimator_parameters(),
-    'tracking': (True, 'Keep face ids stable across frames (greedy IoU matching).', {}),
-    'smoothing': (True, 'One-Euro smoothing of orientation and position (needs tracking).', {}),
-    'smoothing_min_cutoff': (1.0, 'One-Euro cut-off at rest (Hz); lower = smoother.',
-                             {'floating_point_range': _range_f(0.01, 100.0)}),
-    'smoothing_beta': (0.05, 'One-Euro speed coefficient; higher = less lag.',
-                       {'floating_point_range': _range_f(0.0, 100.0)}),
-    'smoothing_d_cutoff': (1.0, 'One-Euro derivative cut-off (Hz).',
-                           {'floating_point_range': _range_f(0.01, 100.0)}),
-    'publish_tf': (True, 'Broadcast <camera frame> -> face_<id> on /tf.', {}),
-    'publish_gaze_frames': (False, 'Also broadcast <camera frame> -> gaze_<id> (REP-155: at the '
-                            'face origin, z along the gaze, x right, y down).', {}),
-    'face_frame_prefix': ('face_', 'Child frame prefix of the face frames.', {}),
-    'gaze_frame_prefix': ('gaze_', 'Child frame prefix of the gaze frames.', {}),
-    'camera_frame': ('', "Override of the images' header.frame_id (empty = use it).", {}),
-    'max_rate': (0.0, 'Processing-rate cap in Hz (0 = as fast as frames arrive).',
-                 {'floating_point_range': _range_f(0.0, 1000.0)}),
-    'looking_threshold_deg': (15.0, 'Gaze offset (deg) at or below which a face counts as '
-                              'looking at the camera (and at the target).',
-                              {'floating_point_range': _range_f(0.0, 180.0)}),
-    'looking_target': ([0.0, 0.0, 0.0], 'Point (x, y, z, metres) in the camera frame that '
-                       "looking_at_target and target_offsets refer to, e.g. the robot's face "
-                       'screen; [0, 0, 0] = the camera.', {}),
-    'looking_target_frame': ('', 'TF frame whose origin is the target, e.g. head_front_screen '
-                             '(needs tf2_ros; empty = use looking_target).', {}),
-    'looking_target_tolerance_m': (0.0, 'Radius of the target (m): widens '
-                                   'looking_threshold_deg by the angle it subtends at the head.',
-                                   {'floating_point_range': _range_f(0.0, 10.0)}),
-    'default_distance_m': (1.0, 'Distance of the face along its optical ray when camera_info '
-                           'is missing or invalid (m).',
-                           {'floating_point_range': _range_f(0.05, 100.0)}),
-    'use_compressed': (False, 'Subscribe to image/compressed instead of image.',
-                       {'read_only': True}),
-    'autostart': (True, 'Configure (load the model) and activate (subscribe) at start; false '
-                  'leaves the lifecycle node unconfigured for a lifecycle manager.',
-                  {'read_only': True}),
-    'ros4hri': (True, 'Also publish the ROS4HRI interface (REP-155): /humans/faces/tracked '
-                '(hri_msgs/IdsList), per face /humans/faces/<id>/roi '
-                '(hri_msgs/NormalizedRegionOfInterest2D) and /humans/faces/<id>/cropped '
-                f'({HRI_FACE_SIZE}x{HRI_FACE_SIZE} rgb8), TF face_<id> and gaze_<id>; '
-                f'<id> is {HRI_ID_PREFIX!r} + the track id (needs hri_msgs).',
-                {'read_only': True}),
-}
-_RELOAD = {'model_path', *node_parameters()}
+#: name -> (default, description, extra ParameterDescriptor fields), from the options
+#: tables (:func:`nlml_hpe.options.parameter_specs`).
+PARAMETERS = {s.name: (list(s.default) if s.type is tuple else s.default, s.help,
+                       _descriptor_extra(s)) for s in parameter_specs()}
+_SPECS = {s.name: s for s in parameter_specs()}
+#: Parameters whose change needs a new estimator.
+_RELOAD = {'model_path'} | {s.name for s in EstimatorConfig.specs()}
 #: Node parameter -> FaceStream option.
-_STREAM = {'tracking': 'tracking', 'smoothing': 'smoothing',
-           'smoothing_min_cutoff': 'smoothing_min_cutoff', 'smoothing_beta': 'smoothing_beta',
-           'smoothing_d_cutoff': 'smoothing_d_cutoff', 'default_distance_m': 'default_distance_m',
-           'looking_threshold_deg': 'looking_threshold_deg', 'looking_target': 'target',
-           'looking_target_tolerance_m': 'target_tolerance_m'}
+_STREAM = {s.name: s.field for s in StreamConfig.specs()}
 
 
 def _release_free_memory():
@@ -529,10 +481,11 @@ class HeadPoseNode(LifecycleNode):
         for p in params:
             if p.name not in PARAMETERS:
                 continue
-            want = type(PARAMETERS[p.name][0])
+            want = _SPECS[p.name].type
             if p.type_ == ParameterType.PARAMETER_NOT_SET or \
                     (want is float and not isinstance(p.value, (int, float))) or \
-                    (want is not float and not isinstance(p.value, want)):
+                    (want is tuple and isinstance(p.value, (str, bytes))) or \
+                    (want not in (float, tuple) and not isinstance(p.value, want)):
                 return SetParametersResult(successful=False,
                                            reason=f'{p.name} must be of type {want.__name__}')
             if want is float and not math.isfinite(float(p.value)):
@@ -740,7 +693,7 @@ class HeadPoseNode(LifecycleNode):
         return [dict(id=f.id, quat=f.quaternion, rot=f.rotation, position=f.position,
                      offset=f.gaze_offset_deg, looking=f.looking_at_camera,
                      target_offset=f.target_offset_deg, looking_target=f.looking_at_target,
-                     box=f.box, score=f.score) for f in stream_faces]
+                     box=f.box, score=f.score) for f in stream_faces if f.seen]
 
     # ------------------------------------------------------------- publishing
     @staticmethod

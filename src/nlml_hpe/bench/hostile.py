@@ -267,7 +267,7 @@ def photo_jpeg(width=8000, height=6000, quality=95):
     import cv2
     import numpy as np
 
-    from ..node_benchmark import face_frame
+    from .feed import face_frame
 
     img = cv2.resize(face_frame(640, 480)[:, :, ::-1], (width, height),
                      interpolation=cv2.INTER_CUBIC)
