@@ -25,6 +25,7 @@ import sys
 import time
 
 from .flags import add_option_flags, config_from_flags
+from .input_policy import printable
 
 # The CLI's bound of --max-faces (re-exported: the options table defines it).
 from .options import MAX_FACES as MAX_FACES
@@ -114,7 +115,7 @@ def _report(args, name, poses, ms, ids=None):
         tags = [''] * len(poses) if ids is None else [f'face {i}: ' for i in ids]
         desc = '; '.join(f'{tag}yaw {p.yaw:+.1f} pitch {p.pitch:+.1f} roll {p.roll:+.1f}'
                          for tag, p in zip(tags, poses)) or 'no face'
-        print(f'{name}: {desc} ({ms:.1f} ms)', flush=True)
+        print(f'{printable(name)}: {desc} ({ms:.1f} ms)', flush=True)
 
 
 def _report_error(args, name, message, ms=None):
@@ -124,7 +125,7 @@ def _report_error(args, name, message, ms=None):
             line['ms'] = round(ms, 3)
         _print_json(line)
     else:
-        print(f'{name}: ERROR {message}', file=sys.stderr, flush=True)
+        print(f'{printable(name)}: ERROR {printable(message)}', file=sys.stderr, flush=True)
 
 
 def _predict_video(args, path, model, config, out_dir):
@@ -133,44 +134,34 @@ def _predict_video(args, path, model, config, out_dir):
     ``config`` is the estimator's :class:`~nlml_hpe.options.EstimatorConfig`
     (flip averaging, unless set, is off in video).  Each face carries its track
     id (:class:`~nlml_hpe.face_stream.FaceStream`, tracking only: the angles
-    reported are the estimator's, unsmoothed).
+    reported are the estimator's, unsmoothed).  A video that ends before the
+    frames its container declares raises ``ValueError`` after its frames' lines
+    (:class:`~nlml_hpe.video.VideoReader`).
     """
     import cv2
 
     from .drawing import draw_poses
     from .estimator import HeadPoseEstimator
     from .face_stream import FaceStream
-    from .input_policy import MAX_SIDE
+    from .video import VideoReader
 
-    _check_regular_file(path)
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        cap.release()
-        raise ValueError(f'cannot open video {path}')
-    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    if max(size) > MAX_SIDE:
-        cap.release()
-        raise ValueError(f'video {path} declares {size[0]}x{size[1]} frames: more than the '
-                         f'maximum side of {MAX_SIDE} px')
+    video = VideoReader(path)  # a regular file, frames within the side limit
     writer = None
-    n = bad = 0
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    fps = fps if fps and math.isfinite(fps) and fps > 0 else 25.0
+    bad = 0
+    fps = video.fps
     stream = FaceStream(tracking=True, smoothing=False)
     try:
         with HeadPoseEstimator(model, config=config, streaming=True) as est:
-            while True:
-                ok, bgr = cap.read()
-                if not ok:
-                    break
+            for frame in video:  # frames above the pixel budget come reduced
+                n, rgb = frame.index, frame.rgb
                 t0 = time.perf_counter()
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 poses = est.estimate(rgb)
                 listed, _ = stream.update(poses, n / fps, (rgb.shape[1], rgb.shape[0]))
                 tracked = {id(f.pose): f.id for f in listed + stream.tentative if f.seen}
                 ids = [tracked.get(id(p)) for p in poses]  # None: a non-finite pose
                 try:
-                    _report(args, f'{path}#{n}', poses, (time.perf_counter() - t0) * 1e3, ids)
+                    _report(args, f'{path}#{n}', frame.to_source(poses),
+                            (time.perf_counter() - t0) * 1e3, ids)
                 except ValueError as exc:  # one unusable frame: its own error line
                     _report_error(args, f'{path}#{n}', str(exc))
                     bad += 1
@@ -179,29 +170,14 @@ def _predict_video(args, path, model, config, out_dir):
                     if writer is None:
                         target = out_dir / f'{path.stem}_pose.mp4'
                         writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*'mp4v'),
-                                                 fps, (bgr.shape[1], bgr.shape[0]))
+                                                 fps, (rgb.shape[1], rgb.shape[0]))
                     writer.write(cv2.cvtColor(draw_poses(rgb, poses), cv2.COLOR_RGB2BGR))
-                n += 1
     finally:
-        cap.release()
+        video.close()
         if writer is not None:
             writer.release()
-    if n == 0:
-        raise ValueError(f'no frames could be decoded from {path}')
+    video.check_complete()  # read fewer frames than declared: an error line, exit code 1
     return bad
-
-
-def _check_regular_file(path):
-    import stat
-
-    from .input_policy import file_kind
-
-    try:
-        mode = Path(path).stat().st_mode
-    except OSError as exc:
-        raise ValueError(f'cannot read {path}: {exc.strerror}') from None
-    if not stat.S_ISREG(mode):
-        raise ValueError(f'{path} is not a regular file ({file_kind(mode)})')
 
 
 def cmd_predict(args):
@@ -215,7 +191,7 @@ def cmd_predict(args):
 
     from .drawing import draw_poses
     from .estimator import HeadPoseEstimator
-    from .input_policy import read_image_file
+    from .input_policy import read_image
     from .model import default_model_dir, load_model
 
     try:
@@ -242,9 +218,11 @@ def cmd_predict(args):
                 if kind == 'video':
                     failures += bool(_predict_video(args, path, model, config, out_dir))
                     continue
-                rgb = read_image_file(path)
+                decoded = read_image(path)  # a large JPEG: at 1/2, 1/4 or 1/8 scale
+                rgb = decoded.rgb
                 poses = est.estimate(rgb)
-                _report(args, str(path), poses, (time.perf_counter() - t0) * 1e3)
+                _report(args, str(path), decoded.to_source(poses),
+                        (time.perf_counter() - t0) * 1e3)
                 if out_dir is not None:
                     target = out_dir / f'{path.stem}_pose.png'
                     cv2.imwrite(str(target), cv2.cvtColor(draw_poses(rgb, poses),
