@@ -12,7 +12,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="${NLML_HPE_VENV:-$here/.venv}"
-launch_dir="${NLML_HPE_SHARED:-$here/../shared}/ros2_launch"
+shared="${NLML_HPE_SHARED:-$here/../shared}"
+launch_dir="$(cd "$shared/ros2_launch" 2>/dev/null && pwd)" || launch_dir="$shared/ros2_launch"
 python="${PYTHON:-python3.11}"
 command -v "$python" >/dev/null 2>&1 || python=python3
 
@@ -60,7 +61,7 @@ if [ -d "$launch_dir/wheels" ]; then
     log "ros2 launch and CLI wheels up to date"
   fi
 else
-  log "no $launch_dir: ros2 launch and the ros2 CLI are not installed (test/test_launch.py skips)"
+  log "no $launch_dir: ros2 launch and the ros2 CLI are not installed (the launch tests skip)"
 fi
 
 # 4. Interface packages that are not on PyPI: generate each with rosidl from its
@@ -121,10 +122,10 @@ mkdir -p "$venv/share/ament_index/resource_index/packages" "$venv/lib/nlml_hpe" 
   "$share/launch" "$share/config" "$share/models"
 touch "$venv/share/ament_index/resource_index/packages/nlml_hpe"
 find "$share" -type l -delete
-ln -s "$here/package.xml" "$share/package.xml"
-for f in "$here"/launch/*.launch.py; do ln -s "$f" "$share/launch/"; done
-for f in "$here"/config/*.yaml "$here"/config/*.rviz; do ln -s "$f" "$share/config/"; done
-for f in "$here"/models/*.safetensors "$here"/models/*.json; do ln -s "$f" "$share/models/"; done
+ln -sf "$here/package.xml" "$share/package.xml"
+for f in "$here"/launch/*.launch.py; do ln -sf "$f" "$share/launch/"; done
+for f in "$here"/config/*.yaml "$here"/config/*.rviz; do ln -sf "$f" "$share/config/"; done
+for f in "$here"/models/*.safetensors "$here"/models/*.json; do ln -sf "$f" "$share/models/"; done
 ln -sfn ../../bin/head_pose_node "$venv/lib/nlml_hpe/head_pose_node"
 site="$("$vpy" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 cat >"$site/nlml_hpe_ament_prefix.pth" <<'PTH'

@@ -374,3 +374,20 @@ def test_params_file_of_the_wrong_type_fails_cleanly(ros, tmp_path, value):
     assert 'cannot start: max_faces: ' in launch.output and 'INTEGER' in launch.output
     assert 'Traceback' not in launch.output, launch.output
     assert not ros.survivors(), launch.output
+
+
+def test_bootstrap_makes_the_venv_an_ament_prefix_of_nlml_hpe():
+    """bootstrap.sh registers nlml_hpe in its venv: `ros2 launch` there needs nothing sourced."""
+    ros2 = _ros2()
+    venv = Path(sys.prefix)
+    if not (venv / 'share' / 'ament_index' / 'resource_index' / 'packages' / 'nlml_hpe').exists():
+        pytest.skip(f'{venv} is not a venv made by bootstrap.sh')
+    for pattern in SHARE_FILES:
+        found = list((venv / 'share' / 'nlml_hpe').glob(pattern))
+        assert found and all(p.resolve().is_file() for p in found), pattern
+    assert os.access(venv / 'lib' / 'nlml_hpe' / NODE, os.X_OK)
+    env = {k: v for k, v in os.environ.items() if k != 'AMENT_PREFIX_PATH'}
+    result = subprocess.run([ros2, 'launch', '--show-args', 'nlml_hpe', 'pose.launch.py'],
+                            env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "'autostart':" in result.stdout and "'rviz':" in result.stdout
