@@ -41,33 +41,12 @@ else
   log "requirements up to date"
 fi
 
-# 3. launch, launch_ros, ros2launch and the ros2 CLI (ros2 launch / lifecycle / param /
-#    topic) are not on PyPI: install the pure-Python wheels of ../shared/ros2_launch
-#    (built unchanged from the ROS 2 sources) with --no-deps, and their PyPI
-#    dependencies from requirements-launch.txt. Skipped when the folder is absent (the
-#    launch tests then skip) or when the wheels have not changed since the last run.
-with_launch=0
-if [ -d "$launch_dir/wheels" ]; then
-  with_launch=1
-  stamp="$venv/.nlml_hpe_ros2_launch.sha256"
-  want="$(sha256sum "$here/requirements-launch.txt" "$launch_dir"/wheels/*.whl | sha256sum | cut -d' ' -f1)"
-  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    log "installing ros2 launch and CLI wheels from $launch_dir"
-    "$vpy" -m pip install --quiet --disable-pip-version-check -r "$here/requirements-launch.txt"
-    "$vpy" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall \
-      "$launch_dir"/wheels/*.whl
-    echo "$want" >"$stamp"
-  else
-    log "ros2 launch and CLI wheels up to date"
-  fi
-else
-  log "no $launch_dir: ros2 launch and the ros2 CLI are not installed (the launch tests skip)"
-fi
-
-# 4. Interface packages that are not on PyPI: generate each with rosidl from its
+# 3. Interface packages that are not on PyPI: generate each with rosidl from its
 #    definitions unless it is importable already (a sourced ROS 2 install has them):
 #    tf2_msgs and hri_msgs (ROS4HRI) from tools/msggen/, and composition_interfaces
 #    (imported by launch_ros) from ../shared/ros2_launch at bootstrap time.
+with_launch=0
+[ -d "$launch_dir/wheels" ] && with_launch=1
 declare -A sources=([tf2_msgs.msg]="$here/tools/msggen/tf2_msgs"
                     [hri_msgs.msg]="$here/tools/msggen/hri_msgs")
 if [ "$with_launch" = 1 ] && [ -d "$launch_dir/composition_interfaces" ]; then
@@ -109,6 +88,29 @@ if [ "${#missing[@]}" -gt 0 ]; then
     "$vpy" -c "import $mod" || { echo "bootstrap: ${mod%.*} still not importable" >&2; exit 1; }
   done
   log "$names generated"
+fi
+
+# 4. launch, launch_ros, ros2launch and the ros2 CLI (ros2 launch / lifecycle / param /
+#    topic) are not on PyPI: install the pure-Python wheels of ../shared/ros2_launch
+#    (built unchanged from the ROS 2 sources) with --no-deps, and their PyPI
+#    dependencies from requirements-launch.txt. Skipped when the folder is absent (the
+#    launch tests then skip) or when the wheels have not changed since the last run.
+#    (After step 3: a pip install after these wheels warns that launch_ros needs
+#    "ament_index_python", which the ROS wheels ship as ros-kilted-ament-index-python.)
+if [ "$with_launch" = 1 ]; then
+  stamp="$venv/.nlml_hpe_ros2_launch.sha256"
+  want="$(sha256sum "$here/requirements-launch.txt" "$launch_dir"/wheels/*.whl | sha256sum | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing ros2 launch and CLI wheels from $launch_dir"
+    "$vpy" -m pip install --quiet --disable-pip-version-check -r "$here/requirements-launch.txt"
+    "$vpy" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall \
+      "$launch_dir"/wheels/*.whl
+    echo "$want" >"$stamp"
+  else
+    log "ros2 launch and CLI wheels up to date"
+  fi
+else
+  log "no $launch_dir: ros2 launch and the ros2 CLI are not installed (the launch tests skip)"
 fi
 
 # 5. Make the venv an ament prefix holding nlml_hpe, as a colcon install would (the
