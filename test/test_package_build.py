@@ -59,8 +59,9 @@ ROSDEP_KEYS = {'cv2': 'python3-opencv', 'numpy': 'python3-numpy', 'scipy': 'pyth
 PIP_ONLY = {'ai_edge_litert', 'safetensors'}
 #: Imported by the training code only (training/nlmlnet.py), never by the node.
 TRAINING_ONLY = {'torch'}
-#: What launch/pose.launch.py runs or imports besides the node's imports.
-LAUNCH = {'launch', 'launch_ros', 'rviz2'}
+#: What launch/pose.launch.py imports besides the node's imports (it runs rviz2 only with
+#: rviz:=true, and rviz2 is no dependency: it would pull Qt onto headless robots).
+LAUNCH = {'launch', 'launch_ros'}
 
 
 def _node_imports():
@@ -93,6 +94,8 @@ def test_package_xml_run_dependencies_are_the_node_imports():
     want = {ROSDEP_KEYS.get(m, m) for m in imports - PIP_ONLY}
     assert exec_deps - LAUNCH == want
     assert LAUNCH & exec_deps == LAUNCH
+    assert 'rviz2' not in exec_deps | test_deps
+    assert 'apt install ros-$ROS_DISTRO-rviz2' in (REPO / 'package.xml').read_text()
     # torch (training) is never pulled by rosdep, not even as a test dependency.
     assert not any('torch' in d for d in exec_deps | test_deps)
     text = (REPO / 'package.xml').read_text()

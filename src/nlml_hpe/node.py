@@ -77,6 +77,7 @@ and isolate with ``ROS_DOMAIN_ID``, or subscribe to ``image/compressed``.
 
 import collections
 import math
+import signal
 import threading
 import time
 
@@ -91,6 +92,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 import rclpy
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import (
@@ -920,18 +922,52 @@ class HeadPoseNode(LifecycleNode):
         return super().destroy_node()
 
 
+def parameter_problem(exc):
+    """Return ``'<name>: <reason>'`` for an rclpy ParameterException.
+
+    rclpy raises one from ``declare_parameter`` when a params file or ``-p`` gives a
+    value of the wrong type (``max_faces: "five"`` or ``5.0``) or out of the
+    descriptor's range; its text ends with ``': <name>'``.
+    """
+    reason, _, name = str(exc).rpartition(': ')
+    return f'{name}: {reason}' if reason else str(exc)
+
+
+def warn_unknown_overrides(node):
+    """Warn of parameter overrides (params file, ``-p``) that name no parameter of ``node``.
+
+    rclpy ignores them silently, so a misspelt key would leave the default in force
+    unnoticed.  rclpy keeps the overrides in ``Node._parameter_overrides`` (no public
+    accessor); ``qos_overrides.*`` are declared only when an entity is created.
+    Return the unknown names.
+    """
+    overrides = getattr(node, '_parameter_overrides', None) or {}
+    unknown = sorted(name for name in overrides
+                     if not node.has_parameter(name) and not name.startswith('qos_overrides.'))
+    if unknown:
+        node.get_logger().warning(f'ignoring unknown parameter(s): {", ".join(unknown)} (not '
+                                  f'parameters of {node.get_name()}; misspelt?)')
+    return unknown
+
+
 def main(args=None):
     """Entry point of ``ros2 run nlml_hpe head_pose_node``."""
     try:
         with rclpy.init(args=args):
             try:
                 node = HeadPoseNode()
-            except ValueError as exc:  # bad parameter values or model file
-                rclpy.logging.get_logger('head_pose_node').fatal(f'cannot start: {exc}')
+            except (ValueError, ParameterException) as exc:  # bad parameters or model file
+                problem = parameter_problem(exc) if isinstance(exc, ParameterException) else exc
+                rclpy.logging.get_logger('head_pose_node').fatal(f'cannot start: {problem}')
                 return 1
+            warn_unknown_overrides(node)
             try:
                 rclpy.spin(node)
             finally:
+                # Ctrl-C in a terminal under `ros2 launch` signals the node twice (the
+                # process group, then launch): a second KeyboardInterrupt must not break
+                # the cleanup (it printed a traceback from LiteRT's Interpreter.__del__).
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
