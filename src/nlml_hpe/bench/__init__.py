@@ -1,0 +1,1 @@
+"""Benchmarks of the face stream over time (tracks), free of ROS."""
