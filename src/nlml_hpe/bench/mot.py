@@ -163,7 +163,7 @@ class MotAccumulator:
         return result
 
     def _match(self, gids, hids, iou):
-        """CLEAR MOT matching: keep the previous frame's pairs that still overlap, then Hungarian."""
+        """CLEAR MOT matching: the previous frame's pairs that still overlap, then Hungarian."""
         pairs, used_g, used_h = [], set(), set()
         col = {h: j for j, h in enumerate(hids)}
         for i, g in enumerate(gids):
@@ -207,7 +207,7 @@ class MotAccumulator:
         return frag
 
     def summary(self):
-        """The sequence's metrics as a JSON-friendly dict (None where undefined)."""
+        """Return the sequence's metrics as a JSON-friendly dict (None where undefined)."""
         t = self._totals
         idtp, idfp, idfn = self.identity_scores()
         n_gt, n_hyp = t['gt'], t['tp'] + t['fp']

@@ -56,7 +56,7 @@ def pick_photos(directory, n, seed=0):
 
 
 def paste_photo(frame, rgb, label_box, centre, face_px, blur_sigma=0.0, motion=(0.0, 0.0)):
-    """Paste ``rgb``'s labelled face into ``frame`` (float32, in place) at ``centre``, ``face_px`` wide.
+    """Paste ``rgb``'s labelled face, ``face_px`` wide, into ``frame`` (float32) at ``centre``.
 
     ``blur_sigma``: defocus (px); ``motion``: the face's displacement this frame
     (px), smeared over half of it.  Returns the label box in the frame's pixels.
@@ -151,7 +151,7 @@ def photo_sequence(directory, n_faces=18, seed=0):
 
 
 def face_free_sequence(duration_s=180.0, seed=0):
-    """Return the face-free :class:`Sequence`: rooms, a moving noisy camera, ``duration_s`` long."""
+    """Return the face-free :class:`Sequence`: rooms seen by a moving noisy camera."""
     if not duration_s > 0:
         raise ValueError(f'the face-free duration must be positive, got {duration_s}')
     size = FRAME_SIZE

@@ -104,7 +104,7 @@ def _decor(img, rng, floor_y):
     for _ in range(int(rng.integers(1, 3))):  # skin-coloured blobs (hands, a ball, a lamp)
         c = (int(rng.uniform(0, 1) * w), int(rng.uniform(0.2, 0.9) * h))
         r = int(rng.uniform(0.015, 0.04) * w)
-        skin = (int(rng.integers(170, 230)), int(rng.integers(120, 170)), int(rng.integers(90, 140)))
+        skin = tuple(int(rng.integers(lo, hi)) for lo, hi in ((170, 230), (120, 170), (90, 140)))
         cv2.ellipse(img, c, (r, int(r * 1.3)), float(rng.uniform(0, 180)), 0, 360, skin, -1)
 
 
@@ -150,7 +150,7 @@ class CameraView:
         self.rng = rng
 
     def frame(self, t):
-        """The scene as the camera sees it at time ``t`` (s), without noise (float32)."""
+        """Return the scene as the camera sees it at time ``t`` (s), without noise."""
         w, h = self.size
         s = self.shake_px
         dx = self.pan[0] * math.sin(2 * math.pi * t / self.period[0] + self.phase[0])
@@ -210,7 +210,7 @@ class HeadKit:
         return len(self.source.identity_modes)
 
     def base(self, identity):
-        """An identity at rest: its model-frame vertices and landmark-triangle vertices."""
+        """Return an identity at rest: its model-frame and landmark-triangle vertices."""
         ident = np.asarray(identity, float)
         flat = self.corr['tri_vertices'].ravel()
         return {'vertices': self.source.vertices(ident),

@@ -13,8 +13,8 @@ backgrounds (:mod:`nlml_hpe.bench.scenes`):
 * ``turn_yaw``: turning to +90 deg yaw and back, then to -90 and back.
 * ``nod_pitch``: nodding to +60 and -60 deg pitch.
 * ``occlusion``: a board rises in front of the face for 0.1, 0.25, 0.5 and 1 s.
-* ``leave_reenter``: walking out of the frame and back, after a short (~0.9 s)
-  and a long (~3.7 s) absence; the person is one identity throughout.
+* ``leave_reenter``: walking out of the frame and back, after a short (~0.6 s)
+  and a long (~3.8 s) absence; the person is one identity throughout.
 * ``crossing``: two people walking across, the nearer passing in front of
   the farther, and back.
 * ``walk_away``: walking from 1 to 4 m (the face shrinks from ~85 to ~21 px).
@@ -159,9 +159,10 @@ def facing_walk(place, amplitude_deg=35.0, pitch=0.0):
 
 
 class Expressions:
-    """Talking (jaw), full blinks and a smile over time; blendshape weights the training never drew.
+    """Talking (jaw), full blinks and a smile over time.
 
-    (Training draws three random blendshapes at up to 0.3 per sample.)
+    Weights the training never drew: it draws three random blendshapes at up
+    to 0.3 per sample.
     """
 
     def __init__(self, names, rng):
@@ -264,7 +265,10 @@ def compose(kit, view, actors, occluders, t, size, focal, bases):
 
 
 def _board(place, focal, size, start, duration, ramp=0.1):
-    """Rect of a board that rises from below to cover a head at ``place`` during [start, +duration]."""
+    """Rect ``f(t)`` of a board rising from below to cover the head at ``place``.
+
+    Fully up from ``start`` for ``duration`` s; ``ramp`` s to rise and to fall.
+    """
     w, h = size
 
     def rect(t):
@@ -281,7 +285,16 @@ def _board(place, focal, size, start, duration, ramp=0.1):
 
 
 def _steady(x=0.0, y=0.0, depth=85.0, sway=8.0, period=7.0):
-    return lambda t: np.array([x + sway * math.sin(2 * math.pi * t / period), y, depth])
+    return _place(lambda t: x + sway * math.sin(2 * math.pi * t / period), y, depth)
+
+
+def _place(x, y, depth):
+    """``place(t)`` from x, y, depth (cm): each a number or a function of t (or keyframes)."""
+    parts = [v if callable(v) else (lambda t, v=v: v) for v in (x, y, depth)]
+
+    def place(t):
+        return np.array([float(np.ravel(p(t))[0]) for p in parts])
+    return place
 
 
 def _scenario(name, rng, ids, names):
@@ -313,25 +326,24 @@ def _scenario(name, rng, ids, names):
         occluders = [Occluder(_board(place, f, size, s, d), room_background(200, 260, rng))
                      for s, d in ((1.5, 0.1), (3.5, 0.25), (5.5, 0.5), (8.0, 1.0))]
     elif name == 'leave_reenter':
-        duration = 12.5
-        x = keyframes((0, 0), (1, 0), (2.2, 85), (2.7, 85), (3.9, 0), (5.4, 0), (6.6, -85),
-                      (9.6, -85), (10.8, 0))
-        place = (lambda t: np.array([x(t)[0], 0.0, 100.0]))
+        duration = 12.0
+        x = keyframes((0, 0), (1, 0), (2.2, 75), (3.4, 0), (4.9, 0), (6.1, -85), (9.1, -85),
+                      (10.3, 0))
+        place = _place(x, 0.0, 100.0)
         one = Actor(4, ids[4], facing_walk(place), place)
     elif name == 'crossing':
         duration = 8.5
         xa = keyframes((0, -45), (0.5, -45), (3.5, 45), (4.5, 45), (7.5, -45))
         xb = keyframes((0, 60), (0.5, 60), (3.5, -60), (4.5, -60), (7.5, 60))
-        near = (lambda t: np.array([xa(t)[0], 3.0, 90.0]))
-        far = (lambda t: np.array([xb(t)[0], -6.0, 150.0]))
+        near, far = _place(xa, 3.0, 90.0), _place(xb, -6.0, 150.0)
         actors = [Actor(5, ids[5], facing_walk(near, 25.0), near, Expressions(names, rng)),
                   Actor(6, ids[6], facing_walk(far, 25.0), far, Expressions(names, rng))]
         return duration, actors, occluders
     elif name == 'walk_away':
         duration = 7.5
         depth = keyframes((0, 100), (0.5, 100), (6.5, 400))
-        place = (lambda t: np.array([15 * math.sin(t / 2), 2 * math.sin(2 * math.pi * 1.8 * t),
-                                     depth(t)[0]]))
+        place = _place(lambda t: 15 * math.sin(t / 2),
+                       lambda t: 2 * math.sin(2 * math.pi * 1.8 * t), depth)
         one = Actor(7, ids[7], lambda t: np.array([0.0, 15 * math.sin(t / 1.5), 0.0]), place)
     else:
         raise ValueError(f'unknown rendered sequence {name!r}; known: {RENDERED}')
@@ -347,7 +359,7 @@ DESCRIPTIONS = {
     'turn_yaw': 'turning to +90 and -90 deg yaw and back, 0.9 m',
     'nod_pitch': 'nodding to +60 and -60 deg pitch, 0.85 m',
     'occlusion': 'a board covers the face for 0.1, 0.25, 0.5 and 1 s',
-    'leave_reenter': 'walks out of the frame and back (~0.9 s and ~3.7 s away), 1 m',
+    'leave_reenter': 'walks out of the frame and back (~0.6 s and ~3.8 s away), 1 m',
     'crossing': 'two people cross (0.9 m in front of 1.5 m), twice',
     'walk_away': 'walks from 1 m to 4 m (face ~85 to ~21 px)',
 }

@@ -228,9 +228,12 @@ def format_tracks(result):
     lines += _sequence_rows(result)
     faces = result['overall'].get('faces')
     if faces:
-        lines += ['', 'All face sequences, by |yaw| (recall: visible faces listed with '
-                  'IoU >= 0.5; MAE: estimator angles; orient: published face frame, deg):']
-        lines += _bin_rows(faces)
+        for kind, what in (('rendered', 'rendered heads'), ('real', 'real dev faces')):
+            if kind in result['overall']:
+                lines += ['', f'By |yaw|, {what} (recall: visible faces listed with IoU >= '
+                          f"{c.get('iou_threshold')}; MAE: the estimator's angles; orient: "
+                          'the published face frame, deg):']
+                lines += _bin_rows(result['overall'][kind])
         lines += ['', f"beyond-range flag (|yaw| > 65 set, < 45 clear): "
                   f"{json.dumps(faces['beyond_range'])}",
                   f"sigma calibration (errors within 1 sigma, per bin): "
