@@ -110,6 +110,7 @@ def test_gaps_and_drops():
     assert len(gaps) == 1 and gaps[0]['kind'] == 'left' and not gaps[0]['kept_id']
     s = summarise([score])
     assert s['recall_by_yaw']['70-80'] == {'visible': 20, 'listed': 20, 'recall': 1.0}
+    assert s['recall_by_pitch']['0-30']['visible'] == 20
     assert s['pose_mae_by_yaw']['70-80']['yaw'] == pytest.approx(68.0)
     assert s['beyond_range'] == 'n/a' and s['sigma_calibration'] == 'n/a'
     assert s['mot']['id_switches'] == 1 and s['false_tracks'] == 0
@@ -171,6 +172,24 @@ def test_cli_face_free_json(capsys):
     free = out['sequences']['face_free']
     assert free['frames'] == 90 and free['false_tracks'] == free['mot']['track_ids']
     assert out['targets'] == {} and out['config']['face_free_min'] == 0.05
+
+
+def test_real_face_sequence(aflw_dir):
+    from nlml_hpe.bench.photos import GAP, MAX_TILT, SHOWN, photo_sequence, pick_photos
+
+    photos = pick_photos(aflw_dir, 12, seed=0)
+    assert len(photos) == 12
+    assert all(max(abs(p[0]), abs(p[2])) <= MAX_TILT for _, _, p in photos)
+    assert len({yaw_bin(p[1]) for _, _, p in photos}) == 6  # every |yaw| bin
+    seq = photo_sequence(aflw_dir, 2, seed=0)
+    frames = list(seq.frames())
+    assert len(frames) == seq.n_frames == 2 * (SHOWN + GAP)
+    shown = [bool(fr.truths) for fr in frames]
+    assert shown == ([True] * SHOWN + [False] * GAP) * 2
+    for fr in frames[:SHOWN]:
+        x0, y0, x1, y1 = fr.truths[0].box
+        assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 480 and fr.truths[0].status == 'visible'
+    assert frames[0].truths[0].identity != frames[SHOWN + GAP].truths[0].identity
 
 
 @pytest.fixture

@@ -7,9 +7,12 @@
   (defocus and motion blur), then 1.5 s of no face.  Every photo is another
   identity.  Ground truth: the labelled 68-point box carried along (its IoU
   with the 468-landmark box of the same face is ~0.8-0.9 on renders), visible
-  throughout, and the label's (pitch, yaw, roll).  Paths stay within about 20 %
-  of the image centre, where the photo's label (a weak-perspective pose) still
-  holds for a flat pasted picture.
+  throughout, and the label's (pitch, yaw, roll), taken as relative to the line
+  of sight through the pasted face (so the orientation error of the published
+  face frame is defined too).  Paths stay within about 20 % of the image
+  centre, where a flat pasted picture still looks as its weak-perspective
+  label says.  Photos labelled beyond :data:`MAX_TILT` in pitch or roll are
+  left out (ambiguous Euler labels near |yaw| 90).
 * :func:`face_free_sequence`: rooms seen by a moving, noisy camera, no one in
   them, a new room every 20 s: what the false tracks per minute are counted on.
 """
@@ -20,13 +23,17 @@ import cv2
 import numpy as np
 
 from ..benchmark import list_aflw2000, read_aflw_box, read_aflw_pose, read_rgb
+from ..geometry import euler_to_matrix, face_frame_in_optical, rotation_between
 from .scenes import CameraView, room_background
-from .sequences import FPS, FRAME_SIZE, Frame, Sequence, Truth, yaw_bin
+from .sequences import FPS, FRAME_SIZE, Frame, Sequence, Truth, camera_matrix, yaw_bin
 
 #: Frames a photo is shown, then frames of no face.
 SHOWN, GAP = 45, 45
 #: Context pasted around the labelled box, in box widths (feathered ellipse).
 CONTEXT = 2.2
+#: Photos whose label has |pitch| or |roll| beyond this (deg) are left out: near
+#: |yaw| 90 such Euler labels are ambiguous (e.g. (-100.6, -74.2, 100.1)).
+MAX_TILT = 60.0
 #: Seconds of face-free video per room.
 ROOM_S = 20.0
 
@@ -42,7 +49,7 @@ def pick_photos(directory, n, seed=0):
     for jpg, mat in list_aflw2000(directory):
         pose = read_aflw_pose(mat)
         box = read_aflw_box(mat)
-        if box is None or abs(pose[1]) > 90.0:
+        if box is None or abs(pose[1]) > 90.0 or max(abs(pose[0]), abs(pose[2])) > MAX_TILT:
             continue
         bins.setdefault(yaw_bin(pose[1]), []).append((jpg, box, pose))
     order = {b: [items[i] for i in rng.permutation(len(items))] for b, items in bins.items()}
@@ -112,6 +119,16 @@ def _segments(rng, n, size):
     return out
 
 
+def _face_frame(pose, box, size):
+    """REP-155 face frame in the optical frame: the label's pose on the face's line of sight."""
+    w, h = size
+    f = camera_matrix(size)[0, 0]
+    ray = np.array([((box[0] + box[2]) / 2 - w / 2) / f, -((box[1] + box[3]) / 2 - h / 2) / f,
+                    -1.0])
+    return face_frame_in_optical(rotation_between(np.array([0.0, 0.0, -1.0]), ray)
+                                 @ euler_to_matrix(*pose))
+
+
 def photo_sequence(directory, n_faces=18, seed=0):
     """Return the :class:`Sequence` of ``n_faces`` real dev faces, one after another."""
     photos = pick_photos(directory, n_faces, seed)
@@ -143,7 +160,8 @@ def photo_sequence(directory, n_faces=18, seed=0):
                                     blur * math.sin(math.pi * s), motion)
                 clipped = (max(label[0], 0.0), max(label[1], 0.0), min(label[2], size[0]),
                            min(label[3], size[1]))
-                truths.append(Truth(100 + k, clipped, 1.0, True, pose))
+                truths.append(Truth(100 + k, clipped, 1.0, True, pose,
+                                    _face_frame(pose, label, size)))
             yield Frame(i, t, view.finish(frame, t), truths)
     return Sequence('real_faces', 'real',
                     f'{len(photos)} AFLW2000 dev faces moved, scaled and blurred, one at a time',

@@ -45,22 +45,33 @@ FRAME_SIZE = (640, 480)
 HFOV_DEG = 60.0
 #: A person is *visible* (scored) when at least this fraction of its face can be seen.
 VISIBLE_MIN = 0.5
-#: Edges (degrees) of the |yaw| bins the benchmark reports by.
+#: Edges (degrees) of the |yaw| bins the benchmark reports by, and of the |pitch| bins.
 YAW_BINS = (0, 30, 50, 60, 70, 80, 90)
+PITCH_BINS = (0, 30, 45, 60, 90)
+
+
+def angle_bin(angle, edges=YAW_BINS):
+    """Label of the bin of ``|angle|`` (degrees), e.g. ``'60-70'`` (beyond the edges: the last)."""
+    a = abs(float(angle))
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        if a < hi:
+            return f'{lo}-{hi}'
+    return f'{edges[-2]}-{edges[-1]}'
+
+
+def bin_labels(edges=YAW_BINS):
+    """All bin labels of ``edges``, in order."""
+    return [f'{lo}-{hi}' for lo, hi in zip(edges[:-1], edges[1:])]
 
 
 def yaw_bin(yaw):
-    """Label of the |yaw| bin of ``yaw`` degrees, e.g. ``'60-70'`` (beyond 90: the last bin)."""
-    a = abs(float(yaw))
-    for lo, hi in zip(YAW_BINS[:-1], YAW_BINS[1:]):
-        if a < hi:
-            return f'{lo}-{hi}'
-    return f'{YAW_BINS[-2]}-{YAW_BINS[-1]}'
+    """Label of the |yaw| bin of ``yaw`` degrees (:data:`YAW_BINS`)."""
+    return angle_bin(yaw, YAW_BINS)
 
 
 def yaw_bin_labels():
-    """All bin labels, in order."""
-    return [f'{lo}-{hi}' for lo, hi in zip(YAW_BINS[:-1], YAW_BINS[1:])]
+    """All |yaw| bin labels, in order."""
+    return bin_labels(YAW_BINS)
 
 
 def camera_matrix(size, hfov_deg=HFOV_DEG):

@@ -30,7 +30,7 @@ import numpy as np
 from ..geometry import rotation_angle_deg
 from .adapter import counted
 from .mot import MotAccumulator
-from .sequences import yaw_bin, yaw_bin_labels
+from .sequences import PITCH_BINS, angle_bin, bin_labels, yaw_bin, yaw_bin_labels
 
 #: The beyond-range flag should be set above this |yaw| and not below the next (deg).
 BEYOND_SET_DEG, BEYOND_CLEAR_DEG = 65.0, 45.0
@@ -49,6 +49,7 @@ class SequenceScore:
         self.name, self.kind, self.fps = name, kind, float(fps)
         self.mot = MotAccumulator(iou_threshold)
         self.visible, self.listed = Counter(), Counter()
+        self.visible_pitch, self.listed_pitch = Counter(), Counter()
         self.errors = {b: [] for b in yaw_bin_labels()}  # (pitch, yaw, roll) abs errors
         self.orientation = {b: [] for b in yaw_bin_labels()}
         self.sigma_within = {b: [] for b in yaw_bin_labels()}
@@ -76,11 +77,13 @@ class SequenceScore:
         for tr in truths:
             if tr.status != 'visible' or tr.angles is None:
                 continue
-            b = yaw_bin(tr.angles[1])
+            b, bp = yaw_bin(tr.angles[1]), angle_bin(tr.angles[0], PITCH_BINS)
             self.visible[b] += 1
+            self.visible_pitch[bp] += 1
             h = by_id.get(matched.get(tr.identity))
             if h is not None:
                 self.listed[b] += 1
+                self.listed_pitch[bp] += 1
                 self._pose(b, tr, h)
         self.timeline.append(({tr.identity: (tr.status, matched.get(tr.identity))
                                for tr in truths}, set(by_id)))
@@ -208,6 +211,14 @@ def _sigma(scores):
     return 'n/a' if all(v is None for v in rows.values()) else rows
 
 
+def _recall(scores, visible, listed, labels):
+    out = {b: {'visible': sum(getattr(s, visible)[b] for s in scores),
+               'listed': sum(getattr(s, listed)[b] for s in scores)} for b in labels}
+    for row in out.values():
+        row['recall'] = _r(row['listed'] / row['visible']) if row['visible'] else None
+    return out
+
+
 def _mot(scores):
     keys = ('frames', 'gt', 'tp', 'fn', 'fp', 'id_switches', 'fragmentations', 'idtp',
             'gt_identities', 'track_ids', 'mostly_tracked', 'mostly_lost')
@@ -230,10 +241,8 @@ def summarise(scores):
     ms = np.concatenate([s.ms for s in scores]) if scores else np.zeros(0)
     frames = int(sum(len(s.ms) for s in scores))
     minutes = frames / scores[0].fps / 60.0 if scores else 0.0
-    recall = {b: {'visible': sum(s.visible[b] for s in scores),
-                  'listed': sum(s.listed[b] for s in scores)} for b in yaw_bin_labels()}
-    for row in recall.values():
-        row['recall'] = _r(row['listed'] / row['visible']) if row['visible'] else None
+    recall = _recall(scores, 'visible', 'listed', yaw_bin_labels())
+    recall_pitch = _recall(scores, 'visible_pitch', 'listed_pitch', bin_labels(PITCH_BINS))
     drops = [d for s in scores for d in s.drops()]
     left = [d['listed_after_s'] for d in drops if not d['kept_until_back']]
     states = Counter()
@@ -243,7 +252,8 @@ def summarise(scores):
     mot = {k: (_r(v) if isinstance(v, float) else v) for k, v in _mot(scores).items()}
     return {
         'frames': frames, 'minutes': _r(minutes, 3), 'mot': mot,
-        'recall_by_yaw': recall, 'pose_mae_by_yaw': _pose_table(scores),
+        'recall_by_yaw': recall, 'recall_by_pitch': recall_pitch,
+        'pose_mae_by_yaw': _pose_table(scores),
         'beyond_range': _beyond(scores), 'sigma_calibration': _sigma(scores),
         'gaps': [g for s in scores for g in s.gaps()], 'drops': drops,
         'drop_listed_after_s': {'n': len(left), 'max': _r(max(left)) if left else None,

@@ -234,6 +234,9 @@ def format_tracks(result):
                           f"{c.get('iou_threshold')}; MAE: the estimator's angles; orient: "
                           'the published face frame, deg):']
                 lines += _bin_rows(result['overall'][kind])
+                lines.append('recall by |pitch|: ' + ', '.join(
+                    f"{b} {_f(r['recall'], '{:.3f}')} ({r['visible']})"
+                    for b, r in result['overall'][kind]['recall_by_pitch'].items()))
         lines += ['', f"beyond-range flag (|yaw| > 65 set, < 45 clear): "
                   f"{json.dumps(faces['beyond_range'])}",
                   f"sigma calibration (errors within 1 sigma, per bin): "
