@@ -41,7 +41,7 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 #: RViz's fixed frame when camera_frame is empty: the frame ``nlml-hpe demo`` publishes
-#: (nlml_hpe.demo.FRAME_ID; also the Fixed Frame of config/nlml_hpe.rviz).
+#: (nlml_hpe.bench.demo.FRAME_ID; also the Fixed Frame of config/nlml_hpe.rviz).
 DEMO_FRAME = 'demo_camera_optical_frame'
 
 

@@ -140,17 +140,22 @@ def test_adapter_reads_stream_faces_and_optional_attributes():
     pose = FacePose(yaw=20.0, pitch=-5.0, roll=2.0, rotation=np.eye(3),
                     quaternion=euler_to_optical_face_quaternion(-5.0, 20.0, 2.0),
                     box=(10.0, 20.0, 110.0, 140.0), landmarks=np.zeros((468, 3)))
-    faces, _ = FaceStream().update([pose], 0.0, (640, 480))
+    stream = FaceStream(confirm_frames=1)
+    faces, _ = stream.update([pose], 0.0, (640, 480))
     h = read_face(faces[0])
     assert h.box == (10.0, 20.0, 110.0, 140.0) and counted(h)
     assert np.allclose(h.angles, [-5.0, 20.0, 2.0]) and h.rotation.shape == (3, 3)
-    assert h.state is None and h.sigma is None and h.beyond_range is None
-    # A stream with a lifecycle and an uncertainty (attributes of a later FaceStream).
+    assert h.state == 'confirmed' and h.sigma is None and h.beyond_range is None
+    # A tentative face is not counted; an uncertainty and range state are read.
     faces[0].state = type('State', (), {'name': 'TENTATIVE'})()
-    pose.sigma, pose.beyond_range = 7.5, True
+    pose.sigma_deg, pose.beyond_range = np.array([7.5, 8.0, 3.0]), True
     h = read_face(faces[0])
     assert h.state == 'tentative' and not counted(h)
-    assert np.allclose(h.sigma, 7.5) and h.beyond_range is True
+    assert np.allclose(h.sigma, [7.5, 8.0, 3.0]) and h.beyond_range is True
+    # Unseen (coasting): its predicted box counts, its last pose is not a reading.
+    (coasting,) = stream.update([], 0.05, (640, 480))[0]
+    h = read_face(coasting)
+    assert h.state == 'coasting' and counted(h) and h.angles is None and h.sigma is None
 
 
 def test_helpers():
@@ -230,7 +235,7 @@ def test_frontal_face_keeps_one_id(kit):
     assert m['track_ids'] == 1 and m['id_switches'] == 0 and m['idf1'] > 0.95
     assert r['recall_by_yaw']['0-30']['recall'] > 0.95
     assert r['pose_mae_by_yaw']['0-30']['mean'] < 10.0
-    assert r['ms_per_frame']['p50'] > 0 and r['beyond_range'] == 'n/a'
+    assert r['ms_per_frame']['p50'] > 0
     assert set(result['targets']) == {'listed_at_yaw_60_90', 'dropped_after_leaving_s',
                                       'false_tracks_per_10_min'}
     assert 'frontal' in tracks.format_tracks(result)

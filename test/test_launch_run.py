@@ -264,7 +264,7 @@ def _face_image(compressed=False):
     import cv2
     from sensor_msgs.msg import CompressedImage, Image
 
-    from nlml_hpe.demo import DEMO_DIR, FRAME_ID, load_clip
+    from nlml_hpe.bench.demo import DEMO_DIR, FRAME_ID, load_clip
 
     rgb = load_clip(DEMO_DIR)[0][0][1]
     if compressed:
@@ -283,7 +283,7 @@ def test_defaults_answer_a_face_and_sigint_stops_the_node(ros):
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseStamped
 
-    from nlml_hpe.demo import FRAME_ID
+    from nlml_hpe.bench.demo import FRAME_ID
 
     ros.listen('/head_pose', PoseStamped)
     ros.listen('/diagnostics', DiagnosticArray)

@@ -7,11 +7,14 @@ unchanged on today's stream and on one with a track lifecycle and uncertainty:
 
 * ``state``: the track's lifecycle state (``face.state``; a string or an enum,
   read by its name in lower case), e.g. tentative, confirmed, coasting, ended;
-* ``sigma``: the pose's standard deviation in degrees (``face.sigma`` or
-  ``face.pose.sigma``): a number (all three angles), three numbers (pitch, yaw,
-  roll) or a mapping with those keys;
+* ``sigma``: the pose's standard deviation in degrees (``face.pose.sigma_deg``
+  or ``face.pose.sigma``): a number (all three angles), three numbers (pitch,
+  yaw, roll) or a mapping with those keys;
 * ``beyond_range``: whether the pose is flagged as beyond the range the model
-  reads well (``face.beyond_range`` or ``face.pose.beyond_range``).
+  reads well (``face.pose.beyond_range``).
+
+A coasting face (``face.seen`` false) is counted with its predicted box, but its
+angles, sigma and range state are its last frame's, not a reading: None here.
 
 :func:`counted` says which faces count as people a consumer would act on: all
 of today's; with a lifecycle, not those in :data:`NOT_COUNTED_STATES`.
@@ -73,13 +76,15 @@ def read_face(face):
     """Return the :class:`Hypothesis` of one stream face."""
     pose = getattr(face, 'pose', None)
     angles = None
-    if pose is not None and all(hasattr(pose, a) for a in _ANGLES):
+    seen = getattr(face, 'seen', True)  # a coasting face shows its last pose: not a reading
+    if seen and pose is not None and all(hasattr(pose, a) for a in _ANGLES):
         angles = np.array([float(getattr(pose, a)) for a in _ANGLES])
-    beyond = _first(getattr(face, 'beyond_range', None), getattr(pose, 'beyond_range', None))
+    beyond = getattr(pose, 'beyond_range', None) if seen else None
     return Hypothesis(
         id=int(face.id), box=tuple(float(v) for v in face.box), angles=angles,
         rotation=getattr(face, 'rotation', None), state=_state(getattr(face, 'state', None)),
-        sigma=_sigma(_first(getattr(face, 'sigma', None), getattr(pose, 'sigma', None))),
+        sigma=_sigma(_first(getattr(pose, 'sigma_deg', None), getattr(pose, 'sigma', None))
+                     if seen else None),
         beyond_range=None if beyond is None else bool(beyond))
 
 

@@ -286,6 +286,9 @@ def build_parser():
     pos.set_defaults(func=cmd_position, option_specs=[])
     bsub.add_parser('node', help='the ROS node end to end over DDS (nlml_hpe.bench.node)',
                     add_help=False)
+    bsub.add_parser('tracks', help='faces over time: ids, recall by angle, beyond-range state '
+                    'and uncertainty on rendered and real sequences (nlml_hpe.bench.tracks)',
+                    add_help=False)
     return parser
 
 
@@ -295,6 +298,9 @@ def main(argv=None):
     if argv[:1] == ['node']:
         from .node import main as node_main
         return node_main(argv[1:])
+    if argv[:1] == ['tracks']:
+        from .tracks import main as tracks_main
+        return tracks_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     args.config = _config(parser, args, args.option_specs)
