@@ -134,7 +134,7 @@ def rendered(ict_npz_module):
     unc = U.load_uncertainty()
     out = {}
     with HeadPoseEstimator.from_pretrained(flip_average=False) as est:
-        for k in range(3):
+        for _ in range(3):
             head = SyntheticHead(ict_npz_module, identity=rng.normal(0.0, 1.0, 100))
             try:
                 for yaw in (10.0, 35.0, 60.0, 80.0):
@@ -167,3 +167,83 @@ def test_sigma_grows_with_yaw_on_renders(rendered):
 def test_beyond_range_set_at_80_not_at_10_on_renders(rendered):
     assert all(b for _, b in rendered[80.0])
     assert not any(b for _, b in rendered[10.0])
+
+
+def test_dev_split_calibration_per_bin(aflw_dir):
+    """The shipped artifact on AFLW2000 dev (fitted on renders only; nothing fitted here).
+
+    The readable-range targets hold; sigma covers fewer real errors than the 60-75 %
+    aimed at (real faces err more than renders: docs/uncertainty.md), but within
+    bounds that still make it useful, and it grows with |yaw|.
+    """
+    result = U.dev_check(aflw_dir)
+    for mode in U.MODES:
+        table = result[mode]
+        far, far_n = table['targets']['beyond_set_above_65']
+        near, near_n = table['targets']['beyond_set_below_45']
+        assert far_n >= 10 and far >= 0.95, (mode, far, far_n)
+        assert near_n >= 150 and near <= 0.03, (mode, near, near_n)
+        rows = {tuple(r['bin']): r for r in table['bins']}
+        for row in rows.values():
+            if row['found'] >= 10:
+                assert 0.4 <= row['within_sigma_pooled'] <= 0.8, (mode, row)
+        assert rows[(60.0, 70.0)]['sigma_median'][1] > 3 * rows[(0.0, 30.0)]['sigma_median'][1]
+        text = U.format_table(table)
+        # A header and one row per bin, then the targets.
+        assert sum(line.startswith('| ') for line in text.splitlines()) == len(U.YAW_BINS)
+        assert 'target >= 95 %' in text
+
+
+def test_fitting_helpers_recover_what_they_fit():
+    from training.uncertainty import bin_weights, choose_threshold, fit_logistic, fit_quantile
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4000, 2))
+    y = (x @ [2.0, -1.0] + 0.5 + rng.logistic(size=4000) > 0).astype(float)
+    coef, icpt = fit_logistic(x, y, np.ones(4000), l2=1e-6)
+    np.testing.assert_allclose(np.r_[coef, icpt], [2.0, -1.0, 0.5], atol=0.2)
+    # log |error| with a spread that grows with a feature: the 68 % quantile line is found.
+    f = rng.uniform(0, 1, 3000)
+    err = np.abs(rng.normal(size=3000)) * np.exp(1.0 + 2.0 * f)
+    w = fit_quantile(np.c_[np.ones(3000), f], np.log(err), 0.68, np.ones(3000))
+    sigma = np.exp(np.c_[np.ones(3000), f] @ w)
+    assert abs(np.mean(err <= sigma) - 0.68) < 0.02
+    assert w[1] == pytest.approx(2.0, abs=0.3)
+    ay = np.array([10.0, 40.0, 40.0, 70.0])
+    wts = bin_weights(ay, np.ones(4, bool), U.YAW_BINS)
+    assert wts[0] == pytest.approx(2 * wts[1]) and wts.mean() == pytest.approx(1.0)
+    p, ay = np.array([0.1, 0.2, 0.9, 0.8, 0.95]), np.array([10.0, 20.0, 30.0, 70.0, 80.0])
+    # No false state allowed: above the near faces' highest score (one far face is lost).
+    assert list(p >= choose_threshold(p, ay, 0.0, 65.0, 45.0)) == [0, 0, 0, 0, 1]
+    # One in three near faces may be set: both far faces are.
+    assert list(p >= choose_threshold(p, ay, 0.34, 65.0, 45.0)) == [0, 0, 1, 1, 1]
+    assert choose_threshold(p, np.full(5, 10.0), 0.0, 65.0, 45.0) == 0.5
+
+
+@pytest.mark.slow
+def test_stage_fits_a_loadable_artifact_from_a_few_renders(tmp_path, ict_npz_module):
+    """The training stage on the tiny config, with the shipped model as the export."""
+    import shutil
+
+    from training import pipeline
+    from training.render import renderer_available
+
+    if not renderer_available()[0]:
+        pytest.skip(renderer_available()[1])
+    model = tmp_path / 'model'
+    model.mkdir()
+    for name in (WEIGHTS_NAME, 'nlml_hpe.json'):
+        shutil.copy(REPO / 'models' / name, model / name)
+    tiny = REPO / 'training' / 'configs' / 'tiny.yaml'
+    assert pipeline.main(['--config', str(tiny), '--workdir', str(tmp_path),
+                          '--until', 'correspondence']) == 0
+    assert pipeline.main(['--config', str(tiny), '--workdir', str(tmp_path),
+                          '--only', 'uncertainty']) == 0
+    unc = U.load_uncertainty(model / U.FILE_NAME, model / WEIGHTS_NAME)
+    assert unc.provenance['single_images'] == 48 and unc.provenance['sequence_frames'] == 20
+    report = (tmp_path / 'uncertainty' / 'report.md').read_text()
+    assert report.count('beyond-range set:') == 6
+    # A re-fit reuses the renders.
+    assert pipeline.main(['--config', str(tiny), '--workdir', str(tmp_path),
+                          '--only', 'uncertainty', '--force', 'uncertainty']) == 0
+    assert '(samples.npz reused)' in (tmp_path / 'uncertainty' / 'report.md').read_text()
