@@ -444,30 +444,26 @@ def run(cfg, out_dir, inputs):
     t0, out_dir, opts, model_dir = time.time(), Path(out_dir), options(cfg), model_dir_of(cfg)
     why = _skip_reason(cfg, opts, inputs, model_dir)
     if why is not None:
-        (out_dir / 'report.md').write_text(f'# Stage 10: uncertainty\n\nSkipped: {why}. No '
-                                           'uncertainty artifact is written.\n')
+        (out_dir / 'report.md').write_text(f'# Stage 10: uncertainty\n\nSkipped: {why}.\n')
         return {'skipped': why}
     samples, cached = load_or_collect(cfg, opts, inputs, model_dir, out_dir)
-    readings = read_all(samples, model_dir)
+    readings, (fit, check) = read_all(samples, model_dir), fit_split(samples)
     weights, single = model_dir / 'nlml_hpe.safetensors', samples['sequence'] < 0
-    fit, check = fit_split(samples)
     artifact = {
         'format_version': U.FORMAT_VERSION,
-        'description': 'nlml_hpe.uncertainty: per-angle sigma (deg) and the readable-range '
-                       'classifier, fitted on renders (training/uncertainty.py)',
+        'description': 'nlml_hpe.uncertainty: sigma (deg) and readable-range classifier',
         'coverage': U.COVERAGE, 'modes': fit_all(samples, readings, opts),
         'provenance': {
             'created': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
-            'config': cfg.get('config_path'), 'config_name': cfg.get('name'),
+            'config': _repo_relative(cfg.get('config_path')), 'config_name': cfg.get('name'),
             'seed': int(cfg.get('seed', 0)), 'options': opts,
             'model_sha256': hashlib.sha256(weights.read_bytes()).hexdigest(),
             'identities': 'fresh: drawn with seed + 10 from the face model (neither the '
                           "training nor stage 1's held-out identities)",
-            'single_images': int(single.sum()),
+            'single_images': int(single.sum()), 'sequence_frames': int((~single).sum()),
             'single_found': int(samples['found'][single].sum()),
-            'sequences': int(samples['sequence'].max() + 1) if (~single).any() else 0,
-            'sequence_frames': int((~single).sum()),
             'sequence_found': int(samples['found'][~single].sum()),
+            'sequences': int(samples['sequence'].max() + 1) if (~single).any() else 0,
             'fitted_on': 'single images with index % 4 != 0 and even sequences; checked on '
                          'the rest'}}
     tables = evaluate(samples, readings, artifact, check)
@@ -477,10 +473,14 @@ def run(cfg, out_dir, inputs):
     (model_dir / U.FILE_NAME).write_text(text)
     U.load_uncertainty(model_dir / U.FILE_NAME, weights)  # what ships must load
     _write_report(out_dir, artifact, tables, evaluate(samples, readings, artifact, fit), cached)
-    return {'samples_cached': cached, 'single_images': int(single.sum()),
-            'sequence_frames': int((~single).sum()), 'found': int(samples['found'].sum()),
+    return {'samples_cached': cached, 'found': int(samples['found'].sum()),
             'render_check': artifact['render_check'], 'artifact': str(model_dir / U.FILE_NAME),
             'seconds': round(time.time() - t0, 1)}
+
+
+def _repo_relative(path):
+    repo, full = Path(__file__).resolve().parents[1], Path(path or '.').resolve()
+    return str(full.relative_to(repo)) if path and full.is_relative_to(repo) else path
 
 
 def _write_report(out_dir, artifact, check, fit, cached):
