@@ -3,7 +3,8 @@
 Face Mesh's landmarks saturate on strongly turned faces: beyond about 60 deg
 of yaw its mesh hardly turns any more, so the network reads about 50-60 deg
 whatever the true turn, with confidence it has not earned.  This module says
-so, from cues the estimator already has, in a few microseconds per face:
+so, from cues the estimator already has (numpy only; about a tenth of the time
+the estimator spends on a face after the landmark model):
 
 * **beyond_range** / ``p_beyond`` -- the face is turned away beyond the
   readable range (true |yaw| above about 55-65 deg): a logistic regression on
@@ -79,9 +80,11 @@ def features(landmarks_px, angles, network_angles, scores, rigid_angles=None):
 
     ``landmarks_px`` ``(N, 468, 3)`` (or one face) as on :class:`FacePose`;
     ``angles`` ``(N, 3)`` the reported (fused) pitch, yaw, roll in degrees;
-    ``network_angles`` the network's alone; ``scores`` the face-presence
-    scores; ``rigid_angles`` the rigid fit's angles (default: what rigid fusion
-    implies, ``2 * angles - network_angles``).
+    ``network_angles`` the network's alone; ``scores`` the landmark model's
+    face-presence scores (:attr:`FacePose.score` from
+    :meth:`~nlml_hpe.estimator.HeadPoseEstimator.estimate`; a stand-in 1.0 hides
+    the strongest cue beyond the range); ``rigid_angles`` the rigid fit's
+    angles (default: what rigid fusion implies, ``2 * angles - network_angles``).
     """
     lm = as_landmark_batch(landmarks_px)
     n = len(lm)
