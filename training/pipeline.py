@@ -30,7 +30,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 STAGES = ('faces', 'correspondence', 'landmarks', 'tensor', 'decompose', 'manifolds',
-          'networks', 'calibrate', 'export')
+          'networks', 'calibrate', 'export', 'uncertainty')
 
 #: Module of each stage (``training.<module>``) where it is not the stage's name: the
 #: landmarks stage's is ``synth_landmarks`` (``landmarks`` is the run time's landmark stage).
@@ -48,6 +48,8 @@ STAGE_SECTIONS = {
     # Renders with the faces, correspondence and cameras of stages 1-3.
     'calibrate': ('calibrate', 'faces', 'landmarks'),
     'export': ('export',),
+    # Renders fresh faces with stages 1-3's face model and cameras; reads them with the export.
+    'uncertainty': ('uncertainty', 'faces', 'landmarks', 'export'),
 }
 
 #: Stages that produce the landmarks artifact (replaced by ``--landmarks PATH``).
