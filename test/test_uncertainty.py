@@ -123,29 +123,35 @@ def test_a_batch_is_assessed_as_its_faces_one_by_one(shipped):
 @pytest.fixture(scope='module')
 def rendered(ict_npz_module):
     """One-pass readings and assessments of rendered fresh faces at yaw 10, 35, 60, 80."""
+    from nlml_hpe.bench.scenes import HeadKit
     from nlml_hpe.camera import Camera
     from nlml_hpe.estimator import HeadPoseEstimator
-    from training.render import SyntheticHead, renderer_available
+    from nlml_hpe.geometry import euler_to_matrix
 
-    ok, why = renderer_available()
-    if not ok:
-        pytest.skip(why)
+    try:
+        kit = HeadKit(ict_npz_module)
+    except RuntimeError as exc:  # no headless OpenGL, no training package
+        pytest.skip(str(exc))
     rng = np.random.default_rng(7)
     unc = U.load_uncertainty()
     out = {}
-    with HeadPoseEstimator.from_pretrained(flip_average=False) as est:
-        for _ in range(3):
-            head = SyntheticHead(ict_npz_module, identity=rng.normal(0.0, 1.0, 100))
-            try:
+    neutral = np.zeros(len(kit.expression_names))
+    try:
+        with HeadPoseEstimator.from_pretrained(flip_average=False) as est:
+            for _ in range(3):
+                verts, points = kit.shape(kit.base(rng.normal(0.0, 1.0, kit.n_identity_modes)),
+                                          neutral)
                 for yaw in (10.0, 35.0, 60.0, 80.0):
                     for sign in (1.0, -1.0):
-                        rgb = head.render(0.0, sign * yaw, 0.0, distance=60.0, focal=700.0)
+                        rgb, _, _ = kit.render((640, 480), verts, points,
+                                               euler_to_matrix(0.0, sign * yaw, 0.0), 60.0,
+                                               700.0, (0.0, 0.0))
                         poses = est.estimate(rgb, camera=Camera.pinhole(700.0, 640, 480))
                         if poses:
                             a = unc.assess_poses(poses[:1])
                             out.setdefault(yaw, []).append((a.sigma_deg[0], a.beyond_range[0]))
-            finally:
-                head.release()
+    finally:
+        kit.release()
     return out
 
 

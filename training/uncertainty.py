@@ -99,8 +99,8 @@ def draw_sequence(opts, rng):
 def _init_worker(cfg_faces, corr, size, model_dir):
     from nlml_hpe.estimator import HeadPoseEstimator
 
-    from .correspondence import make_renderer
     from .faces import load_source
+    from .render import make_renderer
 
     source = load_source(cfg_faces)
     _WORKER.update(source=source, corr=corr, size=size, model_dir=model_dir,
@@ -191,7 +191,7 @@ def collect(cfg, opts, inputs, model_dir, rng, chunk=20):
     """
     from .correspondence import load_correspondence
     from .faces import load_source, sample_expressions, sample_identities
-    from .landmarks import Projector
+    from .synth_landmarks import Projector
 
     source = load_source(cfg['faces'])
     corr = load_correspondence(inputs['correspondence'])
