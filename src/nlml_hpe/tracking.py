@@ -168,6 +168,9 @@ class FaceTracker:
         """
         boxes = _validate_boxes(boxes)
         t = float(t)
+        for k in [k for k, tr in self._tracks.items()
+                  if tr.state == LOST and t - tr.last_seen > self.memory_s]:
+            del self._tracks[k]  # forgotten before this frame's boxes are matched
         active = [k for k, tr in self._tracks.items() if tr.state != LOST]
         out = [None] * len(boxes)
         rest = self._match_active(boxes, active, t, out)
