@@ -36,7 +36,7 @@ from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
 from nlml_hpe.demo import DEMO_DIR, load_clip  # noqa: E402
 from nlml_hpe.model import default_model_dir  # noqa: E402
-from nlml_hpe.node import HeadPoseNode  # noqa: E402
+from nlml_hpe.ros.node import HeadPoseNode  # noqa: E402
 
 FRAME = 'test_cam_optical_frame'
 OUTPUTS = {
@@ -82,12 +82,17 @@ class Rig:
         pub = self.jpeg_pub if params.get('use_compressed') else self.image_pub
         self._wait(lambda: pub.get_subscription_count() > 0
                    and self.info_pub.get_subscription_count() > 0
-                   and all(p.get_subscription_count() > 0 for p in self._node_pubs()),
+                   and all(p is not None and p.get_subscription_count() > 0
+                           for p in self._node_pubs()),
                    'discovery')
 
     def _node_pubs(self):
-        n = self.node
-        return [n._pub_pose, n._pub_poses, n._pub_tf, n._pub_markers, n._pub_offsets]
+        """Return the node's publishers the probe listens to ([None] before configure)."""
+        outputs = self.node.outputs
+        if outputs is None:
+            return [None]
+        return [outputs.publisher(t) for t in ('head_pose', 'head_poses', '/tf', 'head_markers',
+                                               'gaze_offsets')]
 
     def _spin(self):
         spin_while_ok(self.executor, self.context)
@@ -204,7 +209,7 @@ def test_bad_images_warn_and_publish_nothing(rig):
                  'looking_at_camera', 'face_ids'):
         assert rig.count(name) == 0, f'{name} published for bad input'
     assert rig.node.stats['rejected'] >= len(cases)
-    assert rig.node._worker.is_alive()
+    assert rig.node.pump.running
 
 
 @pytest.mark.ros
@@ -232,20 +237,20 @@ def test_invalid_camera_info_is_ignored_with_a_warning(rig):
             assert time.monotonic() < deadline
             rig.info_pub.publish(_info(k))
             time.sleep(0.05)
-        assert rig.node._camera_matrix is None
+        assert rig.node.camera_matrix is None
     deadline = time.monotonic() + 10
-    while rig.node._camera_matrix is None:
+    while rig.node.camera_matrix is None:
         assert time.monotonic() < deadline
         rig.info_pub.publish(_info(GOOD_K))
         time.sleep(0.05)
-    np.testing.assert_allclose(rig.node._camera_matrix, np.reshape(GOOD_K, (3, 3)))
+    np.testing.assert_allclose(rig.node.camera_matrix, np.reshape(GOOD_K, (3, 3)))
 
 
 def _send_info(rig, k):
     want = None if k is None else np.reshape(k, (3, 3))
     deadline = time.monotonic() + 10
     while True:
-        cur = rig.node._camera_matrix
+        cur = rig.node.camera_matrix
         if (want is None and cur is None) or (want is not None and cur is not None
                                                and np.allclose(cur, want)):
             return
@@ -277,10 +282,16 @@ def test_face_frame_outputs_carry_stamp_and_frame(rig):
     looking = rig.last('looking_at_camera').data
     assert looking == (offsets[0] <= rig.node.get_parameter('looking_threshold_deg').value)
     tf = rig.last('/tf').transforms
-    children = {t.child_frame_id: t for t in tf}
-    face = children[f'face_{ids[0]}']
+    # One face frame per face and, with publish_gaze_frames, one gaze frame.
+    faces = [t for t in tf if t.child_frame_id.startswith('face_')]
+    gazes = [t for t in tf if t.child_frame_id.startswith('gaze_')]
+    assert len(faces) == len(gazes) == len(ids) and len(tf) == 2 * len(ids)
+    face = faces[0]
+    assert gazes[0].child_frame_id == 'gaze_' + face.child_frame_id[len('face_'):]
     assert face.header.frame_id == FRAME and face.header.stamp == pose.header.stamp
-    assert face.transform.translation.z == pose.pose.position.z
+    p = pose.pose.position
+    t = face.transform.translation
+    assert (t.x, t.y, t.z) == (p.x, p.y, p.z)
     assert face.transform.rotation == pose.pose.orientation
     markers = rig.last('head_markers').markers
     arrows = [m for m in markers if m.type == Marker.ARROW and m.action == Marker.ADD]
@@ -312,7 +323,7 @@ def test_only_the_newest_frame_is_processed(rig):
     for st in stamps:
         rig.image_pub.publish(_image_msg(rgb, st))
         time.sleep(0.002)
-    rig._wait(lambda: rig.node._pending is None and rig.count('head_poses') > 0, 'drain')
+    rig._wait(lambda: not rig.node.pump.pending and rig.count('head_poses') > 0, 'drain')
     time.sleep(1.0)
     received = rig.node.stats['received'] - stats0.get('received', 0)
     processed = rig.node.stats['processed'] - stats0.get('processed', 0)
@@ -337,7 +348,7 @@ def test_parameters_validated_at_runtime(rig):
     ok = node.set_parameters([Parameter('looking_threshold_deg', value=30.0),
                               Parameter('smoothing_beta', value=0.5)])
     assert all(r.successful for r in ok)
-    assert node._p['looking_threshold_deg'] == 30.0
+    assert node.get_parameter('looking_threshold_deg').value == 30.0
     node.set_parameters([Parameter('looking_threshold_deg', value=15.0)])
     assert not node.set_parameters([Parameter('use_compressed', value=True)])[0].successful
     desc = node.describe_parameter('max_faces')
@@ -405,53 +416,53 @@ def test_rate_cap_and_tracking_switch(rig):
 @pytest.mark.ros
 def test_flip_average_switch_reloads_and_publishes(rig):
     assert rig.node.get_parameter('flip_average').value is False  # the node's default
-    assert not rig.node._estimator.flip_average
+    assert not rig.node.estimator.flip_average
     rig.node.set_parameters([Parameter('flip_average', value=True)])
     try:
         rig.clear()
         rig.send(_image_msg(_face_rgb(), Time(sec=900)))
-        assert rig.node._estimator.flip_average
-        assert rig.node._estimator.last_timings['flip_matched'] == 1
+        assert rig.node.estimator.flip_average
+        assert rig.node.estimator.last_timings['flip_matched'] == 1
         assert rig.count('head_pose') == 1
     finally:
         rig.node.set_parameters([Parameter('flip_average', value=False)])
         rig.send(_image_msg(_face_rgb(), Time(sec=901)))
-        assert not rig.node._estimator.flip_average
-        assert rig.node._estimator.last_timings['flip_matched'] == 0
+        assert not rig.node.estimator.flip_average
+        assert rig.node.estimator.last_timings['flip_matched'] == 0
 
 
 @pytest.mark.ros
 def test_perspective_warp_switch_reloads(rig):
     assert rig.node.get_parameter('perspective_warp').value is True
-    assert rig.node._estimator.perspective_warp and rig.node._estimator.warp_min_deg == 10.0
+    assert rig.node.estimator.perspective_warp and rig.node.estimator.warp_min_deg == 10.0
     result = rig.node.set_parameters([Parameter('perspective_warp_min_deg', value=120.0)])[0]
     assert not result.successful  # out of its 0-90 range
     rig.node.set_parameters([Parameter('perspective_warp', value=False),
                              Parameter('perspective_warp_min_deg', value=5.0)])
     try:
         rig.send(_image_msg(_face_rgb(), Time(sec=960)))
-        est = rig.node._estimator
+        est = rig.node.estimator
         assert not est.perspective_warp and est.warp_min_deg == 5.0
         assert rig.count('head_pose') >= 1
     finally:
         rig.node.set_parameters([Parameter('perspective_warp', value=True),
                                  Parameter('perspective_warp_min_deg', value=10.0)])
         rig.send(_image_msg(_face_rgb(), Time(sec=961)))
-        assert rig.node._estimator.perspective_warp
+        assert rig.node.estimator.perspective_warp
 
 
 @pytest.mark.ros
 def test_rigid_fusion_switch_reloads(rig):
     assert rig.node.get_parameter('rigid_fusion').value is True
-    assert rig.node._estimator.rigid_fusion
+    assert rig.node.estimator.rigid_fusion
     rig.node.set_parameters([Parameter('rigid_fusion', value=False)])
     try:
         rig.send(_image_msg(_face_rgb(), Time(sec=950)))
-        assert not rig.node._estimator.rigid_fusion and rig.count('head_pose') >= 1
+        assert not rig.node.estimator.rigid_fusion and rig.count('head_pose') >= 1
     finally:
         rig.node.set_parameters([Parameter('rigid_fusion', value=True)])
         rig.send(_image_msg(_face_rgb(), Time(sec=951)))
-        assert rig.node._estimator.rigid_fusion
+        assert rig.node.estimator.rigid_fusion
 
 
 @pytest.mark.ros
@@ -479,7 +490,7 @@ def test_person_off_centre_looking_at_the_camera_is_looking(warp):
             perspective_warp=warp)
     try:
         deadline = time.monotonic() + 10
-        while r.node._camera_matrix is None:
+        while r.node.camera_matrix is None:
             assert time.monotonic() < deadline
             r.info_pub.publish(_info(k.ravel(), 960, 720))
             time.sleep(0.05)
@@ -487,7 +498,7 @@ def test_person_off_centre_looking_at_the_camera_is_looking(warp):
         pose = r.last('head_pose').pose
         offset = list(r.last('gaze_offsets').data)[0]
         looking = r.last('looking_at_camera').data
-        assert r.node._estimator.last_timings['warped'] == int(warp)
+        assert r.node.estimator.last_timings['warped'] == int(warp)
         # /diagnostics is shared by every node: take this one's status, by its full name.
         name = f'/off_centre_{int(warp)}/head_pose_node: head pose estimation'
 
