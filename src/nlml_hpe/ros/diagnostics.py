@@ -21,10 +21,15 @@ WARN_PERIOD_S = 5.0
 
 
 class Warnings:
-    """Throttled warnings on ``logger``; :attr:`counts`: kind -> occurrences (all)."""
+    """Throttled warnings on ``logger``; :attr:`counts`: kind -> occurrences (all).
 
-    def __init__(self, logger, period_s=WARN_PERIOD_S):
+    ``live()`` false (the ROS context is shut down, Ctrl-C) mutes the log: a
+    logger would fail to reach /rosout then.
+    """
+
+    def __init__(self, logger, period_s=WARN_PERIOD_S, live=lambda: True):
         self._logger = logger
+        self._live = live
         self._period = period_s
         self._lock = threading.Lock()
         self._last = {}
@@ -44,7 +49,7 @@ class Warnings:
                 log = now - self._last.get(kind, -1e9) >= self._period
             if log:
                 self._last[kind] = now
-        if log:
+        if log and self._live():
             suffix = f' ({count} so far)' if count > 1 and not once else ''
             self._logger.warning(f'{text}{suffix}')
 

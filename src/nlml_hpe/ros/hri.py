@@ -180,8 +180,11 @@ class HriFaces:
             self._withdraw_face(uid)
 
     def withdraw(self, header):
-        """Publish an empty list (while still active) and withdraw every face (deactivate)."""
-        if self._tracked is not None:
+        """Publish an empty list (while still active) and withdraw every face (deactivate).
+
+        ``header`` None: withdraw without a last list (the context is shut down).
+        """
+        if self._tracked is not None and header is not None:
             self._tracked.publish(IdsList(header=header, ids=[]))
         for uid in list(self._faces):
             self._withdraw_face(uid)

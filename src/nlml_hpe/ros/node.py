@@ -128,12 +128,12 @@ class HeadPoseNode(LifecycleNode):
         self.outputs = None  # Outputs: configure .. cleanup
         self.hri = None  # HriFaces: configure .. cleanup, with ros4hri
         self._diag_pub = self._diag_timer = None  # configure .. cleanup
-        self._subscriptions = []  # activate .. deactivate
+        self._camera_subs = []  # activate .. deactivate
         self._last_header = Header()  # of the last frame published
         self._last_frame = {'faces': 0, 'reread': 0, 'landmarks_ms': 0.0}
         self.pump = self._autostart = None
         super().__init__(node_name, **kwargs)
-        self._warn = Warnings(self.get_logger())
+        self._warn = Warnings(self.get_logger(), live=self.context.ok)
         try:
             self._values = parameters.declare(self, TF_AVAILABLE)
         except ValueError:
@@ -218,7 +218,7 @@ class HeadPoseNode(LifecycleNode):
         SUCCESS -> active.  (An exception here -> on_error.)
         """
         compressed = self._values['use_compressed']
-        self._subscriptions = self._input.subscribe(self, compressed, self._on_image)
+        self._camera_subs = self._input.subscribe(self, compressed, self._on_image)
         result = super().on_activate(state)  # enables the lifecycle publishers
         self.pump.start()
         topic = 'image/compressed' if compressed else 'image'
@@ -268,14 +268,15 @@ class HeadPoseNode(LifecycleNode):
 
     def _stop_listening(self):
         """Undo activate (idempotent): subscriptions, worker, ROS4HRI faces."""
-        subscriptions, self._subscriptions = self._subscriptions, []
+        subscriptions, self._camera_subs = self._camera_subs, []
         for sub in subscriptions:
             self.destroy_subscription(sub)
         if self.pump is not None and not self.pump.stop():
             self.get_logger().warning('the worker did not stop within 5 s')
-        if self.hri is not None:
+        if self.hri is not None:  # an empty list, unless Ctrl-C has shut the context down
             self.hri.withdraw(Header(stamp=self.get_clock().now().to_msg(),
-                                      frame_id=self._last_header.frame_id))
+                                     frame_id=self._last_header.frame_id)
+                              if self.context.ok() else None)
 
     def _release_configured(self):
         """Undo configure (idempotent), in the reverse order."""
@@ -361,6 +362,8 @@ class HeadPoseNode(LifecycleNode):
             if decoded is None:
                 return
             faces = self.estimator.estimate(decoded.rgb, camera=decoded.camera)
+            if not self.context.ok():  # Ctrl-C meanwhile: nothing can be published
+                return
             if not faces:
                 self.pump.count('no_face')
                 self._warn('no_face', 'no face in the image')
