@@ -18,13 +18,13 @@ Origin: REP-155 puts the ``face_<id>`` frame on the sellion (between the
 eyes, on the nose bridge); the estimator places the origin of MediaPipe's
 canonical face, about 6 cm behind it.  :func:`origin` moves it by the
 canonical face's sellion offset (:func:`nlml_hpe.face_points.sellion_offset_m`)
-turned with the face; head_pose, head_poses, TF and the markers all use it,
-and the gaze and target offsets and looking-at signals are measured from it
-(with FaceStream's functions and the node's threshold, target and tolerance).
-Without camera intrinsics a face is placed on the ray through its box centre
-at ``default_distance_m``: that guess is the origin, unmoved.  (When FaceStream
-places faces at the sellion itself, :func:`origin` and the offsets become
-plain reads of its fields.)
+turned with the face; head_pose, head_poses, TF and the markers all use it.
+The gaze and target offsets stay FaceStream's, measured from the head centre:
+the estimator's angles are relative to the line of sight to that point, so a
+face it reads as frontal has a zero offset (from the sellion, 3 cm above,
+the camera would appear 2-4 degrees off at 0.5-1 m).  Without camera
+intrinsics a face is placed on the ray through its box centre at
+``default_distance_m``: that guess is the origin, unmoved.
 """
 
 import random
@@ -33,7 +33,6 @@ import string
 import numpy as np
 
 from ..face_points import sellion_offset_m
-from ..face_stream import looking_at, target_offset_deg
 
 #: Track states whose faces are listed on /humans/faces/tracked.
 LISTED_STATES = ('confirmed', 'coasting')
@@ -88,28 +87,16 @@ def origin(face):
     return position + np.asarray(face.rotation, float) @ sellion_offset_m()
 
 
-def gaze_offset_deg(face):
-    """Return the angle (deg) between the face's forward axis and the ray to the camera.
-
-    Measured from :func:`origin` (the stream measures it from its own position).
-    """
-    return target_offset_deg(face.rotation, origin(face))
+def looking_at_camera(face):
+    """Return looking_at_camera, false for a face beyond the readable range."""
+    return bool(face.looking_at_camera) and readable(face)
 
 
-def looking_at_camera(face, threshold_deg):
-    """Return looking_at_camera: gaze offset <= threshold, false beyond the readable range."""
-    return readable(face) and gaze_offset_deg(face) <= threshold_deg
-
-
-def target_offset(face, target):
-    """Return the angle (deg) to ``target`` (camera frame, m) from :func:`origin`."""
-    return target_offset_deg(face.rotation, origin(face), target)
-
-
-def looking_at_target(face, target, threshold_deg, tolerance_m):
-    """Return looking_at_target (:func:`nlml_hpe.face_stream.looking_at`), false beyond range."""
-    return readable(face) and looking_at(target_offset(face, target), origin(face), target,
-                                         threshold_deg, tolerance_m)
+def looking_at_target(face):
+    """Return looking_at_target (None: target unknown), false beyond the readable range."""
+    if face.looking_at_target is None:
+        return None
+    return bool(face.looking_at_target) and readable(face)
 
 
 def pose_covariance(face):

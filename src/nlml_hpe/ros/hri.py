@@ -132,6 +132,15 @@ class HriFaces:
         """Ids whose per-face topics are advertised."""
         return sorted(self._faces)
 
+    def publisher(self, uid, name):
+        """Return the publisher of ``/humans/faces/<uid>/<name>`` (None when not advertised)."""
+        return self._faces.get(uid, {}).get(name)
+
+    @property
+    def rows(self):
+        """The per-face topics (:class:`FaceTopic`), in publishing order."""
+        return self._rows
+
     @property
     def tracked_publisher(self):
         """The /humans/faces/tracked publisher (None before create)."""

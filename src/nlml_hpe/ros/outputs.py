@@ -72,15 +72,6 @@ class FrameResult:
     def __post_init__(self):
         self.shown = [f for f in self.faces if fv.listed(f) and fv.seen(f)]
 
-    def looking_at_camera(self, face):
-        """Whether ``face`` looks at the camera (looking_threshold_deg)."""
-        return fv.looking_at_camera(face, self.settings['looking_threshold_deg'])
-
-    def looking_at_target(self, face):
-        """Whether ``face`` looks at the target (threshold widened by its tolerance)."""
-        s = self.settings
-        return fv.looking_at_target(face, self.target, s['looking_threshold_deg'],
-                                    s['looking_target_tolerance_m'])
 
 
 @dataclass(frozen=True)
@@ -137,21 +128,21 @@ def face_ids(r):
 
 def gaze_offsets(r):
     """Float32MultiArray: per face, the angle (deg) between its forward axis and the camera."""
-    msg = Float32MultiArray(data=[fv.gaze_offset_deg(f) for f in r.shown])
+    msg = Float32MultiArray(data=[float(f.gaze_offset_deg) for f in r.shown])
     msg.layout.dim = _dim(len(r.shown))
     return msg
 
 
 def looking_at_camera(r):
     """Bool: the primary face looks at the camera (false beyond the readable range)."""
-    return Bool(data=r.looking_at_camera(r.shown[0])) if r.shown else None
+    return Bool(data=fv.looking_at_camera(r.shown[0])) if r.shown else None
 
 
 def target_offsets(r):
     """Float32MultiArray: per face, the angle (deg) to the target; None if it is unknown."""
     if r.target is None:
         return None
-    msg = Float32MultiArray(data=[fv.target_offset(f, r.target) for f in r.shown])
+    msg = Float32MultiArray(data=[float(f.target_offset_deg) for f in r.shown])
     msg.layout.dim = _dim(len(r.shown))
     return msg
 
@@ -160,7 +151,7 @@ def looking_at_target(r):
     """UInt8MultiArray: per face, 1 when it looks at the target; None if it is unknown."""
     if r.target is None:
         return None
-    msg = UInt8MultiArray(data=[int(r.looking_at_target(f)) for f in r.shown])
+    msg = UInt8MultiArray(data=[int(bool(fv.looking_at_target(f))) for f in r.shown])
     msg.layout.dim = _dim(len(r.shown))
     return msg
 
@@ -213,7 +204,7 @@ def head_markers(r):
     out = MarkerArray(markers=[clear])
     for face in r.shown:
         start = fv.origin(face)
-        looking = r.looking_at_camera(face)
+        looking = fv.looking_at_camera(face)
         for axis in range(4):
             m = _marker(r.header, face, 'head_axes' if axis < 3 else 'gaze', axis)
             if axis < 3:
@@ -233,7 +224,7 @@ def head_markers(r):
                                     z=float(start[2]))
         label.scale.z = 0.05
         label.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
-        label.text = (f'face {r.ids.frame_key(face)}: {fv.gaze_offset_deg(face):.0f} deg'
+        label.text = (f'face {r.ids.frame_key(face)}: {face.gaze_offset_deg:.0f} deg'
                       + (' (looking)' if looking else ''))
         out.markers.append(label)
     return out
