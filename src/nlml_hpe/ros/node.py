@@ -172,6 +172,11 @@ class HeadPoseNode(LifecycleNode):
         camera = self._input.camera
         return None if camera is None else camera.k
 
+    @property
+    def camera_problem(self):
+        """Why the latest camera_info was refused ('' when it was not)."""
+        return self._input.camera_problem
+
     # ------------------------------------------------------------ lifecycle
     def _start(self):
         """Autostart's one-shot timer: configure, then activate (StartError on failure)."""
