@@ -8,7 +8,7 @@ FaceStream` (ids, smoothing, positions, looking-at), :mod:`~nlml_hpe.ros.outputs
 (every pose output, one row each), :mod:`~nlml_hpe.ros.hri` (ROS4HRI) and
 :mod:`~nlml_hpe.ros.diagnostics`.  Topics, frames and parameters: README.
 
-Lifecycle (REP-2003 style managed node): configure loads the model and
+Lifecycle (a ROS 2 managed node): configure loads the model and
 advertises the outputs; activate subscribes and starts the worker; deactivate
 unsubscribes, stops the worker and withdraws the ROS4HRI faces; cleanup
 releases what configure made.  Every output but /diagnostics is a lifecycle
@@ -131,7 +131,8 @@ class HeadPoseNode(LifecycleNode):
         self._camera_subs = []  # activate .. deactivate
         self._last_header = Header()  # of the last frame published
         self._last_frame = {'faces': 0, 'reread': 0, 'landmarks_ms': 0.0}
-        self.pump = self._autostart = None
+        self.pump = self._autostart = self.face_ids = None  # made once the node exists:
+        self._warn = self._values = self._stream = self._input = self._target = None
         super().__init__(node_name, **kwargs)
         self._warn = Warnings(self.get_logger(), live=self.context.ok)
         try:
