@@ -160,7 +160,7 @@ def test_aligned_face_of_a_rolled_face_matches_the_upright_one():
     """The demo clip's frontal face, and the same image turned 25 deg: the same aligned face."""
     import cv2
 
-    from nlml_hpe.demo import DEMO_DIR, load_clip
+    from nlml_hpe.bench.demo import DEMO_DIR, load_clip
     from nlml_hpe.estimator import landmark_box
     from nlml_hpe.images import square_crop
     from nlml_hpe.landmarks import LandmarkExtractor

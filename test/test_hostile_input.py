@@ -423,7 +423,7 @@ FRAME = 'hostile_cam_optical_frame'
 
 @pytest.fixture(scope='module')
 def face():
-    from nlml_hpe.node_benchmark import face_frame
+    from nlml_hpe.bench.feed import face_frame
 
     return face_frame(640, 480)  # the demo clip's first frame: ships with the package
 
@@ -497,7 +497,7 @@ def test_node_bombs_never_cost_good_frames(shipped, face):
 @pytest.mark.ros
 def test_node_bomb_cost(raw_rig):
     """What one bomb costs the node: the subscription callback refuses it from its header."""
-    from nlml_hpe.node_benchmark import bombs
+    from nlml_hpe.bench.feed import bombs
 
     node = raw_rig.node
     msgs = [_jpeg_msg(b, 1) for b in bombs()]
@@ -733,7 +733,7 @@ def test_cli_unusable_model_exits_2(tmp_path, capsys):
 @pytest.mark.ros
 def test_benchmark_abuse_mode_end_to_end():
     """``nlml-hpe benchmark node --abuse-rate``: three processes over real DDS, briefly."""
-    from nlml_hpe.node_benchmark import run_benchmark
+    from nlml_hpe.bench.node import run_benchmark
 
     res = run_benchmark(rate=15.0, duration=4.0, abuse_rate=20.0, log=lambda *a: None)
     assert res['compressed'] and res['abuse_rate_hz'] == 20.0

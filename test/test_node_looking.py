@@ -16,7 +16,7 @@ from builtin_interfaces.msg import Time  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from test_node import Rig, _face_rgb, _image_msg, _info, _send_info  # noqa: E402
 
-from nlml_hpe.demo import DEMO_DIR, load_clip  # noqa: E402
+from nlml_hpe.bench.demo import DEMO_DIR, load_clip  # noqa: E402
 from nlml_hpe.model import default_model_dir  # noqa: E402
 
 
@@ -32,7 +32,7 @@ def test_person_off_centre_looking_at_the_camera_is_looking(warp):
     """
     from scipy.spatial.transform import Rotation
 
-    from nlml_hpe.benchmark import turned_camera_view
+    from nlml_hpe.bench.offaxis import turned_camera_view
     from nlml_hpe.face_points import sellion_offset_m
     from nlml_hpe.model import default_model_dir, load_model
 

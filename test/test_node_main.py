@@ -68,9 +68,10 @@ def test_node_process_with_bad_model_exits_with_a_reason(tmp_path):
 
 
 @pytest.mark.ros
-@pytest.mark.parametrize('value, reason', [('"five"', "max_faces must be an integer, got 'five'"),
-                                           ('5.0', 'max_faces must be an integer, got 5.0'),
-                                           ('50', 'max_faces must be in [1, 20], got 50')])
+@pytest.mark.parametrize('value, reason', [
+    ('"five"', "max_faces: must be an integer (INTEGER), got 'five'"),
+    ('5.0', 'max_faces: must be an integer (INTEGER), got 5.0'),
+    ('50', 'max_faces: must be in [1, 20], got 50')])
 def test_params_file_of_the_wrong_type_gives_the_reason_not_a_traceback(tmp_path, value,
                                                                          reason):
     path = _params_file(tmp_path, f'max_faces: {value}')
@@ -90,7 +91,7 @@ def test_params_file_integers_for_doubles_work_and_unknown_keys_are_reported(tmp
         lines = _until_ready(proc)
         out = ''.join(lines)
         assert 'head_pose_node ready' in out, out
-        assert 'unknown parameter(s) max_facez' in out, out
+        assert 'ignoring unknown parameter(s): max_facez' in out, out
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)

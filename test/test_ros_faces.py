@@ -67,10 +67,17 @@ def test_beyond_the_readable_range_never_looks():
     assert fv.looking_at_target(face) is None
 
 
+def test_sigma_order_is_the_uncertainty_modules():
+    from nlml_hpe.uncertainty import ANGLES
+
+    assert fv.SIGMA_ORDER == ANGLES
+
+
 def test_pose_covariance_from_sigma():
     face = _face(yaw=40.0, pitch=10.0, position=(0.3, 0.0, 1.5))
     assert fv.pose_covariance(face) is None  # σ unknown: no covariance
-    face.pose.sigma_deg = np.array([6.0, 3.0, 2.0])  # yaw, pitch, roll
+    face.pose.sigma_deg = np.array([3.0, 6.0, 2.0])  # pitch, yaw, roll (uncertainty.ANGLES)
+    assert list(fv.sigma_deg(face)) == [6.0, 3.0, 2.0]  # yaw, pitch, roll
     cov = fv.pose_covariance(face)
     assert cov.shape == (6, 6) and np.allclose(cov, cov.T)
     assert np.all(cov[:3, 3:] == 0)

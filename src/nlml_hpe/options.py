@@ -228,7 +228,17 @@ class EstimatorConfig(_Table):
 class StreamConfig(_Table):
     """Options of :class:`~nlml_hpe.face_stream.FaceStream`."""
 
-    tracking: bool = option(True, 'Keep face ids stable across frames (greedy IoU matching).')
+    tracking: bool = option(True, 'Keep face ids stable across frames, with a track lifecycle '
+                            '(tentative, confirmed, coasting) and re-association.')
+    confirm_frames: int = option(
+        3, 'Frames in a row a new face must be seen before it is reported (listed); 1 = at '
+        'once.', 1, 30, ros='track_confirm_frames')
+    coast_s: float = option(
+        0.3, 'Seconds a reported face stays reported (coasting, its region predicted) after it '
+        'was last seen.', 0.0, 5.0, ros='track_coast_s')
+    memory_s: float = option(
+        1.5, 'Seconds a face no longer reported keeps its id: one seen again where its motion '
+        'puts it gets the id back (occlusions, turns).', 0.0, 30.0, ros='track_memory_s')
     smoothing: bool = option(True, 'One-Euro smoothing of orientation and position (needs '
                              'tracking).')
     smoothing_min_cutoff: float = option(1.0, 'One-Euro cut-off at rest (Hz); lower = smoother.',

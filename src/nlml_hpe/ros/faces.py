@@ -9,7 +9,8 @@ Track contract (``nlml_hpe.face_stream``): each StreamFace carries ``uid``
 ``state`` (``tentative``, ``confirmed`` or ``coasting``) and ``seen`` (measured
 in this frame; while coasting ``box`` is the predicted region and the pose
 the last one); ``face.pose`` (the estimator's FacePose) carries ``sigma_deg``
-(yaw, pitch, roll standard deviations, degrees) and ``beyond_range``.  Faces
+(standard deviations of the angles, degrees, in :mod:`nlml_hpe.uncertainty`'s
+order) and ``beyond_range``.  Faces
 without them (a stream that does not track states yet) count as confirmed,
 seen, readable, of unknown uncertainty; their id is made unique here: a
 random prefix of the node (:class:`FaceIds`) and the track number.
@@ -34,6 +35,10 @@ import numpy as np
 
 from ..face_points import sellion_offset_m
 
+#: Order of ``FacePose.sigma_deg``: that of ``FacePose.angles``, as
+#: :data:`nlml_hpe.uncertainty.ANGLES` gives it (not imported: the node does not
+#: load the uncertainty module's tooling).
+SIGMA_ORDER = ('pitch', 'yaw', 'roll')
 #: Track states whose faces are listed on /humans/faces/tracked.
 LISTED_STATES = ('confirmed', 'coasting')
 #: Letters of a node's id prefix (REP-155 ids are ROS name tokens: start with a letter).
@@ -70,9 +75,15 @@ def readable(face):
 
 
 def sigma_deg(face):
-    """Return ``(yaw, pitch, roll)`` standard deviations in degrees, or None when unknown."""
+    """Return ``(yaw, pitch, roll)`` standard deviations in degrees, or None when unknown.
+
+    ``pose.sigma_deg`` is in the order :data:`SIGMA_ORDER`; it is read by name.
+    """
     sigma = getattr(face.pose, 'sigma_deg', None)
-    return None if sigma is None else np.asarray(sigma, float).reshape(3)
+    if sigma is None:
+        return None
+    by_name = dict(zip(SIGMA_ORDER, np.asarray(sigma, float).reshape(3)))
+    return np.array([by_name['yaw'], by_name['pitch'], by_name['roll']])
 
 
 def origin(face):

@@ -34,6 +34,7 @@ arrived, issue 12); on one machine keep the default discovery range (SUBNET)
 and isolate with ``ROS_DOMAIN_ID``, or subscribe to ``image/compressed``.
 """
 
+import signal
 import threading
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -419,6 +420,10 @@ def main(args=None):
                 logger.fatal(f'cannot start: {exc}')
                 return 1
             finally:
+                # Ctrl-C in a terminal under `ros2 launch` signals the node twice (the
+                # process group, then launch): a second KeyboardInterrupt must not break
+                # the cleanup (it printed a traceback from LiteRT's Interpreter.__del__).
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -15,7 +15,7 @@ string for a number is refused with the reason.
 
 At start-up (:func:`declare`) the values given by a params file or the
 command line are checked the same way; any problem stops the node with one
-clear message (``cannot start: max_faces must be an integer, got 'five'``),
+clear message (``cannot start: max_faces: must be an integer (INTEGER), got 'five'``),
 and a parameter the node does not have is reported (a typo in a params file
 would otherwise be ignored silently).
 """
@@ -41,11 +41,12 @@ RELOAD = frozenset({'model_path'} | {s.name for s in EstimatorConfig.specs()})
 #: Parameter -> its FaceStream option.
 STREAM = {s.name: s.field for s in StreamConfig.specs()}
 
-_ROS_TYPE = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
-             float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
-             tuple: ParameterType.PARAMETER_DOUBLE_ARRAY}
-_TYPE_WORD = {bool: 'true or false', int: 'an integer', float: 'a number',
-              str: 'a string', tuple: 'a list of numbers'}
+#: Option type -> (ROS parameter type, its name, what a value must be).
+_KINDS = {bool: (ParameterType.PARAMETER_BOOL, 'BOOL', 'true or false'),
+          int: (ParameterType.PARAMETER_INTEGER, 'INTEGER', 'an integer'),
+          float: (ParameterType.PARAMETER_DOUBLE, 'DOUBLE', 'a number'),
+          str: (ParameterType.PARAMETER_STRING, 'STRING', 'a string'),
+          tuple: (ParameterType.PARAMETER_DOUBLE_ARRAY, 'DOUBLE_ARRAY', 'a list of numbers')}
 
 
 def default_value(spec):
@@ -55,7 +56,7 @@ def default_value(spec):
 
 def descriptor(spec):
     """Return the static ParameterDescriptor of a spec: type, help, range, read-only."""
-    d = ParameterDescriptor(name=spec.name, type=_ROS_TYPE[spec.type], description=spec.help,
+    d = ParameterDescriptor(name=spec.name, type=_KINDS[spec.type][0], description=spec.help,
                             read_only=spec.read_only)
     if spec.bounds is not None:
         lo, hi = spec.bounds
@@ -88,12 +89,13 @@ def coerce(spec, value):
     ok = {bool: isinstance(value, bool), int: _is_int(value), float: isinstance(value, float),
           str: isinstance(value, str), tuple: isinstance(value, list)}[kind]
     if not ok:
-        raise ValueError(f'{name} must be {_TYPE_WORD[kind]}, got {value!r}')
+        _, type_name, must = _KINDS[kind]
+        raise ValueError(f'{name}: must be {must} ({type_name}), got {value!r}')
     try:
         checked = getattr(spec.table.node_defaults().updated(**{spec.field: value}), spec.field)
     except ValueError as exc:  # the table names its field: say the parameter's name
         text = str(exc)
-        raise ValueError(name + text[len(spec.field):] if text.startswith(spec.field)
+        raise ValueError(f'{name}:{text[len(spec.field):]}' if text.startswith(spec.field)
                          else f'{name}: {text}') from None
     return list(checked) if kind is tuple else checked
 
@@ -177,8 +179,8 @@ def declare(node, tf_available=True):
     unknown = unknown_overrides(node)
     if unknown:
         node.get_logger().warning(
-            f'ignoring unknown parameter(s) {", ".join(unknown)} (a typo in the params '
-            f'file?); head_pose_node has: {", ".join(SPECS)}')
+            f'ignoring unknown parameter(s): {", ".join(unknown)} (not parameters of '
+            f'{node.get_name()}; misspelt?)')
     reason = '' if problems else problem(values, tf_available)
     if problems or reason:
         raise ValueError('; '.join(problems) or reason)
