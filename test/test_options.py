@@ -75,17 +75,23 @@ def test_numbers_are_normalised_and_tables_are_separate():
 
 def test_node_parameters_come_from_the_table():
     pytest.importorskip('rclpy', reason='rclpy is not installed (run bootstrap.sh)')
-    from nlml_hpe.node import PARAMETERS
+    from rcl_interfaces.msg import ParameterType
+
+    from nlml_hpe.ros.parameters import SPECS, default_value, descriptor
 
     specs = parameter_specs()
-    assert set(PARAMETERS) == {s.name for s in specs}
+    assert list(SPECS) == [s.name for s in specs]
+    kinds = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+             float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,
+             tuple: ParameterType.PARAMETER_DOUBLE_ARRAY}
     for spec in specs:
-        default, text, descriptor = PARAMETERS[spec.name]
-        assert default == (list(spec.default) if spec.type is tuple else spec.default)
-        assert text == spec.help
-        assert descriptor.get('read_only', False) == spec.read_only
+        d = descriptor(spec)
+        assert default_value(spec) == (list(spec.default) if spec.type is tuple
+                                       else spec.default)
+        assert d.description == spec.help and d.read_only == spec.read_only
+        assert d.type == kinds[spec.type] and not d.dynamic_typing
         if spec.bounds is not None:
-            (rng,) = descriptor.get('integer_range') or descriptor['floating_point_range']
+            (rng,) = d.integer_range or d.floating_point_range
             assert (rng.from_value, rng.to_value) == spec.bounds
     # A node's parameter values make the tables (renamed fields included).
     values = {spec.name: spec.default for spec in specs}

@@ -65,17 +65,22 @@ LAUNCH = {'launch', 'launch_ros'}
 
 
 def _node_imports():
-    """Top-level names imported by nlml_hpe.node and the package modules it imports."""
-    src = REPO / 'src' / 'nlml_hpe'
-    seen, found, todo = set(), set(), ['node']
+    """Top-level names imported by the node (nlml_hpe.ros.node) and the modules it imports."""
+    src = REPO / 'src'
+    seen, found, todo = set(), set(), ['nlml_hpe.ros.node']
     while todo:
         name = todo.pop()
         if name in seen:
             continue
         seen.add(name)
-        for n in ast.walk(ast.parse((src / f'{name}.py').read_text())):
+        path = src.joinpath(*name.split('.'))
+        path = path / '__init__.py' if path.is_dir() else path.with_suffix('.py')
+        package = name if path.name == '__init__.py' else name.rpartition('.')[0]
+        for n in ast.walk(ast.parse(path.read_text())):
             if isinstance(n, ast.ImportFrom) and n.level:
-                todo += [n.module.split('.')[0]] if n.module else [a.name for a in n.names]
+                base = package.split('.')[:len(package.split('.')) - n.level + 1]
+                todo += (['.'.join(base + n.module.split('.'))] if n.module
+                         else ['.'.join(base + [a.name]) for a in n.names])
             elif isinstance(n, ast.ImportFrom):
                 found.add(n.module.split('.')[0])
             elif isinstance(n, ast.Import):

@@ -267,7 +267,8 @@ class NodeConfig(_Table):
 
     model_path: str = option('', 'Model directory or .safetensors file; empty = the shipped '
                              'model.')
-    publish_tf: bool = option(True, 'Broadcast <camera frame> -> face_<id> on /tf.')
+    publish_tf: bool = option(True, 'Broadcast <camera frame> -> face_<id> on /tf: one frame per '
+                              'face, at its sellion.')
     publish_gaze_frames: bool = option(
         False, 'Also broadcast <camera frame> -> gaze_<id> (REP-155: at the face origin, z along '
         'the gaze, x right, y down).')
@@ -282,12 +283,12 @@ class NodeConfig(_Table):
     use_compressed: bool = option(False, 'Subscribe to image/compressed instead of image.',
                                   read_only=True)
     autostart: bool = option(
-        True, 'Configure (load the model) and activate (subscribe) at start; false leaves the '
-        'lifecycle node unconfigured for a lifecycle manager.', read_only=True)
+        True, 'Configure (load the model) and activate (subscribe) once the node spins; false '
+        'leaves the lifecycle node unconfigured for a lifecycle manager.', read_only=True)
     ros4hri: bool = option(
         True, 'Also publish the ROS4HRI interface (REP-155): /humans/faces/tracked, per face '
-        '/humans/faces/<id>/roi and /cropped, TF face_<id> and gaze_<id> (needs hri_msgs).',
-        read_only=True)
+        '/humans/faces/<id>/roi, /cropped, /aligned and /landmarks; the TF frames are named '
+        'by the REP-155 id (needs hri_msgs).', read_only=True)
 
 
 #: The tables, in the order of the node's parameters.
