@@ -47,21 +47,27 @@ fi
 #    (imported by launch_ros) from ../shared/ros2_launch at bootstrap time.
 with_launch=0
 [ -d "$launch_dir/wheels" ] && with_launch=1
+# (Each key is what must import: an older hri_msgs without FacialLandmarks is rebuilt.)
 declare -A sources=([tf2_msgs.msg]="$here/tools/msggen/tf2_msgs"
-                    [hri_msgs.msg]="$here/tools/msggen/hri_msgs")
+                    ["hri_msgs.msg import FacialLandmarks"]="$here/tools/msggen/hri_msgs")
 if [ "$with_launch" = 1 ] && [ -d "$launch_dir/composition_interfaces" ]; then
   sources[composition_interfaces.srv]="$launch_dir/composition_interfaces"
 fi
 missing=()
+importable() {
+  case "$1" in *" import "*) "$vpy" -c "from $1" ;; *) "$vpy" -c "import $1" ;; esac
+}
 for mod in "${!sources[@]}"; do
-  if "$vpy" -c "import $mod" >/dev/null 2>&1; then
-    log "${mod%.*} importable"
+  if importable "$mod" >/dev/null 2>&1; then
+    log "${mod%%.*} importable"
   else
     missing+=("$mod")
   fi
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-  names="${missing[*]%.*}"
+  names=""
+  for mod in "${missing[@]}"; do names="$names ${mod%%.*}"; done
+  names="${names# }"
   log "generating $names with rosidl + colcon"
   "$vpy" -m pip install --quiet --disable-pip-version-check -r "$here/requirements-msggen.txt"
   pyinc="$("$vpy" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
@@ -85,7 +91,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
       || { cat "$work/colcon.log" >&2; exit 1; }
   )
   for mod in "${missing[@]}"; do
-    "$vpy" -c "import $mod" || { echo "bootstrap: ${mod%.*} still not importable" >&2; exit 1; }
+    importable "$mod" || { echo "bootstrap: ${mod%%.*} still not importable" >&2; exit 1; }
   done
   log "$names generated"
 fi

@@ -169,13 +169,13 @@ def test_rviz_without_rviz2_stops_before_any_node(description):
 
 def test_pose_yaml_matches_the_node_parameters():
     """Every key of config/pose.yaml is a declared parameter with the same type."""
-    from nlml_hpe.node import PARAMETERS
+    from nlml_hpe.ros.parameters import SPECS, default_value
 
     data = yaml.safe_load((REPO / 'config' / 'pose.yaml').read_text())
     values = data['/**']['ros__parameters']
-    assert set(values) == set(PARAMETERS)
+    assert set(values) == set(SPECS)
     for key, value in values.items():
-        assert type(value) is type(PARAMETERS[key][0]), key
+        assert type(value) is type(default_value(SPECS[key])), key
 
 
 def test_rviz_config_shows_tf_and_markers():

@@ -73,7 +73,7 @@ def prefix(tmp_path_factory):
             dest.symlink_to(path)
     exe = root / 'lib' / 'nlml_hpe' / NODE
     exe.parent.mkdir(parents=True)
-    exe.write_text(f'#!{sys.executable}\nimport sys\n\nfrom nlml_hpe.node import main\n\n'
+    exe.write_text(f'#!{sys.executable}\nimport sys\n\nfrom nlml_hpe.ros.node import main\n\n'
                    'sys.exit(main())\n')
     exe.chmod(0o755)
     return root

@@ -242,7 +242,7 @@ class _Rig:
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import CameraInfo, Image
 
-        from ..node import HeadPoseNode
+        from ..ros.node import HeadPoseNode
 
         # Each frame is a new pose, shown once: no smoothing, and a face is listed at once
         # (a camera's face is listed after track_confirm_frames frames in a row).

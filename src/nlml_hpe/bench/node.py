@@ -6,7 +6,7 @@
 
 Three processes: a publisher of 640x480 ``rgb8`` face frames at ``--rate``
 (another process, stamping each frame with the time it is published), the node
-(``python -m nlml_hpe.node``, a separate process so its CPU and RSS can be read
+(``python -m nlml_hpe.ros.node``, a separate process so its CPU and RSS can be read
 from ``/proc``) and the receiver (this process).  After a warm-up (first
 ``head_pose`` received) it measures for ``--duration`` seconds and prints:
 
@@ -87,7 +87,7 @@ def node_command(model=None, config=None, compressed=False):
     parameter explicitly, so the figures say what ran.
     """
     config = EstimatorConfig.node_defaults() if config is None else config
-    cmd = [sys.executable, '-m', 'nlml_hpe.node', '--ros-args', '-r', f'__ns:={NS}']
+    cmd = [sys.executable, '-m', 'nlml_hpe.ros.node', '--ros-args', '-r', f'__ns:={NS}']
     if model:
         cmd += ['-p', f'model_path:={model}']
     for spec in EstimatorConfig.specs():
