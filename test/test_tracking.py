@@ -100,6 +100,36 @@ def test_a_face_passing_behind_another_gets_its_id_back():
     assert (a.id, b.id) == (walker, stander)
 
 
+def test_the_far_face_of_two_that_cross_keeps_its_id():
+    """A far face passes behind a near one; its reading slides onto the near face first.
+
+    While a larger box covers it, its readings are not taken for its motion, so its
+    prediction goes on where it was heading and it is found there again.
+    """
+    tracker = FaceTracker(confirm_frames=1)
+    dt, t = 1 / 30, 0.0
+    near = lambda t: np.array([400 - 300 * t, 100, 490 - 300 * t, 200])  # noqa: E731
+    far = lambda t: np.array([100 + 200 * t, 110, 160 + 200 * t, 170])  # noqa: E731
+    a, b = tracker.update([near(t), far(t)], t)
+    near_id, far_id = a.id, b.id
+    while far(t)[2] < near(t)[0] + 20:  # apart: both seen
+        t += dt
+        a, b = tracker.update([near(t), far(t)], t)
+        assert (a.id, b.id) == (near_id, far_id)
+    for _ in range(4):  # covered: the far face's region reads the near face, cut off
+        t += dt
+        hijacked = near(t) + [5, 10, -20, -20]
+        a, b = tracker.update([near(t), hijacked], t)
+        assert a.id == near_id
+    for _ in range(6):  # then only the near face is read
+        t += dt
+        (a,) = tracker.update([near(t)], t)
+        assert a.id == near_id
+    t += dt
+    a, b = tracker.update([near(t), far(t)], t)  # out on the other side
+    assert (a.id, b.id) == (near_id, far_id)
+
+
 def test_a_face_leaving_the_image_is_dropped_at_once():
     tracker = FaceTracker(confirm_frames=1, coast_s=0.3)
     t, x = 0.0, 500.0

@@ -89,6 +89,8 @@ NEAR_FACE_MIN_SCORE = 0.7
 CROP_PX = 192
 #: ROI side in face-box sizes (MediaPipe's ``RectTransformationCalculator``).
 ROI_SCALE = 1.5
+#: Presence scores this close count as equal when two readings of one face compete.
+SCORE_TIE = 0.05
 #: Two faces whose landmark boxes overlap more than this are one face.
 SAME_FACE_IOU = 0.5
 
@@ -748,11 +750,15 @@ class LandmarkExtractor:
             return idx
         boxes = landmark_boxes(np.stack([faces[i] for i in idx]))
         iou = box_iou(boxes, boxes)
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        # Of two readings of one face that are about as sure, the larger: a region that
+        # slid onto a nearer face (one face passing in front of another) reads it cut off.
+        rank = sorted(range(len(idx)), key=lambda a: (-round(scores[idx[a]] / SCORE_TIE),
+                                                      -area[a]))
         chosen = []
-        for a in sorted(range(len(idx)), key=lambda a: -scores[idx[a]]):
+        for a in rank:
             if all(iou[a, b] <= SAME_FACE_IOU for b in chosen):
                 chosen.append(a)
-        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         chosen.sort(key=lambda a: -area[a])
         return [idx[a] for a in chosen[:self.max_faces]]
 

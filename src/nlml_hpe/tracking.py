@@ -43,6 +43,13 @@ LISTED = (CONFIRMED, COASTING)
 UID_LENGTH = 5
 #: A velocity estimate is an average over about this many frames (exponential).
 VELOCITY_MEMORY = 3.0
+#: A track's size is an average over about this long (s) ...
+SIZE_MEMORY_S = 0.5
+#: ... and a box this many times larger or smaller is not taken for its motion.
+SIZE_JUMP = 1.2
+#: A box a larger one covers this much of may be the far face of two that cross: its
+#: reading may be of the near face (:meth:`Track._seen` does not take it for motion).
+BEHIND_OVERLAP = 0.2
 #: A lost track's predicted motion stops after this long (s): a person does not keep
 #: walking in a straight line behind an occluder for long.
 MAX_EXTRAPOLATION_S = 0.5
@@ -77,13 +84,22 @@ def _validate_boxes(boxes):
     return arr
 
 
+def box_size(box):
+    """A face box's size that turning does not change much: its larger side (px)."""
+    return max(float(box[2] - box[0]), float(box[3] - box[1]), 1e-9)
+
+
 @dataclass
 class Track:
     """One face over time.
 
-    ``box`` is where it was last seen, ``velocity`` the box's motion (px/s of
-    each coordinate), ``hits`` the frames it has been seen in a row, ``first_seen``
-    and ``last_seen`` times (s).
+    ``box`` is where it was last seen, ``hits`` the frames it has been seen in a
+    row, ``first_seen`` and ``last_seen`` times (s).  Its motion is kept from
+    *consistent* sightings only: ``size`` is a slow average of the box's larger
+    side, and a box more than :data:`SIZE_JUMP` off it (another face read in
+    its place while it passes behind that face, say) updates neither ``size``
+    nor ``velocity`` (px/s of the box centre) nor ``anchor``, the ``(box, t)``
+    predictions start from; nor does a box partly behind a larger face's.
     """
 
     id: int
@@ -93,7 +109,13 @@ class Track:
     last_seen: float
     state: str = TENTATIVE
     hits: int = 1
-    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    size: float = 0.0
+    anchor: tuple = None
+
+    def __post_init__(self):
+        self.size = self.size or box_size(self.box)
+        self.anchor = self.anchor or (self.box.copy(), self.last_seen)
 
     @property
     def listed(self):
@@ -101,18 +123,36 @@ class Track:
         return self.state in LISTED
 
     def predict(self, t):
-        """Predicted box at time ``t`` (constant velocity, for at most a short while)."""
-        dt = min(max(float(t) - self.last_seen, 0.0), MAX_EXTRAPOLATION_S)
-        return self.box + self.velocity * dt
+        """Predicted box at time ``t`` (its centre at constant velocity, for a short while).
 
-    def _seen(self, box, t, confirm_frames):
-        dt = float(t) - self.last_seen
+        From the last consistent sighting; from the last one when that is long ago
+        (a face turned to profile for a while: its box shrank for good).
+        """
+        box, t0 = self.anchor
+        if self.last_seen - t0 > MAX_EXTRAPOLATION_S:
+            box, t0 = self.box, self.last_seen
+        dt = min(max(float(t) - t0, 0.0), MAX_EXTRAPOLATION_S)
+        shift = self.velocity * dt
+        return box + np.concatenate([shift, shift])
+
+    def consistent(self, box):
+        """Whether ``box`` has about this track's size (see the class docstring)."""
+        return abs(math.log(box_size(box) / self.size)) <= math.log(SIZE_JUMP)
+
+    def _seen(self, box, t, confirm_frames, behind=False):
+        t = float(t)
         if self.state == LOST:
-            self.velocity = np.zeros(4)  # motion across a long gap is not a velocity
-        elif dt > 0:
-            a = 1.0 / VELOCITY_MEMORY if self.hits > 1 else 1.0
-            self.velocity = (1 - a) * self.velocity + a * (box - self.box) / dt
-        self.box, self.last_seen = box.copy(), float(t)
+            self.velocity = np.zeros(2)  # motion across a long gap is not a velocity
+            self.anchor, self.size = (box.copy(), t), box_size(box)
+        elif not behind and self.consistent(box):
+            anchor, t0 = self.anchor
+            if t > t0:
+                a = 1.0 / VELOCITY_MEMORY if self.hits > 1 else 1.0
+                step = (box[:2] + box[2:] - anchor[:2] - anchor[2:]) / 2.0
+                self.velocity = (1 - a) * self.velocity + a * step / (t - t0)
+                self.size += min((t - t0) / SIZE_MEMORY_S, 1.0) * (box_size(box) - self.size)
+            self.anchor = (box.copy(), t)
+        self.box, self.last_seen = box.copy(), t
         self.hits = self.hits + 1 if self.state == TENTATIVE else max(self.hits, confirm_frames)
         if self.state != TENTATIVE or self.hits >= confirm_frames:
             self.state = CONFIRMED
@@ -168,6 +208,7 @@ class FaceTracker:
         """
         boxes = _validate_boxes(boxes)
         t = float(t)
+        self._behind = _behind(boxes)
         for k in [k for k, tr in self._tracks.items()
                   if tr.state == LOST and t - tr.last_seen > self.memory_s]:
             del self._tracks[k]  # forgotten before this frame's boxes are matched
@@ -196,9 +237,14 @@ class FaceTracker:
         # Cost: IoU first (0..1), centre proximity (1..2) rescues IoU misses; else no match.
         # A prediction is the less sure the longer its track went unseen: where two tracks
         # fit a box alike (one passing behind the other), the one seen last takes it.
+        # Sizes tell apart a near face from a far one it passes in front of.
         ok = (iou >= self.min_iou) | (rel <= self.max_centre_dist)
         unseen = np.array([t - self._tracks[k].last_seen for k in active])[None]
-        cost = np.where(iou >= self.min_iou, 1.0 - iou, 1.0 + rel) + UNSEEN_COST_PER_S * unseen
+        sizes = np.array([self._tracks[k].size for k in active])[None]
+        jump = np.abs(np.log(np.maximum(boxes[:, 2:] - boxes[:, :2], 1e-9).max(axis=1)[:, None]
+                             / sizes))
+        cost = np.where(iou >= self.min_iou, 1.0 - iou, 1.0 + rel) + \
+            UNSEEN_COST_PER_S * unseen + jump
         return self._assign(cost, ok, [self._tracks[k] for k in active], boxes, t, out)
 
     def _match_lost(self, boxes, rest, t, out):
@@ -219,17 +265,21 @@ class FaceTracker:
         ok = (rel <= REVIVE_GATE + REVIVE_GATE_PER_S * gap) & \
             (ratio <= REVIVE_SIZE_RATIO) & (ratio >= 1.0 / REVIVE_SIZE_RATIO)
         sub = [None] * len(rest)
-        left = self._assign(rel + np.abs(np.log(ratio)), ok, lost, b, t, sub)
+        left = self._assign(rel + np.abs(np.log(ratio)), ok, lost, b, t, sub, rest)
         for j, i in enumerate(rest):
             out[i] = sub[j] if sub[j] is not None else out[i]
         return [rest[j] for j in left]
 
-    def _assign(self, cost, ok, tracks, boxes, t, out):
-        """Optimal assignment of boxes (rows) to ``tracks`` (columns) where ``ok``."""
+    def _assign(self, cost, ok, tracks, boxes, t, out, index=None):
+        """Optimal assignment of boxes (rows) to ``tracks`` (columns) where ``ok``.
+
+        ``index``: each row's index in the frame's boxes (default: the row's own).
+        """
+        index = range(len(boxes)) if index is None else index
         rows, cols = linear_sum_assignment(np.where(ok, cost, 1e6))
         for i, j in zip(rows, cols):
             if ok[i, j]:
-                tracks[j]._seen(boxes[i], t, self.confirm_frames)
+                tracks[j]._seen(boxes[i], t, self.confirm_frames, self._behind[index[i]])
                 out[i] = tracks[j]
         return [i for i in range(len(boxes)) if out[i] is None]
 
@@ -255,6 +305,21 @@ class FaceTracker:
                 tr.state = LOST
         if tr.state == LOST and unseen > self.memory_s:
             del self._tracks[tr.id]
+
+
+def _behind(boxes):
+    """Per box: whether a larger box of the frame covers :data:`BEHIND_OVERLAP` of it."""
+    out = np.zeros(len(boxes), dtype=bool)
+    if len(boxes) < 2:
+        return out
+    x0 = np.maximum(boxes[:, None, 0], boxes[None, :, 0])
+    y0 = np.maximum(boxes[:, None, 1], boxes[None, :, 1])
+    x1 = np.minimum(boxes[:, None, 2], boxes[None, :, 2])
+    y1 = np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+    larger = area[None, :] > area[:, None]
+    return np.any(larger & (inter >= BEHIND_OVERLAP * np.maximum(area[:, None], 1e-9)), axis=1)
 
 
 def _left(box, image_size):
