@@ -85,7 +85,7 @@ def _validate_boxes(boxes):
 
 
 def box_size(box):
-    """A face box's size that turning does not change much: its larger side (px)."""
+    """Return a face box's size that turning does not change much: its larger side (px)."""
     return max(float(box[2] - box[0]), float(box[3] - box[1]), 1e-9)
 
 
