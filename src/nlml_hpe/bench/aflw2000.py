@@ -174,6 +174,8 @@ def _score_image(jpg, mat, estimator, extractor, times):
     twin = None
     if poses is not None:
         row['model'] = poses[pick].angles
+        row['sigma'] = getattr(poses[pick], 'sigma_deg', None)
+        row['beyond_range'] = getattr(poses[pick], 'beyond_range', None)
         if estimator.rigid_fusion:  # the network alone, for comparison
             row['network_only'] = poses[pick].network_angles
         twin = poses[pick].mirrored_landmarks
@@ -210,6 +212,7 @@ def _summarise(directory, rows, times, estimator):
             entry[m] = dict(mae([r[m] for r in det], [r['gt'] for r in det]), n=len(det))
         result['protocols'][name] = entry
     result['detection_rate'] = sum(r['detected'] for r in rows) / len(rows)
+    result['by_yaw'] = by_yaw(rows, 'model' if estimator is not None else 'baseline')
     result['latency_ms'] = {
         'decode': latency_stats(times['decode']),
         'landmarks': latency_stats(times['landmarks']),
@@ -224,6 +227,37 @@ def _summarise(directory, rows, times, estimator):
          'detected': r['detected'],
          **{m: [float(v) for v in r[m]] for m in methods if m in r}} for r in rows]
     return result
+
+
+#: |yaw| bins (deg) of the detection table: the readable range ends near 60.
+YAW_BINS = (0, 30, 50, 60, 70, 80, 90)
+
+
+def by_yaw(rows, method):
+    """Per true-|yaw| bin: images, faces found, ``method``'s MAE, range state and σ cover.
+
+    ``beyond_range``: the fraction of found faces flagged beyond the readable
+    range; ``within_sigma``: the fraction of angle errors (pitch, yaw and roll
+    pooled) within the face's 1 σ.  Both None without the uncertainty model.
+    """
+    out = {}
+    for lo, hi in zip(YAW_BINS[:-1], YAW_BINS[1:]):
+        sel = [r for r in rows if lo <= abs(r['gt'][1]) < hi or hi == YAW_BINS[-1] <= abs(
+            r['gt'][1])]
+        det = [r for r in sel if r['detected'] and r.get(method) is not None]
+        entry = {'images': len(sel), 'found': len(det),
+                 'found_rate': len(det) / len(sel) if sel else None,
+                 'mae': mae([r[method] for r in det], [r['gt'] for r in det])['mean']
+                 if det else None, 'beyond_range': None, 'within_sigma': None}
+        flagged = [r['beyond_range'] for r in det if r.get('beyond_range') is not None]
+        if flagged and len(flagged) == len(det):
+            entry['beyond_range'] = sum(bool(b) for b in flagged) / len(det)
+        sig = [r for r in det if r.get('sigma') is not None]
+        if sig and len(sig) == len(det):
+            err = np.abs(np.array([r[method] for r in sig]) - np.array([r['gt'] for r in sig]))
+            entry['within_sigma'] = float(np.mean(err <= np.array([r['sigma'] for r in sig])))
+        out[f'{lo}-{hi}'] = entry
+    return out
 
 
 def format_aflw2000(result):
@@ -243,6 +277,14 @@ def format_aflw2000(result):
                             for k in ('yaw', 'pitch', 'roll', 'mean'))
             lines.append(f"{name:<8} {m:<13} {e['n']:>5} {vals}  {det}")
     lines.append(f"overall detection rate: {100 * result['detection_rate']:.1f}%")
+    lines.append('by true |yaw| (deg):   images  found       MAE  beyond range  within 1 sigma')
+
+    def pct(v):
+        return f"{'n/a':>6}" if v is None else f'{100 * v:5.1f}%'
+    for name, e in result.get('by_yaw', {}).items():
+        mae_txt = f"{e['mae']:7.2f}" if e['mae'] is not None else f"{'n/a':>7}"
+        lines.append(f"  {name:<18} {e['images']:>7} {pct(e['found_rate'])} {mae_txt}  "
+                     f"{pct(e['beyond_range']):>12}  {pct(e['within_sigma']):>14}")
     if result.get('flip_average'):
         lines.append('model: flip averaging on (MediaPipe also on the mirrored image); '
                      'baseline_flip: solvePnP with the same averaging')
