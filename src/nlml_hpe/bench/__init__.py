@@ -1,0 +1,1 @@
+"""Benchmarks: scenes built from labelled faces, and the measurements run on them."""
