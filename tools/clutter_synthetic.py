@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 
+import cv2
 import numpy as np
 
 from nlml_hpe.bench.range import mae
@@ -34,7 +35,6 @@ from nlml_hpe.bench.scenes import (
     make_background,
 )
 from nlml_hpe.benchmark import pick_labelled_face
-import cv2
 
 #: Identities are drawn with this seed (training uses the config's seed 0 stream).
 IDENTITY_SEED = 2026

@@ -189,7 +189,9 @@ def paste_face(frame, rgb, label_box, face_px, mode, rng):
         src = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         k = 1.0
     m = np.array([[k, 0.0, tx - scale * cx], [0.0, k, ty - scale * cy]])
-    warped = cv2.warpAffine(src, m, (fw, fh), flags=cv2.INTER_LINEAR)
+    # Edge pixels replicate the photo (a constant border would darken its outline).
+    warped = cv2.warpAffine(src, m, (fw, fh), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
     if mode == 'photo':
         inside = cv2.warpAffine(np.ones(src.shape[:2], np.uint8), m, (fw, fh),
                                 flags=cv2.INTER_NEAREST).astype(bool)
