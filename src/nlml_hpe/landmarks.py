@@ -106,6 +106,11 @@ STRONG_DETECTION = 0.75
 WEAK_PRESENCE = 0.01
 #: A small new face read below its floor is read once more through an ROI this much larger.
 SECOND_LOOK_SCALE = 1.25
+#: Faces at most this wide (px, landmark box) are always read with their mirrored crop
+#: too, and the estimator averages both readings (flip averaging): a far face's landmarks
+#: are noisy, and one more 192-px read costs little beside the tiles that found it.
+#: ``LandmarkExtractor.mirror_small_px = None`` turns it off.
+MIRROR_SMALL_PX = 64.0
 
 
 def _normalize_radians(a):
@@ -458,6 +463,8 @@ class LandmarkExtractor:
         if not 0 <= int(refine) <= 5:
             raise ValueError(f'refine must be in [0, 5], got {refine}')
         self.refine = int(refine)
+        #: Faces up to this wide are read mirrored too (:data:`MIRROR_SMALL_PX`; None: off).
+        self.mirror_small_px = MIRROR_SMALL_PX
         self.streaming = bool(streaming)
         self.detection_interval = int(detection_interval)
         self.min_tracking_confidence = float(min_tracking_confidence)
@@ -626,7 +633,8 @@ class LandmarkExtractor:
         # the look has the other), then the new faces directly.
         floors = list(self._tracked_floors) if tracked else []
         faces, scores, mirrored, reread = self._read_plans(
-            rgb, tracked, [mirror] * len(tracked), solo=self._look is None, floors=floors)
+            rgb, tracked, [mirror or self._mirrors(p) for p in tracked],
+            solo=self._look is None, floors=floors)
         if self.streaming:  # the look's new faces, then the ones this frame found
             fresh = (self._collect_look(w, h) + found)[:self.max_candidates - len(tracked)]
         if fresh:
@@ -637,30 +645,33 @@ class LandmarkExtractor:
         # New faces: re-read from their own landmarks' ROI (as a tracker would) ``refine``
         # times; the last pass also turns them onto their line of sight and mirrors them.
         redo = [i for i in range(len(tracked), len(faces)) if faces[i] is not None]
-        turn = line_of_sight_deg is not None
         for it in range(max(self.refine, 1)):
             last = it == max(self.refine, 1) - 1
-            if not redo or not (self.refine or (last and (mirror or turn))):
+            if not redo or not (self.refine or last):
                 break
             plans2 = self._plans([faces[i] for i in redo], camera if last else None,
                                  line_of_sight_deg)
             direct = [bool(self.refine) or p.reread for p in plans2]
-            use = [d or (last and mirror) for d in direct]
+            mirs = [last and (mirror or self._mirrors(p)) for p in plans2]
+            use = [d or m for d, m in zip(direct, mirs)]
             sel = [i for i, u in zip(redo, use) if u]
-            plans2 = [p for p, u in zip(plans2, use) if u]
-            direct = [d for d, u in zip(direct, use) if u]
-            f2, s2, m2, _ = self._read_plans(rgb, plans2, [last and mirror] * len(plans2),
-                                             direct=direct, floors=[floors[i] for i in sel])
+            plans2, direct, mirs = ([x for x, u in zip(xs, use) if u]
+                                    for xs in (plans2, direct, mirs))
+            if not sel:
+                break
+            f2, s2, m2, _ = self._read_plans(rgb, plans2, mirs, direct=direct,
+                                             floors=[floors[i] for i in sel])
             for j, i in enumerate(sel):
                 if direct[j] and f2[j] is not None and _same_face(f2[j], faces[i]):
                     faces[i], scores[i], reread[i] = f2[j], s2[j], plans2[j].reread
-                if last and mirror:
+                if mirs[j]:
                     mirrored[i] = m2[j]
         if self.streaming and due:
             self._look_due = (rgb, due, (w, h))
         keep = self._keep(faces, scores)
+        twins = [mirrored[i] for i in keep]
         out = FrameReading([faces[i] for i in keep], [float(scores[i]) for i in keep],
-                           [mirrored[i] for i in keep] if mirror else None,
+                           twins if mirror or any(t is not None for t in twins) else None,
                            [bool(reread[i]) for i in keep], detector_runs, len(tracked))
         if self.streaming:
             self._tracked = list(out.faces)
@@ -754,6 +765,11 @@ class LandmarkExtractor:
                 for mine, theirs in zip(out, more):
                     mine[i] = theirs[j]
         return out
+
+    def _mirrors(self, plan):
+        """Whether a face read through ``plan`` is small enough to read mirrored too."""
+        return (self.mirror_small_px is not None and
+                CROP_PX / crop_scale(plan.transform) <= self.mirror_small_px * ROI_SCALE)
 
     def presence_floor(self, roi):
         """Return the face-presence score a new face in ``roi`` needs to be reported.
