@@ -68,7 +68,7 @@ def test_presence_floor_only_for_small_strong_detections():
     ext = LandmarkExtractor(max_faces=1)
     try:
         small = Roi(100.0, 100.0, 60.0, 0.0, score=0.9)
-        assert ext.presence_floor(small) < 0.05
+        assert ext.presence_floor(small) == pytest.approx(0.1)
         assert ext.presence_floor(Roi(100.0, 100.0, 60.0, 0.0, score=0.6)) == 0.5
         assert ext.presence_floor(Roi(100.0, 100.0, 300.0, 0.0, score=0.99)) == 0.5
         assert ext.presence_floor(Roi(100.0, 100.0, 60.0, 0.0)) == 0.5  # from landmarks

@@ -103,7 +103,7 @@ SAME_FACE_IOU = 0.5
 #: seldom fools both models (tools/clutter_synthetic.py, docs/robustness.md).
 SMALL_FACE_PX = 64.0
 STRONG_DETECTION = 0.75
-WEAK_PRESENCE = 0.01
+WEAK_PRESENCE = 0.1
 #: A small new face read below its floor is read once more through an ROI this much larger.
 SECOND_LOOK_SCALE = 1.25
 #: Faces at most this wide (px, landmark box) are always read with their mirrored crop
