@@ -134,3 +134,40 @@ def test_faults_do_what_they_say():
     want = 255.0 * 0.35 * (rgb / 255.0) ** 2
     assert np.abs(out['dim'] - want).mean() < 2.0 and out['dim'].mean() < 0.4 * clean.mean()
     assert np.abs(out['jpeg25'] - rgb).mean() > 1.3 * np.abs(clean - rgb).mean()
+
+
+@pytest.fixture(scope='module')
+def one_pass():
+    from nlml_hpe.estimator import HeadPoseEstimator
+
+    est = HeadPoseEstimator.from_pretrained(flip_average=False)
+    yield est
+    est.close()
+
+
+def test_range_benchmark_scores_pasted_faces_and_face_free_frames(aflw_dir, one_pass):
+    from nlml_hpe.bench.range import format_range, run_range
+
+    result = run_range(aflw_dir, {'nlml_hpe': one_pass}, widths=(100,), frames=((640, 480),),
+                       backgrounds=('clutter', 'photo'), modes=('photo',), empty_frames=2,
+                       limit=2, seed=1)
+    assert [(r['background'], r['face_px']) for r in result['rows']] == [
+        ('clutter', 100), ('photo', 100)]
+    for row in result['rows']:
+        m = row['methods']['nlml_hpe']
+        assert m['detection_rate'] == 1.0 and m['mae']['mean'] < 10.0
+    assert [e['methods']['nlml_hpe']['frames'] for e in result['empty']] == [2, 2]
+    assert len(result['spread']) == 1 and 'clutter' in format_range(result)
+    with pytest.raises(ValueError, match='background kind'):
+        run_range(aflw_dir, {'nlml_hpe': one_pass}, backgrounds=('fog',))
+
+
+def test_robustness_benchmark_reports_the_change_from_clean(aflw_dir, one_pass):
+    from nlml_hpe.bench.robustness import format_robustness, run_robustness
+
+    result = run_robustness(aflw_dir, {'nlml_hpe': one_pass}, faults=('none', 'jpeg25'),
+                            conditions=('100px',), limit=2)
+    clean, fault = (r['methods']['nlml_hpe'] for r in result['rows'])
+    assert clean['rate_change'] == 0.0 and clean['mae_change'] == 0.0
+    assert fault['mae_change'] == pytest.approx(fault['mae']['mean'] - clean['mae']['mean'])
+    assert 'jpeg25' in format_robustness(result)

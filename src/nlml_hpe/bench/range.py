@@ -284,6 +284,10 @@ def main(args):
         for m in modes:
             if m not in PASTE_MODES:
                 raise ValueError(f'paste mode must be one of {PASTE_MODES}, got {m!r}')
+        if any(not 8 <= w <= 4000 for w in args.widths or ()):
+            raise ValueError('face widths must be 8-4000 px')
+        if args.empty < 0:
+            raise ValueError('--empty must be >= 0')
     except ValueError as exc:
         raise SystemExit(f'benchmark range: {exc}') from None
     estimators = make_estimators(args.model, legacy=not args.no_legacy)
