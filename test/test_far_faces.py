@@ -1,7 +1,7 @@
 """Far faces in clutter (nlml_hpe.landmarks): found when blurred, and no face in clutter alone.
 
 Real models, a shipped demo face (an ICT-FaceKit render), benchmark scenes
-(:mod:`nlml_hpe.bench.scenes`).  The blurred frames are ones the landmark
+(:mod:`nlml_hpe.bench.clutter`).  The blurred frames are ones the landmark
 stage missed before small faces got a second look and a presence floor.
 """
 
@@ -10,7 +10,7 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from nlml_hpe.bench.scenes import BACKGROUND_KINDS, frame_rng, scene
+from nlml_hpe.bench.clutter import BACKGROUND_KINDS, frame_rng, scene
 from nlml_hpe.benchmark import pick_labelled_face, read_rgb
 from nlml_hpe.estimator import HeadPoseEstimator
 from nlml_hpe.landmarks import LandmarkExtractor, Roi

@@ -5,7 +5,7 @@ settings for far faces in clutter are chosen here, on frames built without it:
 ICT-FaceKit heads of random identities (drawn with their own seed, none of
 them a training identity), at random poses of the paper's range, rendered by
 the training renderer, cut out of their grey background and pasted with hard
-edges into the benchmark's backgrounds (:mod:`nlml_hpe.bench.scenes`), under
+edges into the benchmark's backgrounds (:mod:`nlml_hpe.bench.clutter`), under
 the camera faults; plus face-free frames of every kind for false faces.
 
 Usage::
@@ -26,14 +26,14 @@ import sys
 import cv2
 import numpy as np
 
-from nlml_hpe.bench.range import mae
-from nlml_hpe.bench.scenes import (
+from nlml_hpe.bench.clutter import (
     BACKGROUND_KINDS,
     FAULTS,
     apply_fault,
     frame_rng,
     make_background,
 )
+from nlml_hpe.bench.range import mae
 from nlml_hpe.benchmark import pick_labelled_face
 
 #: Identities are drawn with this seed (training uses the config's seed 0 stream).

@@ -3,7 +3,7 @@
 ``python -m nlml_hpe.bench.range DIR``: each AFLW2000-3D face of the paper's
 angle range (|yaw| <= 50, |pitch| <= 40, |roll| <= 30) is scaled so that its
 labelled 68-point box is ``W`` pixels wide and pasted near the centre of a
-frame (:mod:`nlml_hpe.bench.scenes`): every frame has a background of its own,
+frame (:mod:`nlml_hpe.bench.clutter`): every frame has a background of its own,
 of each kind in turn (smooth, clutter, real-photo texture, noisy, JPEG), and
 the face comes either with a feathered ellipse of its photo or with its whole
 photo, hard edges.  The estimator reads the frame once (no flip averaging, as
@@ -30,7 +30,7 @@ from ..benchmark import (
     read_aflw_pose,
     read_rgb,
 )
-from .scenes import BACKGROUND_KINDS, PASTE_MODES, frame_rng, photo_textures, scene
+from .clutter import BACKGROUND_KINDS, PASTE_MODES, frame_rng, photo_textures, scene
 
 FACE_WIDTHS = (100, 40, 28)
 FRAMES = ((640, 480), (1280, 720))

@@ -2,13 +2,13 @@
 
 ``python -m nlml_hpe.bench.robustness DIR``: every AFLW2000-3D face of the
 paper's angle range is read under each camera fault of
-:data:`~nlml_hpe.bench.scenes.FAULTS` (clean, Gaussian blur, motion blur,
+:data:`~nlml_hpe.bench.clutter.FAULTS` (clean, Gaussian blur, motion blur,
 sensor noise, dim room, JPEG quality 25), in three conditions:
 
 * ``full``: the photo itself, its face as large as the dataset has it;
 * ``100px`` / ``40px``: the whole photo scaled so its face is that wide,
   pasted within 24 px of the centre of a 640x480 frame with a cluttered
-  background of its own (:func:`~nlml_hpe.bench.scenes.clutter_background`).
+  background of its own (:func:`~nlml_hpe.bench.clutter.clutter_background`).
 
 A face's frame is the same under every fault (the same background, the same
 place), so the change from clean is the fault's alone.  The fault acts on
@@ -24,8 +24,8 @@ import sys
 import time
 
 from ..benchmark import pick_labelled_face
+from .clutter import FAULTS, apply_fault, frame_rng, make_background, paste_face
 from .range import load_faces, mae, make_estimators
-from .scenes import FAULTS, apply_fault, frame_rng, make_background, paste_face
 
 #: Conditions: name -> face width in a cluttered frame (None: the photo itself).
 CONDITIONS = {'full': None, '100px': 100, '40px': 40}

@@ -1,12 +1,11 @@
-"""Benchmark scenes (nlml_hpe.bench.scenes): seeded, each kind its own, faults as named."""
+"""Benchmark frames in clutter (nlml_hpe.bench.clutter): seeded, kinds differ, faults as named."""
 
 import cv2
 import numpy as np
 import pytest
 
-from nlml_hpe.bench import scenes
-from nlml_hpe.bench.range import parse_frames
-from nlml_hpe.bench.scenes import (
+from nlml_hpe.bench import clutter
+from nlml_hpe.bench.clutter import (
     BACKGROUND_KINDS,
     FAULTS,
     apply_fault,
@@ -16,6 +15,7 @@ from nlml_hpe.bench.scenes import (
     photo_textures,
     scene,
 )
+from nlml_hpe.bench.range import parse_frames
 
 W, H = 320, 240
 
@@ -104,7 +104,7 @@ def test_paste_modes_place_the_face_where_they_say():
         label = paste_face(frame, rgb, box, 40, mode, frame_rng(1, mode))
         assert label[2] - label[0] == pytest.approx(40.0)
         cx, cy = (label[0] + label[2]) / 2, (label[1] + label[3]) / 2
-        assert abs(cx - W / 2) <= scenes.JITTER_PX and abs(cy - H / 2) <= scenes.JITTER_PX
+        assert abs(cx - W / 2) <= clutter.JITTER_PX and abs(cy - H / 2) <= clutter.JITTER_PX
         assert frame[int(cy), int(cx)].tolist() == pytest.approx([230, 180, 150], abs=3)
         # photo: the whole photo (200 px -> 100 px) with hard edges; ellipse: 2.2 boxes wide.
         row = frame[int(cy)].max(axis=1)
