@@ -32,7 +32,7 @@ setup(
     license='MIT',
     entry_points={
         'console_scripts': [
-            'head_pose_node = nlml_hpe.node:main',
+            'head_pose_node = nlml_hpe.ros.node:main',
             'nlml-hpe = nlml_hpe.cli:main',
         ],
     },

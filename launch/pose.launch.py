@@ -3,7 +3,7 @@
     ros2 launch nlml_hpe pose.launch.py [image_topic:=/camera/image_raw] \
         [camera_info_topic:=/camera/camera_info] [camera_frame:=<optical frame>] \
         [namespace:=robot1] [use_compressed:=true] [params_file:=/path/to/pose.yaml] \
-        [rviz:=true]
+        [autostart:=false] [rviz:=true]
 
 With ``use_compressed:=true`` the node subscribes to ``<image_topic>/compressed``
 (the image_transport convention).  ``camera_frame`` sets the node's
@@ -12,10 +12,15 @@ RViz's fixed frame (empty: ``demo_camera_optical_frame``, the frame of
 ``nlml-hpe demo``); with a real camera and ``rviz:=true`` pass its optical
 frame, e.g. ``camera_frame:=camera_color_optical_frame``.  RViz runs in the
 node's namespace, so the config's relative topics find the node's outputs.
+RViz is not a dependency of this package (it would pull Qt onto headless robot
+computers): with ``rviz:=true`` and no rviz2 installed (``apt install
+ros-$ROS_DISTRO-rviz2``) the launch stops with that message before starting
+anything.
 
 head_pose_node is a lifecycle node; its ``autostart`` parameter (true in
 config/pose.yaml) configures and activates it at start, so this one command
-runs it.  Under a lifecycle manager, set ``autostart: false`` in params_file.
+runs it.  Under a lifecycle manager, pass ``autostart:=false`` (or set
+``autostart: false`` in params_file; an empty argument keeps the file's value).
 
 For 640x480 or larger images over Fast DDS, export
 ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` in every process of the image
@@ -26,7 +31,8 @@ the node's module docstring).
 
 import os  # noqa: I001 - ruff takes launch/ (this folder) for a first-party module
 
-from ament_index_python.packages import get_package_share_directory
+from ament_index_python.packages import (PackageNotFoundError, get_package_prefix,
+                                          get_package_share_directory)
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
@@ -35,15 +41,33 @@ from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 #: RViz's fixed frame when camera_frame is empty: the frame ``nlml-hpe demo`` publishes
-#: (nlml_hpe.demo.FRAME_ID; also the Fixed Frame of config/nlml_hpe.rviz).
+#: (nlml_hpe.bench.demo.FRAME_ID; also the Fixed Frame of config/nlml_hpe.rviz).
 DEMO_FRAME = 'demo_camera_optical_frame'
+
+
+def _check_rviz(context):
+    """Raise a clear error when rviz:=true and rviz2 is not installed.
+
+    Checked before any process starts: a launch that fails on a missing package after
+    starting head_pose_node leaves the node running without its parent.
+    """
+    if not IfCondition(LaunchConfiguration('rviz')).evaluate(context):
+        return
+    try:
+        get_package_prefix('rviz2')
+    except PackageNotFoundError:
+        raise RuntimeError('rviz:=true but RViz (package rviz2) is not installed: install '
+                           'it (apt install ros-$ROS_DISTRO-rviz2) or launch without '
+                           'rviz:=true; nothing was started') from None
 
 
 def _nodes(context):
     """Return head_pose_node and RViz (rviz:=true); camera_frame reaches the node only when set.
 
-    (An empty launch argument must not override a camera_frame set in params_file.)
+    (An empty launch argument must not override a camera_frame or autostart set in
+    params_file.)
     """
+    _check_rviz(context)
     share = get_package_share_directory('nlml_hpe')
     image_topic = LaunchConfiguration('image_topic')
     namespace = LaunchConfiguration('namespace')
@@ -52,6 +76,9 @@ def _nodes(context):
                                                   value_type=bool)}
     if camera_frame:
         overrides['camera_frame'] = camera_frame
+    if LaunchConfiguration('autostart').perform(context):
+        overrides['autostart'] = ParameterValue(LaunchConfiguration('autostart'),
+                                                value_type=bool)
     return [
         Node(
             package='nlml_hpe',
@@ -102,7 +129,12 @@ def generate_launch_description():
                               description='namespace of the node, its outputs and RViz'),
         DeclareLaunchArgument('use_compressed', default_value='false',
                               description='subscribe to <image_topic>/compressed instead'),
+        DeclareLaunchArgument('autostart', default_value='',
+                              description='configure and activate the lifecycle node at '
+                                          'start: true or false (empty = autostart of '
+                                          'params_file, true in config/pose.yaml)'),
         DeclareLaunchArgument('rviz', default_value='false',
-                              description='also start RViz with config/nlml_hpe.rviz'),
+                              description='also start RViz with config/nlml_hpe.rviz '
+                                          '(needs rviz2: apt install ros-$ROS_DISTRO-rviz2)'),
         OpaqueFunction(function=_nodes),
     ])

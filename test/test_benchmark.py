@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nlml_hpe.benchmark import (
+from nlml_hpe.bench.aflw2000 import (
     format_aflw2000,
     list_aflw2000,
     read_aflw_pose,
@@ -68,7 +68,7 @@ def test_no_flip_run(aflw_dir):
 
 
 def test_labelled_face_is_the_one_scored():
-    from nlml_hpe.benchmark import pick_labelled_face
+    from nlml_hpe.bench.aflw2000 import pick_labelled_face
 
     big, small = (0, 0, 200, 200), (300, 40, 400, 140)
     assert pick_labelled_face([big, small], None) == 0        # no label: the largest
@@ -84,7 +84,7 @@ def test_other_person_is_not_scored(aflw_dir):
     # scoring his pose against her label.
     import shutil
 
-    from nlml_hpe.benchmark import read_aflw_box
+    from nlml_hpe.bench.aflw2000 import read_aflw_box
     from nlml_hpe.landmarks import LandmarkExtractor
 
     src = aflw_dir / 'image01748.jpg'
@@ -116,7 +116,7 @@ def test_aflw_reading(aflw_dir, tmp_path):
 
 
 def test_speed_benchmark_structure():
-    from nlml_hpe.speed_benchmark import format_speed, run_speed
+    from nlml_hpe.bench.speed import format_speed, run_speed
 
     face = read_rgb(_demo_frame())
     with HeadPoseEstimator(_random_model()) as est:

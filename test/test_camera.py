@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nlml_hpe.benchmark import read_rgb
+from nlml_hpe.bench.aflw2000 import read_rgb
 from nlml_hpe.camera import Camera
 from nlml_hpe.estimator import Estimate, HeadPoseEstimator
 from nlml_hpe.model import default_model_dir, load_model

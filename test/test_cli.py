@@ -5,11 +5,12 @@ import json
 import shutil
 import sys
 
+from face_clips import face_sequence
 import numpy as np
 import pytest
 
 from nlml_hpe import cli
-from nlml_hpe.benchmark import face_sequence, read_rgb
+from nlml_hpe.bench.aflw2000 import read_rgb
 from nlml_hpe.model import expected_shapes, save_model
 
 
@@ -169,14 +170,50 @@ def test_train_dispatch(capsys, monkeypatch):
         cli.main(['train', '--help'])
 
 
-@pytest.mark.parametrize('argv,module', [(['benchmark', 'node', '--help'], 'node_benchmark'),
-                                         (['demo', '--help'], 'demo')])
-def test_dispatch_to_node_modules(argv, module, capsys):
-    if importlib.util.find_spec(f'nlml_hpe.{module}') is None:
-        pytest.skip(f'nlml_hpe.{module} is not written yet (node engineer)')
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:  # argparse --help exits 0
-        code = exc.code
-    assert code in (0, None)
-    assert 'usage' in capsys.readouterr().out.lower()
+@pytest.mark.parametrize('argv,prog', [(['benchmark', 'node', '--help'], 'benchmark node'),
+                                       (['demo', '--help'], 'demo'),
+                                       (['benchmark', '--help'], 'benchmark'),
+                                       (['--help'], 'nlml-hpe')])
+def test_dispatch_to_the_bench_wing(argv, prog, capsys):
+    with pytest.raises(SystemExit) as info:  # argparse --help exits 0
+        cli.main(argv)
+    assert info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert out.lower().startswith('usage') and prog in out.split('\n')[0]
+
+
+def test_predict_flags_come_from_the_options_table(capsys):
+    from nlml_hpe.options import EstimatorConfig
+
+    with pytest.raises(SystemExit):
+        cli.main(['predict', '--help'])
+    text = capsys.readouterr().out
+    for spec in EstimatorConfig.specs():  # every public option, spelt as its parameter
+        assert '--' + spec.name.replace('_', '-') in text, spec.name
+    for old in ('--no-flip', '--no-fusion', '--no-warp', '--threads'):
+        assert old in text
+    # Range errors come from the table's bounds: exit code 2 and the flag named.
+    for argv, message in ((['--min-face-px', '4'], '--min-face-px must be in 8..1000, got 4.0'),
+                          (['--num-threads', '17'], '--num-threads must be in 1..16, got 17'),
+                          (['--threads', '0'], '--num-threads must be in 1..16, got 0'),
+                          (['--perspective-warp-min-deg', 'nan'],
+                           '--perspective-warp-min-deg must be in 0..90, got nan')):
+        assert cli.main(['predict', *argv, 'x.jpg']) == cli.EXIT_CANNOT_RUN
+        assert message in capsys.readouterr().err
+
+
+def test_predict_flags_reach_the_estimator(aflw_dir, model_dir, capsys):
+    # --no-flip and --no-flip-average are one switch; detection options change the run.
+    image = str(aflw_dir / 'image00008.jpg')
+    runs = {}
+    for name, flags in (('default', []), ('no_flip', ['--no-flip']),
+                        ('no_flip_long', ['--no-flip-average']),
+                        ('flip', ['--flip-average'])):
+        assert cli.main(['predict', '--json', '--model', str(model_dir), *flags, image]) == 0
+        runs[name] = _json_lines(capsys.readouterr().out)[0]['faces'][0]
+    assert runs['no_flip'] == runs['no_flip_long'] and runs['default'] == runs['flip']
+    assert runs['no_flip']['yaw'] != runs['default']['yaw']
+    # A detector threshold above every score finds nothing.
+    assert cli.main(['predict', '--json', '--model', str(model_dir),
+                     '--min-detection-confidence', '1.0', image]) == 0
+    assert _json_lines(capsys.readouterr().out)[0]['faces'] == []

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from nlml_hpe.baseline import baseline_angles
-from nlml_hpe.benchmark import read_aflw_pose, read_rgb, turned_camera_view
+from nlml_hpe.bench.aflw2000 import read_aflw_pose, read_rgb
+from nlml_hpe.bench.offaxis import turned_camera_view
+from nlml_hpe.bench.position import synthetic_accuracy
 from nlml_hpe.estimator import FacePose, HeadPoseEstimator
 from nlml_hpe.geometry import (
     box_iou,
@@ -29,7 +31,6 @@ from nlml_hpe.position import (
     canonical_face_m,
     default_camera_matrix,
     estimate_position,
-    synthetic_accuracy,
 )
 
 
@@ -387,7 +388,7 @@ def test_from_pretrained_missing_model(tmp_path):
 def test_shipped_model_on_aflw(aflw_dir):
     if not (default_model_dir() / WEIGHTS_NAME).is_file():
         pytest.skip(f'trained model not shipped yet: {default_model_dir() / WEIGHTS_NAME}')
-    from nlml_hpe.benchmark import run_aflw2000
+    from nlml_hpe.bench.aflw2000 import run_aflw2000
 
     load_model(default_model_dir())
     with HeadPoseEstimator.from_pretrained() as est:

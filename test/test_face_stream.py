@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from nlml_hpe.face_stream import check_target, looking_at, target_offset_deg
-from nlml_hpe.geometry import gaze_offset_deg
 
 # A face 1 m in front of the camera looking straight back at it: REP-155 axes (columns)
 # in the optical frame, x out of the face = -z, y = the subject's left = +x, z up = -y.
@@ -17,7 +16,8 @@ HEAD = np.array([0.0, 0.0, 1.0])
 def test_camera_target_is_the_gaze_offset():
     rot = FACING @ np.array([[math.cos(0.3), 0, math.sin(0.3)], [0, 1, 0],
                              [-math.sin(0.3), 0, math.cos(0.3)]])
-    assert target_offset_deg(rot, HEAD) == pytest.approx(float(gaze_offset_deg(rot, HEAD)))
+    # The face turned 0.3 rad about its up axis looks 0.3 rad past the camera.
+    assert target_offset_deg(rot, HEAD) == pytest.approx(math.degrees(0.3))
 
 
 def test_target_beside_the_camera():
@@ -54,7 +54,7 @@ class _Face:
 def test_stream_ids_positions_order_and_options():
     from nlml_hpe.face_stream import FaceStream
 
-    stream = FaceStream(smoothing=False, default_distance_m=2.0)
+    stream = FaceStream(smoothing=False, default_distance_m=2.0, confirm_frames=1)
     k = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
     left, right = (50, 100, 150, 200), (400, 100, 560, 260)
     faces, skipped = stream.update([_Face(left), _Face(right, position=[0.3, 0, 1.2])],
@@ -122,7 +122,7 @@ def test_predict_video_json_gives_stable_ids(tmp_path, capsys):
     import cv2
 
     from nlml_hpe import cli
-    from nlml_hpe.demo import DEMO_DIR, load_clip
+    from nlml_hpe.bench.demo import DEMO_DIR, load_clip
 
     frames, _, _ = load_clip(DEMO_DIR)
     video = tmp_path / 'two.mp4'

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from nlml_hpe import geometry as g
+from nlml_hpe.face_stream import target_offset_deg
 
 
 def _random_angles(n, seed=0):
@@ -93,9 +94,9 @@ def test_quaternion_to_matrix_matches_scipy():
 
 def test_gaze_offset():
     face = g.face_frame_in_optical(g.euler_to_matrix(0, 0, 0))
-    assert g.gaze_offset_deg(face, [0, 0, 1.0]) == pytest.approx(0.0, abs=1e-9)
+    assert target_offset_deg(face, [0, 0, 1.0]) == pytest.approx(0.0, abs=1e-9)
     # A frontal face 1 m away and 1 m to the side is looking 45 deg past the camera.
-    assert g.gaze_offset_deg(face, [1.0, 0, 1.0]) == pytest.approx(45.0)
+    assert target_offset_deg(face, [1.0, 0, 1.0]) == pytest.approx(45.0)
 
 
 def test_rotation_angle_deg_is_the_angle_of_a_b_transposed():
@@ -131,7 +132,7 @@ def test_line_of_sight_rotation():
     # back along the ray: its forward axis points at the camera.
     pos = np.array([1.0, 0.0, 1.0])
     rot = g.line_of_sight_rotation(pos) @ g.face_frame_in_optical(g.euler_to_matrix(0, 0, 0))
-    assert g.gaze_offset_deg(rot, pos) < 1e-5  # arccos near 1: ~1e-6 deg of rounding
+    assert target_offset_deg(rot, pos) < 1e-5  # arccos near 1: ~1e-6 deg of rounding
     # Seen from the optical axis it is turned 45 deg (yaw: towards the image centre).
     pitch, yaw, roll = g.matrix_to_euler(g.optical_to_viewer(
         g.line_of_sight_rotation(pos) @ g.viewer_to_optical(np.eye(3))))

@@ -423,7 +423,7 @@ FRAME = 'hostile_cam_optical_frame'
 
 @pytest.fixture(scope='module')
 def face():
-    from nlml_hpe.node_benchmark import face_frame
+    from nlml_hpe.bench.feed import face_frame
 
     return face_frame(640, 480)  # the demo clip's first frame: ships with the package
 
@@ -497,7 +497,7 @@ def test_node_bombs_never_cost_good_frames(shipped, face):
 @pytest.mark.ros
 def test_node_bomb_cost(raw_rig):
     """What one bomb costs the node: the subscription callback refuses it from its header."""
-    from nlml_hpe.node_benchmark import bombs
+    from nlml_hpe.bench.feed import bombs
 
     node = raw_rig.node
     msgs = [_jpeg_msg(b, 1) for b in bombs()]
@@ -510,7 +510,7 @@ def test_node_bomb_cost(raw_rig):
     print(f'node: {per_bomb_ms:.3f} ms per bomb, peak RSS +{_peak_rss_mib() - peak0:.1f} MiB')
     assert node.stats['rejected'] == rejected + 300
     assert _peak_rss_mib() - peak0 < 10.0  # the time is printed (a figure, not a test)
-    assert node._pending is None  # no bomb took a good frame's place
+    assert not node.pump.pending  # no bomb took a good frame's place
 
 
 @pytest.mark.ros
@@ -523,7 +523,7 @@ def test_node_absurd_camera_info_warns_and_falls_back(raw_rig, face, k):
     rig = raw_rig
     good = [600.0, 0, 320, 0, 600.0, 240, 0, 0, 1]
     deadline = time.monotonic() + 10
-    while rig.node._camera_matrix is None:  # start from a valid camera
+    while rig.node.camera_matrix is None:  # start from a valid camera
         assert time.monotonic() < deadline
         rig.info_pub.publish(_info(good))
         time.sleep(0.05)
@@ -532,8 +532,8 @@ def test_node_absurd_camera_info_warns_and_falls_back(raw_rig, face, k):
         assert time.monotonic() < deadline
         rig.info_pub.publish(_info(k))
         time.sleep(0.05)
-    assert rig.node._camera_matrix is None
-    assert any(w in rig.node._camera_problem for w in ('implausible', 'skew', 'fx / fy'))
+    assert rig.node.camera_matrix is None
+    assert any(w in rig.node.camera_problem for w in ('implausible', 'skew', 'fx / fy'))
     rig.clear()
     rig.send(_image_msg(face, Time(sec=40), frame=FRAME))
     pose = rig.last('head_pose').pose.position
@@ -554,7 +554,7 @@ def test_node_hostile_frame_ids_refused_and_overridable(raw_rig, face, frame_id)
     rig.clear()
     before = rig.node.warnings['frame_id']
     rig.send(_image_msg(face, Time(sec=60), frame=frame_id))
-    assert rig.node.warnings['frame_id'] == before + 1 and 'frame_id' in rig.node._said
+    assert rig.node.warnings['frame_id'] == before + 1
     for name in ('head_pose', 'head_poses', '/tf', 'head_markers'):
         assert rig.count(name) == 0, name
     rig.node.set_parameters([Parameter('camera_frame', value=FRAME)])
@@ -584,10 +584,10 @@ def test_node_camera_info_with_100_elements_refused(raw_rig):
 
     node = raw_rig.node
     before = node.warnings['camera_info']
-    node._on_camera_info(CameraInfo(width=640, height=480, k=[600.0, 0, 320, 0, 600.0, 240,
+    node._input.on_camera_info(CameraInfo(width=640, height=480, k=[600.0, 0, 320, 0, 600.0, 240,
                                                               0, 0, 1] + [0.0] * 91))
-    assert node.warnings['camera_info'] == before + 1 and node._camera_matrix is None
-    assert 'exactly 9 elements, got 100' in node._camera_problem
+    assert node.warnings['camera_info'] == before + 1 and node.camera_matrix is None
+    assert 'exactly 9 elements, got 100' in node.camera_problem
 
 
 PARAMS_DEFAULT = {'face_frame_prefix': 'face_', 'gaze_frame_prefix': 'gaze_', 'camera_frame': ''}
@@ -597,7 +597,7 @@ PARAMS_DEFAULT = {'face_frame_prefix': 'face_', 'gaze_frame_prefix': 'gaze_', 'c
 def test_node_reloads_are_atomic(raw_rig, face, tmp_path):
     rig, node = raw_rig, raw_rig.node
     shipped_path = node.get_parameter('model_path').value
-    running = node._estimator
+    running = node.estimator
     (tmp_path / 'empty').mkdir()
     w, _ = _tampered('big_bias')
     save_model(w, tmp_path / 'bad', {})
@@ -605,19 +605,19 @@ def test_node_reloads_are_atomic(raw_rig, face, tmp_path):
         result = node.set_parameters([Parameter('model_path', value=str(path))])[0]
         assert not result.successful and why in result.reason and str(path) in result.reason
         assert node.get_parameter('model_path').value == shipped_path  # what is in effect
-        assert node._estimator is running
+        assert node.estimator is running
     # Later reloading changes still work, and take effect before set_parameters returns.
     result = node.set_parameters([Parameter('max_faces', value=2)])[0]
     try:
         assert result.successful
-        assert node._estimator is not running and node._estimator.max_faces == 2
+        assert node.estimator is not running and node.estimator.max_faces == 2
         assert node.get_parameter('max_faces').value == 2
         rig.clear()
         rig.send(_image_msg(face, Time(sec=70), frame=FRAME))
         assert rig.count('head_pose') == 1
     finally:
         node.set_parameters([Parameter('max_faces', value=1)])
-    assert node._estimator.max_faces == 1
+    assert node.estimator.max_faces == 1
 
 
 @pytest.mark.ros
@@ -633,9 +633,8 @@ def test_node_reloads_do_not_grow_memory(raw_rig, face):
 
     def reload(i):
         assert node.set_parameters([Parameter('rigid_fusion', value=i % 2 == 1)])[0].successful
-        with node._est_lock:
-            for _ in range(2):
-                node._process(msg, False, time.monotonic())
+        for _ in range(2):  # (the worker's job; it holds the estimator's lock itself)
+            node._process((msg, False, time.monotonic()))
 
     for i in range(10):  # MediaPipe's and glibc's pools settle first
         reload(i)
@@ -734,7 +733,7 @@ def test_cli_unusable_model_exits_2(tmp_path, capsys):
 @pytest.mark.ros
 def test_benchmark_abuse_mode_end_to_end():
     """``nlml-hpe benchmark node --abuse-rate``: three processes over real DDS, briefly."""
-    from nlml_hpe.node_benchmark import run_benchmark
+    from nlml_hpe.bench.node import run_benchmark
 
     res = run_benchmark(rate=15.0, duration=4.0, abuse_rate=20.0, log=lambda *a: None)
     assert res['compressed'] and res['abuse_rate_hz'] == 20.0

@@ -3,11 +3,12 @@
 from importlib import resources
 
 import cv2
+from face_clips import face_sequence
 import numpy as np
 import pytest
 
-from nlml_hpe import speed_benchmark
-from nlml_hpe.benchmark import face_sequence, read_rgb
+from nlml_hpe.bench import speed as speed_benchmark
+from nlml_hpe.bench.aflw2000 import read_rgb
 from nlml_hpe.landmarks import CROP_PX, LandmarkExtractor, LandmarkModel, Roi, roi_transforms
 from nlml_hpe.model import ModelFileError
 from nlml_hpe.tflite import LANDMARK_MODEL, TFLiteModel, model_path

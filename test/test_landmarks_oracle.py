@@ -7,12 +7,13 @@ project's stage must give the same landmarks: median distance <= 1 px at the
 landmark model's 192-px crop on the AFLW2000 dev faces, and the same poses.
 """
 
+from face_clips import face_sequence
 import numpy as np
 import pytest
 
-from nlml_hpe.benchmark import face_sequence, list_aflw2000, read_rgb
+from nlml_hpe.bench.aflw2000 import list_aflw2000, read_rgb
+from nlml_hpe.bench.legacy import LegacyLandmarkExtractor, available
 from nlml_hpe.landmarks import CROP_PX, LandmarkExtractor, Roi
-from nlml_hpe.legacy_landmarks import LegacyLandmarkExtractor, available
 from tools.landmark_oracle import crop_px_distance
 
 pytestmark = pytest.mark.skipif(not available(), reason='mediapipe 0.10.21 (the legacy Face '

@@ -1,7 +1,8 @@
-"""launch/pose.launch.py loads and expands correctly (needs launch + launch_ros).
+"""launch/pose.launch.py expands correctly (launch API); test_launch_run runs it for real.
 
-launch and launch_ros are not on PyPI, so on the pip route this test skips; with a
-sourced ROS 2 Jazzy/Kilted install (or their sources on PYTHONPATH) it runs.
+launch and launch_ros are not on PyPI: on the pip route bootstrap.sh installs them
+from ../shared/ros2_launch when that folder exists; without them (and without a
+sourced ROS 2 Jazzy/Kilted install) these tests skip with the reason.
 """
 
 import importlib.util
@@ -13,13 +14,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = REPO / 'launch' / 'pose.launch.py'
 ARGS = {'image_topic', 'camera_info_topic', 'camera_frame', 'params_file', 'namespace',
-        'use_compressed', 'rviz'}
+        'use_compressed', 'autostart', 'rviz'}
 
 
 def _require_launch():
     if importlib.util.find_spec('launch_ros') is None:
-        pytest.skip('launch_ros is not importable (not on PyPI; source a ROS 2 install '
-                    'to run this test)')
+        pytest.skip('launch_ros is not importable (not on PyPI: bootstrap.sh installs it '
+                    'from ../shared/ros2_launch when present; or source a ROS 2 install)')
     launch = pytest.importorskip('launch')
     if not hasattr(launch, 'LaunchDescription'):
         pytest.skip('"launch" resolves to a directory, not the ROS 2 launch package')
@@ -33,6 +34,7 @@ def description(tmp_path, monkeypatch):
     marker = tmp_path / 'share' / 'ament_index' / 'resource_index' / 'packages' / 'nlml_hpe'
     marker.parent.mkdir(parents=True)
     marker.write_text('')
+    (marker.parent / 'rviz2').write_text('')  # as if installed: the arguments are checked
     config = tmp_path / 'share' / 'nlml_hpe' / 'config'
     config.mkdir(parents=True)
     (config / 'pose.yaml').write_text((REPO / 'config' / 'pose.yaml').read_text())
@@ -103,6 +105,7 @@ def test_launch_arguments_and_defaults(description):
                       'camera_info': '/camera/camera_info'}
     assert params['use_compressed'] is False
     assert params['camera_frame'] == ''  # the images' header.frame_id
+    assert params['autostart'] is True  # config/pose.yaml's
     default_params = [a for a, f in node._Node__expanded_parameter_arguments if f]
     assert str(prefix / 'share' / 'nlml_hpe' / 'config' / 'pose.yaml') in default_params
 
@@ -112,29 +115,32 @@ def test_launch_arguments_are_applied(description, tmp_path):
     params_file.write_text((REPO / 'config' / 'pose.yaml').read_text())
     node, remaps, params = _expand(description, {
         'image_topic': '/cam2/image', 'camera_info_topic': '/cam2/info',
-        'namespace': 'robot1', 'use_compressed': 'true', 'params_file': str(params_file)})
+        'namespace': 'robot1', 'use_compressed': 'true', 'params_file': str(params_file),
+        'autostart': 'false'})
     assert node.expanded_node_namespace == '/robot1'
     assert remaps['image/compressed'] == '/cam2/image/compressed'
     assert remaps['camera_info'] == '/cam2/info'
-    assert params['use_compressed'] is True
+    assert params['use_compressed'] is True and params['autostart'] is False
     # The shipped YAML's values reach the node too.
     assert params['looking_threshold_deg'] == 15.0 and params['max_faces'] == 5
 
 
-def test_camera_frame_reaches_the_node_only_when_set(description, tmp_path):
+def test_empty_arguments_keep_the_params_file_values(description, tmp_path):
     _, _, params = _expand(description, {'camera_frame': 'camera_color_optical_frame'})
     assert params['camera_frame'] == 'camera_color_optical_frame'
-    # An empty argument keeps the camera_frame of the params file.
+    # An empty camera_frame or autostart keeps the value of the params file.
     mine = yaml.safe_load((REPO / 'config' / 'pose.yaml').read_text())
     mine['/**']['ros__parameters']['camera_frame'] = 'head_camera_optical_frame'
+    mine['/**']['ros__parameters']['autostart'] = False
     params_file = tmp_path / 'mine.yaml'
     params_file.write_text(yaml.safe_dump(mine))
     _, _, params = _expand(description, {'params_file': str(params_file)})
     assert params['camera_frame'] == 'head_camera_optical_frame'
+    assert params['autostart'] is False
 
 
 def test_rviz_is_off_by_default_and_follows_the_camera_frame(description):
-    from nlml_hpe.demo import FRAME_ID
+    from nlml_hpe.bench.demo import FRAME_ID
 
     ld, prefix = description
     rviz, starts, args, _ = _rviz(description, {})
@@ -151,19 +157,29 @@ def test_rviz_is_off_by_default_and_follows_the_camera_frame(description):
     assert args[args.index('-f') + 1] == 'cam_optical'
 
 
+def test_rviz_without_rviz2_stops_before_any_node(description):
+    """rviz:=true without rviz2 raises a clear error before returning any action."""
+    ld, prefix = description
+    (prefix / 'share' / 'ament_index' / 'resource_index' / 'packages' / 'rviz2').unlink()
+    with pytest.raises(RuntimeError, match=r'rviz2\) is not installed.*apt install'):
+        _actions(description, {'rviz': 'true'})
+    _, nodes = _actions(description, {})  # rviz:=false does not need it
+    assert [n.node_package for n in nodes] == ['nlml_hpe', 'rviz2']
+
+
 def test_pose_yaml_matches_the_node_parameters():
     """Every key of config/pose.yaml is a declared parameter with the same type."""
-    from nlml_hpe.node import PARAMETERS
+    from nlml_hpe.ros.parameters import SPECS, default_value
 
     data = yaml.safe_load((REPO / 'config' / 'pose.yaml').read_text())
     values = data['/**']['ros__parameters']
-    assert set(values) == set(PARAMETERS)
+    assert set(values) == set(SPECS)
     for key, value in values.items():
-        assert type(value) is type(PARAMETERS[key][0]), key
+        assert type(value) is type(default_value(SPECS[key])), key
 
 
 def test_rviz_config_shows_tf_and_markers():
-    from nlml_hpe.demo import FRAME_ID
+    from nlml_hpe.bench.demo import FRAME_ID
 
     data = yaml.safe_load((REPO / 'config' / 'nlml_hpe.rviz').read_text())
     displays = {d['Class']: d for d in data['Visualization Manager']['Displays']}
@@ -177,6 +193,6 @@ def test_rviz_config_shows_tf_and_markers():
 
 def test_launch_file_names_the_demo_frame():
     """The launch file (not importable without launch_ros) uses the demo's frame name."""
-    from nlml_hpe.demo import FRAME_ID
+    from nlml_hpe.bench.demo import FRAME_ID
 
     assert f"DEMO_FRAME = '{FRAME_ID}'" in LAUNCH_FILE.read_text()

@@ -28,9 +28,13 @@ def test_the_block_works():
 
 
 def test_predict_without_mediapipe():
+    # ... nor the bench wing (benchmarks, demo, legacy graph) nor torch.
     res = _run('from nlml_hpe.cli import main; '
-               f"sys.exit(main(['predict', '--json', {str(DEMO / '000.jpg')!r}, "
-               f"{str(DEMO / '003.jpg')!r}]))")
+               f"code = main(['predict', '--json', {str(DEMO / '000.jpg')!r}, "
+               f"{str(DEMO / '003.jpg')!r}]); "
+               "bench = [m for m in sys.modules if m.startswith('nlml_hpe.bench') "
+               "or m in ('torch', 'nlml_hpe.benchmark')]; "
+               "assert not bench, bench; sys.exit(code)")
     assert res.returncode == 0, res.stderr[-2000:]
     lines = [json.loads(line) for line in res.stdout.splitlines() if line.startswith('{')]
     assert len(lines) == 2 and all(len(r['faces']) == 1 for r in lines)
@@ -41,7 +45,7 @@ def test_predict_without_mediapipe():
 @pytest.mark.ros
 def test_node_without_mediapipe(tmp_path):
     pytest.importorskip('rclpy', reason='rclpy is not installed (run bootstrap.sh)')
-    res = _run('from nlml_hpe.demo import main; '
+    res = _run('from nlml_hpe.bench.demo import main; '
                f"sys.exit(main(['--out', {str(tmp_path / 'out')!r}]))")
     assert res.returncode == 0, res.stderr[-2000:] + res.stdout[-2000:]
     results = json.loads((tmp_path / 'out' / 'results.json').read_text())

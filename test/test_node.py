@@ -20,7 +20,11 @@ pytest.importorskip('nlml_hpe.estimator', reason='the inference core (nlml_hpe.e
 from builtin_interfaces.msg import Time  # noqa: E402
 from conftest import spin_while_ok  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from geometry_msgs.msg import PoseArray, PoseStamped  # noqa: E402
+from geometry_msgs.msg import (  # noqa: E402
+    PoseArray,
+    PoseStamped,
+    PoseWithCovarianceStamped,
+)
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
@@ -34,9 +38,9 @@ from std_msgs.msg import (  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
-from nlml_hpe.demo import DEMO_DIR, load_clip  # noqa: E402
+from nlml_hpe.bench.demo import DEMO_DIR, load_clip  # noqa: E402
 from nlml_hpe.model import default_model_dir  # noqa: E402
-from nlml_hpe.node import HeadPoseNode  # noqa: E402
+from nlml_hpe.ros.node import HeadPoseNode  # noqa: E402
 
 FRAME = 'test_cam_optical_frame'
 OUTPUTS = {
@@ -44,6 +48,7 @@ OUTPUTS = {
     'head_markers': MarkerArray, 'gaze_offsets': Float32MultiArray,
     'looking_at_camera': Bool, 'face_ids': Int32MultiArray, '/diagnostics': DiagnosticArray,
     'target_offsets': Float32MultiArray, 'looking_at_target': UInt8MultiArray,
+    'head_pose_cov': PoseWithCovarianceStamped,
 }
 
 
@@ -60,6 +65,9 @@ class Rig:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         overrides = [Parameter('model_path', value=str(model_dir))]
+        # These tests read a frame's outputs: a face is listed at once (the listing's
+        # hysteresis is the stream's, test_tracking.py and test_node_hri.py).
+        params.setdefault('track_confirm_frames', 1)
         overrides += [Parameter(k, value=v) for k, v in params.items()]
         self.node = HeadPoseNode(context=self.context, parameter_overrides=overrides,
                                  namespace=namespace)
@@ -82,12 +90,17 @@ class Rig:
         pub = self.jpeg_pub if params.get('use_compressed') else self.image_pub
         self._wait(lambda: pub.get_subscription_count() > 0
                    and self.info_pub.get_subscription_count() > 0
-                   and all(p.get_subscription_count() > 0 for p in self._node_pubs()),
+                   and all(p is not None and p.get_subscription_count() > 0
+                           for p in self._node_pubs()),
                    'discovery')
 
     def _node_pubs(self):
-        n = self.node
-        return [n._pub_pose, n._pub_poses, n._pub_tf, n._pub_markers, n._pub_offsets]
+        """Return the node's publishers the probe listens to ([None] before configure)."""
+        outputs = self.node.outputs
+        if outputs is None:
+            return [None]
+        return [outputs.publisher(t) for t in ('head_pose', 'head_poses', '/tf', 'head_markers',
+                                               'gaze_offsets')]
 
     def _spin(self):
         spin_while_ok(self.executor, self.context)
@@ -130,7 +143,9 @@ class Rig:
         while self.node.stats['received'] == got:  # best effort: resend if lost
             assert time.monotonic() < deadline, 'node never received the frame'
             pub.publish(msg)
-            time.sleep(0.05)
+            resend = time.monotonic() + 0.5  # a loaded machine delivers late, not twice
+            while self.node.stats['received'] == got and time.monotonic() < resend:
+                time.sleep(0.01)
         self._wait(lambda: self.handled() > before, 'frame handled')
         time.sleep(0.3)  # let the outputs reach the probe
 
@@ -204,7 +219,7 @@ def test_bad_images_warn_and_publish_nothing(rig):
                  'looking_at_camera', 'face_ids'):
         assert rig.count(name) == 0, f'{name} published for bad input'
     assert rig.node.stats['rejected'] >= len(cases)
-    assert rig.node._worker.is_alive()
+    assert rig.node.pump.running
 
 
 @pytest.mark.ros
@@ -232,20 +247,20 @@ def test_invalid_camera_info_is_ignored_with_a_warning(rig):
             assert time.monotonic() < deadline
             rig.info_pub.publish(_info(k))
             time.sleep(0.05)
-        assert rig.node._camera_matrix is None
+        assert rig.node.camera_matrix is None
     deadline = time.monotonic() + 10
-    while rig.node._camera_matrix is None:
+    while rig.node.camera_matrix is None:
         assert time.monotonic() < deadline
         rig.info_pub.publish(_info(GOOD_K))
         time.sleep(0.05)
-    np.testing.assert_allclose(rig.node._camera_matrix, np.reshape(GOOD_K, (3, 3)))
+    np.testing.assert_allclose(rig.node.camera_matrix, np.reshape(GOOD_K, (3, 3)))
 
 
 def _send_info(rig, k):
     want = None if k is None else np.reshape(k, (3, 3))
     deadline = time.monotonic() + 10
     while True:
-        cur = rig.node._camera_matrix
+        cur = rig.node.camera_matrix
         if (want is None and cur is None) or (want is not None and cur is not None
                                                and np.allclose(cur, want)):
             return
@@ -277,10 +292,16 @@ def test_face_frame_outputs_carry_stamp_and_frame(rig):
     looking = rig.last('looking_at_camera').data
     assert looking == (offsets[0] <= rig.node.get_parameter('looking_threshold_deg').value)
     tf = rig.last('/tf').transforms
-    children = {t.child_frame_id: t for t in tf}
-    face = children[f'face_{ids[0]}']
+    # One face frame per face and, with publish_gaze_frames, one gaze frame.
+    faces = [t for t in tf if t.child_frame_id.startswith('face_')]
+    gazes = [t for t in tf if t.child_frame_id.startswith('gaze_')]
+    assert len(faces) == len(gazes) == len(ids) and len(tf) == 2 * len(ids)
+    face = faces[0]
+    assert gazes[0].child_frame_id == 'gaze_' + face.child_frame_id[len('face_'):]
     assert face.header.frame_id == FRAME and face.header.stamp == pose.header.stamp
-    assert face.transform.translation.z == pose.pose.position.z
+    p = pose.pose.position
+    t = face.transform.translation
+    assert (t.x, t.y, t.z) == (p.x, p.y, p.z)
     assert face.transform.rotation == pose.pose.orientation
     markers = rig.last('head_markers').markers
     arrows = [m for m in markers if m.type == Marker.ARROW and m.action == Marker.ADD]
@@ -290,6 +311,22 @@ def test_face_frame_outputs_carry_stamp_and_frame(rig):
     # Same face in the next frame keeps its id.
     rig.send(_image_msg(rgb, Time(sec=1234, nanosec=40_000_000)))
     assert list(rig.last('face_ids').data)[0] == ids[0]
+
+
+@pytest.mark.ros
+@pytest.mark.xfail(strict=True, reason='needs FacePose.sigma_deg: nlml_hpe.uncertainty is '
+                   'merged, but the estimator does not attach it to its faces yet')
+def test_primary_face_uncertainty_on_head_pose_cov(rig):
+    _send_info(rig, GOOD_K)
+    rig.clear()
+    rig.send(_image_msg(_face_rgb(), Time(sec=1300)))
+    assert rig.count('head_pose_cov') == 1
+    msg = rig.last('head_pose_cov')
+    assert msg.header == rig.last('head_pose').header
+    assert msg.pose.pose == rig.last('head_pose').pose
+    cov = np.reshape(msg.pose.covariance, (6, 6))
+    assert np.allclose(cov, cov.T) and np.all(np.linalg.eigvalsh(cov) > 0)
+    assert np.all(np.degrees(np.sqrt(np.diag(cov)[3:])) < 45.0)  # σ in rad², not deg²
 
 
 @pytest.mark.ros
@@ -312,7 +349,7 @@ def test_only_the_newest_frame_is_processed(rig):
     for st in stamps:
         rig.image_pub.publish(_image_msg(rgb, st))
         time.sleep(0.002)
-    rig._wait(lambda: rig.node._pending is None and rig.count('head_poses') > 0, 'drain')
+    rig._wait(lambda: not rig.node.pump.pending and rig.count('head_poses') > 0, 'drain')
     time.sleep(1.0)
     received = rig.node.stats['received'] - stats0.get('received', 0)
     processed = rig.node.stats['processed'] - stats0.get('processed', 0)
@@ -322,26 +359,6 @@ def test_only_the_newest_frame_is_processed(rig):
     got = [m.header.stamp.sec for m in rig.received['head_poses']]
     assert got == sorted(got) and set(got) <= {s.sec for s in stamps}
     assert got[-1] == max(s.sec for s in stamps[:received]) or got[-1] == stamps[-1].sec
-
-
-@pytest.mark.ros
-def test_parameters_validated_at_runtime(rig):
-    node = rig.node
-    bad = [Parameter('max_faces', value=0), Parameter('min_detection_confidence', value=1.5),
-           Parameter('face_frame_prefix', value=''), Parameter('model_path', value='/nope/x'),
-           Parameter('looking_threshold_deg', value=-1.0), Parameter('max_rate', value='fast')]
-    for p in bad:
-        result = node.set_parameters([p])[0]
-        assert not result.successful, p.name
-    assert node.get_parameter('max_faces').value == 5
-    ok = node.set_parameters([Parameter('looking_threshold_deg', value=30.0),
-                              Parameter('smoothing_beta', value=0.5)])
-    assert all(r.successful for r in ok)
-    assert node._p['looking_threshold_deg'] == 30.0
-    node.set_parameters([Parameter('looking_threshold_deg', value=15.0)])
-    assert not node.set_parameters([Parameter('use_compressed', value=True)])[0].successful
-    desc = node.describe_parameter('max_faces')
-    assert desc.integer_range[0].from_value == 1 and desc.description
 
 
 @pytest.mark.ros
@@ -400,167 +417,3 @@ def test_rate_cap_and_tracking_switch(rig):
     finally:
         rig.node.set_parameters([Parameter('max_rate', value=0.0),
                                  Parameter('tracking', value=True)])
-
-
-@pytest.mark.ros
-def test_flip_average_switch_reloads_and_publishes(rig):
-    assert rig.node.get_parameter('flip_average').value is False  # the node's default
-    assert not rig.node._estimator.flip_average
-    rig.node.set_parameters([Parameter('flip_average', value=True)])
-    try:
-        rig.clear()
-        rig.send(_image_msg(_face_rgb(), Time(sec=900)))
-        assert rig.node._estimator.flip_average
-        assert rig.node._estimator.last_timings['flip_matched'] == 1
-        assert rig.count('head_pose') == 1
-    finally:
-        rig.node.set_parameters([Parameter('flip_average', value=False)])
-        rig.send(_image_msg(_face_rgb(), Time(sec=901)))
-        assert not rig.node._estimator.flip_average
-        assert rig.node._estimator.last_timings['flip_matched'] == 0
-
-
-@pytest.mark.ros
-def test_perspective_warp_switch_reloads(rig):
-    assert rig.node.get_parameter('perspective_warp').value is True
-    assert rig.node._estimator.perspective_warp and rig.node._estimator.warp_min_deg == 10.0
-    result = rig.node.set_parameters([Parameter('perspective_warp_min_deg', value=120.0)])[0]
-    assert not result.successful  # out of its 0-90 range
-    rig.node.set_parameters([Parameter('perspective_warp', value=False),
-                             Parameter('perspective_warp_min_deg', value=5.0)])
-    try:
-        rig.send(_image_msg(_face_rgb(), Time(sec=960)))
-        est = rig.node._estimator
-        assert not est.perspective_warp and est.warp_min_deg == 5.0
-        assert rig.count('head_pose') >= 1
-    finally:
-        rig.node.set_parameters([Parameter('perspective_warp', value=True),
-                                 Parameter('perspective_warp_min_deg', value=10.0)])
-        rig.send(_image_msg(_face_rgb(), Time(sec=961)))
-        assert rig.node._estimator.perspective_warp
-
-
-@pytest.mark.ros
-def test_rigid_fusion_switch_reloads(rig):
-    assert rig.node.get_parameter('rigid_fusion').value is True
-    assert rig.node._estimator.rigid_fusion
-    rig.node.set_parameters([Parameter('rigid_fusion', value=False)])
-    try:
-        rig.send(_image_msg(_face_rgb(), Time(sec=950)))
-        assert not rig.node._estimator.rigid_fusion and rig.count('head_pose') >= 1
-    finally:
-        rig.node.set_parameters([Parameter('rigid_fusion', value=True)])
-        rig.send(_image_msg(_face_rgb(), Time(sec=951)))
-        assert rig.node._estimator.rigid_fusion
-
-
-@pytest.mark.ros
-@pytest.mark.parametrize('warp', [False, True])
-def test_person_off_centre_looking_at_the_camera_is_looking(warp):
-    """A frontal face 30 deg off the optical axis: looking_at_camera, TF x axis at the camera.
-
-    The image is the demo clip's frontal face as a camera turned away from it sees it (a
-    pure camera rotation), so the person still looks straight at the camera;
-    the face frame's x axis (REP-155: out of the face) must point back along
-    the ray to the camera, not along the optical axis.  Needs the shipped model.
-    """
-    from scipy.spatial.transform import Rotation
-
-    from nlml_hpe.benchmark import turned_camera_view
-    from nlml_hpe.model import default_model_dir, load_model
-
-    if load_model(default_model_dir()).angle_frame != 'apparent':
-        pytest.skip('the shipped model reads angles relative to the optical axis')
-    k = np.array([[600.0, 0, 480], [0, 600.0, 360], [0, 0, 1]])
-    turn = Rotation.from_euler('yx', [28.0, -12.0], degrees=True).as_matrix()
-    rgb = turned_camera_view(_face_rgb(), k, turn, (960, 720))[1]  # the demo's frontal face
-    # Its own namespace: the module's rig publishes head_pose too.
-    r = Rig(default_model_dir(), namespace=f'off_centre_{int(warp)}', smoothing=False,
-            perspective_warp=warp)
-    try:
-        deadline = time.monotonic() + 10
-        while r.node._camera_matrix is None:
-            assert time.monotonic() < deadline
-            r.info_pub.publish(_info(k.ravel(), 960, 720))
-            time.sleep(0.05)
-        r.send(_image_msg(rgb, Time(sec=7)))
-        pose = r.last('head_pose').pose
-        offset = list(r.last('gaze_offsets').data)[0]
-        looking = r.last('looking_at_camera').data
-        assert r.node._estimator.last_timings['warped'] == int(warp)
-        # /diagnostics is shared by every node: take this one's status, by its full name.
-        name = f'/off_centre_{int(warp)}/head_pose_node: head pose estimation'
-
-        def mine():
-            with r._lock:
-                return [s for m in r.received['/diagnostics'] for s in m.status
-                        if s.name == name]
-        r.clear()
-        r._wait(lambda: len(mine()) > 0, 'diagnostics', timeout=5)
-        values = {kv.key: kv.value for kv in mine()[-1].values}
-        assert values['faces_reread_off_axis'] == str(int(warp))
-        assert float(values['landmarks_ms']) > 0
-    finally:
-        r.close()
-    pos = np.array([pose.position.x, pose.position.y, pose.position.z])
-    q = pose.orientation
-    forward = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()[:, 0]
-    ray_angle = np.degrees(np.arccos(pos[2] / np.linalg.norm(pos)))
-    assert ray_angle > 25.0                       # the face really is off-centre
-    assert looking and offset < 10.0, offset      # ... and looks at the camera
-    to_camera = -pos / np.linalg.norm(pos)
-    assert np.degrees(np.arccos(forward @ to_camera)) == pytest.approx(offset, abs=1e-3)
-    assert np.degrees(np.arccos(-forward[2])) > 20.0  # not along the optical axis
-
-
-@pytest.mark.ros
-def test_looking_at_a_target_20_cm_beside_the_camera():
-    """The demo face turned 20 deg at 55 cm: its gaze passes 20 cm beside the camera.
-
-    It does not look at the camera, looks at a target placed where its gaze
-    crosses the camera plane, and not at the mirror point on the other side.
-    Needs the shipped model (the clip's known pose gives the crossing point).
-    """
-    from nlml_hpe.geometry import euler_to_matrix
-
-    frames, K, _ = load_clip(DEMO_DIR)
-    _, rgb, (pitch, yaw, roll) = frames[1]
-    assert (pitch, yaw, roll) == (0.0, 20.0, 0.0)
-    # The clip's renderer: head frame z out of the face, optical = viewer * (1, -1, -1),
-    # head 55 cm in front of the camera on its optical axis.
-    forward = (euler_to_matrix(pitch, yaw, roll) @ [0.0, 0.0, 1.0]) * [1.0, -1.0, -1.0]
-    head = np.array([0.0, 0.0, 0.55])
-    hit = head - head[2] / forward[2] * forward
-    assert abs(np.linalg.norm(hit) - 0.20) < 0.005 and abs(hit[2]) < 1e-9
-    r = Rig(default_model_dir(), namespace='target_test', smoothing=False,
-            looking_threshold_deg=10.0, looking_target=[float(hit[0]), float(hit[1]), 0.0])
-    try:
-        _send_info(r, K.ravel())
-        r.send(_image_msg(rgb, Time(sec=1)))
-        camera_offset = list(r.last('gaze_offsets').data)[0]
-        assert not r.last('looking_at_camera').data and camera_offset > 12.0, camera_offset
-        target_offset = list(r.last('target_offsets').data)[0]
-        assert list(r.last('looking_at_target').data) == [1] and target_offset < 7.0, \
-            target_offset
-        # The mirror point, 20 cm on the other side of the camera: about 40 deg off.
-        mirror = [float(-hit[0]), float(hit[1]), 0.0]
-        assert r.node.set_parameters([Parameter('looking_target', value=mirror)])[0].successful
-        r.send(_image_msg(rgb, Time(sec=2)))
-        assert list(r.last('looking_at_target').data) == [0]
-        assert list(r.last('target_offsets').data)[0] > 30.0
-        # ... unless the target is large: a 40 cm radius covers the gaze's crossing point.
-        r.node.set_parameters([Parameter('looking_target_tolerance_m', value=0.4)])
-        r.send(_image_msg(rgb, Time(sec=3)))
-        assert list(r.last('looking_at_target').data) == [1]
-        # The camera as target gives looking_at_camera's offset (the special case).
-        r.node.set_parameters([Parameter('looking_target', value=[0.0, 0.0, 0.0]),
-                               Parameter('looking_target_tolerance_m', value=0.0)])
-        r.send(_image_msg(rgb, Time(sec=4)))
-        assert list(r.last('target_offsets').data)[0] == pytest.approx(
-            list(r.last('gaze_offsets').data)[0], abs=1e-4)
-        assert list(r.last('looking_at_target').data) == [int(r.last('looking_at_camera').data)]
-        for bad in ([0.0, 0.0], [float('nan'), 0.0, 0.0]):
-            result = r.node.set_parameters([Parameter('looking_target', value=bad)])[0]
-            assert not result.successful and 'looking_target' in result.reason
-    finally:
-        r.close()

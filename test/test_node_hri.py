@@ -1,11 +1,10 @@
-"""ROS4HRI interoperability: a consumer that knows only hri_msgs, against the real node.
+"""ROS4HRI (REP-155) against the real node: ids, frames, per-face topics, deactivate.
 
 The node runs with the shipped model and is fed the shipped demo clip (no
 ../shared data needed).  The consumer behaves as pyhri/libhri do: it follows
 ``/humans/faces/tracked`` (hri_msgs/IdsList) and subscribes to each new face's
-``/humans/faces/<id>/roi`` (hri_msgs/NormalizedRegionOfInterest2D); it uses no
-other message type.  The cropped faces and the REP-155 TF frames are checked
-with the test's probe.
+``/humans/faces/<id>/roi``; it uses no other message type.  The other per-face
+topics and the REP-155 TF frames are checked with the test's probe.
 """
 
 import threading
@@ -19,15 +18,20 @@ hri_msgs = pytest.importorskip('hri_msgs.msg', reason='hri_msgs is not installed
                                'bootstrap.sh, which generates it, or install ros-<distro>-'
                                'hri-msgs)')
 from builtin_interfaces.msg import Time  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
 from scipy.spatial.transform import Rotation  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from test_node import FRAME, Rig, _image_msg, _send_info  # noqa: E402
 
-from nlml_hpe.demo import DEMO_DIR, load_clip  # noqa: E402
+from nlml_hpe.bench.demo import DEMO_DIR, load_clip  # noqa: E402
 from nlml_hpe.model import default_model_dir  # noqa: E402
+from nlml_hpe.ros.hri import FaceTopic  # noqa: E402
 
 IdsList = hri_msgs.IdsList
 NormalizedRegionOfInterest2D = hri_msgs.NormalizedRegionOfInterest2D
+PER_FACE = ('roi', 'cropped', 'aligned', 'landmarks')
 
 
 class Ros4hriConsumer:
@@ -56,9 +60,32 @@ class Ros4hriConsumer:
         with self.lock:
             self.rois[face_id].append(msg)
 
+    def last_ids(self):
+        with self.lock:
+            return list(self.tracked[-1].ids) if self.tracked else None
 
-def _stamp(i):
-    return Time(sec=100 + i // 10, nanosec=(i % 10) * 100_000_000)  # 10 Hz
+
+_CLOCK = [200]  # tenths of a second: the module's tests continue one 10 Hz stream
+
+
+def _next():
+    """Return the next stamp of the stream (the face keeps its track and id)."""
+    _CLOCK[0] += 1
+    return Time(sec=_CLOCK[0] // 10, nanosec=(_CLOCK[0] % 10) * 100_000_000)
+
+
+def _hri_ready(rig, consumer=None):
+    def ready():
+        hri = rig.node.hri
+        return hri is not None and hri.tracked_publisher.get_subscription_count() > 0
+    rig._wait(ready, 'the /humans/faces/tracked subscriber')
+
+
+def _listed(rig):
+    """Return the id the node advertises per-face topics for (one face in the demo clip)."""
+    ids = rig.node.hri.listed
+    assert len(ids) == 1, ids
+    return ids[0]
 
 
 @pytest.fixture(scope='module')
@@ -69,16 +96,16 @@ def played():
     consumer = Ros4hriConsumer(rig.context, rig.executor)
     cropped = []
     try:
-        rig._wait(lambda: rig.node._pub_tracked.get_subscription_count() > 0, 'consumer')
+        _hri_ready(rig)
         _send_info(rig, K.ravel())
-        face_ids = []
+        listed = []
         for i, (_, rgb, _) in enumerate(frames * 2):  # twice: the roi subscriptions catch up
-            rig.send(_image_msg(rgb, _stamp(i)))
-            face_ids.append(list(rig.last('face_ids').data))
+            rig.send(_image_msg(rgb, _next()))
+            listed.append(_listed(rig))
             if i == 0:
                 rig.probe.create_subscription(
-                    Image, f'/humans/faces/f{face_ids[0][0]}/cropped', cropped.append, 10)
-        yield rig, consumer, frames, K, cropped, face_ids
+                    Image, f'/humans/faces/{listed[0]}/cropped', cropped.append, 10)
+        yield rig, consumer, frames, K, cropped, listed
     finally:
         rig.executor.remove_node(consumer.node)
         consumer.node.destroy_node()
@@ -87,9 +114,10 @@ def played():
 
 @pytest.mark.ros
 def test_ros4hri_consumer_sees_one_stable_face_and_its_roi(played):
-    rig, consumer, frames, K, _, face_ids = played
-    assert all(len(ids) == 1 for ids in face_ids) and len({i[0] for i in face_ids}) == 1
-    want = f'f{face_ids[0][0]}'
+    rig, consumer, frames, K, _, listed = played
+    assert len(set(listed)) == 1
+    want = listed[0]
+    assert want[0].isalpha() and want.isalnum()  # a ROS name token
     with consumer.lock:
         tracked = list(consumer.tracked)
         rois = {k: list(v) for k, v in consumer.rois.items()}
@@ -105,7 +133,7 @@ def test_ros4hri_consumer_sees_one_stable_face_and_its_roi(played):
         assert 0.0 <= roi.xmin < roi.xmax <= 1.0 and 0.0 <= roi.ymin < roi.ymax <= 1.0
         assert 0.0 < roi.c <= 1.0
         assert roi.header.frame_id == FRAME
-        # The head's position, projected with K, lies inside the region.
+        # The face's origin (the sellion), projected with K, lies inside the region.
         pose = poses[(roi.header.stamp.sec, roi.header.stamp.nanosec)]
         p = np.array([pose.position.x, pose.position.y, pose.position.z])
         u, v = (K @ p)[:2] / p[2]
@@ -115,9 +143,9 @@ def test_ros4hri_consumer_sees_one_stable_face_and_its_roi(played):
 
 
 @pytest.mark.ros
-def test_cropped_faces_and_rep155_frames(played):
-    rig, _, frames, _, cropped, face_ids = played
-    fid = face_ids[0][0]
+def test_cropped_faces_and_one_tf_frame_per_face(played):
+    rig, _, frames, _, cropped, listed = played
+    uid = listed[0]
     assert len(cropped) >= len(frames)
     background = np.array([90, 80, 70])  # the clip's backdrop, RGB
     for msg in cropped:
@@ -126,45 +154,197 @@ def test_cropped_faces_and_rep155_frames(played):
         img = np.frombuffer(bytes(msg.data), np.uint8).reshape(128, 128, 3)
         centre = img[48:80, 48:80].reshape(-1, 3).mean(axis=0)
         assert np.abs(centre - background).max() > 20  # the face, not the backdrop
+    poses = {(m.header.stamp.sec, m.header.stamp.nanosec): m.pose
+             for m in rig.received['head_pose']}
     seen = 0
     for tf_msg in rig.received['/tf']:
-        tfs = {t.child_frame_id: t for t in tf_msg.transforms}
-        if f'face_f{fid}' not in tfs:
-            continue
+        # Exactly one frame per face, named after its REP-155 id: no gaze frame
+        # (publish_gaze_frames is false), no frame named after the track number.
+        assert [t.child_frame_id for t in tf_msg.transforms] == [f'face_{uid}']
+        face = tf_msg.transforms[0]
+        assert face.header.frame_id == FRAME
+        pose = poses[(face.header.stamp.sec, face.header.stamp.nanosec)]
+        t = face.transform.translation
+        assert (t.x, t.y, t.z) == (pose.position.x, pose.position.y, pose.position.z)
         seen += 1
-        face, gaze = tfs[f'face_f{fid}'], tfs[f'gaze_f{fid}']
-        legacy = tfs[f'face_{fid}']  # publish_tf's frames stay as they were
-        assert face.transform == legacy.transform
-        assert face.header.frame_id == gaze.header.frame_id == FRAME
-        assert face.header.stamp == gaze.header.stamp
-        assert face.transform.translation == gaze.transform.translation  # collocated
-        rf = Rotation.from_quat([getattr(face.transform.rotation, a) for a in 'xyzw'])
-        rg = Rotation.from_quat([getattr(gaze.transform.rotation, a) for a in 'xyzw'])
-        f, g = rf.as_matrix(), rg.as_matrix()
-        np.testing.assert_allclose(g[:, 2], f[:, 0], atol=1e-6)   # z along the gaze
-        np.testing.assert_allclose(g[:, 0], -f[:, 1], atol=1e-6)  # x right
-        np.testing.assert_allclose(g[:, 1], -f[:, 2], atol=1e-6)  # y down
     assert seen >= len(frames)
 
 
 @pytest.mark.ros
-def test_no_face_empties_the_list_and_ended_tracks_drop_their_topics(played):
-    rig, consumer, frames, _, _, face_ids = played
-    topic = f'/humans/faces/f{face_ids[0][0]}/roi'
-    assert rig.probe.count_publishers(topic) == 1
+def test_gaze_frames_only_when_asked(played):
+    rig, _, frames, _, _, listed = played
+    uid = listed[0]
+    assert rig.node.set_parameters([Parameter('publish_gaze_frames', value=True)])[0].successful
+    try:
+        rig.clear()
+        rig.send(_image_msg(frames[3][1], _next()))
+        tfs = {t.child_frame_id: t for t in rig.last('/tf').transforms}
+    finally:
+        rig.node.set_parameters([Parameter('publish_gaze_frames', value=False)])
+    assert set(tfs) == {f'face_{uid}', f'gaze_{uid}'}
+    face, gaze = tfs[f'face_{uid}'], tfs[f'gaze_{uid}']
+    assert face.header.stamp == gaze.header.stamp
+    assert face.transform.translation == gaze.transform.translation  # collocated
+    f = Rotation.from_quat([getattr(face.transform.rotation, a) for a in 'xyzw']).as_matrix()
+    g = Rotation.from_quat([getattr(gaze.transform.rotation, a) for a in 'xyzw']).as_matrix()
+    np.testing.assert_allclose(g[:, 2], f[:, 0], atol=1e-6)   # z along the gaze
+    np.testing.assert_allclose(g[:, 0], -f[:, 1], atol=1e-6)  # x right
+    np.testing.assert_allclose(g[:, 1], -f[:, 2], atol=1e-6)  # y down
+
+
+@pytest.mark.ros
+def test_landmarks_and_aligned_arrive_while_subscribed_and_are_not_built_otherwise(played):
+    if not hasattr(hri_msgs, 'FacialLandmarks'):
+        pytest.skip('this hri_msgs has no FacialLandmarks (an old local build)')
+    rig, _, frames, K, _, listed = played
+    uid = listed[0]
+    hri = rig.node.hri
+    builds = {}
+
+    def counted(row):
+        def build(*args):
+            builds[row.name] = builds.get(row.name, 0) + 1
+            return row.build(*args)
+        return FaceTopic(row.name, row.type, build, row.on_demand)
+    hri.rows[:] = [counted(r) for r in hri.rows]
+    rgb = frames[0][1]
+    rig.send(_image_msg(rgb, _next()))
+    assert builds == {'roi': 1, 'cropped': 1}  # the fixture's probe reads cropped
+    got = {'aligned': [], 'landmarks': []}
+    subs = [rig.probe.create_subscription(Image, f'/humans/faces/{uid}/aligned',
+                                          got['aligned'].append, 10),
+            rig.probe.create_subscription(hri_msgs.FacialLandmarks,
+                                          f'/humans/faces/{uid}/landmarks',
+                                          got['landmarks'].append, 10)]
+    rig._wait(lambda: all(hri.publisher(uid, n).get_subscription_count() == 1
+                          for n in got), 'the node sees the subscriptions')
+    for _ in range(3):
+        rig.send(_image_msg(rgb, _next()))
+    assert builds['aligned'] == builds['landmarks'] == 3
+    rig._wait(lambda: len(got['aligned']) == len(got['landmarks']) == 3, 'the messages')
+    for sub in subs:
+        rig.probe.destroy_subscription(sub)
+    rig._wait(lambda: all(hri.publisher(uid, n).get_subscription_count() == 0
+                          for n in got), 'the node sees them go')
+    rig.send(_image_msg(rgb, _next()))
+    assert builds['aligned'] == builds['landmarks'] == 3 and builds['roi'] == 5
+
+    aligned = got['aligned'][-1]
+    assert (aligned.width, aligned.height, aligned.encoding) == (128, 128, 'rgb8')
+    img = np.frombuffer(bytes(aligned.data), np.uint8).reshape(128, 128, 3)
+    assert np.abs(img[40:88, 40:88].reshape(-1, 3).mean(axis=0) - [90, 80, 70]).max() > 20
+    lm = got['landmarks'][-1]
+    F = hri_msgs.FacialLandmarks
+    assert (lm.width, lm.height) == (rgb.shape[1], rgb.shape[0]) and len(lm.landmarks) == 70
+    assert lm.header.frame_id == FRAME
+    pts = np.array([(p.x, p.y) for p in lm.landmarks])
+    conf = np.array([p.c for p in lm.landmarks])
+    assert conf[F.RIGHT_PUPIL] == conf[F.LEFT_PUPIL] == 0.0  # not measured
+    assert np.all(conf[:68] > 0)  # the face is inside the image
+    # Image geometry of a frontal face: the subject's right eye on the image's left,
+    # eyes above the nose tip above the mouth above the chin.
+    assert pts[F.RIGHT_EYE_OUTSIDE, 0] < pts[F.SELLION, 0] < pts[F.LEFT_EYE_OUTSIDE, 0]
+    assert pts[F.RIGHT_PUPIL, 1] < pts[F.NOSE, 1] < pts[F.MOUTH_OUTER_TOP_3, 1] < \
+        pts[F.MENTON, 1]
+    # The sellion lies where the node's face frame origin projects.
+    pose = rig.last('head_pose').pose.position
+    u, v = (K @ [pose.x, pose.y, pose.z])[:2] / pose.z
+    assert np.hypot(u - pts[F.SELLION, 0] * lm.width, v - pts[F.SELLION, 1] * lm.height) < 15
+
+
+@pytest.mark.ros
+def test_a_face_missed_for_two_frames_keeps_its_id_on_the_list(played):
+    """The stream's hysteresis: a face missed for 0.2 s coasts, listed under its id."""
+    rig, consumer, frames, _, _, listed = played
+    uid = listed[0]
+    rgb = frames[0][1]
+    blank = np.full_like(rgb, 90)
+    rig.send(_image_msg(rgb, _next()))
+    for i, image in enumerate((blank, blank, rgb)):
+        rig.clear()
+        rig.send(_image_msg(image, _next()))
+        rig._wait(lambda: consumer.last_ids() is not None, 'a list')
+        time.sleep(0.2)
+        assert consumer.last_ids() == [uid]
+        seen = i == 2  # a coasting face is listed, but gets no pose, frame or region
+        assert rig.count('head_pose') == rig.count('/tf') == int(seen)
+        assert len(rig.last('head_poses').poses) == int(seen)
+        assert rig.node.hri.listed == [uid]
+
+
+@pytest.mark.ros
+def test_no_face_empties_the_list_and_ended_faces_drop_their_topics(played):
+    rig, consumer, frames, _, _, listed = played
+    uid = listed[0]
+    rig.send(_image_msg(frames[0][1], _next()))
+    uid = _listed(rig)
+    topics = [f'/humans/faces/{uid}/{name}' for name in PER_FACE]
+    rig._wait(lambda: rig.probe.count_publishers(topics[0]) == 1, 'roi advertised')
     blank = np.full_like(frames[0][1], 90)
-    with consumer.lock:
-        before = len(consumer.tracked)
-    rig.send(_image_msg(blank, Time(sec=200)))
-    deadline = time.monotonic() + 10
-    while True:
-        with consumer.lock:
-            if len(consumer.tracked) > before:
-                break
-        assert time.monotonic() < deadline, 'no IdsList for the frame without a face'
-        time.sleep(0.02)
-    with consumer.lock:
-        assert list(consumer.tracked[-1].ids) == []
-    # The track outlives one missed frame; once it has ended (> 1 s), its topics go.
-    rig.send(_image_msg(blank, Time(sec=202)))
-    rig._wait(lambda: rig.probe.count_publishers(topic) == 0, 'roi publisher destroyed')
+    for _ in range(10):  # until the track has ended (coasting, if any, is over)
+        _CLOCK[0] += 9  # a second a frame
+        rig.send(_image_msg(blank, _next()))
+        time.sleep(0.2)
+        if consumer.last_ids() == []:
+            break
+    assert consumer.last_ids() == []
+    assert rig.node.hri.listed == []
+    for topic in topics:
+        rig._wait(lambda topic=topic: rig.probe.count_publishers(topic) == 0, f'{topic} gone')
+
+
+def _change_state(rig, transition):
+    client = rig.probe.create_client(ChangeState, 'head_pose_node/change_state')
+    assert client.wait_for_service(timeout_sec=10)
+    future = client.call_async(ChangeState.Request(transition=Transition(id=transition)))
+    rig._wait(future.done, 'the transition', timeout=60)
+    rig.probe.destroy_client(client)
+    return future.result().success
+
+
+@pytest.mark.ros
+def test_deactivate_empties_the_list_and_withdraws_the_faces():
+    frames, K, _ = load_clip(DEMO_DIR)
+    rig = Rig(default_model_dir(), namespace='hri_deactivate')
+    consumer = Ros4hriConsumer(rig.context, rig.executor)
+    try:
+        _hri_ready(rig)
+        rig.send(_image_msg(frames[0][1], Time(sec=1)))
+        uid = _listed(rig)
+        rig._wait(lambda: consumer.last_ids() == [uid], 'the face listed')
+        topics = [f'/humans/faces/{uid}/{name}' for name in PER_FACE]
+        rig._wait(lambda: rig.probe.count_publishers(topics[0]) == 1, 'roi advertised')
+        assert _change_state(rig, Transition.TRANSITION_DEACTIVATE)
+        rig._wait(lambda: consumer.last_ids() == [], 'an empty list')
+        for topic in topics:
+            rig._wait(lambda topic=topic: rig.probe.count_publishers(topic) == 0,
+                      f'{topic} withdrawn')
+        assert rig.node.hri.listed == []
+        # Active again, the face is listed again.
+        assert _change_state(rig, Transition.TRANSITION_ACTIVATE)
+        rig._wait(lambda: rig.node.pump.running, 'active')
+        rig.send(_image_msg(frames[0][1], Time(sec=5)))
+        rig._wait(lambda: len(rig.node.hri.listed) == 1, 'listed again')
+    finally:
+        rig.executor.remove_node(consumer.node)
+        consumer.node.destroy_node()
+        rig.close()
+
+
+@pytest.mark.ros
+def test_two_nodes_and_a_restart_share_no_face_id():
+    """Two cameras' nodes (namespaces robot1, robot2) see the same person; a node restarts."""
+    frames, _, _ = load_clip(DEMO_DIR)
+    rgb = frames[0][1]
+    ids, frames_tf = [], []
+    for namespace in ('robot1', 'robot2', 'robot1'):  # robot1 twice: a restart
+        rig = Rig(default_model_dir(), namespace=namespace, smoothing=False)
+        try:
+            for i in range(3):
+                rig.send(_image_msg(rgb, Time(sec=1 + i)))
+            ids.append(_listed(rig))
+            frames_tf.append([t.child_frame_id for t in rig.last('/tf').transforms])
+        finally:
+            rig.close()
+    assert len(set(ids)) == 3, ids
+    assert frames_tf == [[f'face_{uid}'] for uid in ids]

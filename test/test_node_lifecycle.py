@@ -1,10 +1,12 @@
 """head_pose_node as a lifecycle node, driven through its real lifecycle services.
 
-configure loads the model and creates the publishers; activate subscribes to
-the camera and starts the worker; deactivate unsubscribes; cleanup releases the
-model and the publishers; shutdown finalizes.  ``autostart`` (default true)
-runs configure and activate in the constructor (the other node tests rely on
-it); here it is false, as under a lifecycle manager.
+configure loads the model and creates the publishers (lifecycle publishers,
+silent until activate); activate subscribes to the camera and starts the
+worker; deactivate unsubscribes; cleanup releases the model and the
+publishers; shutdown finalizes.  The constructor makes no transition:
+``autostart`` (default true) runs configure and activate from a one-shot timer
+once the node spins (the other node tests rely on it); here it is false, as
+under a lifecycle manager.
 """
 
 import threading
@@ -25,7 +27,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from test_node import _face_rgb, _image_msg  # noqa: E402
 
 from nlml_hpe.model import default_model_dir  # noqa: E402
-from nlml_hpe.node import HeadPoseNode  # noqa: E402
+from nlml_hpe.ros.node import HeadPoseNode  # noqa: E402
 
 NS = 'lifecycle_test'
 
@@ -102,24 +104,27 @@ def manager():
 def test_lifecycle_transitions(manager):
     m, node = manager, manager.node
     assert m.state() == 'unconfigured'
-    assert node._estimator is None and node._worker is None
+    assert node.estimator is None and not node.pump.running
     assert m.count('pub', 'head_pose') == 0 and m.count('sub', 'image') == 0
 
     assert m.transition(Transition.TRANSITION_CONFIGURE)
     assert m.state() == 'inactive'
-    assert node._estimator is not None  # the model is loaded ...
+    assert node.estimator is not None  # the model is loaded ...
     m.wait(lambda: m.count('pub', 'head_pose') == 1, 'publishers')
-    assert m.count('sub', 'image') == 0 and node._worker is None  # ... but nothing listens
+    assert not node.outputs.publisher('head_pose').is_activated  # ... silent until activate
+    assert m.count('sub', 'image') == 0 and not node.pump.running  # ... but nothing listens
 
     assert m.transition(Transition.TRANSITION_ACTIVATE)
-    assert m.state() == 'active' and node._worker.is_alive()
+    assert m.state() == 'active' and node.pump.running
     m.wait(lambda: m.count('sub', 'image') == 1, 'image subscription')
     rgb = _face_rgb()
     m.wait(lambda: (m.image_pub.publish(_image_msg(rgb, Time(sec=1))), len(m.poses) > 0)[1],
            'a head pose')
 
+    assert node.outputs.publisher('head_pose').is_activated
     assert m.transition(Transition.TRANSITION_DEACTIVATE)
-    assert m.state() == 'inactive' and node._worker is None
+    assert m.state() == 'inactive' and not node.pump.running
+    assert not node.outputs.publisher('head_pose').is_activated
     m.wait(lambda: m.count('sub', 'image') == 0, 'unsubscribed')
     received = node.stats['received']
     for _ in range(5):
@@ -128,7 +133,7 @@ def test_lifecycle_transitions(manager):
     assert node.stats['received'] == received  # inactive: frames are not taken
 
     assert m.transition(Transition.TRANSITION_CLEANUP)
-    assert m.state() == 'unconfigured' and node._estimator is None
+    assert m.state() == 'unconfigured' and node.estimator is None
     m.wait(lambda: m.count('pub', 'head_pose') == 0, 'publishers released')
 
     # Configured and activated again, it works as before.
@@ -140,7 +145,7 @@ def test_lifecycle_transitions(manager):
 
     assert m.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)
     assert m.state() == 'finalized'
-    assert node._estimator is None and node._worker is None
+    assert node.estimator is None and not node.pump.running
 
 
 @pytest.mark.ros
@@ -151,8 +156,8 @@ def test_configure_with_a_bad_model_fails_and_stays_unconfigured(manager, tmp_pa
     # Unconfigured, the value is only stored: configure loads it, and refuses.
     assert node.set_parameters([Parameter('model_path', value=str(bad))])[0].successful
     assert not m.transition(Transition.TRANSITION_CONFIGURE)
-    assert m.state() == 'unconfigured' and node._estimator is None
-    assert str(bad) in node._configure_error
+    assert m.state() == 'unconfigured' and node.estimator is None
+    assert str(bad) in node.configure_error
     assert node.set_parameters([Parameter('model_path',
                                           value=str(default_model_dir()))])[0].successful
     assert m.transition(Transition.TRANSITION_CONFIGURE)
@@ -160,16 +165,48 @@ def test_configure_with_a_bad_model_fails_and_stays_unconfigured(manager, tmp_pa
 
 
 @pytest.mark.ros
-def test_autostart_is_read_only_and_on_by_default():
+def test_autostart_is_read_only_on_by_default_and_runs_once_spinning():
     context = rclpy.Context()
     rclpy.init(context=context)
     try:
         node = HeadPoseNode(context=context, namespace=NS + '_auto')
         try:
             assert node.get_parameter('autostart').value is True
-            assert node._worker.is_alive() and node._estimator is not None
+            # No transition in the constructor: nothing is loaded before the node spins.
+            assert node.estimator is None and not node.pump.running
+            executor = SingleThreadedExecutor(context=context)
+            executor.add_node(node)
+            deadline = time.monotonic() + 60
+            while not node.pump.running:
+                assert time.monotonic() < deadline, 'autostart did not activate the node'
+                executor.spin_once(timeout_sec=0.1)
+            assert node.estimator is not None
             result = node.set_parameters([Parameter('autostart', value=False)])[0]
             assert not result.successful
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
+@pytest.mark.ros
+def test_autostart_with_a_bad_model_raises_start_error_out_of_spin(tmp_path):
+    from nlml_hpe.ros.node import StartError
+
+    bad = tmp_path / 'nlml_hpe.safetensors'
+    bad.write_bytes(b'not a safetensors file')
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = HeadPoseNode(context=context, namespace=NS + '_bad',
+                            parameter_overrides=[Parameter('model_path', value=str(bad))])
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        try:
+            with pytest.raises(StartError, match='safetensors'):
+                for _ in range(100):
+                    executor.spin_once(timeout_sec=0.1)
+            assert node.estimator is None and not node.pump.running
         finally:
             node.destroy_node()
     finally:

@@ -57,24 +57,30 @@ def test_colcon_build_installs_executables_and_share(tmp_path):
 ROSDEP_KEYS = {'cv2': 'python3-opencv', 'numpy': 'python3-numpy', 'scipy': 'python3-scipy'}
 #: Imported by the node but without a rosdep key: pip install -r requirements-runtime.txt.
 PIP_ONLY = {'ai_edge_litert', 'safetensors'}
-#: Imported lazily by the training code only (nlml_hpe.model builds NLMLNet with it).
+#: Imported by the training code only (training/nlmlnet.py), never by the node.
 TRAINING_ONLY = {'torch'}
-#: What launch/pose.launch.py runs or imports besides the node's imports.
-LAUNCH = {'launch', 'launch_ros', 'rviz2'}
+#: What launch/pose.launch.py imports besides the node's imports (it runs rviz2 only with
+#: rviz:=true, and rviz2 is no dependency: it would pull Qt onto headless robots).
+LAUNCH = {'launch', 'launch_ros'}
 
 
 def _node_imports():
-    """Top-level names imported by nlml_hpe.node and the package modules it imports."""
-    src = REPO / 'src' / 'nlml_hpe'
-    seen, found, todo = set(), set(), ['node']
+    """Top-level names imported by the node (nlml_hpe.ros.node) and the modules it imports."""
+    src = REPO / 'src'
+    seen, found, todo = set(), set(), ['nlml_hpe.ros.node']
     while todo:
         name = todo.pop()
         if name in seen:
             continue
         seen.add(name)
-        for n in ast.walk(ast.parse((src / f'{name}.py').read_text())):
+        path = src.joinpath(*name.split('.'))
+        path = path / '__init__.py' if path.is_dir() else path.with_suffix('.py')
+        package = name if path.name == '__init__.py' else name.rpartition('.')[0]
+        for n in ast.walk(ast.parse(path.read_text())):
             if isinstance(n, ast.ImportFrom) and n.level:
-                todo += [n.module.split('.')[0]] if n.module else [a.name for a in n.names]
+                base = package.split('.')[:len(package.split('.')) - n.level + 1]
+                todo += (['.'.join(base + n.module.split('.'))] if n.module
+                         else ['.'.join(base + [a.name]) for a in n.names])
             elif isinstance(n, ast.ImportFrom):
                 found.add(n.module.split('.')[0])
             elif isinstance(n, ast.Import):
@@ -89,10 +95,12 @@ def test_package_xml_run_dependencies_are_the_node_imports():
     exec_deps = {e.text for e in root.iter('exec_depend')}
     test_deps = {e.text for e in root.iter('test_depend')}
     imports = _node_imports()
-    assert PIP_ONLY <= imports and TRAINING_ONLY <= imports
-    want = {ROSDEP_KEYS.get(m, m) for m in imports - PIP_ONLY - TRAINING_ONLY}
+    assert PIP_ONLY <= imports and not TRAINING_ONLY & imports
+    want = {ROSDEP_KEYS.get(m, m) for m in imports - PIP_ONLY}
     assert exec_deps - LAUNCH == want
     assert LAUNCH & exec_deps == LAUNCH
+    assert 'rviz2' not in exec_deps | test_deps
+    assert 'apt install ros-$ROS_DISTRO-rviz2' in (REPO / 'package.xml').read_text()
     # torch (training) is never pulled by rosdep, not even as a test dependency.
     assert not any('torch' in d for d in exec_deps | test_deps)
     text = (REPO / 'package.xml').read_text()

@@ -7,9 +7,12 @@ import pytest
 sensor_msgs = pytest.importorskip('sensor_msgs.msg', reason='sensor_msgs is not installed')
 from nlml_hpe.position import default_camera_matrix  # noqa: E402
 from nlml_hpe.ros_image import (  # noqa: E402
+    STREAM_BUDGET,
     ImageConversionError,
     camera_matrix_from_info,
+    check_compressed_image,
     compressed_to_rgb,
+    decode_compressed,
     image_to_rgb,
     ray_position,
 )
@@ -89,6 +92,22 @@ def test_compressed_jpeg_png_and_corrupt():
     ok, png16 = cv2.imencode('.png', np.full((8, 8), 40000, np.uint16))
     with pytest.raises(ImageConversionError, match='8-bit'):
         compressed_to_rgb(sensor_msgs.CompressedImage(format='png', data=png16.tobytes()))
+
+
+def test_compressed_within_a_budget():
+    """A JPEG above the pixel budget: refused at full size, decoded reduced on request."""
+    from nlml_hpe.bench.hostile import abuse_payloads, jpeg_flat
+
+    msg = sensor_msgs.CompressedImage(format='jpeg', data=jpeg_flat(8192, 8192))
+    for full_size in (check_compressed_image, compressed_to_rgb):
+        with pytest.raises(ImageConversionError, match='above the budget of 4194304 pixels'):
+            full_size(msg)
+    assert check_compressed_image(msg, STREAM_BUDGET).width == 8192
+    out = decode_compressed(msg)
+    assert (out.scale, out.rgb.shape, out.width, out.height) == (4, (2048, 2048, 3), 8192, 8192)
+    for payload in abuse_payloads('mixed'):  # what the node's callback refuses today
+        with pytest.raises(ImageConversionError):
+            check_compressed_image(sensor_msgs.CompressedImage(format='jpeg', data=payload))
 
 
 def _info(k, w=640, h=480):

@@ -1,9 +1,20 @@
-"""Face tracker ids and One-Euro smoothing (ROS-free)."""
+"""Face tracks (lifecycle, ids) and One-Euro smoothing (ROS-free)."""
+
+import re
 
 import numpy as np
 import pytest
 
-from nlml_hpe.tracking import FaceTracker, OneEuroFilter, PoseSmoother, box_iou
+from nlml_hpe.geometry import box_iou
+from nlml_hpe.smoothing import OneEuroFilter, PoseSmoother
+from nlml_hpe.tracking import (
+    COASTING,
+    CONFIRMED,
+    LOST,
+    TENTATIVE,
+    FaceTracker,
+    new_uid,
+)
 
 
 def test_box_iou_values():
@@ -11,32 +22,106 @@ def test_box_iou_values():
     np.testing.assert_allclose(iou, [[1.0, 50 / 150, 0.0]])
 
 
+def _ids(tracks):
+    return [t.id for t in tracks]
+
+
 def test_tracker_keeps_ids_when_faces_move_and_swap_order():
-    tracker = FaceTracker()
+    tracker = FaceTracker(confirm_frames=1)
     a, b = np.array([0, 0, 100, 100.0]), np.array([300, 0, 400, 100.0])
-    ids0 = tracker.update([a, b], 0.0)
+    ids0 = _ids(tracker.update([a, b], 0.0))
     assert len(set(ids0)) == 2
     # Both move by 20 px and the detector lists them in the other order.
-    ids1 = tracker.update([b + 20, a + 20], 0.033)
+    ids1 = _ids(tracker.update([b + 20, a + 20], 0.033))
     assert ids1 == [ids0[1], ids0[0]]
     # A fast jump without overlap is still matched by centre distance.
-    ids2 = tracker.update([a + [60, 0, 60, 0]], 0.066)
+    ids2 = _ids(tracker.update([a + [60, 0, 60, 0]], 0.066))
     assert ids2 == [ids0[0]]
 
 
-def test_tracker_new_face_gets_new_id_and_old_tracks_expire():
-    tracker = FaceTracker(max_age=0.5)
-    first = tracker.update([[0, 0, 100, 100]], 0.0)[0]
-    assert tracker.update([], 0.1) == []
-    # Far away: a new face.
-    second = tracker.update([[500, 500, 600, 600]], 0.2)[0]
-    assert second != first
-    # After max_age the first track is gone; the same box gets a fresh id, never reused.
-    third = tracker.update([[0, 0, 100, 100]], 1.0)[0]
-    assert third not in (first, second)
+def test_lifecycle_tentative_confirmed_coasting_lost_ended():
+    tracker = FaceTracker(confirm_frames=3, coast_s=0.3, memory_s=1.0)
+    box, t = np.array([100, 100, 200, 200.0]), 0.0
+    states = []
+    for _ in range(3):
+        (track,) = tracker.update([box], t)
+        states.append(track.state)
+        t += 0.033
+    assert states == [TENTATIVE, TENTATIVE, CONFIRMED] and track.listed
+    first = track.id
+    # Missed for two frames: still listed (coasting), same track.
+    for _ in range(2):
+        assert tracker.update([], t) == []
+        assert tracker.tracks[first].state == COASTING and tracker.tracks[first].listed
+        t += 0.033
+    (track,) = tracker.update([box], t)
+    assert track.id == first and track.state == CONFIRMED
+    # Missed for longer than coast_s: lost (no longer listed) but remembered ...
+    t += 0.4
+    tracker.update([], t)
+    assert tracker.tracks[first].state == LOST and not tracker.tracks[first].listed
+    # ... and back where it was within memory_s: the same id, listed at once.
+    t += 0.5
+    (track,) = tracker.update([box + 5], t)
+    assert track.id == first and track.state == CONFIRMED
+    # Gone for longer than memory_s: ended; a face there later is a new, tentative track,
+    # also when it is the first frame after memory_s (no frame in between to end it).
+    tracker.update([], t + 0.5)
+    (track,) = tracker.update([box], t + 1.01)
+    assert track.id != first and track.state == TENTATIVE and first not in tracker.tracks
 
 
-def test_tracker_rejects_bad_boxes():
+def test_a_one_frame_false_face_is_never_listed():
+    tracker = FaceTracker(confirm_frames=3)
+    (flash,) = tracker.update([[10, 10, 40, 40]], 0.0)
+    assert flash.state == TENTATIVE
+    tracker.update([], 0.033)
+    assert flash.id not in tracker.tracks  # a tentative track ends at its first miss
+
+
+def test_a_face_passing_behind_another_gets_its_id_back():
+    """One face walks right at 300 px/s behind a standing one, hidden for 0.4 s."""
+    tracker = FaceTracker(confirm_frames=1)
+    still = np.array([300, 100, 400, 200.0])
+    dt, t, x = 1 / 30, 0.0, 100.0
+    a, b = tracker.update([[x, 100, x + 100, 200], still], t)
+    walker, stander = a.id, b.id
+    for _ in range(14):
+        t, x = t + dt, x + 300 * dt
+        a, b = tracker.update([[x, 100, x + 100, 200], still], t)
+        assert (a.id, b.id) == (walker, stander)
+    for _ in range(12):  # hidden: only the standing face is seen
+        t, x = t + dt, x + 300 * dt
+        (b,) = tracker.update([still], t)
+        assert b.id == stander
+    assert tracker.tracks[walker].state == LOST
+    t, x = t + dt, x + 300 * dt
+    a, b = tracker.update([[x, 100, x + 100, 200], still], t)
+    assert (a.id, b.id) == (walker, stander)
+
+
+def test_a_face_leaving_the_image_is_dropped_at_once():
+    tracker = FaceTracker(confirm_frames=1, coast_s=0.3)
+    t, x = 0.0, 500.0
+    for _ in range(10):  # moving right at 600 px/s towards the edge of a 640 px image
+        (track,) = tracker.update([[x, 100, x + 80, 180]], t, (640, 480))
+        t, x = t + 1 / 30, x + 20
+    tracker.update([], t, (640, 480))  # its predicted centre is outside: not listed
+    assert tracker.tracks[track.id].state == LOST
+
+
+def test_uids_are_random_letters_and_never_repeat():
+    uids = set()
+    for _ in range(20):
+        tracker = FaceTracker(confirm_frames=1)
+        for track in tracker.update([[0, 0, 10, 10], [50, 0, 60, 10]], 0.0):
+            assert re.fullmatch('[a-z]{5}', track.uid)
+            uids.add(track.uid)
+    assert len(uids) == 40  # 2 of 11.9 million each: a repeat would be a bug
+    assert new_uid({'aaaaa'}) != 'aaaaa'
+
+
+def test_tracker_rejects_bad_boxes_and_options():
     tracker = FaceTracker()
     with pytest.raises(ValueError, match='shape'):
         tracker.update([[0, 0, 1]], 0.0)
@@ -44,6 +129,10 @@ def test_tracker_rejects_bad_boxes():
         tracker.update([[0, 0, np.nan, 1]], 0.0)
     with pytest.raises(ValueError, match='x1 >= x0'):
         tracker.update([[10, 0, 0, 1]], 0.0)
+    with pytest.raises(ValueError, match='confirm_frames'):
+        FaceTracker(confirm_frames=0)
+    with pytest.raises(ValueError, match='memory_s'):
+        FaceTracker(memory_s=-1.0)
 
 
 def test_one_euro_reduces_jitter_and_follows_steps():

@@ -52,8 +52,7 @@ def corr():
 
 @pytest.fixture(scope='module')
 def renderer(ict, ict_npz):
-    from training.correspondence import make_renderer
-    from training.render import renderer_available
+    from training.render import make_renderer, renderer_available
 
     ok, why = renderer_available()
     if not ok:
@@ -188,7 +187,7 @@ def test_remeasured_correspondence_is_consistent(ict, ict_npz, corr, canonical_o
 
 
 def test_landmarks_stage_artifact_contract(tmp_path, ict_npz, canonical_obj):
-    from training import correspondence, faces, landmarks
+    from training import correspondence, faces, synth_landmarks
 
     cfg = {'seed': 3,
            'faces': {'source': 'ict', 'path': str(ict_npz), 'n_identities': 3,
@@ -200,7 +199,7 @@ def test_landmarks_stage_artifact_contract(tmp_path, ict_npz, canonical_obj):
                          'noise_px': 0.5, 'check_identities': 0}}
     dirs = {}
     for name, mod in (('faces', faces), ('correspondence', correspondence),
-                      ('landmarks', landmarks)):
+                      ('landmarks', synth_landmarks)):
         dirs[name] = tmp_path / name
         dirs[name].mkdir()
         summary = mod.run(cfg, dirs[name], dict(dirs))
@@ -228,8 +227,8 @@ def test_landmarks_stage_artifact_contract(tmp_path, ict_npz, canonical_obj):
 
 
 def test_bad_input_gives_clear_errors(renderer):
-    from training.landmarks import grid_values
     from training.render import project
+    from training.synth_landmarks import grid_values
 
     with pytest.raises(ValueError, match='bad grid spec'):
         grid_values([10, -10, 5])
@@ -249,7 +248,7 @@ def test_mediapipe_z_is_depth_along_the_line_of_sight(ict, corr, renderer, extra
     along the optical axis fits MediaPipe's z much worse.
     """
     from training.correspondence import landmarks_of, to_head_frame
-    from training.landmarks import Projector
+    from training.synth_landmarks import Projector
 
     coeffs = np.random.default_rng(7).normal(0, 1, len(ict.identity_modes))
     verts = to_head_frame(ict.vertices(coeffs), corr)
@@ -283,7 +282,7 @@ def test_apparent_samples_do_not_depend_on_where_the_face_is():
     """
     from nlml_hpe.features import normalise_landmarks
     from nlml_hpe.position import canonical_face_m
-    from training.landmarks import Projector
+    from training.synth_landmarks import Projector
 
     pts = np.repeat(canonical_face_m()[None] * 100.0, 4, axis=0)
     ang = np.array([[10.0, 30.0, -5.0]] * 4)
@@ -313,7 +312,7 @@ def test_renderer_survives_other_gl_contexts(ict, corr, renderer):
 
 def test_identity_response_scales_how_faces_differ(tmp_path, ict_npz):
     """``landmarks.identity_response``: [0, 0, 0] leaves only the mean face (and expressions)."""
-    from training import correspondence, faces, landmarks
+    from training import correspondence, faces, synth_landmarks
 
     def run(resp, name):
         cfg = {'seed': 3,
@@ -329,7 +328,7 @@ def test_identity_response_scales_how_faces_differ(tmp_path, ict_npz):
             cfg['landmarks']['identity_response'] = resp
         dirs = {}
         for stage, mod in (('faces', faces), ('correspondence', correspondence),
-                           ('landmarks', landmarks)):
+                           ('landmarks', synth_landmarks)):
             dirs[stage] = tmp_path / name / stage
             dirs[stage].mkdir(parents=True)
             mod.run(cfg, dirs[stage], dict(dirs))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nlml_hpe.benchmark import PROTOCOLS, _in_protocol
+from nlml_hpe.bench.aflw2000 import PROTOCOLS, in_protocol
 
 ANGLES = ('pitch', 'yaw', 'roll')  # column order of the benchmark's angles
 BINS = (-90.0, -40.0, -20.0, -5.0, 5.0, 20.0, 40.0, 90.0)
@@ -53,7 +53,7 @@ def report(paths, worst=5):
     images, gt, preds = load(paths)
     lines = []
     for name, bounds in PROTOCOLS.items():
-        sel = np.array([_in_protocol(g, bounds) for g in gt])
+        sel = np.array([in_protocol(g, bounds) for g in gt])
         g = gt[sel]
         lines.append(f'== {name} range: {int(sel.sum())} faces')
         for m, p in preds.items():

@@ -31,10 +31,10 @@ def main(argv=None):
     parser.add_argument('--limit', type=int, default=None)
     args = parser.parse_args(argv)
 
-    from nlml_hpe.benchmark import list_aflw2000, read_rgb
+    from nlml_hpe.bench.aflw2000 import list_aflw2000, read_rgb
+    from nlml_hpe.bench.legacy import LegacyLandmarkExtractor, available
     from nlml_hpe.estimator import HeadPoseEstimator
     from nlml_hpe.landmarks import LandmarkExtractor
-    from nlml_hpe.legacy_landmarks import LegacyLandmarkExtractor, available
     from nlml_hpe.model import default_model_dir, load_model
 
     if not available():

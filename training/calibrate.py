@@ -100,7 +100,8 @@ def _draw(cfg, opts, inputs, rng):
     """
     from .correspondence import load_correspondence
     from .faces import load_faces, load_source, sample_expressions
-    from .landmarks import Projector, render_mediapipe
+    from .synth_landmarks import Projector
+    from .synth_render import render_mediapipe
 
     faces = load_faces(inputs['faces'])
     ids_pool = faces['test_coeffs'] if len(faces['test_coeffs']) else faces['train_coeffs']

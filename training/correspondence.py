@@ -41,6 +41,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from .faces import load_source
+from .render import make_renderer, project
 
 #: ICT-FaceKit's facial skin region (the eyeballs, mouth socket, teeth and head
 #: back are excluded from the snapping target).
@@ -205,39 +206,17 @@ def sample_surface(buffer, points_px):
     return out
 
 
-def make_renderer(source, cfg_faces, size):
-    """Build a :class:`training.render.Renderer` for the configured source (ICT only)."""
-    from .render import Renderer, ict_appearance
+def _observe(source, coeffs, views, frame, tris, cfg_faces, camera):
+    """Render each identity at each view, read it, cast every landmark onto the mesh.
 
-    if source.name != 'ict':
-        raise ValueError(f'rendering needs the ICT-FaceKit source, not {source.name!r}')
-    with np.load(cfg_faces['path'], allow_pickle=False) as data:
-        landmark_verts = data['idx_to_landmark_verts']
-    tris, colours = ict_appearance(source.neutral, source.triangles, landmark_verts)
-    return Renderer(size[0], size[1], tris, colours)
-
-
-def mediapipe_correspondence(source, canonical, tris, cfg_faces, ccfg, rng):
-    """Measure the correspondence from MediaPipe run on renders (see module docstring).
-
-    Returns ``(fit dict, diagnostics dict)``; ``fit`` has the artifact fields.
+    ``camera`` is ``(size, focal, distance)``.  Returns ``(obs, records)``:
+    the landmarks carried to the neutral mesh ``(n_obs, 468, 3)`` (NaN where a
+    landmark missed the surface) and per render a record (None: no face).
     """
     from nlml_hpe.geometry import euler_to_matrix
     from nlml_hpe.landmarks import LandmarkExtractor
 
-    from .render import project
-
-    size = tuple(int(v) for v in ccfg.get('image_size', (640, 480)))
-    focal = float(ccfg.get('focal_px', 800.0))
-    distance = float(ccfg.get('distance_cm', 55.0))
-    views = [tuple(float(a) for a in v) for v in ccfg.get(
-        'views', [[0, 0, 0], [0, 15, 0], [0, -15, 0], [10, 0, 0], [-10, 0, 0],
-                  [0, 0, 15], [8, 10, -8]])]
-    n_ids = int(ccfg.get('n_identities', 8))
-    k = len(source.identity_modes)
-    coeffs = np.vstack([np.zeros((1, k)), rng.normal(0.0, 1.0, (max(n_ids - 1, 0), k))])
-    init = fit_canonical(canonical, source.neutral, tris)
-    frame = {'rotation': init['rotation'], 'translation': init['translation']}
+    size, focal, distance = camera
     renderer = make_renderer(source, cfg_faces, size)
     obs, records = [], []          # neutral-mesh points per observation; per-view records
     with LandmarkExtractor(max_faces=1) as extractor:
@@ -264,7 +243,50 @@ def mediapipe_correspondence(source, canonical, tris, cfg_faces, ccfg, rng):
     renderer.release()
     if not obs:
         raise RuntimeError('MediaPipe found no face in any correspondence render')
-    obs = np.stack(obs)                                          # (n_obs, 468, 3)
+    return np.stack(obs), records
+
+
+def _z_calibration(source, corr, records, frame, camera):
+    """MediaPipe's z against the correspondence projected, and the 2D agreement.
+
+    Returns ``(z_scale, z_rms, err2d (n, 468), zs)``: the slope of MediaPipe's z
+    on the projected depth, its residual, the per-landmark 2D distance (px)
+    and MediaPipe's centred z.
+    """
+    size, focal, distance = camera
+    zs, zp, err2d = [], [], []
+    for rec in records:
+        if rec is None:
+            continue
+        pts = landmarks_of(source, corr, rec['coeffs'][None])[0]
+        # The renders used the initial frame: project the points in that frame.
+        pts_init = to_head_frame(pts @ corr['rotation'].T + corr['translation'], frame)
+        proj = project(pts_init, rec['rot'], distance, focal, size)
+        err2d.append(np.linalg.norm(proj[:, :2] - rec['lm'][:, :2], axis=1))
+        zs.append(rec['lm'][:, 2] - rec['lm'][:, 2].mean())
+        zp.append(proj[:, 2] - proj[:, 2].mean())
+    zs, zp = np.concatenate(zs), np.concatenate(zp)
+    z_scale = float(zs @ zp / (zp @ zp))
+    z_rms = float(np.sqrt(np.mean((zs - z_scale * zp) ** 2)))
+    return z_scale, z_rms, np.stack(err2d), zs
+
+
+def mediapipe_correspondence(source, canonical, tris, cfg_faces, ccfg, rng):
+    """Measure the correspondence from MediaPipe run on renders (see module docstring).
+
+    Returns ``(fit dict, z_scale, diagnostics dict)``; ``fit`` has the artifact fields.
+    """
+    camera = (tuple(int(v) for v in ccfg.get('image_size', (640, 480))),
+              float(ccfg.get('focal_px', 800.0)), float(ccfg.get('distance_cm', 55.0)))
+    views = [tuple(float(a) for a in v) for v in ccfg.get(
+        'views', [[0, 0, 0], [0, 15, 0], [0, -15, 0], [10, 0, 0], [-10, 0, 0],
+                  [0, 0, 15], [8, 10, -8]])]
+    n_ids = int(ccfg.get('n_identities', 8))
+    k = len(source.identity_modes)
+    coeffs = np.vstack([np.zeros((1, k)), rng.normal(0.0, 1.0, (max(n_ids - 1, 0), k))])
+    init = fit_canonical(canonical, source.neutral, tris)
+    frame = {'rotation': init['rotation'], 'translation': init['translation']}
+    obs, records = _observe(source, coeffs, views, frame, tris, cfg_faces, camera)
     median = np.nanmedian(obs, 0)
     if not np.all(np.isfinite(median)):
         raise RuntimeError('some landmarks were never seen on the mesh surface')
@@ -283,21 +305,7 @@ def mediapipe_correspondence(source, canonical, tris, cfg_faces, ccfg, rng):
     # z calibration and 2D agreement: MediaPipe vs. the final correspondence projected.
     corr = {'tri_vertices': tris[tri], 'bary': bary, 'rotation': rot_c,
             'translation': trans_c}
-    zs, zp, err2d = [], [], []
-    for rec in records:
-        if rec is None:
-            continue
-        pts = landmarks_of(source, corr, rec['coeffs'][None])[0]
-        # The renders used the initial frame: project the points in that frame.
-        pts_init = to_head_frame(pts @ rot_c.T + trans_c, frame)
-        proj = project(pts_init, rec['rot'], distance, focal, size)
-        err2d.append(np.linalg.norm(proj[:, :2] - rec['lm'][:, :2], axis=1))
-        zs.append(rec['lm'][:, 2] - rec['lm'][:, 2].mean())
-        zp.append(proj[:, 2] - proj[:, 2].mean())
-    zs, zp = np.concatenate(zs), np.concatenate(zp)
-    z_scale = float(zs @ zp / (zp @ zp))
-    z_rms = float(np.sqrt(np.mean((zs - z_scale * zp) ** 2)))
-    err2d = np.stack(err2d)
+    z_scale, z_rms, err2d, zs = _z_calibration(source, corr, records, frame, camera)
     diag = {
         'renders': len(records), 'detected': int(len(obs)),
         'spread_cm_mean': round(float(spread.mean()), 3),
@@ -348,12 +356,11 @@ def pnp_frame_correction(source, corr, canonical, coeffs, focal=800.0, distance=
     import cv2
     from scipy.spatial.transform import Rotation
 
+    from nlml_hpe.camera import Camera
     from nlml_hpe.geometry import optical_to_viewer
 
-    from .render import project
-
     size = (640, 480)
-    k = np.array([[focal, 0, size[0] / 2.0], [0, focal, size[1] / 2.0], [0, 0, 1.0]])
+    k = Camera.pinhole(focal, *size).k
     rots = []
     for c in coeffs:
         pts = landmarks_of(source, corr, np.asarray(c)[None])[0]

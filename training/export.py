@@ -6,7 +6,7 @@ config, so tests never overwrite the shipped weights).  Metadata: version,
 creation time (UTC), angle ranges, the frame of the angles (``angle_frame``,
 see :mod:`nlml_hpe.estimator`), normalisation, the training config and its
 sha256, the synthetic test MAE and, when ``export.aflw2000`` is on and the
-AFLW2000 dev split and :func:`nlml_hpe.benchmark.run_aflw2000` are available,
+AFLW2000 dev split and :func:`nlml_hpe.bench.aflw2000.run_aflw2000` are available,
 the dev-split MAE (paper range and full range) of the exported model; else
 ``null``.  The calibration of stage 8 (when there is one) is stored in the
 weights file as ``calibration.<angle>`` tensors and described in the metadata.
@@ -44,7 +44,7 @@ def _aflw(cfg, out_dir, stage_dir):
     if not aflw_dir or not Path(aflw_dir).is_dir():
         return None, f'AFLW2000 dev split not found: {aflw_dir}'
     try:
-        from nlml_hpe.benchmark import run_aflw2000
+        from nlml_hpe.bench.aflw2000 import run_aflw2000
         from nlml_hpe.estimator import HeadPoseEstimator
     except ImportError as exc:
         return None, f'benchmark unavailable: {exc}'

@@ -15,6 +15,8 @@ import time
 
 import numpy as np
 
+from .render import make_renderer, renderer_available
+
 
 class FaceSource:
     """A face model in a fixed mesh topology.
@@ -118,15 +120,11 @@ def _render_examples(source, fcfg, coeffs, rng, path):
     """Render a few identities (with random expressions) at small poses; False if no GL."""
     from nlml_hpe.geometry import euler_to_matrix
 
-    from .render import renderer_available
-
     if source.name != 'ict' or not renderer_available()[0]:
         return False
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-
-    from .correspondence import make_renderer
 
     ecfg = fcfg.get('expressions', {}) or {}
     n = min(6, len(coeffs))

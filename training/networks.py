@@ -241,7 +241,7 @@ def expression_sensitivity(cfg, inputs, model, weight=0.5, n=200, seed=0):
 
     from .correspondence import face_model_available, landmarks_of, load_correspondence
     from .faces import load_faces, load_source
-    from .landmarks import Projector
+    from .synth_landmarks import Projector
 
     if not face_model_available(inputs):
         return {}  # external landmarks artifact: no face model at hand
@@ -297,7 +297,9 @@ def run(cfg, out_dir, inputs):
     from safetensors.torch import save_file
     import torch
 
-    from nlml_hpe.model import NLMLNet, PoseModel
+    from nlml_hpe.model import PoseModel
+
+    from .nlmlnet import NLMLNet, state_dict_to_numpy
 
     out_dir = Path(out_dir)
     opts = _options(cfg)
@@ -335,7 +337,7 @@ def run(cfg, out_dir, inputs):
     save_file({k: v.contiguous() for k, v in net.state_dict().items()},
               str(out_dir / 'net.safetensors'))
     np.savez(out_dir / 'latent_scaling.npz', mean=m, std=s)
-    model = PoseModel(net)
+    model = PoseModel(state_dict_to_numpy(net))
     summary = {'n_train': int(len(x)), 'n_test': int(len(test['x'])),
                'times_s': {'load': round(t_load, 1), 'heads': round(t_heads, 1),
                            'encoder': round(t_enc, 1), 'finetune': round(t_ft, 1)}}
@@ -344,7 +346,7 @@ def run(cfg, out_dir, inputs):
         summary['test_mae_deg'] = _mae_deg(ang_pred, test['ang'])
         summary['test_latent_rmse'] = float(np.sqrt(np.mean((lat_pred - test['lat']) ** 2)))
         # Heads alone on the exact cosine latents of the test angles (the ceiling).
-        summary['head_only_mae_deg'] = _mae_deg(model._decode(test['lat']), test['ang'])
+        summary['head_only_mae_deg'] = _mae_deg(model.decode(test['lat']), test['ang'])
     sub = np.random.default_rng(0).choice(len(x), size=min(5000, len(x)), replace=False)
     summary['train_mae_deg'] = _mae_deg(model.forward(x[sub])[1], ang[sub])
     sens = expression_sensitivity(cfg, inputs, model)

@@ -6,8 +6,9 @@ Usage (from the repository root)::
         [--workdir DIR] [--force STAGE ... | all] [--until STAGE] [--only STAGE] \
         [--landmarks PATH]
 
-Each stage is a module ``training.<stage>`` with ``run(cfg, out_dir, inputs) ->
-dict``.  After a stage succeeds the runner writes ``<out_dir>/stage.json``
+Each stage is a module ``training.<stage>`` (the landmarks stage's:
+``training.synth_landmarks``, see :data:`STAGE_MODULES`) with ``run(cfg,
+out_dir, inputs) -> dict``.  After a stage succeeds the runner writes ``<out_dir>/stage.json``
 (summary, elapsed seconds, hash of the config sections the stage depends on);
 a re-run skips a finished stage whose hash matches unless it is forced or an
 upstream stage re-ran.  ``<workdir>/pipeline.json`` records the whole run.
@@ -29,7 +30,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 STAGES = ('faces', 'correspondence', 'landmarks', 'tensor', 'decompose', 'manifolds',
-          'networks', 'calibrate', 'export')
+          'networks', 'calibrate', 'export', 'uncertainty')
+
+#: Module of each stage (``training.<module>``) where it is not the stage's name: the
+#: landmarks stage's is ``synth_landmarks`` (``landmarks`` is the run time's landmark stage).
+STAGE_MODULES = {'landmarks': 'synth_landmarks'}
 
 #: Config sections each stage depends on (besides ``seed``); a change re-runs the stage.
 STAGE_SECTIONS = {
@@ -43,6 +48,8 @@ STAGE_SECTIONS = {
     # Renders with the faces, correspondence and cameras of stages 1-3.
     'calibrate': ('calibrate', 'faces', 'landmarks'),
     'export': ('export',),
+    # Renders fresh faces with stages 1-3's face model and cameras; reads them with the export.
+    'uncertainty': ('uncertainty', 'faces', 'landmarks', 'export'),
 }
 
 #: Stages that produce the landmarks artifact (replaced by ``--landmarks PATH``).
@@ -203,11 +210,11 @@ def run_pipeline(cfg, *, workdir=None, force=(), until=None, only=None, landmark
             summary = (_link_landmarks(landmarks, out_dir) if stage == 'landmarks'
                        else {'note': 'skipped: external landmarks artifact'})
         else:
+            name = f'training.{STAGE_MODULES.get(stage, stage)}'
             try:
-                module = importlib.import_module(f'training.{stage}')
+                module = importlib.import_module(name)
             except ImportError as exc:
-                raise PipelineError(f'stage {stage!r}: cannot import training.{stage}: {exc}'
-                                    ) from exc
+                raise PipelineError(f'stage {stage!r}: cannot import {name}: {exc}') from exc
             summary = module.run(stage_cfg, out_dir, {s: inputs[s] for s in
                                                       STAGES[:STAGES.index(stage)]})
         elapsed = time.perf_counter() - t0

@@ -278,54 +278,15 @@ def ict_appearance(neutral, triangles, landmark_verts):
     return tris, colours
 
 
-class SyntheticHead:
-    """One ICT-FaceKit identity, ready to render at any pose (demos, tests).
+def make_renderer(source, cfg_faces, size):
+    """Build a :class:`Renderer` of ``size`` for a face source (ICT-FaceKit only).
 
-    ``identity`` (K,) coefficients (default: the mean face), ``expression`` (E,)
-    blendshape weights; the head frame is the correspondence's (the shipped one
-    by default), so :meth:`render` and :meth:`landmarks` agree with the training
-    data and with :mod:`nlml_hpe.geometry` angles.
+    ``source`` is a :class:`training.faces.FaceSource`; ``cfg_faces['path']`` its
+    model file (for the landmark vertices that outline lips and brows).
     """
-
-    def __init__(self, ict_npz, width=640, height=480, identity=None, expression=None,
-                 correspondence=None):
-        from .correspondence import SHIPPED, landmarks_of, make_renderer, to_head_frame
-        from .faces import ICTFaceKit
-
-        source = ICTFaceKit(ict_npz)
-        path = SHIPPED if correspondence is None else correspondence
-        with np.load(path, allow_pickle=False) as data:
-            self.corr = {k: data[k] for k in data.files}
-        k = len(source.identity_modes)
-        ident = np.zeros(k) if identity is None else np.asarray(identity, float)
-        if ident.shape != (k,):
-            raise ValueError(f'identity must have {k} coefficients, got {ident.shape}')
-        expr = None if expression is None else np.asarray(expression, float)
-        if expr is not None and expr.shape != (len(source.expression_modes),):
-            raise ValueError(f'expression must have {len(source.expression_modes)} weights')
-        self.size = (int(width), int(height))
-        self.vertices = to_head_frame(source.vertices(ident, expr), self.corr)
-        self.points = landmarks_of(source, self.corr, ident[None],
-                                   None if expr is None else expr[None])[0]
-        self.renderer = make_renderer(source, {'path': str(ict_npz)}, self.size)
-
-    def _camera(self, focal):
-        return float(max(self.size) if focal is None else focal)
-
-    def render(self, pitch, yaw, roll, distance=60.0, focal=None, offset_px=(0.0, 0.0)):
-        """RGB ``uint8 (H, W, 3)`` of the head at (pitch, yaw, roll) degrees."""
-        from nlml_hpe.geometry import euler_to_matrix
-
-        return self.renderer.render(self.vertices, euler_to_matrix(pitch, yaw, roll),
-                                    float(distance), self._camera(focal), offset_px)
-
-    def landmarks(self, pitch, yaw, roll, distance=60.0, focal=None, offset_px=(0.0, 0.0)):
-        """Projected MediaPipe-like landmarks ``(468, 3)`` for the same view as :meth:`render`."""
-        from nlml_hpe.geometry import euler_to_matrix
-
-        return project(self.points, euler_to_matrix(pitch, yaw, roll), float(distance),
-                       self._camera(focal), self.size, offset_px, float(self.corr['z_scale']))
-
-    def release(self):
-        """Free the GL context."""
-        self.renderer.release()
+    if source.name != 'ict':
+        raise ValueError(f'rendering needs the ICT-FaceKit source, not {source.name!r}')
+    with np.load(cfg_faces['path'], allow_pickle=False) as data:
+        landmark_verts = data['idx_to_landmark_verts']
+    tris, colours = ict_appearance(source.neutral, source.triangles, landmark_verts)
+    return Renderer(size[0], size[1], tris, colours)

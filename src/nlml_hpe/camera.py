@@ -14,7 +14,46 @@ from functools import lru_cache
 
 import numpy as np
 
-from .position import UNKNOWN_CAMERA_HFOV_DEG, check_camera_matrix, default_camera_matrix
+#: Horizontal field of view assumed for a camera without intrinsics (degrees):
+#: webcams and robot head cameras are mostly 55-70 deg.
+UNKNOWN_CAMERA_HFOV_DEG = 60.0
+
+
+def check_camera_matrix(camera_matrix):
+    """Validate a 3x3 pinhole intrinsic matrix and return it as float64."""
+    k = np.asarray(camera_matrix, dtype=np.float64)
+    if k.shape != (3, 3):
+        raise ValueError(f'camera_matrix must be 3x3, got shape {k.shape}')
+    if not np.all(np.isfinite(k)):
+        raise ValueError('camera_matrix contains NaN or inf')
+    if k[0, 0] <= 0 or k[1, 1] <= 0:
+        raise ValueError(f'camera_matrix focal lengths must be positive, got '
+                         f'fx={k[0, 0]:g}, fy={k[1, 1]:g}')
+    last = k[2].tolist()
+    if abs(last[0]) > 1e-8 or abs(last[1]) > 1e-8 or abs(last[2] - 1.0) > 1e-8:
+        raise ValueError(f'camera_matrix last row must be [0, 0, 1], got {k[2].tolist()}')
+    return k
+
+
+def default_camera_matrix(width, height, hfov_deg=None):
+    """Return intrinsics for an uncalibrated ``width x height`` camera (centred, square px).
+
+    Without ``hfov_deg`` the usual guess ``f = max(w, h)``; otherwise the focal
+    length of that horizontal field of view.
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f'image size must be positive, got {width}x{height}')
+    if hfov_deg is None:
+        f = float(max(width, height))
+    else:
+        f = (width / 2.0) / np.tan(np.radians(hfov_deg) / 2.0)
+    return intrinsics(f, f, width / 2.0, height / 2.0)
+
+
+def intrinsics(fx, fy, cx, cy):
+    """Return the 3x3 pinhole matrix ``K`` of focal lengths and principal point (pixels)."""
+    return np.array([[float(fx), 0.0, float(cx)], [0.0, float(fy), float(cy)],
+                     [0.0, 0.0, 1.0]])
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,9 +90,12 @@ class Camera:
     @classmethod
     def pinhole(cls, focal, width, height):
         """Return a calibrated centred camera of focal length ``focal`` (pixels)."""
-        f = float(focal)
-        return cls(np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]]),
-                   width, height)
+        return cls(intrinsics(focal, focal, width / 2.0, height / 2.0), width, height)
+
+    @classmethod
+    def from_intrinsics(cls, fx, fy, cx, cy, width, height):
+        """Return a calibrated camera of focal lengths ``fx, fy``, principal point ``cx, cy``."""
+        return cls(intrinsics(fx, fy, cx, cy), width, height)
 
     @property
     def size(self):

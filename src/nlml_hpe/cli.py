@@ -1,20 +1,20 @@
-"""``nlml-hpe`` command line: predict, benchmark, demo, train.
+"""``nlml-hpe`` command line: predict; benchmark, demo and train are dispatched lazily.
 
 Examples::
 
     nlml-hpe predict --json photo.jpg frames/ clip.mp4
     nlml-hpe predict --out annotated/ photo.jpg
     nlml-hpe benchmark aflw2000 /path/to/AFLW2000 [--json] [--limit N]
-    nlml-hpe benchmark speed [--frames N]
-    nlml-hpe benchmark position [--trials N]
-    nlml-hpe benchmark node ...   (nlml_hpe.node_benchmark)
-    nlml-hpe demo ...             (nlml_hpe.demo)
+    nlml-hpe benchmark speed | range | offaxis | position | node ...   (nlml_hpe.bench)
+    nlml-hpe demo ...             (nlml_hpe.bench.demo)
     nlml-hpe train ...            (training.pipeline, source checkout only)
 
 ``predict`` prints one line per input (with ``--json``, one strict JSON object:
 no NaN), an error line for every input it cannot read, skipped ones included;
 it exits 0 when every input gave a result, 1 when some did not, 2 when it
-cannot run at all (bad arguments, unusable model).
+cannot run at all (bad arguments, unusable model).  Its estimator flags are
+made from the options table (:mod:`nlml_hpe.flags`).  ``predict`` imports
+nothing of the bench wing (:mod:`nlml_hpe.bench`), which holds the rest.
 """
 
 import argparse
@@ -24,8 +24,11 @@ from pathlib import Path
 import sys
 import time
 
-from .options import EstimatorConfig
-from .tflite import DEFAULT_NUM_THREADS
+from .flags import add_option_flags, config_from_flags
+from .input_policy import printable
+
+# The CLI's bound of --max-faces (re-exported: the options table defines it).
+from .options import MAX_FACES as MAX_FACES
 
 IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm'}
 VIDEO_EXTS = {'.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg'}
@@ -33,8 +36,6 @@ VIDEO_EXTS = {'.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg'}
 
 #: Exit codes of ``nlml-hpe predict``.
 EXIT_OK, EXIT_SOME_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
-#: Largest --max-faces (as the node's max_faces: the options table's).
-MAX_FACES = EstimatorConfig.__dataclass_fields__['max_faces'].metadata['range'][1]
 
 
 def _json_line(obj):
@@ -114,7 +115,7 @@ def _report(args, name, poses, ms, ids=None):
         tags = [''] * len(poses) if ids is None else [f'face {i}: ' for i in ids]
         desc = '; '.join(f'{tag}yaw {p.yaw:+.1f} pitch {p.pitch:+.1f} roll {p.roll:+.1f}'
                          for tag, p in zip(tags, poses)) or 'no face'
-        print(f'{name}: {desc} ({ms:.1f} ms)', flush=True)
+        print(f'{printable(name)}: {desc} ({ms:.1f} ms)', flush=True)
 
 
 def _report_error(args, name, message, ms=None):
@@ -124,53 +125,43 @@ def _report_error(args, name, message, ms=None):
             line['ms'] = round(ms, 3)
         _print_json(line)
     else:
-        print(f'{name}: ERROR {message}', file=sys.stderr, flush=True)
+        print(f'{printable(name)}: ERROR {printable(message)}', file=sys.stderr, flush=True)
 
 
-def _predict_video(args, path, model, out_dir):
+def _predict_video(args, path, model, config, out_dir):
     """Report every frame of a video; return the number of frames without a result.
 
-    Each face carries its track id (:class:`~nlml_hpe.face_stream.FaceStream`,
-    tracking only: the angles reported are the estimator's, unsmoothed).
+    ``config`` is the estimator's :class:`~nlml_hpe.options.EstimatorConfig`
+    (flip averaging, unless set, is off in video).  Each face carries its track
+    id (:class:`~nlml_hpe.face_stream.FaceStream`, tracking only: the angles
+    reported are the estimator's, unsmoothed).  A video that ends before the
+    frames its container declares raises ``ValueError`` after its frames' lines
+    (:class:`~nlml_hpe.video.VideoReader`).
     """
     import cv2
 
     from .drawing import draw_poses
     from .estimator import HeadPoseEstimator
     from .face_stream import FaceStream
-    from .input_policy import MAX_SIDE
+    from .video import VideoReader
 
-    _check_regular_file(path)
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        cap.release()
-        raise ValueError(f'cannot open video {path}')
-    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    if max(size) > MAX_SIDE:
-        cap.release()
-        raise ValueError(f'video {path} declares {size[0]}x{size[1]} frames: more than the '
-                         f'maximum side of {MAX_SIDE} px')
+    video = VideoReader(path)  # a regular file, frames within the side limit
     writer = None
-    n = bad = 0
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    fps = fps if fps and math.isfinite(fps) and fps > 0 else 25.0
+    bad = 0
+    fps = video.fps
     stream = FaceStream(tracking=True, smoothing=False)
     try:
-        with HeadPoseEstimator(model, max_faces=args.max_faces, streaming=True,
-                               rigid_fusion=not args.no_fusion,
-                               perspective_warp=not args.no_warp) as est:
-            while True:
-                ok, bgr = cap.read()
-                if not ok:
-                    break
+        with HeadPoseEstimator(model, config=config, streaming=True) as est:
+            for frame in video:  # frames above the pixel budget come reduced
+                n, rgb = frame.index, frame.rgb
                 t0 = time.perf_counter()
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 poses = est.estimate(rgb)
-                tracked = {id(f.pose): f.id for f in stream.update(
-                    poses, n / fps, (rgb.shape[1], rgb.shape[0]))[0]}
+                listed, _ = stream.update(poses, n / fps, (rgb.shape[1], rgb.shape[0]))
+                tracked = {id(f.pose): f.id for f in listed + stream.tentative if f.seen}
                 ids = [tracked.get(id(p)) for p in poses]  # None: a non-finite pose
                 try:
-                    _report(args, f'{path}#{n}', poses, (time.perf_counter() - t0) * 1e3, ids)
+                    _report(args, f'{path}#{n}', frame.to_source(poses),
+                            (time.perf_counter() - t0) * 1e3, ids)
                 except ValueError as exc:  # one unusable frame: its own error line
                     _report_error(args, f'{path}#{n}', str(exc))
                     bad += 1
@@ -179,29 +170,14 @@ def _predict_video(args, path, model, out_dir):
                     if writer is None:
                         target = out_dir / f'{path.stem}_pose.mp4'
                         writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*'mp4v'),
-                                                 fps, (bgr.shape[1], bgr.shape[0]))
+                                                 fps, (rgb.shape[1], rgb.shape[0]))
                     writer.write(cv2.cvtColor(draw_poses(rgb, poses), cv2.COLOR_RGB2BGR))
-                n += 1
     finally:
-        cap.release()
+        video.close()
         if writer is not None:
             writer.release()
-    if n == 0:
-        raise ValueError(f'no frames could be decoded from {path}')
+    video.check_complete()  # read fewer frames than declared: an error line, exit code 1
     return bad
-
-
-def _check_regular_file(path):
-    import stat
-
-    from .input_policy import file_kind
-
-    try:
-        mode = Path(path).stat().st_mode
-    except OSError as exc:
-        raise ValueError(f'cannot read {path}: {exc.strerror}') from None
-    if not stat.S_ISREG(mode):
-        raise ValueError(f'{path} is not a regular file ({file_kind(mode)})')
 
 
 def cmd_predict(args):
@@ -215,12 +191,13 @@ def cmd_predict(args):
 
     from .drawing import draw_poses
     from .estimator import HeadPoseEstimator
-    from .input_policy import read_image_file
+    from .input_policy import read_image
     from .model import default_model_dir, load_model
 
-    if not 1 <= args.max_faces <= MAX_FACES:
-        print(f'nlml-hpe predict: --max-faces must be in 1..{MAX_FACES}, got {args.max_faces}',
-              file=sys.stderr)
+    try:
+        config = config_from_flags(args, args.option_specs)
+    except ValueError as exc:
+        print(f'nlml-hpe predict: {exc}', file=sys.stderr)
         return EXIT_CANNOT_RUN
     model = load_model(args.model or default_model_dir())
     out_dir = None
@@ -228,10 +205,7 @@ def cmd_predict(args):
         out_dir = Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
-    with HeadPoseEstimator(model, max_faces=args.max_faces, streaming=False,
-                           flip_average=not args.no_flip,
-                           rigid_fusion=not args.no_fusion,
-                           perspective_warp=not args.no_warp) as est:
+    with HeadPoseEstimator(model, config=config, streaming=False) as est:
         # Load the face models now so "ms" measures the per-image work only.
         est.estimate(np.zeros((64, 64, 3), np.uint8))
         for path, kind in _expand_inputs(args.inputs):
@@ -242,11 +216,13 @@ def cmd_predict(args):
                 if kind.startswith('skip: '):
                     raise ValueError(kind)
                 if kind == 'video':
-                    failures += bool(_predict_video(args, path, model, out_dir))
+                    failures += bool(_predict_video(args, path, model, config, out_dir))
                     continue
-                rgb = read_image_file(path)
+                decoded = read_image(path)  # a large JPEG: at 1/2, 1/4 or 1/8 scale
+                rgb = decoded.rgb
                 poses = est.estimate(rgb)
-                _report(args, str(path), poses, (time.perf_counter() - t0) * 1e3)
+                _report(args, str(path), decoded.to_source(poses),
+                        (time.perf_counter() - t0) * 1e3)
                 if out_dir is not None:
                     target = out_dir / f'{path.stem}_pose.png'
                     cv2.imwrite(str(target), cv2.cvtColor(draw_poses(rgb, poses),
@@ -257,188 +233,6 @@ def cmd_predict(args):
                     f'{type(exc).__name__}: {exc}'
                 _report_error(args, str(path), message, (time.perf_counter() - t0) * 1e3)
     return EXIT_SOME_FAILED if failures else EXIT_OK
-
-
-def _load_estimator_or_none(model_path, streaming=False, flip_average=None, rigid_fusion=True,
-                            perspective_warp=True, max_faces=5, num_threads=None):
-    from .estimator import HeadPoseEstimator
-    from .model import ModelFileError
-
-    options = {} if num_threads is None else {'num_threads': num_threads}
-    try:
-        return HeadPoseEstimator.from_pretrained(model_path, streaming=streaming,
-                                                 max_faces=max_faces,
-                                                 flip_average=flip_average,
-                                                 rigid_fusion=rigid_fusion,
-                                                 perspective_warp=perspective_warp,
-                                                 **options), None
-    except ModelFileError as exc:
-        return None, str(exc)
-
-
-def _legacy_or_exit(command):
-    from .legacy_landmarks import available
-
-    if not available():
-        raise SystemExit(f'nlml-hpe benchmark {command}: the legacy MediaPipe graph '
-                         '(mediapipe==0.10.21, an optional test dependency) is not installed')
-
-
-def cmd_benchmark_aflw(args):
-    """AFLW2000-3D accuracy benchmark (model and baseline side by side)."""
-    from .benchmark import format_aflw2000, run_aflw2000
-
-    est, error = _load_estimator_or_none(args.model, flip_average=not args.no_flip,
-                                         rigid_fusion=not args.no_fusion,
-                                         perspective_warp=not args.no_warp)
-    if est is None:
-        print(f'warning: model unavailable ({error}); running the baseline only',
-              file=sys.stderr)
-    elif args.legacy:
-        _legacy_or_exit('aflw2000')
-        from .estimator import HeadPoseEstimator
-        from .legacy_landmarks import LegacyLandmarkExtractor
-        est = HeadPoseEstimator(est.model, LegacyLandmarkExtractor(max_faces=5),
-                                flip_average=not args.no_flip, rigid_fusion=not args.no_fusion,
-                                perspective_warp=not args.no_warp)
-    try:
-        result = run_aflw2000(args.directory, est, limit=args.limit,
-                              progress=not args.json and sys.stderr.isatty())
-    finally:
-        if est is not None:
-            est.close()
-    if error:
-        result['model_error'] = error
-    result['landmarks'] = 'legacy MediaPipe graph' if args.legacy else 'nlml_hpe'
-    print(json.dumps(result, indent=2) if args.json else
-          f"landmarks: {result['landmarks']}\n" + format_aflw2000(result))
-    return 0
-
-
-def _default_face_image():
-    """Return an image with one face: the shipped demo clip's frontal frame."""
-    from importlib import resources
-
-    return resources.files('nlml_hpe') / 'data' / 'demo' / '000.jpg'
-
-
-def cmd_benchmark_speed(args):
-    """Per-frame speed in streaming mode, beside the legacy graph."""
-    from .benchmark import read_rgb
-    from .estimator import HeadPoseEstimator
-    from .landmarks import LandmarkExtractor
-    from .model import default_model_dir, load_model
-    from .speed_benchmark import format_speed, run_speed
-    from .tflite import check_num_threads
-
-    image = Path(args.image) if args.image else _default_face_image()
-    try:
-        threads = check_num_threads(args.threads)
-        rgb = read_rgb(image)
-    except ValueError as exc:
-        raise SystemExit(f'nlml-hpe benchmark speed: {exc}') from None
-    with LandmarkExtractor(num_threads=threads) as ex:
-        found = ex.extract(rgb)
-    if not found:
-        raise SystemExit(f'nlml-hpe benchmark speed: no face found in {image}')
-    legacy = not args.no_legacy
-    if legacy:
-        _legacy_or_exit('speed (or give --no-legacy)')
-    model = load_model(default_model_dir() if args.model is None else args.model)
-
-    def make(is_legacy, **options):
-        options = {'max_faces': args.max_faces, **options}
-        if is_legacy:
-            from .legacy_landmarks import LegacyLandmarkExtractor
-            return HeadPoseEstimator(model, LegacyLandmarkExtractor(
-                max_faces=options['max_faces'], streaming=True), streaming=True, **options)
-        return HeadPoseEstimator(model, streaming=True, num_threads=threads, **options)
-
-    result = run_speed(make, rgb, found[0], frames=args.frames, legacy=legacy)
-    result['image'] = str(image)
-    result['num_threads'] = threads
-    print(json.dumps(result, indent=2) if args.json else format_speed(result))
-    return 0
-
-
-def cmd_benchmark_range(args):
-    """Measure detection rate and accuracy by face size, beside the legacy graph."""
-    from .estimator import HeadPoseEstimator
-    from .model import default_model_dir, load_model
-    from .range_benchmark import FACE_WIDTHS, FRAMES, format_range, run_range
-
-    model = load_model(default_model_dir() if args.model is None else args.model)
-    estimators = {'nlml_hpe': HeadPoseEstimator(model, flip_average=False)}
-    if not args.no_legacy:
-        _legacy_or_exit('range (or give --no-legacy)')
-        from .legacy_landmarks import LegacyLandmarkExtractor
-        estimators['legacy'] = HeadPoseEstimator(model, LegacyLandmarkExtractor(max_faces=5),
-                                                 flip_average=False)
-    frames = FRAMES
-    if args.frames:
-        try:
-            frames = [tuple(int(v) for v in f.lower().split('x')) for f in args.frames]
-        except ValueError:
-            raise SystemExit('nlml-hpe benchmark range: --frames takes WxH sizes') from None
-    try:
-        result = run_range(args.directory, estimators, widths=args.widths or FACE_WIDTHS,
-                           frames=frames, limit=args.limit,
-                           progress=not args.json and sys.stderr.isatty())
-    except ValueError as exc:
-        raise SystemExit(f'nlml-hpe benchmark range: {exc}') from None
-    finally:
-        for est in estimators.values():
-            est.close()
-    print(json.dumps(result, indent=2) if args.json else format_range(result))
-    return 0
-
-
-def cmd_benchmark_off_axis(args):
-    """Pose consistency of faces moved off the optical axis, with and without re-reading."""
-    from .benchmark import OFF_AXIS_TURNS, format_off_axis, run_off_axis
-    from .estimator import HeadPoseEstimator
-    from .model import ModelFileError, default_model_dir, load_model
-
-    turns = OFF_AXIS_TURNS
-    if args.turns:
-        try:
-            turns = [tuple(float(v) for v in t.split(',')) for t in args.turns]
-        except ValueError:
-            turns = None
-        if not turns or any(len(t) != 2 for t in turns):
-            raise SystemExit('nlml-hpe benchmark offaxis: --turns takes YAW,PITCH pairs '
-                             '(degrees), e.g. --turns 15,0 -20,10')
-    try:
-        model = load_model(default_model_dir() if args.model is None else args.model)
-    except ModelFileError as exc:
-        raise SystemExit(f'nlml-hpe benchmark offaxis: {exc}') from exc
-    flip = not args.no_flip
-    estimators = {  # one model, read once: with and without re-reading
-        'nlml_hpe': HeadPoseEstimator(model, flip_average=flip, perspective_warp=True),
-        'nlml_hpe_no_warp': HeadPoseEstimator(model, flip_average=flip, perspective_warp=False)}
-    try:
-        result = run_off_axis(args.directory, estimators, turns=turns, limit=args.limit,
-                              progress=not args.json)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f'nlml-hpe benchmark offaxis: {exc}') from exc
-    finally:
-        for est in estimators.values():
-            est.close()
-    print(json.dumps(result, indent=2) if args.json else format_off_axis(result))
-    return 0
-
-
-def cmd_benchmark_position(args):
-    """Position accuracy on synthetic faces."""
-    from .position import synthetic_accuracy
-
-    result = synthetic_accuracy(n_trials=args.trials, seed=args.seed)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for key, val in result.items():
-            print(f'{key}: {val}')
-    return 0
 
 
 def _dispatch_train(argv):
@@ -454,11 +248,30 @@ def _dispatch_train(argv):
     return pipeline.main(argv)
 
 
+def _dispatch_benchmark(argv):
+    from .bench.commands import main as benchmark_main
+
+    return benchmark_main(argv)
+
+
+def _dispatch_demo(argv):
+    from .bench.demo import main as demo_main
+
+    return demo_main(argv)
+
+
+#: Subcommands run by other modules, imported only when asked for: name -> (runner, help).
+DISPATCHED = {
+    'benchmark': (_dispatch_benchmark, 'accuracy and speed benchmarks (nlml_hpe.bench)'),
+    'demo': (_dispatch_demo, 'ROS demo: the node on a bundled clip (nlml_hpe.bench.demo)'),
+    'train': (_dispatch_train, 'offline training pipeline (source checkout)'),
+}
+
+
 def build_parser():
-    """Return the argument parser (predict and benchmark subcommands)."""
+    """Return the argument parser of ``predict`` (the other subcommands are listed only)."""
     parser = argparse.ArgumentParser(prog='nlml-hpe', description=__doc__.split('\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog='Also: benchmark node ..., demo ..., train ...')
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='command', required=True)
     pred = sub.add_parser('predict', help='estimate head poses in images, dirs and videos',
                           description='One line per input, an error line for each input '
@@ -468,95 +281,17 @@ def build_parser():
     pred.add_argument('--json', action='store_true', help='one JSON object per image per line')
     pred.add_argument('--out', metavar='DIR', help='write annotated images/videos here')
     pred.add_argument('--model', metavar='PATH', help='model directory or .safetensors file')
-    pred.add_argument('--max-faces', type=int, default=5,
-                      help=f'faces per image at most, 1..{MAX_FACES} (default 5)')
-    pred.add_argument('--no-flip', action='store_true',
-                      help='images: skip flip averaging (no mirrored crop read); '
-                           'videos never flip')
-    pred.add_argument('--no-fusion', action='store_true',
-                      help="the network's angles alone, without the rigid fit's")
-    pred.add_argument('--no-warp', action='store_true',
-                      help='do not re-read faces far off the optical axis from a view turned '
-                           'onto them')
-    pred.set_defaults(func=cmd_predict)
-
-    bench = sub.add_parser('benchmark', help='accuracy and speed benchmarks')
-    bsub = bench.add_subparsers(dest='benchmark', required=True)
-    aflw = bsub.add_parser('aflw2000', help='MAE of model and solvePnP baseline on AFLW2000-3D')
-    aflw.add_argument('directory', metavar='DIR')
-    aflw.add_argument('--json', action='store_true')
-    aflw.add_argument('--limit', type=int, default=None, help='use the first N images')
-    aflw.add_argument('--model', metavar='PATH')
-    aflw.add_argument('--no-flip', action='store_true',
-                      help='score the model without flip averaging')
-    aflw.add_argument('--no-fusion', action='store_true',
-                      help="score the network's angles alone (no rigid fusion)")
-    aflw.add_argument('--no-warp', action='store_true',
-                      help='no line-of-sight re-reading of off-axis faces')
-    aflw.add_argument('--legacy', action='store_true',
-                      help='landmarks from the legacy MediaPipe graph (optional mediapipe '
-                           "0.10.21) instead of the project's landmark stage")
-    aflw.set_defaults(func=cmd_benchmark_aflw)
-    speed = bsub.add_parser('speed', help='streaming per-frame time: one face at 640x480 and '
-                            '1280x720, off the axis, crowds; beside the legacy graph')
-    speed.add_argument('--frames', type=int, default=300, help='timed frames per row')
-    speed.add_argument('--image', metavar='FACE', help='image with one face (default: the '
-                       "shipped demo clip's frontal frame)")
-    speed.add_argument('--model', metavar='PATH')
-    speed.add_argument('--max-faces', type=int, default=5, choices=range(1, 21),
-                       metavar='1..20', help='faces tracked at most (default 5, as the node)')
-    speed.add_argument('--threads', type=int, default=DEFAULT_NUM_THREADS,
-                       help=f'num_threads (default {DEFAULT_NUM_THREADS}, as the node)')
-    speed.add_argument('--no-legacy', action='store_true',
-                       help='skip the legacy MediaPipe graph (needs mediapipe 0.10.21)')
-    speed.add_argument('--json', action='store_true')
-    speed.set_defaults(func=cmd_benchmark_speed)
-    rng = bsub.add_parser('range', help='detection rate and MAE by face size (0.5-6 m) in '
-                          '640x480 and 1280x720 frames, beside the legacy graph')
-    rng.add_argument('directory', metavar='DIR', help='AFLW2000-3D images with .mat labels')
-    rng.add_argument('--limit', type=int, default=None, help='use the first N paper-range faces')
-    rng.add_argument('--widths', type=int, nargs='+', metavar='PX',
-                     help='face widths (default: 160 100 70 50 40 28)')
-    rng.add_argument('--frames', nargs='+', metavar='WxH',
-                     help='frame sizes (default: 640x480 1280x720)')
-    rng.add_argument('--model', metavar='PATH')
-    rng.add_argument('--no-legacy', action='store_true',
-                     help='skip the legacy MediaPipe graph (needs mediapipe 0.10.21)')
-    rng.add_argument('--json', action='store_true')
-    rng.set_defaults(func=cmd_benchmark_range)
-    off = bsub.add_parser('offaxis', help='pose consistency of faces moved off the optical '
-                          'axis (the same photo seen by a turned camera)')
-    off.add_argument('directory', metavar='DIR', help='images with one face each (*.jpg)')
-    off.add_argument('--limit', type=int, default=20, help='use the first N images')
-    off.add_argument('--turns', nargs='+', metavar='YAW,PITCH',
-                     help='camera turns in degrees (default: 15,0 0,15 -15,-8 28,-12)')
-    off.add_argument('--model', metavar='PATH')
-    off.add_argument('--no-flip', action='store_true',
-                     help='one MediaPipe pass per view (as the node by default)')
-    off.add_argument('--json', action='store_true')
-    off.set_defaults(func=cmd_benchmark_off_axis)
-    pos = bsub.add_parser('position', help='position accuracy on synthetic faces')
-    pos.add_argument('--trials', type=int, default=1000)
-    pos.add_argument('--seed', type=int, default=0)
-    pos.add_argument('--json', action='store_true')
-    pos.set_defaults(func=cmd_benchmark_position)
-    bsub.add_parser('node', help='ROS node benchmark (nlml_hpe.node_benchmark)')
-    sub.add_parser('demo', help='ROS demo (nlml_hpe.demo)')
-    sub.add_parser('train', help='offline training pipeline (source checkout)')
+    pred.set_defaults(func=cmd_predict, option_specs=add_option_flags(pred))
+    for name, (_, text) in DISPATCHED.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
 def main(argv=None):
     """Entry point of ``nlml-hpe``; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ['benchmark', 'node']:
-        from . import node_benchmark
-        return node_benchmark.main(argv[2:])
-    if argv[:1] == ['demo']:
-        from . import demo
-        return demo.main(argv[1:])
-    if argv[:1] == ['train']:
-        return _dispatch_train(argv[1:])
+    if argv and argv[0] in DISPATCHED:
+        return DISPATCHED[argv[0]][0](argv[1:])
     args = build_parser().parse_args(argv)
     from .model import ModelFileError
     try:

@@ -252,18 +252,6 @@ def rotation_angle_deg(a, b):
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
-def gaze_offset_deg(rot_optical_face, position_optical):
-    """Angle between the face's forward axis and the ray from the head to the camera.
-
-    ``rot_optical_face`` is the REP-155 face frame in the optical frame (its first
-    column is the facing direction); ``position_optical`` is the head position in
-    the optical frame.  0 means looking straight into the camera.
-    """
-    forward = np.asarray(rot_optical_face, float)[..., :, 0]
-    to_camera = -np.asarray(position_optical, float)
-    return angle_between_deg(forward, to_camera)
-
-
 def gaze_frame_quaternion(rot):
     """REP-155 gaze frame orientation ``(x, y, z, w)`` of faces with axes ``rot`` (columns).
 

@@ -66,6 +66,7 @@ from .features import (
 )
 from .geometry import FEW_FACES, box_iou
 from .images import as_rgb_uint8
+from .options import DETECTOR_KINDS, EstimatorConfig
 from .tflite import (
     DEFAULT_NUM_THREADS,
     LANDMARK_MODEL,
@@ -74,17 +75,11 @@ from .tflite import (
     model_path,
 )
 
-#: Streaming: frames between two looks for new faces while faces are tracked.
-DEFAULT_DETECTION_INTERVAL = 10
-#: Smallest face (pixels, about the width of the face) the detection plan finds.
-DEFAULT_MIN_FACE_PX = 24.0
-#: Detection plans: ``auto`` (default) short-range on the whole frame, full-range on
-#: the whole frame and tiles; ``short`` / ``full``: that model alone.
-DETECTOR_KINDS = ('auto', 'short', 'full')
-DEFAULT_DETECTOR = 'auto'
-#: A new face is read again this many times from its own landmarks' ROI (what the
-#: tracker does from frame to frame); 0 = from the detector's ROI only (legacy graph).
-DEFAULT_REFINE = 1
+#: Defaults of the landmark stage: the options table's (:mod:`nlml_hpe.options`).
+DEFAULT_DETECTION_INTERVAL = EstimatorConfig.detection_interval
+DEFAULT_MIN_FACE_PX = EstimatorConfig.min_face_px
+DEFAULT_DETECTOR = EstimatorConfig.detector
+DEFAULT_REFINE = EstimatorConfig.refine
 #: A short-range detection of a face at least this wide in its 128-px input is a near
 #: face, kept over the full-range model's; smaller ones it places poorly.
 NEAR_FACE_INPUT_PX = 30.0

@@ -21,8 +21,9 @@ face and finite ones on turned copies.  Every failure, whatever raised it
 
 Inference is numpy-only: :func:`load_model` reads the weights with
 ``safetensors.numpy`` and :class:`PoseModel` runs the MLPs in float32 numpy, so
-the ROS node never imports torch.  The torch module :class:`NLMLNet` (used for
-training) and :func:`save_model` import torch lazily, on first use.
+the ROS node never imports torch.  The torch module of the same architecture,
+used for training, is ``training.nlmlnet.NLMLNet`` (it takes its sizes from
+here).
 """
 
 from functools import lru_cache
@@ -115,7 +116,7 @@ def check_calibration(coeffs, name='calibration'):
 
 
 def _linear_keys(prefix, sizes):
-    """``[(weight_key, bias_key, (out, in)), ...]`` of an MLP built by ``_mlp``.
+    """``[(weight_key, bias_key, (out, in)), ...]`` of an MLP of layer ``sizes``.
 
     ``nn.Sequential`` numbers Linear layers 0, 2, 4, ... (activations between).
     """
@@ -135,79 +136,18 @@ def expected_shapes():
     return shapes
 
 
-# --------------------------------------------------------------------------- torch (training)
-
-_TORCH_CLASSES = {}
-
-
-def _build_nlmlnet():
-    import torch
-    from torch import nn
-
-    def _mlp(sizes, last_hidden_act=nn.ReLU):
-        layers = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(nn.Linear(a, b))
-            if i < len(sizes) - 2:
-                last_hidden = i == len(sizes) - 3
-                layers.append(last_hidden_act() if last_hidden else nn.ReLU())
-        return nn.Sequential(*layers)
-
-    class NLMLNet(nn.Module):
-        """Encoder + three heads.  Input: normalised landmark features ``(N, 1404)``."""
-
-        def __init__(self):
-            super().__init__()
-            self.encoder = _mlp(ENCODER_SIZES, last_hidden_act=nn.Tanh)
-            self.heads = nn.ModuleList(_mlp(HEAD_SIZES) for _ in LATENT_ANGLES)
-            self.register_buffer('feature_mean', torch.zeros(N_FEATURES))
-            self.register_buffer('feature_std', torch.ones(N_FEATURES))
-
-        def encode(self, features):
-            """Map features ``(N, 1404)`` to latents ``(N, 9)``."""
-            return self.encoder((features - self.feature_mean) / self.feature_std)
-
-        def decode(self, latents):
-            """Map latents ``(N, 9)`` to ``(N, 3)`` radians, ordered yaw, pitch, roll."""
-            return torch.cat([head(latents[:, 3 * i:3 * i + 3])
-                              for i, head in enumerate(self.heads)], dim=1)
-
-        def forward(self, features):
-            """Return ``(latents, angles)``; angles are radians ordered yaw, pitch, roll."""
-            latents = self.encode(features)
-            return latents, self.decode(latents)
-
-    NLMLNet.__module__ = __name__
-    return NLMLNet
-
-
-def __getattr__(name):
-    """Create the torch module class :class:`NLMLNet` lazily (PEP 562)."""
-    if name == 'NLMLNet':
-        if name not in _TORCH_CLASSES:
-            _TORCH_CLASSES[name] = _build_nlmlnet()
-        return _TORCH_CLASSES[name]
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-
-
-def state_dict_to_numpy(net):
-    """Return a torch module's state dict as float32 numpy arrays."""
-    return {k: v.detach().cpu().float().numpy() for k, v in net.state_dict().items()}
-
-
 # --------------------------------------------------------------------------- numpy inference
 
 class PoseModel:
     """Numpy-in, numpy-out model: features ``(N, 1404)`` -> ``(N, 3)`` pitch, yaw, roll (deg).
 
-    ``weights`` is a state dict (name -> array) as written by :func:`save_model`;
-    a torch ``NLMLNet`` is accepted too (converted once).  The forward pass is
-    float32 numpy and matches the torch forward within 1e-4.
+    ``weights`` is a state dict (name -> array) as written by :func:`save_model`
+    (a torch ``training.nlmlnet.NLMLNet``'s through
+    ``training.nlmlnet.state_dict_to_numpy``).  The forward pass is float32
+    numpy and matches the torch forward within 1e-4.
     """
 
     def __init__(self, weights, metadata=None):
-        if hasattr(weights, 'state_dict'):
-            weights = state_dict_to_numpy(weights)
         _check_state(weights, '<in-memory weights>')
         w = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
         self.metadata = dict(metadata or {})
@@ -360,17 +300,16 @@ def _check_state(state, name):
             raise ModelFileError(str(exc)) from exc
 
 
-def save_model(net, directory, metadata):
+def save_model(state, directory, metadata):
     """Write ``nlml_hpe.safetensors`` and ``nlml_hpe.json`` into ``directory``.
 
-    ``net`` is a torch ``NLMLNet`` or a numpy state dict.
+    ``state`` is a state dict of numpy arrays (tensor name -> array).
     """
     from safetensors.numpy import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = state_dict_to_numpy(net) if hasattr(net, 'state_dict') else dict(net)
-    state = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
+    state = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in dict(state).items()}
     save_file(state, str(directory / WEIGHTS_NAME), metadata={'format': 'pt'})
     (directory / METADATA_NAME).write_text(json.dumps(metadata, indent=2, sort_keys=True) + '\n')
     return directory / WEIGHTS_NAME

@@ -14,9 +14,10 @@ behind the nose, between the ears), in metres in the camera optical frame.
 
 Accuracy depends on how much the real head differs from the mean face: a head
 10 % larger than the mean appears 10 % nearer.  Measured on synthetic faces
-(``nlml-hpe benchmark position``: 1000 trials, head size N(1, 7 %), 2 mm
-per-vertex shape noise, 1 px landmark noise, 3 deg rotation error, poses in
-yaw +-50 / pitch +-40 / roll +-30 deg, 0.4-3 m away, f = 600 px at 640x480):
+(``nlml-hpe benchmark position``, :mod:`nlml_hpe.bench.position`: 1000
+trials, head size N(1, 7 %), 2 mm per-vertex shape noise, 1 px landmark noise,
+3 deg rotation error, poses in yaw +-50 / pitch +-40 / roll +-30 deg, 0.4-3 m
+away, f = 600 px at 640x480):
 median position error 5.1 % of the distance (p95 14 %), i.e. 7 cm median at
 these distances.  Without head-size variation the median is 1.2 % (p95 3 %):
 the unknown head size dominates.
@@ -27,6 +28,11 @@ from importlib import resources
 
 import numpy as np
 
+# The camera's intrinsics moved to camera.py; these three names are re-exported for
+# the modules that still import them from here (baseline, estimator, face_stream).
+from .camera import UNKNOWN_CAMERA_HFOV_DEG as UNKNOWN_CAMERA_HFOV_DEG
+from .camera import check_camera_matrix
+from .camera import default_camera_matrix as default_camera_matrix
 from .features import N_LANDMARKS, landmark_centroids
 from .geometry import line_of_sight_rotation
 
@@ -38,42 +44,6 @@ def canonical_face_m():
         pts = np.load(f).astype(np.float64) / 100.0
     pts.setflags(write=False)
     return pts
-
-
-def check_camera_matrix(camera_matrix):
-    """Validate a 3x3 pinhole intrinsic matrix and return it as float64."""
-    k = np.asarray(camera_matrix, dtype=np.float64)
-    if k.shape != (3, 3):
-        raise ValueError(f'camera_matrix must be 3x3, got shape {k.shape}')
-    if not np.all(np.isfinite(k)):
-        raise ValueError('camera_matrix contains NaN or inf')
-    if k[0, 0] <= 0 or k[1, 1] <= 0:
-        raise ValueError(f'camera_matrix focal lengths must be positive, got '
-                         f'fx={k[0, 0]:g}, fy={k[1, 1]:g}')
-    last = k[2].tolist()
-    if abs(last[0]) > 1e-8 or abs(last[1]) > 1e-8 or abs(last[2] - 1.0) > 1e-8:
-        raise ValueError(f'camera_matrix last row must be [0, 0, 1], got {k[2].tolist()}')
-    return k
-
-
-#: Horizontal field of view assumed for a camera without intrinsics (degrees):
-#: webcams and robot head cameras are mostly 55-70 deg.
-UNKNOWN_CAMERA_HFOV_DEG = 60.0
-
-
-def default_camera_matrix(width, height, hfov_deg=None):
-    """Return intrinsics for an uncalibrated ``width x height`` camera (centred, square px).
-
-    Without ``hfov_deg`` the usual guess ``f = max(w, h)``; otherwise the focal
-    length of that horizontal field of view.
-    """
-    if width <= 0 or height <= 0:
-        raise ValueError(f'image size must be positive, got {width}x{height}')
-    if hfov_deg is None:
-        f = float(max(width, height))
-    else:
-        f = (width / 2.0) / np.tan(np.radians(hfov_deg) / 2.0)
-    return np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
 
 
 def estimate_position(landmarks_px, rotation_optical, camera_matrix, model_points=None):
@@ -170,54 +140,3 @@ def camera_frame_poses(landmarks, rotations_los, kinv):
     ahead = t[:, 2] > 0  # else degenerate landmarks: keep the centroid's ray
     rays[ahead] = t[ahead]
     return line_of_sight_rotation(rays) @ rotations_los, t
-
-
-def synthetic_accuracy(n_trials=500, seed=0, width=640, height=480, focal=600.0,
-                       scale_sd=0.07, shape_noise_m=0.002, pixel_noise=1.0,
-                       rotation_noise_deg=3.0, distance_range=(0.4, 3.0)):
-    """Measure :func:`estimate_position` on synthetic projections of perturbed faces.
-
-    Each trial scales the canonical face by ``N(1, scale_sd)``, adds per-vertex
-    noise (``shape_noise_m``), poses it (yaw +-50, pitch +-40, roll +-30 deg) at a
-    random distance in ``distance_range`` inside the field of view, projects it
-    with ``K`` (``focal``, centred), adds pixel noise, and recovers the position
-    with the rotation perturbed by ``rotation_noise_deg`` (like a model error).
-    Returns a dict of error statistics.
-    """
-    from scipy.spatial.transform import Rotation
-
-    from .geometry import euler_to_matrix, viewer_to_optical
-
-    rng = np.random.default_rng(seed)
-    k = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1.0]])
-    base = canonical_face_m()
-    err, rel, dist_err = [], [], []
-    for _ in range(n_trials):
-        pts = base * rng.normal(1.0, scale_sd) + rng.normal(0, shape_noise_m, base.shape)
-        ang = rng.uniform([-40, -50, -30], [40, 50, 30])
-        rot = viewer_to_optical(euler_to_matrix(*ang))
-        z = rng.uniform(*distance_range)
-        x = rng.uniform(-0.3, 0.3) * width / focal * z
-        y = rng.uniform(-0.3, 0.3) * height / focal * z
-        t = np.array([x, y, z])
-        cam = pts @ rot.T + t
-        uv = cam[:, :2] / cam[:, 2:] * focal + k[:2, 2]
-        uv += rng.normal(0, pixel_noise, uv.shape)
-        lm = np.column_stack([uv, np.zeros(len(uv))])
-        noise = Rotation.from_rotvec(rng.normal(size=3) / np.sqrt(3) *
-                                     np.radians(rotation_noise_deg)).as_matrix()
-        t_hat = estimate_position(lm, noise @ rot, k)
-        err.append(np.linalg.norm(t_hat - t))
-        rel.append(np.linalg.norm(t_hat - t) / z)
-        dist_err.append(abs(np.linalg.norm(t_hat) - np.linalg.norm(t)) / np.linalg.norm(t))
-    err, rel, dist_err = map(np.asarray, (err, rel, dist_err))
-    return {
-        'trials': int(n_trials), 'scale_sd': scale_sd, 'shape_noise_m': shape_noise_m,
-        'pixel_noise_px': pixel_noise, 'rotation_noise_deg': rotation_noise_deg,
-        'distance_range_m': list(distance_range),
-        'position_error_m_median': float(np.median(err)),
-        'position_error_m_p95': float(np.percentile(err, 95)),
-        'relative_error_median': float(np.median(rel)),
-        'relative_error_p95': float(np.percentile(rel, 95)),
-        'distance_relative_error_median': float(np.median(dist_err)),
-    }

@@ -9,23 +9,30 @@ Accepted ``sensor_msgs/Image`` encodings: ``rgb8``, ``bgr8``, ``mono8``,
 change the byte layout; it is still checked to be a boolean-like 0/1.  Rows are
 read with their ``step`` (row padding is dropped).  ``cv_bridge`` is used when it
 is importable (after the same validation), otherwise the numpy path.
+
+``sensor_msgs/CompressedImage`` data is checked and decoded within a
+:class:`~nlml_hpe.image_decode.DecodeBudget` (:mod:`nlml_hpe.image_decode`).
+:func:`compressed_to_rgb` decodes at full size only (a JPEG above the
+budget's pixels is refused); :func:`decode_compressed` may decode a large
+JPEG at 1/2, 1/4 or 1/8 scale and says so (:class:`~nlml_hpe.image_decode.Decoded`):
+the frame's camera matrix is then
+:func:`~nlml_hpe.image_decode.scaled_camera_matrix` ``(K, decoded.scale)``
+and its boxes map back with :meth:`~nlml_hpe.image_decode.Decoded.to_source`.
 """
 
+from dataclasses import replace
 
 import numpy as np
 
 from .face_stream import ray_position  # noqa: F401 - part of this API
-from .input_policy import (
-    MAX_SIDE,
-    ImageConversionError,
-    check_encoded,
-    check_intrinsics,
-    decode_image,
-)
+from .image_decode import MAX_SIDE, STREAM_BUDGET, check_encoded, decode
+from .image_headers import ImageConversionError
+from .input_policy import check_intrinsics
 
-__all__ = ['IMAGE_ENCODINGS', 'MAX_SIDE', 'ImageConversionError', 'camera_matrix_from_info',
-           'check_compressed_image', 'check_raw_image', 'compressed_to_rgb', 'has_cv_bridge',
-           'image_to_rgb', 'ray_position']
+__all__ = ['IMAGE_ENCODINGS', 'MAX_SIDE', 'STREAM_BUDGET', 'ImageConversionError',
+           'camera_matrix_from_info', 'check_compressed_image', 'check_raw_image',
+           'compressed_to_rgb', 'decode_compressed', 'has_cv_bridge', 'image_to_rgb',
+           'ray_position']
 
 #: Channels per accepted ``sensor_msgs/Image`` encoding.
 IMAGE_ENCODINGS = {'rgb8': 3, 'bgr8': 3, 'mono8': 1, 'rgba8': 4, 'bgra8': 4}
@@ -103,26 +110,51 @@ def image_to_rgb(msg):
     return np.ascontiguousarray(np.repeat(img, 3, axis=2))  # mono8
 
 
-def check_compressed_image(msg):
-    """Check a ``sensor_msgs/CompressedImage`` header without decoding (see input_policy)."""
+def _compressed_buffer(msg):
     buf = _buffer(msg.data)
     if buf.size == 0:
         raise ImageConversionError('empty compressed image')
-    return check_encoded(memoryview(buf))
+    return buf
 
 
-def compressed_to_rgb(msg):
+def _full_size(budget):
+    return replace(STREAM_BUDGET if budget is None else budget, reduce=False)
+
+
+def check_compressed_image(msg, budget=None):
+    """Check a ``sensor_msgs/CompressedImage`` without decoding it; return its ImageHeader.
+
+    The whole policy and ``budget`` apply (:func:`~nlml_hpe.image_decode.plan_decode`;
+    default: :data:`~nlml_hpe.image_decode.STREAM_BUDGET` at full size only,
+    as :func:`compressed_to_rgb` decodes): headers, a JPEG's scans, a PNG's
+    chunks.  Cheap enough for a subscription callback (about half a
+    millisecond per MB of JPEG, microseconds otherwise), so a message that
+    would be refused never takes the place of a good frame.
+    """
+    buf = _compressed_buffer(msg)
+    return check_encoded(memoryview(buf), budget=_full_size(budget) if budget is None
+                         else budget)
+
+
+def compressed_to_rgb(msg, budget=None):
     """Decode a ``sensor_msgs/CompressedImage`` (JPEG, PNG, ...) to ``(H, W, 3)`` uint8 RGB.
 
-    The input policy of :mod:`nlml_hpe.input_policy` applies (the declared size
-    is checked before decoding, truncated and 16-bit data are refused, every
-    decoder error is an :class:`ImageConversionError`); ``msg.format`` is not
-    trusted, the data's own header says what it is.
+    At full size: the input policy of :mod:`nlml_hpe.image_decode` applies,
+    with ``budget`` (default :data:`~nlml_hpe.image_decode.STREAM_BUDGET`)
+    without reduction; ``msg.format`` is not trusted, the data's own header
+    says what it is.
     """
-    buf = _buffer(msg.data)
-    if buf.size == 0:
-        raise ImageConversionError('empty compressed image')
-    return decode_image(buf)
+    return decode(_compressed_buffer(msg), budget=_full_size(budget)).rgb
+
+
+def decode_compressed(msg, budget=STREAM_BUDGET):
+    """Decode a ``sensor_msgs/CompressedImage`` within ``budget``; return a ``Decoded``.
+
+    A JPEG above ``budget.max_pixels`` is decoded at 1/``decoded.scale``
+    (when ``budget.reduce``); see the module docstring for the camera matrix
+    and boxes of such a frame.
+    """
+    return decode(_compressed_buffer(msg), budget=budget)
 
 
 def camera_matrix_from_info(msg):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .model import ModelFileError
+from .options import MAX_NUM_THREADS, EstimatorConfig
 
 MODEL_DIR = Path(__file__).resolve().parent / 'data' / 'mediapipe'
 
@@ -32,8 +33,8 @@ FULL_RANGE_MODEL = 'face_detection_full_range_sparse.tflite'
 #: (it runs beside the next frame).  Two: 15 faces take about 40 % less time, one
 #: face about 0.35 ms less, and a robot's computer keeps its other cores for
 #: navigation, speech and planning (``docs/results.md``).
-DEFAULT_NUM_THREADS = 2
-MAX_NUM_THREADS = 16
+#: Threads of each model by default (the options table's).
+DEFAULT_NUM_THREADS = EstimatorConfig.num_threads
 
 
 def model_path(name):

@@ -1,23 +1,67 @@
-"""Face tracking (stable ids across frames) and One-Euro smoothing, free of ROS.
+"""Face tracks over time, free of ROS: stable ids with a lifecycle and hysteresis.
 
-* :class:`FaceTracker` gives each detected face box an integer id that stays the
-  same from frame to frame: greedy matching of boxes to live tracks by IoU, with
-  a normalised centre-distance fallback for fast motion.  Tracks that are not
-  seen for ``max_age`` seconds are forgotten; ids are never reused.
-* :class:`OneEuroFilter` is the One-Euro low-pass filter of Casiez, Roussel and
-  Vogel (CHI 2012): a speed-adaptive cut-off that smooths jitter at rest and
-  follows fast motion with little lag.  It works on vectors.
-* :class:`PoseSmoother` keeps one pair of filters (orientation quaternion and
-  position) per track id.
+:class:`FaceTracker` gives each face box of a frame a :class:`Track`.  A track
+lives through these states::
 
-numpy in, numpy out.
+    tentative --(seen confirm_frames frames in a row)--> confirmed
+    confirmed --(missed)--> coasting --(seen)--> confirmed
+    coasting --(missed coast_s seconds, or its predicted box left the image)--> lost
+    lost --(a new box where its motion puts it, within memory_s)--> confirmed
+    lost --(memory_s seconds)--> ended;   tentative --(missed)--> ended
+
+*Listed* tracks (confirmed or coasting) are the faces a consumer reports: a
+face is listed only after a few frames (a detector's one-frame false face never
+is), and stays listed for ``coast_s`` after it was last seen (a missed frame or
+two does not make it flicker).  A lost track is no longer listed but keeps its
+id for ``memory_s``: a face that comes back where its motion puts it (out from
+behind an occluder, back from a turn the landmark model could not follow) gets
+its old id back.  Ids are never reused; each track also has a random
+:attr:`Track.uid`, unique across streams, nodes and restarts (REP-155 face ids).
+
+Association, every frame: boxes are matched to the live tracks' *predicted*
+boxes (constant velocity since last seen) by an optimal assignment (scipy)
+over IoU, with a centre-distance fallback for fast motion; boxes left over are
+matched to lost tracks by centre distance from their prediction (a gate that
+widens with the time since they were lost) and by size; the rest start
+tentative tracks.
 """
 
+from dataclasses import dataclass, field
 import math
+import secrets
+import string
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from .geometry import box_iou
+
+#: Track states (:class:`Track`); ``listed`` ones are reported.
+TENTATIVE, CONFIRMED, COASTING, LOST = 'tentative', 'confirmed', 'coasting', 'lost'
+LISTED = (CONFIRMED, COASTING)
+#: Length of a :attr:`Track.uid` (as ``hri_face_detect``'s ids: 26**5 = 11.9 million).
+UID_LENGTH = 5
+#: A velocity estimate is an average over about this many frames (exponential).
+VELOCITY_MEMORY = 3.0
+#: A lost track's predicted motion stops after this long (s): a person does not keep
+#: walking in a straight line behind an occluder for long.
+MAX_EXTRAPOLATION_S = 0.5
+#: Association cost added per second a track went unseen (see FaceTracker._match_active).
+UNSEEN_COST_PER_S = 1.0
+#: Re-association gate for lost tracks: centre within this many box diagonals of
+#: the prediction, plus this many per second since it was lost ...
+REVIVE_GATE = 0.6
+REVIVE_GATE_PER_S = 1.0
+#: ... and a box this many times the lost one's size at most (either way).
+REVIVE_SIZE_RATIO = 1.6
+
+
+def new_uid(taken=()):
+    """Return a random id of :data:`UID_LENGTH` lowercase letters not in ``taken``."""
+    while True:
+        uid = ''.join(secrets.choice(string.ascii_lowercase) for _ in range(UID_LENGTH))
+        if uid not in taken:
+            return uid
 
 
 def _validate_boxes(boxes):
@@ -33,162 +77,189 @@ def _validate_boxes(boxes):
     return arr
 
 
-class FaceTracker:
-    """Greedy IoU / centre-distance tracker giving stable integer face ids.
+@dataclass
+class Track:
+    """One face over time.
 
-    ``min_iou``: a box matches a track when their IoU is at least this, or,
-    failing that, when the centre distance is below ``max_centre_dist`` times the
-    track box's diagonal.  ``max_age``: seconds a track survives unseen.
+    ``box`` is where it was last seen, ``velocity`` the box's motion (px/s of
+    each coordinate), ``hits`` the frames it has been seen in a row, ``first_seen``
+    and ``last_seen`` times (s).
     """
 
-    def __init__(self, min_iou=0.3, max_centre_dist=0.5, max_age=1.0):
+    id: int
+    uid: str
+    box: np.ndarray
+    first_seen: float
+    last_seen: float
+    state: str = TENTATIVE
+    hits: int = 1
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))
+
+    @property
+    def listed(self):
+        """Whether the face is reported (confirmed, or coasting after a short miss)."""
+        return self.state in LISTED
+
+    def predict(self, t):
+        """Predicted box at time ``t`` (constant velocity, for at most a short while)."""
+        dt = min(max(float(t) - self.last_seen, 0.0), MAX_EXTRAPOLATION_S)
+        return self.box + self.velocity * dt
+
+    def _seen(self, box, t, confirm_frames):
+        dt = float(t) - self.last_seen
+        if self.state == LOST:
+            self.velocity = np.zeros(4)  # motion across a long gap is not a velocity
+        elif dt > 0:
+            a = 1.0 / VELOCITY_MEMORY if self.hits > 1 else 1.0
+            self.velocity = (1 - a) * self.velocity + a * (box - self.box) / dt
+        self.box, self.last_seen = box.copy(), float(t)
+        self.hits = self.hits + 1 if self.state == TENTATIVE else max(self.hits, confirm_frames)
+        if self.state != TENTATIVE or self.hits >= confirm_frames:
+            self.state = CONFIRMED
+
+
+class FaceTracker:
+    """Track lifecycle and association (see the module docstring).
+
+    ``confirm_frames``: frames in a row before a face is listed (1: at once);
+    ``coast_s``: seconds a listed face stays listed unseen; ``memory_s``:
+    seconds a lost face keeps its id for re-association; ``min_iou``: a box
+    matches a track's prediction at this IoU, or failing that when its centre
+    is within ``max_centre_dist`` of the prediction's diagonal.
+    """
+
+    def __init__(self, confirm_frames=3, coast_s=0.3, memory_s=1.5, min_iou=0.3,
+                 max_centre_dist=0.5):
+        if int(confirm_frames) < 1:
+            raise ValueError(f'confirm_frames must be >= 1, got {confirm_frames}')
         if not 0.0 <= min_iou <= 1.0:
             raise ValueError(f'min_iou must be in [0, 1], got {min_iou}')
-        if max_centre_dist < 0 or max_age < 0:
-            raise ValueError('max_centre_dist and max_age must be non-negative')
-        self.min_iou = float(min_iou)
-        self.max_centre_dist = float(max_centre_dist)
-        self.max_age = float(max_age)
-        self._tracks = {}  # id -> (box (4,), last_seen time)
+        for name, v in (('coast_s', coast_s), ('memory_s', memory_s),
+                        ('max_centre_dist', max_centre_dist)):
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f'{name} must be a non-negative number, got {v}')
+        self.confirm_frames = int(confirm_frames)
+        self.coast_s, self.memory_s = float(coast_s), float(memory_s)
+        self.min_iou, self.max_centre_dist = float(min_iou), float(max_centre_dist)
+        self._tracks = {}  # id -> Track (not ended)
+        self._uids = set()  # every uid this tracker gave out
         self._next_id = 0
 
     @property
+    def tracks(self):
+        """The tracks that have not ended, by id."""
+        return dict(self._tracks)
+
+    @property
     def track_ids(self):
-        """Ids of the live tracks."""
+        """Ids of the tracks that have not ended."""
         return sorted(self._tracks)
 
     def reset(self):
         """Forget all tracks (ids keep increasing)."""
         self._tracks.clear()
 
-    def update(self, boxes, t):
-        """Assign ids to ``boxes`` ``(N, 4)`` seen at time ``t`` (s); return a list of N ids."""
+    def update(self, boxes, t, image_size=None):
+        """Assign a :class:`Track` to each of ``boxes`` ``(N, 4)`` seen at time ``t`` (s).
+
+        Returns the N tracks (state updated).  Tracks not seen age as the module
+        docstring says; ``image_size`` ``(width, height)``, when given, ends the
+        coasting of a track whose predicted box has left the image.
+        """
         boxes = _validate_boxes(boxes)
         t = float(t)
-        for tid in [k for k, (_, seen) in self._tracks.items() if t - seen > self.max_age]:
-            del self._tracks[tid]
-        ids = [None] * len(boxes)
-        track_ids = list(self._tracks)
-        if track_ids and len(boxes):
-            tboxes = np.stack([self._tracks[k][0] for k in track_ids])
-            iou = box_iou(boxes, tboxes)
-            centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-            tcentres = (tboxes[:, :2] + tboxes[:, 2:]) / 2
-            diag = np.linalg.norm(tboxes[:, 2:] - tboxes[:, :2], axis=1)
-            dist = np.linalg.norm(centres[:, None] - tcentres[None], axis=2)
-            rel = dist / np.maximum(diag[None], 1e-9)
-            # Score: IoU first; centre proximity breaks ties and rescues IoU misses.
-            score = np.where(iou >= self.min_iou, 1.0 + iou,
-                             np.where(rel <= self.max_centre_dist, 1.0 - rel, -1.0))
-            used_tracks = set()
-            for flat in np.argsort(-score, axis=None):
-                i, j = np.unravel_index(flat, score.shape)
-                if score[i, j] < 0:
-                    break
-                if ids[i] is not None or j in used_tracks:
-                    continue
-                ids[i] = track_ids[j]
-                used_tracks.add(j)
-        for i, box in enumerate(boxes):
-            if ids[i] is None:
-                ids[i] = self._next_id
-                self._next_id += 1
-            self._tracks[ids[i]] = (box.copy(), t)
-        return ids
+        for k in [k for k, tr in self._tracks.items()
+                  if tr.state == LOST and t - tr.last_seen > self.memory_s]:
+            del self._tracks[k]  # forgotten before this frame's boxes are matched
+        active = [k for k, tr in self._tracks.items() if tr.state != LOST]
+        out = [None] * len(boxes)
+        rest = self._match_active(boxes, active, t, out)
+        rest = self._match_lost(boxes, rest, t, out)
+        for i in rest:
+            out[i] = self._start(boxes[i], t)
+        seen = {id(tr) for tr in out}
+        for tr in list(self._tracks.values()):
+            if id(tr) not in seen:
+                self._miss(tr, t, image_size)
+        return out
+
+    def _match_active(self, boxes, active, t, out):
+        """Match boxes to tentative, confirmed and coasting tracks; return the rest."""
+        if not active or not len(boxes):
+            return list(range(len(boxes)))
+        pred = np.stack([self._tracks[k].predict(t) for k in active])
+        iou = box_iou(boxes, pred)
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        pcentres = (pred[:, :2] + pred[:, 2:]) / 2
+        diag = np.linalg.norm(pred[:, 2:] - pred[:, :2], axis=1)
+        rel = np.linalg.norm(centres[:, None] - pcentres[None], axis=2) / np.maximum(diag, 1e-9)
+        # Cost: IoU first (0..1), centre proximity (1..2) rescues IoU misses; else no match.
+        # A prediction is the less sure the longer its track went unseen: where two tracks
+        # fit a box alike (one passing behind the other), the one seen last takes it.
+        ok = (iou >= self.min_iou) | (rel <= self.max_centre_dist)
+        unseen = np.array([t - self._tracks[k].last_seen for k in active])[None]
+        cost = np.where(iou >= self.min_iou, 1.0 - iou, 1.0 + rel) + UNSEEN_COST_PER_S * unseen
+        return self._assign(cost, ok, [self._tracks[k] for k in active], boxes, t, out)
+
+    def _match_lost(self, boxes, rest, t, out):
+        """Match left-over boxes to lost tracks by predicted position and size."""
+        lost = [tr for tr in self._tracks.values() if tr.state == LOST]
+        if not lost or not rest:
+            return rest
+        b = boxes[rest]
+        pred = np.stack([tr.predict(t) for tr in lost])
+        size = np.sqrt(np.prod(b[:, 2:] - b[:, :2], axis=1))[:, None]
+        psize = np.sqrt(np.prod(pred[:, 2:] - pred[:, :2], axis=1))[None]
+        ratio = np.maximum(size, 1e-9) / np.maximum(psize, 1e-9)
+        diag = np.linalg.norm(pred[:, 2:] - pred[:, :2], axis=1)[None]
+        dist = np.linalg.norm(((b[:, :2] + b[:, 2:]) / 2)[:, None]
+                              - ((pred[:, :2] + pred[:, 2:]) / 2)[None], axis=2)
+        gap = np.array([t - tr.last_seen for tr in lost])[None]
+        rel = dist / np.maximum(diag, 1e-9)
+        ok = (rel <= REVIVE_GATE + REVIVE_GATE_PER_S * gap) & \
+            (ratio <= REVIVE_SIZE_RATIO) & (ratio >= 1.0 / REVIVE_SIZE_RATIO)
+        sub = [None] * len(rest)
+        left = self._assign(rel + np.abs(np.log(ratio)), ok, lost, b, t, sub)
+        for j, i in enumerate(rest):
+            out[i] = sub[j] if sub[j] is not None else out[i]
+        return [rest[j] for j in left]
+
+    def _assign(self, cost, ok, tracks, boxes, t, out):
+        """Optimal assignment of boxes (rows) to ``tracks`` (columns) where ``ok``."""
+        rows, cols = linear_sum_assignment(np.where(ok, cost, 1e6))
+        for i, j in zip(rows, cols):
+            if ok[i, j]:
+                tracks[j]._seen(boxes[i], t, self.confirm_frames)
+                out[i] = tracks[j]
+        return [i for i in range(len(boxes)) if out[i] is None]
+
+    def _start(self, box, t):
+        uid = new_uid(self._uids)
+        self._uids.add(uid)
+        tr = Track(self._next_id, uid, box.copy(), t, t)
+        self._next_id += 1
+        if self.confirm_frames <= 1:
+            tr.state = CONFIRMED
+        self._tracks[tr.id] = tr
+        return tr
+
+    def _miss(self, tr, t, image_size):
+        """Age a track that was not seen at time ``t``."""
+        unseen = t - tr.last_seen
+        if tr.state == TENTATIVE:
+            del self._tracks[tr.id]
+            return
+        if tr.state in LISTED:
+            tr.state = COASTING
+            if unseen > self.coast_s or _left(tr.predict(t), image_size):
+                tr.state = LOST
+        if tr.state == LOST and unseen > self.memory_s:
+            del self._tracks[tr.id]
 
 
-def _alpha(cutoff, dt):
-    tau = 1.0 / (2.0 * math.pi * cutoff)
-    return 1.0 / (1.0 + tau / dt)
-
-
-class OneEuroFilter:
-    """One-Euro filter for a vector signal.
-
-    ``min_cutoff`` (Hz): cut-off at rest, lower = smoother.  ``beta``: how fast
-    the cut-off grows with speed, higher = less lag.  ``d_cutoff`` (Hz): cut-off
-    of the derivative estimate.
-    """
-
-    def __init__(self, min_cutoff=1.0, beta=0.05, d_cutoff=1.0, default_dt=1.0 / 30.0):
-        for name, val in (('min_cutoff', min_cutoff), ('d_cutoff', d_cutoff),
-                          ('default_dt', default_dt)):
-            if not (math.isfinite(val) and val > 0):
-                raise ValueError(f'{name} must be a positive number, got {val}')
-        if not (math.isfinite(beta) and beta >= 0):
-            raise ValueError(f'beta must be a non-negative number, got {beta}')
-        self.min_cutoff = float(min_cutoff)
-        self.beta = float(beta)
-        self.d_cutoff = float(d_cutoff)
-        self.default_dt = float(default_dt)
-        self.reset()
-
-    def reset(self):
-        """Forget the filter state."""
-        self._x = None
-        self._dx = None
-        self._t = None
-
-    def __call__(self, x, t):
-        """Filter sample ``x`` taken at time ``t`` (s); return the smoothed value."""
-        x = np.asarray(x, float)
-        if not np.all(np.isfinite(x)):
-            raise ValueError('OneEuroFilter input contains NaN or inf')
-        if self._x is None:
-            self._x, self._dx, self._t = x.copy(), np.zeros_like(x), float(t)
-            return x.copy()
-        if x.shape != self._x.shape:
-            raise ValueError(f'OneEuroFilter input shape changed from {self._x.shape} '
-                             f'to {x.shape}')
-        dt = float(t) - self._t
-        if not (math.isfinite(dt) and dt > 0):
-            dt = self.default_dt  # repeated or unset stamps: assume the nominal rate
-        self._t = float(t) if math.isfinite(float(t)) else self._t + dt
-        a_d = _alpha(self.d_cutoff, dt)
-        self._dx = a_d * (x - self._x) / dt + (1 - a_d) * self._dx
-        cutoff = self.min_cutoff + self.beta * float(np.linalg.norm(self._dx))
-        a = _alpha(cutoff, dt)
-        self._x = a * x + (1 - a) * self._x
-        return self._x.copy()
-
-
-class PoseSmoother:
-    """One-Euro smoothing of orientation (quaternion) and position per track id.
-
-    Quaternions are kept in the hemisphere of the previous output before
-    filtering and renormalised after, so the filter never averages ``q`` with
-    ``-q``.  Position filtering uses the same parameters (metres).
-    """
-
-    def __init__(self, min_cutoff=1.0, beta=0.05, d_cutoff=1.0, max_age=1.0):
-        OneEuroFilter(min_cutoff, beta, d_cutoff)  # validates the parameters
-        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
-        self.max_age = float(max_age)
-        self._filters = {}  # id -> [quat filter, position filter, last quat, last t]
-
-    def reset(self):
-        """Forget all filter state."""
-        self._filters.clear()
-
-    def __call__(self, track_id, quat, position, t):
-        """Return smoothed ``(quat (4,), position (3,))`` for ``track_id`` at time ``t``."""
-        quat = np.asarray(quat, float)
-        position = np.asarray(position, float)
-        norm = np.linalg.norm(quat)
-        if quat.shape != (4,) or not np.isfinite(norm) or norm < 1e-9:
-            raise ValueError(f'quaternion must be a finite non-zero (4,) vector, got {quat}')
-        for tid in [k for k, v in self._filters.items() if t - v[3] > self.max_age]:
-            del self._filters[tid]
-        state = self._filters.get(track_id)
-        if state is None:
-            state = [OneEuroFilter(self.min_cutoff, self.beta, self.d_cutoff),
-                     OneEuroFilter(self.min_cutoff, self.beta, self.d_cutoff), None, t]
-            self._filters[track_id] = state
-        quat = quat / norm
-        if state[2] is not None and float(np.dot(quat, state[2])) < 0:
-            quat = -quat
-        q = state[0](quat, t)
-        q = q / np.linalg.norm(q)
-        p = state[1](position, t)
-        state[2], state[3] = q, t
-        return q, p
+def _left(box, image_size):
+    """Whether ``box``'s centre is outside an image of ``image_size`` (None: unknown)."""
+    if image_size is None:
+        return False
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return not (0 <= cx <= image_size[0] and 0 <= cy <= image_size[1])

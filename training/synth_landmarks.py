@@ -48,10 +48,8 @@ the model sees them before :func:`nlml_hpe.features.normalise_landmarks`):
   which samples are MediaPipe output (all False in projection mode)
 """
 
-import multiprocessing
 import os
 import time
-import warnings
 
 import numpy as np
 from tqdm import tqdm
@@ -61,12 +59,12 @@ from nlml_hpe.geometry import euler_to_matrix, matrix_to_euler, rotation_between
 
 from .correspondence import landmarks_of, load_correspondence, to_head_frame
 from .faces import load_faces, load_source, sample_expressions
-from .render import camera_centre, project
+from .render import camera_centre, make_renderer, project, renderer_available
+from .synth_check import check_renders, plot_examples, write_report
+from .synth_render import render_mediapipe
 
 #: Frames the sample angles can be given in (``landmarks.angle_frame``).
 ANGLE_FRAMES = ('apparent', 'camera')
-
-_WORKER = {}
 
 
 def grid_values(spec):
@@ -195,67 +193,6 @@ class Projector:
         return landmarks.astype(np.float32)
 
 
-# ---------------------------------------------------------------- rendering workers
-
-def _init_worker(cfg_faces, corr, size):
-    from nlml_hpe.landmarks import LandmarkExtractor
-
-    from .correspondence import make_renderer
-
-    source = load_source(cfg_faces)
-    _WORKER.update(source=source, corr=corr, renderer=make_renderer(source, cfg_faces, size),
-                   extractor=LandmarkExtractor(max_faces=1))
-
-
-def _render_chunk(task):
-    """Render + MediaPipe for a chunk of samples; NaN rows where nothing was found."""
-    coeffs, expr, angles, focal, distance, offset = task
-    source, corr = _WORKER['source'], _WORKER['corr']
-    out = np.full((len(coeffs), 468, 3), np.nan, np.float32)
-    for i in range(len(coeffs)):
-        verts = to_head_frame(source.vertices(coeffs[i], expr[i]), corr)
-        rot = euler_to_matrix(*angles[i])
-        rgb = _WORKER['renderer'].render(verts, rot, distance[i], focal[i], offset[i])
-        found = _WORKER['extractor'].extract(rgb)
-        if found:
-            out[i] = found[0]
-    return out
-
-
-def render_mediapipe(cfg_faces, corr, size, coeffs, expr, angles, cams, workers=2,
-                     chunk=24, desc='render + MediaPipe'):
-    """MediaPipe landmarks ``(n, 468, 3)`` of rendered samples (NaN where not detected).
-
-    ``coeffs`` (n, K) identity coefficients, ``expr`` (n, E), ``angles`` (n, 3)
-    (pitch, yaw, roll), ``cams`` from :meth:`Projector.cameras`.  Uses
-    ``workers`` processes (each with its own EGL context and MediaPipe graph).
-    """
-    n = len(coeffs)
-    tasks = [(coeffs[s:s + chunk], expr[s:s + chunk], angles[s:s + chunk],
-              cams['focal'][s:s + chunk], cams['distance'][s:s + chunk],
-              cams['offset'][s:s + chunk]) for s in range(0, n, chunk)]
-    bar = tqdm(total=n, desc=desc, unit='render')
-    results = []
-    if workers <= 1:
-        _init_worker(cfg_faces, corr, size)
-        try:
-            for t in tasks:
-                results.append(_render_chunk(t))
-                bar.update(len(t[0]))
-        finally:
-            _WORKER['renderer'].release()
-            _WORKER['extractor'].close()
-            _WORKER.clear()
-    else:
-        ctx = multiprocessing.get_context('spawn')
-        with ctx.Pool(workers, _init_worker, (cfg_faces, corr, size)) as pool:
-            for res in pool.imap(_render_chunk, tasks):
-                results.append(res)
-                bar.update(len(res))
-    bar.close()
-    return np.concatenate(results) if results else np.zeros((0, 468, 3), np.float32)
-
-
 # ---------------------------------------------------------------- MediaPipe's identity response
 
 #: Near-frontal poses (pitch, yaw, roll) at which the identity response is measured:
@@ -278,8 +215,6 @@ def measure_identity_response(cfg, source, corr, n_identities=24, seed=0):
     """
     from nlml_hpe.features import normalise_landmarks
     from nlml_hpe.landmarks import LandmarkExtractor
-
-    from .correspondence import make_renderer
 
     rng = np.random.default_rng(seed)
     scale = float(cfg['faces'].get('identity_scale', 1.0))
@@ -365,6 +300,15 @@ class _Sampler:
         proj = self.projector.project(pts, angles, cams)
         return {'coeffs': coeffs, 'expr': expr, 'angles': angles, 'cams': cams, 'proj': proj}
 
+    @staticmethod
+    def merge(samples):
+        """Concatenate the dicts of :meth:`draw` into one."""
+        merged = {k: np.concatenate([s[k] for s in samples]) for k in
+                  ('coeffs', 'expr', 'angles', 'proj')}
+        merged['cams'] = {k: np.concatenate([s['cams'][k] for s in samples])
+                          for k in samples[0]['cams']}
+        return merged
+
     def mediapipe(self, s, desc):
         return render_mediapipe(self.cfg['faces'], self.corr, self.projector.size, s['coeffs'],
                                 s['expr'], self.projector.render_angles(s['angles'], s['cams']),
@@ -384,6 +328,66 @@ class _Sampler:
         return self.projector.centre(lm, s['cams']), rendered
 
 
+def _identity_response(cfg, source, corr, timings):
+    """``landmarks.identity_response`` (measured when ``auto``) and the measurement."""
+    response = cfg['landmarks'].get('identity_response')
+    if response != 'auto':
+        return response, None
+    ok, why = renderer_available()
+    if not ok:
+        raise ValueError(f'landmarks.identity_response: auto measures it on renders, and '
+                         f'there is no renderer here ({why}); give [x, y, z] instead')
+    t = time.time()
+    measured = measure_identity_response(cfg, source, corr, seed=int(cfg.get('seed', 0)))
+    timings['identity_response_s'] = round(time.time() - t, 2)
+    return measured['response'], measured
+
+
+def _grid(sampler, train, grid_angles, shape):
+    """Sample every training identity at every grid pose.
+
+    Returns ``(grid (I, Y, P, R, 468, 3), grid_rendered (I, Y, P, R), samples)``.
+    """
+    samples = [sampler.draw(np.repeat(c[None], len(grid_angles), 0), grid_angles)
+               for c in tqdm(train, desc='landmarks: grid', unit='identity')]
+    grid = np.zeros((len(train), *shape, 468, 3), np.float32)
+    grid_rendered = np.zeros((len(train), *shape), bool)
+    if sampler.render:
+        lm, rendered = sampler.finish(sampler.merge(samples), 'landmarks: grid renders')
+        grid[:] = lm.reshape(grid.shape)
+        grid_rendered[:] = rendered.reshape(grid_rendered.shape)
+    else:
+        for i, s in enumerate(samples):
+            grid[i] = sampler.finish(s, '')[0].reshape(grid.shape[1:])
+    return grid, grid_rendered, samples
+
+
+def _continuous(sampler, rng, coeff_set, per_identity, grids, margin, desc):
+    """Sample ``per_identity`` uniform poses of each identity of ``coeff_set``.
+
+    Returns ``(landmarks, angles, identity index, rendered)``.
+    """
+    if per_identity <= 0 or len(coeff_set) == 0:
+        return (np.zeros((0, 468, 3), np.float32), np.zeros((0, 3), np.float32),
+                np.zeros(0, np.int64), np.zeros(0, bool))
+    ids = np.repeat(np.arange(len(coeff_set)), per_identity)
+    ang = _uniform_angles(rng, len(ids), grids, margin)
+    lm, rendered = sampler.finish(sampler.draw(coeff_set[ids], ang), desc)
+    return lm, ang.astype(np.float32), ids, rendered
+
+
+def _check_or_skip(sampler, lcfg, samples, grid_rendered, grid_angles, out_dir):
+    """Run the check on ``check_identities`` identities if there is a renderer."""
+    n_check = min(int(lcfg.get('check_identities', 0)), len(samples))
+    if n_check <= 0:
+        return None
+    ok, why = renderer_available()
+    if not ok:
+        return {'skipped': why}
+    return check_renders(sampler, samples[:n_check], grid_rendered[:n_check], grid_angles,
+                         out_dir)
+
+
 def run(cfg, out_dir, inputs):
     """Stage entry point: write ``landmarks.npz`` and the report."""
     t0 = time.time()
@@ -395,62 +399,24 @@ def run(cfg, out_dir, inputs):
     source = load_source(cfg['faces'])
     faces = load_faces(inputs['faces'])
     corr = load_correspondence(inputs['correspondence'])
-    yaw_g, pitch_g, roll_g = (grid_values(cfg['grid'][k]) for k in ('yaw', 'pitch', 'roll'))
-    ny, np_, nr = len(yaw_g), len(pitch_g), len(roll_g)
+    grids = yaw_g, pitch_g, roll_g = tuple(grid_values(cfg['grid'][k])
+                                           for k in ('yaw', 'pitch', 'roll'))
     yy, pp, rr = np.meshgrid(yaw_g, pitch_g, roll_g, indexing='ij')
     grid_angles = np.stack([pp.ravel(), yy.ravel(), rr.ravel()], 1)    # (pitch, yaw, roll)
-    n_pose = len(grid_angles)
     projector = Projector(lcfg, rng, float(corr.get('z_scale', 1.0)))
     timings = {}
-    response, measured = lcfg.get('identity_response'), None
-    if response == 'auto':
-        from .render import renderer_available
-
-        ok, why = renderer_available()
-        if not ok:
-            raise ValueError(f'landmarks.identity_response: auto measures it on renders, and '
-                             f'there is no renderer here ({why}); give [x, y, z] instead')
-        t = time.time()
-        measured = measure_identity_response(cfg, source, corr, seed=int(cfg.get('seed', 0)))
-        response = measured['response']
-        timings['identity_response_s'] = round(time.time() - t, 2)
+    response, measured = _identity_response(cfg, source, corr, timings)
     sampler = _Sampler(cfg, source, corr, projector, rng, mode != 'projection', response)
     train, test = faces['train_coeffs'], faces['test_coeffs']
-
     t = time.time()
-    samples = [sampler.draw(np.repeat(c[None], n_pose, 0), grid_angles)
-               for c in tqdm(train, desc='landmarks: grid', unit='identity')]
-    grid = np.zeros((len(train), ny, np_, nr, 468, 3), np.float32)
-    grid_rendered = np.zeros((len(train), ny, np_, nr), bool)
-    if sampler.render:
-        merged = {k: np.concatenate([s[k] for s in samples]) for k in
-                  ('coeffs', 'expr', 'angles', 'proj')}
-        merged['cams'] = {k: np.concatenate([s['cams'][k] for s in samples])
-                          for k in samples[0]['cams']}
-        lm, rendered = sampler.finish(merged, 'landmarks: grid renders')
-        grid[:] = lm.reshape(grid.shape)
-        grid_rendered[:] = rendered.reshape(grid_rendered.shape)
-    else:
-        for i, s in enumerate(samples):
-            grid[i] = sampler.finish(s, '')[0].reshape(grid.shape[1:])
+    grid, grid_rendered, samples = _grid(sampler, train, grid_angles, yy.shape)
     timings['grid_s'] = round(time.time() - t, 2)
-
-    margin = float(lcfg.get('margin_deg', 0.0))
-    grids = (yaw_g, pitch_g, roll_g)
-
-    def continuous(coeff_set, per_identity, desc):
-        if per_identity <= 0 or len(coeff_set) == 0:
-            return (np.zeros((0, 468, 3), np.float32), np.zeros((0, 3), np.float32),
-                    np.zeros(0, np.int64), np.zeros(0, bool))
-        ids = np.repeat(np.arange(len(coeff_set)), per_identity)
-        ang = _uniform_angles(rng, len(ids), grids, margin)
-        s = sampler.draw(coeff_set[ids], ang)
-        lm, rendered = sampler.finish(s, desc)
-        return lm, ang.astype(np.float32), ids, rendered
-
     t = time.time()
-    extra = continuous(train, int(lcfg.get('extra_per_identity', 0)), 'landmarks: extra')
-    test_set = continuous(test, int(lcfg.get('test_per_identity', 0)), 'landmarks: test')
+    margin = float(lcfg.get('margin_deg', 0.0))
+    extra = _continuous(sampler, rng, train, int(lcfg.get('extra_per_identity', 0)), grids,
+                        margin, 'landmarks: extra')
+    test_set = _continuous(sampler, rng, test, int(lcfg.get('test_per_identity', 0)), grids,
+                           margin, 'landmarks: test')
     timings['continuous_s'] = round(time.time() - t, 2)
     if not np.all(np.isfinite(grid)):
         raise RuntimeError('landmark grid has non-finite values')
@@ -460,21 +426,10 @@ def run(cfg, out_dir, inputs):
              test_identity=test_set[2], grid_rendered=grid_rendered,
              extra_rendered=extra[3], test_rendered=test_set[3], mode=np.array(mode),
              z_scale=np.array(projector.z_scale), angle_frame=np.array(projector.angle_frame))
-
     t = time.time()
-    n_check = min(int(lcfg.get('check_identities', 0)), len(train))
-    check = None
-    if n_check > 0:
-        from .render import renderer_available
-
-        ok, why = renderer_available()
-        if ok:
-            check = _check(sampler, samples[:n_check], grid_rendered[:n_check], grid_angles,
-                           out_dir)
-        else:
-            check = {'skipped': why}
+    check = _check_or_skip(sampler, lcfg, samples, grid_rendered, grid_angles, out_dir)
     timings['check_s'] = round(time.time() - t, 2)
-    _plot_examples(grid, yaw_g, pitch_g, roll_g, out_dir / 'examples.png')
+    plot_examples(grid, yaw_g, pitch_g, roll_g, out_dir / 'examples.png')
     summary = {'mode': mode, 'grid_shape': list(grid.shape[:4]),
                'grid_complete': bool(np.all(np.isfinite(grid))),
                'grid_rendered_fraction': round(float(grid_rendered.mean()), 4),
@@ -485,192 +440,5 @@ def run(cfg, out_dir, inputs):
                **timings,
                'check': {k: v for k, v in (check or {}).items() if not k.startswith('_')},
                'seconds': round(time.time() - t0, 2)}
-    _write_report(out_dir, lcfg, summary, check, yaw_g, pitch_g, roll_g)
+    write_report(out_dir, lcfg, summary, check, yaw_g, pitch_g, roll_g)
     return summary
-
-
-# ---------------------------------------------------------------- check + report
-
-def _check(sampler, samples, rendered, grid_angles, out_dir):
-    """Render the grid samples of a few identities; compare MediaPipe with projection."""
-    from nlml_hpe.baseline import baseline_angles
-    from nlml_hpe.features import normalise_landmarks
-
-    merged = {k: np.concatenate([s[k] for s in samples]) for k in
-              ('coeffs', 'expr', 'angles', 'proj')}
-    merged['cams'] = {k: np.concatenate([s['cams'][k] for s in samples])
-                      for k in samples[0]['cams']}
-    mp = sampler.mediapipe(merged, 'landmarks: check renders')
-    found = np.all(np.isfinite(mp), axis=(1, 2))
-    proj = merged['proj']
-    px = np.full(len(mp), np.nan)
-    feat = np.full(len(mp), np.nan)
-    pnp = np.full((len(mp), 3), np.nan)
-    if found.any():
-        px[found] = np.linalg.norm(mp[found, :, :2] - proj[found, :, :2], axis=2).mean(1)
-        fm = normalise_landmarks(mp[found])
-        fp = normalise_landmarks(proj[found])
-        feat[found] = np.abs(fm - fp).mean(1)
-        w, h = sampler.projector.size
-        cam_angles = sampler.projector.render_angles(merged['angles'], merged['cams'])
-        for i in np.flatnonzero(found):
-            f = merged['cams']['focal'][i]
-            k = np.array([[f, 0, w / 2.0], [0, f, h / 2.0], [0, 0, 1.0]])
-            pnp[i] = baseline_angles(mp[i][None], w, h, k)[0] - cam_angles[i]
-        zs = mp[found, :, 2] - mp[found, :, 2].mean(1, keepdims=True)
-        zp = proj[found, :, 2] - proj[found, :, 2].mean(1, keepdims=True)
-        z_slope = float((zs * zp).sum() / (zp * zp).sum())
-    else:
-        z_slope = float('nan')
-    n_pose = len(grid_angles)
-    with np.errstate(all='ignore'), warnings.catch_warnings():
-        warnings.simplefilter('ignore', RuntimeWarning)
-        per_pose = {'detected': found.reshape(-1, n_pose).mean(0),
-                    'px': np.nanmean(px.reshape(-1, n_pose), 0),
-                    'feat': np.nanmean(feat.reshape(-1, n_pose), 0)}
-    np.savez_compressed(out_dir / 'check.npz', mediapipe=mp, projected=proj,
-                        angles=merged['angles'], focal=merged['cams']['focal'],
-                        distance=merged['cams']['distance'], offset=merged['cams']['offset'],
-                        detected=found, px_error=px, feature_error=feat, pnp_error_deg=pnp)
-    _plot_check_renders(sampler, merged, mp, out_dir / 'renders.png')
-    res = {
-        'identities': len(samples), 'renders': int(len(mp)),
-        'detection_rate': round(float(found.mean()), 4),
-        'px_error_mean': round(float(np.nanmean(px)), 3),
-        'px_error_median': round(float(np.nanmedian(px)), 3),
-        'px_error_p90': round(float(np.nanpercentile(px, 90)), 3),
-        'feature_abs_error_mean': round(float(np.nanmean(feat)), 5),
-        'feature_abs_error_median': round(float(np.nanmedian(feat)), 5),
-        'mediapipe_z_vs_projected_z_slope': round(z_slope, 4),
-        'pnp_mae_deg_pitch_yaw_roll': [round(float(v), 2) for v in
-                                       np.nanmean(np.abs(pnp), 0)],
-        '_per_pose': per_pose, '_grid_angles': grid_angles, '_pnp': pnp, '_found': found}
-    return res
-
-
-def _plot_check_renders(sampler, merged, mp, path):
-    """Plot a few renders with MediaPipe (green) and projected (red) landmarks overlaid."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    from .correspondence import make_renderer
-
-    n = len(merged['angles'])
-    picks = np.unique(np.linspace(0, n - 1, 8).astype(int))
-    renderer = make_renderer(sampler.source, sampler.cfg['faces'], sampler.projector.size)
-    fig, axes = plt.subplots(2, (len(picks) + 1) // 2, figsize=(3.2 * ((len(picks) + 1) // 2),
-                                                                6.0))
-    for ax, i in zip(np.ravel(axes), picks):
-        verts = to_head_frame(sampler.source.vertices(merged['coeffs'][i], merged['expr'][i]),
-                              sampler.corr)
-        cams = merged['cams']
-        rot = sampler.projector.rotations(merged['angles'][i:i + 1],
-                                          {k: v[i:i + 1] for k, v in cams.items()})[0]
-        rgb = renderer.render(verts, rot, cams['distance'][i], cams['focal'][i],
-                              cams['offset'][i])
-        ax.imshow(rgb)
-        ax.scatter(merged['proj'][i, :, 0], merged['proj'][i, :, 1], s=1.5, c='r')
-        if np.all(np.isfinite(mp[i])):
-            ax.scatter(mp[i, :, 0], mp[i, :, 1], s=1.5, c='lime')
-        lo, hi = merged['proj'][i, :, :2].min(0), merged['proj'][i, :, :2].max(0)
-        pad = 0.3 * (hi - lo).max()
-        ax.set_xlim(lo[0] - pad, hi[0] + pad)
-        ax.set_ylim(hi[1] + pad, lo[1] - pad)
-        p, y, r = merged['angles'][i]
-        ax.set_title(f'p {p:.0f} y {y:.0f} r {r:.0f}'
-                     + ('' if np.all(np.isfinite(mp[i])) else ' (missed)'), fontsize=8)
-        ax.axis('off')
-    renderer.release()
-    fig.suptitle('renders: MediaPipe (green) vs projected correspondence (red)', fontsize=9)
-    fig.savefig(path, dpi=90, bbox_inches='tight')
-    plt.close(fig)
-
-
-def _heatmaps(check, yaw_g, pitch_g, roll_g, path):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    shape = (len(yaw_g), len(pitch_g), len(roll_g))
-    pp = check['_per_pose']
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for ax, (key, title, fmt) in zip(axes, (('detected', 'detection rate', '.2f'),
-                                            ('px', 'mean px error (detected)', '.1f'),
-                                            ('feat', 'mean |feature error|', '.3f'))):
-        with np.errstate(all='ignore'), warnings.catch_warnings():
-            warnings.simplefilter('ignore', RuntimeWarning)
-            vals = np.nanmean(pp[key].reshape(shape), 2).T           # (pitch, yaw)
-        im = ax.imshow(vals, origin='lower', cmap='viridis', aspect='auto')
-        ax.set_xticks(range(len(yaw_g)), [f'{v:.0f}' for v in yaw_g], fontsize=7)
-        ax.set_yticks(range(len(pitch_g)), [f'{v:.0f}' for v in pitch_g], fontsize=7)
-        ax.set_xlabel('yaw')
-        ax.set_ylabel('pitch')
-        ax.set_title(title + ' (mean over roll)', fontsize=9)
-        for (r, c), v in np.ndenumerate(vals):
-            if np.isfinite(v):
-                ax.text(c, r, format(v, fmt), ha='center', va='center', fontsize=5, color='w')
-        fig.colorbar(im, ax=ax)
-    fig.savefig(path, dpi=90, bbox_inches='tight')
-    plt.close(fig)
-
-
-def _marginal_table(check, yaw_g, pitch_g, roll_g):
-    shape = (len(yaw_g), len(pitch_g), len(roll_g))
-    pp = check['_per_pose']
-    lines = []
-    for axis, (name, vals) in enumerate((('yaw', yaw_g), ('pitch', pitch_g), ('roll', roll_g))):
-        others = tuple(a for a in range(3) if a != axis)
-        det = pp['detected'].reshape(shape).mean(others)
-        with np.errstate(all='ignore'), warnings.catch_warnings():
-            warnings.simplefilter('ignore', RuntimeWarning)
-            px = np.nanmean(pp['px'].reshape(shape), others)
-            ft = np.nanmean(pp['feat'].reshape(shape), others)
-        lines += [f'\n| {name} | detected | px error | feature error |', '|---|---|---|---|']
-        lines += [f'| {v:.0f} | {d:.2f} | {e:.2f} | {f:.4f} |'
-                  for v, d, e, f in zip(vals, det, px, ft)]
-    return '\n'.join(lines) + '\n'
-
-
-def _write_report(out_dir, lcfg, summary, check, yaw_g, pitch_g, roll_g):
-    text = ['# landmarks\n',
-            f'mode: {summary["mode"]}; focal {lcfg.get("focal_px")} px, distance '
-            f'{lcfg.get("distance_cm")} cm, offset_frac {lcfg.get("offset_frac", 0.2)}, '
-            f'noise {lcfg.get("noise_px", 0.0)} px, z_scale {summary["z_scale"]}\n']
-    text += [f'- {k}: {v}' for k, v in summary.items() if k != 'check']
-    text.append('\n![projected examples](examples.png)\n')
-    if check and 'skipped' not in check:
-        _heatmaps(check, yaw_g, pitch_g, roll_g, out_dir / 'check.png')
-        text.append('## MediaPipe on renders vs. projection (check)\n')
-        text.append(f'{check["identities"]} training identities rendered at every grid pose '
-                    'with their own camera and expression; px error = mean distance of the '
-                    "468 projected landmarks to MediaPipe's (x, y); feature error = mean "
-                    '|difference| of the 1404 normalised features; PnP = solvePnP baseline '
-                    'on the render vs. the true pose (convention check).\n')
-        text += [f'- {k}: {v}' for k, v in check.items() if not k.startswith('_')]
-        text.append('\n![renders](renders.png)\n\n![per pose](check.png)\n')
-        text.append(_marginal_table(check, yaw_g, pitch_g, roll_g))
-    elif check:
-        text.append(f'\ncheck skipped: {check["skipped"]}\n')
-    (out_dir / 'report.md').write_text('\n'.join(text))
-
-
-def _plot_examples(grid, yaw_g, pitch_g, roll_g, path):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    picks = [(len(yaw_g) // 2, len(pitch_g) // 2, len(roll_g) // 2), (0, len(pitch_g) // 2, 0),
-             (len(yaw_g) - 1, 0, len(roll_g) - 1), (len(yaw_g) // 2, len(pitch_g) - 1,
-                                                    len(roll_g) // 2)]
-    fig, axes = plt.subplots(1, len(picks), figsize=(3 * len(picks), 3.2))
-    for ax, (y, p, r) in zip(axes, picks):
-        lm = grid[0, y, p, r]
-        ax.scatter(lm[:, 0], lm[:, 1], s=2, c=lm[:, 2], cmap='viridis')
-        ax.invert_yaxis()
-        ax.set_aspect('equal')
-        ax.set_title(f'yaw {yaw_g[y]:.0f} pitch {pitch_g[p]:.0f} roll {roll_g[r]:.0f}',
-                     fontsize=8)
-        ax.axis('off')
-    fig.savefig(path, dpi=90, bbox_inches='tight')
-    plt.close(fig)

@@ -27,7 +27,9 @@ import time
 
 import numpy as np
 
-DEMO_DIR = Path(__file__).resolve().parent / 'data' / 'demo'
+from ..camera import Camera
+
+DEMO_DIR = Path(__file__).resolve().parents[1] / 'data' / 'demo'
 IMAGE_TOPIC = '/nlml_hpe_demo/image'
 INFO_TOPIC = '/nlml_hpe_demo/camera_info'
 FRAME_ID = 'demo_camera_optical_frame'
@@ -43,7 +45,8 @@ def load_clip(clip_dir):
         raise ValueError(f'demo clip not found: {meta_path} is missing')
     meta = json.loads(meta_path.read_text())
     cam = meta['camera']
-    K = np.array([[cam['fx'], 0.0, cam['cx']], [0.0, cam['fy'], cam['cy']], [0.0, 0.0, 1.0]])
+    K = Camera.from_intrinsics(cam['fx'], cam['fy'], cam['cx'], cam['cy'], cam['width'],
+                               cam['height']).k
     frames = []
     for item in meta['frames']:
         bgr = cv2.imread(str(clip_dir / item['file']))
@@ -75,7 +78,7 @@ class ClipRenderer:
     """Flat-shaded painter's-algorithm renderer of the ICT-FaceKit neutral head (OpenCV).
 
     Good enough for MediaPipe to find the face; used once, offline, to make the
-    bundled demo clip (``python -m nlml_hpe.demo --make-clip ict_facekit.npz``).
+    bundled demo clip (``python -m nlml_hpe.bench.demo --make-clip ict_facekit.npz``).
     The head frame is ICT-FaceKit's (x subject's left, y up, z out of the face),
     the frame of :mod:`nlml_hpe.geometry`.
     """
@@ -114,7 +117,7 @@ class ClipRenderer:
         """BGR image of the head at AFLW2000 angles (deg), ``distance_cm`` in front of K."""
         import cv2
 
-        from .geometry import euler_to_matrix
+        from ..geometry import euler_to_matrix
 
         width, height = size
         rot = euler_to_matrix(pitch, yaw, roll)
@@ -150,9 +153,7 @@ def make_clip(ict_npz, out_dir=DEMO_DIR, poses=CLIP_POSES, size=(640, 480), foca
     out_dir.mkdir(parents=True, exist_ok=True)
     renderer = ClipRenderer(ict_npz)
     width, height = size
-    from .camera import Camera
-
-    K = np.array(Camera.pinhole(focal, width, height).k)
+    K = Camera.pinhole(focal, width, height).k
     frames = []
     for i, (pitch, yaw, roll) in enumerate(poses):
         name = f'{i:03d}.jpg'
@@ -163,7 +164,7 @@ def make_clip(ict_npz, out_dir=DEMO_DIR, poses=CLIP_POSES, size=(640, 480), foca
         'camera': {'fx': focal, 'fy': focal, 'cx': width / 2, 'cy': height / 2,
                    'width': width, 'height': height},
         'frames': frames,
-        'source': 'ICT-FaceKit neutral head rendered by nlml_hpe.demo.make_clip at 55 cm',
+        'source': 'ICT-FaceKit neutral head rendered by nlml_hpe.bench.demo.make_clip at 55 cm',
         'license': 'MIT (ICT-FaceKit, Copyright (c) 2020 USC Institute for Creative '
                    'Technologies); see LICENSE.ict_facekit',
         'angles': 'degrees, AFLW2000 convention (nlml_hpe.geometry), head frame of '
@@ -220,19 +221,153 @@ def _answered(entry):
     return 'poses' in entry and ('pose' in entry or not entry['poses'].poses)
 
 
+class _Rig:
+    """The node and a player node (publisher of the clip, listener of the answers), spinning."""
+
+    def __init__(self, context, model_path, log):
+        self.executor = self.spinner = self.node = self.player = None
+        self.got = {}
+        self.cond = threading.Condition()
+        try:
+            self._start(context, model_path, log)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, context, model_path, log):
+        from geometry_msgs.msg import PoseArray, PoseStamped
+        import rclpy
+        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.parameter import Parameter
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import CameraInfo, Image
+
+        from ..ros.node import HeadPoseNode
+
+        # Each frame is a new pose, shown once: no smoothing, and a face is listed at once
+        # (a camera's face is listed after track_confirm_frames frames in a row).
+        overrides = [Parameter('smoothing', value=False),
+                     Parameter('track_confirm_frames', value=1)]
+        if model_path:
+            overrides.append(Parameter('model_path', value=str(model_path)))
+        t0 = time.monotonic()
+        self.node = HeadPoseNode(context=context, parameter_overrides=overrides,
+                                 cli_args=['--ros-args', '-r', f'image:={IMAGE_TOPIC}',
+                                           '-r', f'camera_info:={INFO_TOPIC}'])
+        log(f'head_pose_node started in {time.monotonic() - t0:.1f} s; '
+            f'publishing on {IMAGE_TOPIC}, listening to /head_pose')
+        self.player = rclpy.create_node('nlml_hpe_demo_player', context=context)
+        self.image_pub = self.player.create_publisher(Image, IMAGE_TOPIC,
+                                                      qos_profile_sensor_data)
+        self.info_pub = self.player.create_publisher(CameraInfo, INFO_TOPIC,
+                                                     qos_profile_sensor_data)
+        self.player.create_subscription(PoseStamped, '/head_pose', self._on_msg('pose'), 10)
+        self.player.create_subscription(PoseArray, '/head_poses', self._on_msg('poses'), 10)
+        self.executor = MultiThreadedExecutor(num_threads=2, context=context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.player)
+        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self.spinner.start()
+
+    def _on_msg(self, kind):
+        def cb(msg):
+            with self.cond:
+                key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+                self.got.setdefault(key, {})[kind] = msg
+                self.cond.notify_all()
+        return cb
+
+    def wait_for_node(self, timeout):
+        """Wait until the node subscribes to the clip's images (at most ``timeout`` s)."""
+        deadline = time.monotonic() + timeout
+        while self.image_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def play(self, rgb, info, timeout):
+        """Publish one frame (again each second while unanswered); return its answers.
+
+        Returns ``{'pose': PoseStamped, 'poses': PoseArray}``, either absent when
+        it did not come within ``timeout`` s.
+        """
+        from sensor_msgs.msg import Image
+
+        height, width = rgb.shape[:2]
+        stamp = self.node.get_clock().now().to_msg()
+        key = (stamp.sec, stamp.nanosec)
+        msg = Image(height=height, width=width, encoding='rgb8', is_bigendian=0,
+                    step=width * 3, data=rgb.tobytes())
+        msg.header.stamp = info.header.stamp = stamp
+        msg.header.frame_id = FRAME_ID
+        deadline = time.monotonic() + timeout
+        next_send = 0.0
+        with self.cond:
+            while not _answered(self.got.get(key, {})) and time.monotonic() < deadline:
+                if time.monotonic() >= next_send:  # best effort: resend if lost
+                    self.info_pub.publish(info)
+                    self.image_pub.publish(msg)
+                    next_send = time.monotonic() + 1.0
+                self.cond.wait(0.05)
+            return dict(self.got.get(key, {}))
+
+    def close(self):
+        """Stop spinning and destroy both nodes."""
+        if self.executor is not None:
+            self.executor.shutdown(timeout_sec=2.0)
+            self.spinner.join(timeout=2.0)
+        for n in (self.player, self.node):
+            if n is not None:
+                n.destroy_node()
+
+
+def _frame_result(name, known, entry):
+    """Return a frame's result dict and its ``/head_pose`` (or None) from its answers."""
+    from ..geometry import optical_face_quaternion_to_euler
+
+    pose = entry.get('pose')
+    est = None
+    if pose is not None:
+        q = pose.pose.orientation
+        est = tuple(float(v) for v in optical_face_quaternion_to_euler([q.x, q.y, q.z, q.w]))
+    result = {'file': name, 'known': dict(zip(('pitch', 'yaw', 'roll'), known)),
+              'estimated': None if est is None else dict(zip(('pitch', 'yaw', 'roll'), est)),
+              'position_m': None if pose is None else
+              [pose.pose.position.x, pose.pose.position.y, pose.pose.position.z]}
+    return result, None if pose is None else pose.pose
+
+
+def _table_row(result, answered):
+    """One printed line: the frame, its known and received angles, and their errors."""
+    fmt = '%6.1f %6.1f %6.1f'
+    k, e = result['known'], result['estimated']
+    line = f"{result['file']:>10} | {fmt % (k['yaw'], k['pitch'], k['roll']):>26} | "
+    if e is None:
+        return line + f'{"no face" if answered else "no answer":>26} |'
+    err = [abs(e[a] - k[a]) for a in ('yaw', 'pitch', 'roll')]
+    return line + f"{fmt % (e['yaw'], e['pitch'], e['roll']):>26} | {fmt % tuple(err):>18}"
+
+
+def _write_outputs(results, annotated, out_dir, log):
+    """Log the clip's MAE; write the video and ``results.json``."""
+    errs = np.array([[abs(r['estimated'][k] - r['known'][k]) for k in ('yaw', 'pitch', 'roll')]
+                     for r in results if r['estimated'] is not None]).reshape(-1, 3)
+    if len(errs):
+        mae = errs.mean(axis=0)
+        log(f'faces found in {len(errs)}/{len(results)} frames; MAE yaw {mae[0]:.1f}, '
+            f'pitch {mae[1]:.1f}, roll {mae[2]:.1f}, mean {mae.mean():.1f} deg')
+    else:
+        log(f'no face found in any of the {len(results)} frames')
+    video = _write_video(out_dir / 'demo.mp4', annotated)
+    (out_dir / 'results.json').write_text(json.dumps(results, indent=2) + '\n')
+    log(f'wrote {len(annotated)} annotated frames'
+        + (f', {video.name}' if video else '') + f' and results.json to {out_dir}')
+
+
 def run_demo(clip_dir=DEMO_DIR, out_dir='demo_out', model_path=None, timeout=10.0,
              log=print):
     """Run the node on the clip; return a list of per-frame result dicts."""
     import cv2
-    from geometry_msgs.msg import PoseArray, PoseStamped
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
-    from rclpy.parameter import Parameter
-    from rclpy.qos import qos_profile_sensor_data
-    from sensor_msgs.msg import CameraInfo, Image
-
-    from . import geometry
-    from .node import HeadPoseNode
+    from sensor_msgs.msg import CameraInfo
 
     frames, K, meta = load_clip(clip_dir)
     out_dir = Path(out_dir)
@@ -240,41 +375,10 @@ def run_demo(clip_dir=DEMO_DIR, out_dir='demo_out', model_path=None, timeout=10.
     log(f'demo clip: {len(frames)} frames from {clip_dir} ({meta.get("source", "")})')
     context = rclpy.Context()
     rclpy.init(context=context)
-    executor = spinner = node = player = None
+    rig = None
     try:
-        overrides = [Parameter('smoothing', value=False)]  # each frame is a new pose
-        if model_path:
-            overrides.append(Parameter('model_path', value=str(model_path)))
-        t0 = time.monotonic()
-        node = HeadPoseNode(context=context, parameter_overrides=overrides,
-                            cli_args=['--ros-args', '-r', f'image:={IMAGE_TOPIC}',
-                                      '-r', f'camera_info:={INFO_TOPIC}'])
-        log(f'head_pose_node started in {time.monotonic() - t0:.1f} s; '
-            f'publishing on {IMAGE_TOPIC}, listening to /head_pose')
-        player = rclpy.create_node('nlml_hpe_demo_player', context=context)
-        image_pub = player.create_publisher(Image, IMAGE_TOPIC, qos_profile_sensor_data)
-        info_pub = player.create_publisher(CameraInfo, INFO_TOPIC, qos_profile_sensor_data)
-        got = {}
-        cond = threading.Condition()
-
-        def on_msg(kind):
-            def cb(msg):
-                with cond:
-                    key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-                    got.setdefault(key, {})[kind] = msg
-                    cond.notify_all()
-            return cb
-
-        player.create_subscription(PoseStamped, '/head_pose', on_msg('pose'), 10)
-        player.create_subscription(PoseArray, '/head_poses', on_msg('poses'), 10)
-        executor = MultiThreadedExecutor(num_threads=2, context=context)
-        executor.add_node(node)
-        executor.add_node(player)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
-        deadline = time.monotonic() + timeout
-        while image_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        rig = _Rig(context, model_path, log)
+        rig.wait_for_node(timeout)
         height, width = frames[0][1].shape[:2]
         info = CameraInfo(width=width, height=height, k=[float(v) for v in K.ravel()],
                           distortion_model='plumb_bob', d=[0.0] * 5)
@@ -285,64 +389,20 @@ def run_demo(clip_dir=DEMO_DIR, out_dir='demo_out', model_path=None, timeout=10.
         log(header)
         log('-' * len(header))
         for i, (name, rgb, known) in enumerate(frames):
-            stamp = node.get_clock().now().to_msg()
-            key = (stamp.sec, stamp.nanosec)
-            msg = Image(height=height, width=width, encoding='rgb8', is_bigendian=0,
-                        step=width * 3, data=rgb.tobytes())
-            msg.header.stamp = info.header.stamp = stamp
-            msg.header.frame_id = FRAME_ID
-            deadline = time.monotonic() + timeout
-            next_send = 0.0
-            with cond:
-                while not _answered(got.get(key, {})) and time.monotonic() < deadline:
-                    if time.monotonic() >= next_send:  # best effort: resend if lost
-                        info_pub.publish(info)
-                        image_pub.publish(msg)
-                        next_send = time.monotonic() + 1.0
-                    cond.wait(0.05)
-                entry = dict(got.get(key, {}))
-            pose = entry.get('pose')
-            est = None
-            if pose is not None:
-                q = pose.pose.orientation
-                est = tuple(float(v) for v in
-                            geometry.optical_face_quaternion_to_euler([q.x, q.y, q.z, q.w]))
-            err = None if est is None else [abs(a - b) for a, b in zip(est, known)]
-            fmt = '%6.1f %6.1f %6.1f'
-            log(f'{name:>10} | {fmt % (known[1], known[0], known[2]):>26} | '
-                + (f'{fmt % (est[1], est[0], est[2]):>26} | '
-                   f'{fmt % (err[1], err[0], err[2]):>18}' if est is not None else
-                   f'{"no face" if "poses" in entry else "no answer":>26} |'))
-            img = annotate(rgb, K, None if pose is None else pose.pose, known, est)
+            entry = rig.play(rgb, info, timeout)
+            result, pose = _frame_result(name, known, entry)
+            log(_table_row(result, 'poses' in entry))
+            est = result['estimated']
+            img = annotate(rgb, K, pose, known, None if est is None else
+                           (est['pitch'], est['yaw'], est['roll']))
             cv2.imwrite(str(out_dir / f'annotated_{i:03d}.jpg'), img)
             annotated.append(img)
-            results.append({'file': name, 'known': dict(zip(('pitch', 'yaw', 'roll'), known)),
-                            'estimated': None if est is None else
-                            dict(zip(('pitch', 'yaw', 'roll'), est)),
-                            'position_m': None if pose is None else
-                            [pose.pose.position.x, pose.pose.position.y,
-                             pose.pose.position.z]})
-        errs = np.array([[abs(r['estimated'][k] - r['known'][k]) for k in ('yaw', 'pitch', 'roll')]
-                         for r in results if r['estimated'] is not None]).reshape(-1, 3)
-        found = len(errs)
-        if found:
-            mae = errs.mean(axis=0)
-            log(f'faces found in {found}/{len(results)} frames; MAE yaw {mae[0]:.1f}, '
-                f'pitch {mae[1]:.1f}, roll {mae[2]:.1f}, mean {mae.mean():.1f} deg')
-        else:
-            log(f'no face found in any of the {len(results)} frames')
-        video = _write_video(out_dir / 'demo.mp4', annotated)
-        (out_dir / 'results.json').write_text(json.dumps(results, indent=2) + '\n')
-        log(f'wrote {len(annotated)} annotated frames'
-            + (f', {video.name}' if video else '') + f' and results.json to {out_dir}')
+            results.append(result)
+        _write_outputs(results, annotated, out_dir, log)
         return results
     finally:
-        if executor is not None:
-            executor.shutdown(timeout_sec=2.0)
-            spinner.join(timeout=2.0)
-        for n in (player, node):
-            if n is not None:
-                n.destroy_node()
+        if rig is not None:
+            rig.close()
         if context.ok():
             rclpy.shutdown(context=context)
 

@@ -11,7 +11,7 @@ sitting still) through a streaming estimator and times every
 * ``crowd N``: N faces in a 640x640 frame (``max_faces`` 20).
 
 With ``legacy`` the same clips also go through the legacy MediaPipe graph
-(:class:`~nlml_hpe.legacy_landmarks.LegacyLandmarkExtractor`), so each row has
+(:class:`~nlml_hpe.bench.legacy.LegacyLandmarkExtractor`), so each row has
 its ratio against it, measured in the same run: the two take turns, ten
 rounds of 30 frames each (:func:`time_streams`), so a slow spell of a shared
 machine falls on both.  Frames come back to back (no idle time between them,
@@ -25,7 +25,7 @@ import time
 import cv2
 import numpy as np
 
-from .benchmark import _stats, rss_mb
+from .stats import latency_stats, rss_mb
 
 #: Face width (pixels) in the single-face scenarios.
 FACE_PX = 200
@@ -70,8 +70,8 @@ def _timed(estimator, frame, out):
 
 
 def _summary(out):
-    return {'frame_ms': _stats(out['total']), 'landmarks_ms': _stats(out['lm']),
-            'pose_ms': _stats(out['model']),
+    return {'frame_ms': latency_stats(out['total']), 'landmarks_ms': latency_stats(out['lm']),
+            'pose_ms': latency_stats(out['model']),
             'faces_mean': float(np.mean(out['faces'])) if out['faces'] else 0.0,
             'frames': len(out['total'])}
 
@@ -158,7 +158,7 @@ def run_speed(make_estimator, face_rgb, face_landmarks, *, frames=300, warmup=30
             ours, base = rows[-2], rows[-1]
             if ours['frame_ms']['p50'] and base['frame_ms']['p50']:
                 ours['ratio_to_legacy_p50'] = ours['frame_ms']['p50'] / base['frame_ms']['p50']
-    from .features import normalise_landmarks
+    from ..features import normalise_landmarks
 
     feats = normalise_landmarks(face_landmarks)
     mt = []
@@ -168,7 +168,8 @@ def run_speed(make_estimator, face_rgb, face_landmarks, *, frames=300, warmup=30
         if i >= 100:
             mt.append((time.perf_counter() - t0) * 1e3)
     cur, peak = rss_mb()
-    return {'rows': rows, 'encoder_heads_ms': _stats(mt), 'frames': frames, 'warmup': warmup,
+    return {'rows': rows, 'encoder_heads_ms': latency_stats(mt), 'frames': frames,
+            'warmup': warmup,
             'rss_mb': {'current': cur, 'peak': peak}}
 
 

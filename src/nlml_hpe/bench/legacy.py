@@ -10,8 +10,9 @@ or CPython 3.13 wheel): :func:`available` says whether it can be imported.
 
 import numpy as np
 
-from .features import N_LANDMARKS, to_pixel_coords
-from .images import as_rgb_uint8
+from ..features import N_LANDMARKS, to_pixel_coords
+from ..images import as_rgb_uint8
+from ..options import EstimatorConfig
 
 # Wire format of one NormalizedLandmark with x, y, z set (and no visibility or
 # presence): field-1 tag, length 15, then tag + little-endian float32 for x, y, z.
@@ -39,7 +40,6 @@ def landmark_list_to_array(landmark_list):
 
 #: Streaming: frames between two searches for new faces while fewer than
 #: ``max_faces`` are tracked (see :class:`LegacyLandmarkExtractor`).
-DEFAULT_DETECTION_INTERVAL = 10
 
 
 def available():
@@ -80,8 +80,8 @@ class LegacyLandmarkExtractor:
 
     def __init__(self, max_faces=5, min_detection_confidence=0.5,
                  min_tracking_confidence=0.5, streaming=False,
-                 detection_interval=DEFAULT_DETECTION_INTERVAL):
-        from .landmarks import check_extractor_args
+                 detection_interval=EstimatorConfig.detection_interval):
+        from ..landmarks import check_extractor_args
 
         check_extractor_args(max_faces, min_detection_confidence, min_tracking_confidence,
                              detection_interval)
@@ -141,8 +141,8 @@ class LegacyLandmarkExtractor:
         (``camera``, ``camera_matrix`` and ``line_of_sight_deg`` are ignored; no AFLW2000
         dev face is 10 deg off the optical axis).
         """
-        from .estimator import match_mirrored
-        from .landmarks import FrameReading
+        from ..estimator import match_mirrored
+        from ..landmarks import FrameReading
 
         rgb = as_rgb_uint8(rgb)
         faces, scores = self.extract_with_scores(rgb)

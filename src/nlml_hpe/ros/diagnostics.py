@@ -1,0 +1,98 @@
+"""head_pose_node's warnings (throttled, counted) and its /diagnostics status.
+
+:class:`Warnings` logs a warning at most once per :data:`WARN_PERIOD_S` per
+kind (or once), and counts every occurrence, logged or not.
+
+:func:`diagnostic_array` builds the node's 1 Hz status: its level and message
+(inactive, no images, all images rejected, or the number of faces) and the
+figures of the frame pump (:meth:`nlml_hpe.frame_pump.FramePump.figures`) and
+of the last frame.  The status is named after the node's fully qualified name,
+which tells apart the nodes of several cameras.
+"""
+
+import collections
+import threading
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+#: Seconds between two warnings of the same kind.
+WARN_PERIOD_S = 5.0
+
+
+class Warnings:
+    """Throttled warnings on ``logger``; :attr:`counts`: kind -> occurrences (all).
+
+    ``live()`` false (the ROS context is shut down, Ctrl-C) mutes the log: a
+    logger would fail to reach /rosout then.
+    """
+
+    def __init__(self, logger, period_s=WARN_PERIOD_S, live=lambda: True):
+        self._logger = logger
+        self._live = live
+        self._period = period_s
+        self._lock = threading.Lock()
+        self._last = {}
+        self._said = set()
+        self.counts = collections.Counter()
+
+    def __call__(self, kind, text, once=False):
+        """Count ``kind``; log ``text`` unless it was logged recently (or ever, with ``once``)."""
+        now = time.monotonic()
+        with self._lock:
+            self.counts[kind] += 1
+            count = self.counts[kind]
+            if once:
+                log = kind not in self._said
+                self._said.add(kind)
+            else:
+                log = now - self._last.get(kind, -1e9) >= self._period
+            if log:
+                self._last[kind] = now
+        if log and self._live():
+            suffix = f' ({count} so far)' if count > 1 and not once else ''
+            self._logger.warning(f'{text}{suffix}')
+
+
+def _ms(value):
+    return 'n/a' if value is None else f'{value:.1f}'
+
+
+def diagnostic_array(name, stamp, active, figures, frame):
+    """Return the node's DiagnosticArray.
+
+    ``name``: the node's fully qualified name; ``stamp``: now; ``active``: the
+    lifecycle state is active; ``figures``: the pump's figures; ``frame``: the
+    last frame's ``faces``, ``reread`` (faces read on their line of sight),
+    ``landmarks_ms``, ``camera`` (a valid camera_info is known) and
+    ``camera_problem``.
+    """
+    status = DiagnosticStatus(name=f'{name}: head pose estimation', hardware_id='camera')
+    if not active:  # inactive on purpose: not subscribed
+        status.level, status.message = DiagnosticStatus.OK, 'inactive (not subscribed)'
+    elif not figures.get('recent_frames'):
+        status.level, status.message = DiagnosticStatus.WARN, 'no images received'
+    elif figures.get('rejected', 0) and not figures.get('processed', 0):
+        status.level, status.message = DiagnosticStatus.ERROR, 'all images rejected'
+    else:
+        status.level, status.message = DiagnosticStatus.OK, f'{frame["faces"]} face(s)'
+    status.values = [KeyValue(key=k, value=str(v)) for k, v in [
+        ('input_rate_hz', f'{figures.get("input_rate_hz", 0.0):.1f}'),
+        ('processing_latency_ms_p50', _ms(figures.get('latency_ms_p50'))),
+        ('processing_latency_ms_p95', _ms(figures.get('latency_ms_p95'))),
+        ('stamp_to_output_ms_p50', _ms(figures.get('age_ms_p50'))),
+        ('faces', frame['faces']),
+        ('faces_reread_off_axis', frame['reread']),
+        ('landmarks_ms', f'{frame["landmarks_ms"]:.1f}'),
+        ('frames_received', figures.get('received', 0)),
+        ('frames_processed', figures.get('processed', 0)),
+        ('frames_dropped', figures.get('dropped', 0)),
+        ('frames_rejected', figures.get('rejected', 0)),
+        ('frames_without_face', figures.get('no_face', 0)),
+        ('errors', figures.get('errors', 0)),
+        ('camera_info_valid', frame['camera']),
+        ('camera_info_problem', frame['camera_problem']),
+    ]]
+    out = DiagnosticArray(status=[status])
+    out.header.stamp = stamp
+    return out
