@@ -10,8 +10,8 @@ from importlib import resources
 import numpy as np
 import pytest
 
+from nlml_hpe.bench.aflw2000 import pick_labelled_face, read_rgb
 from nlml_hpe.bench.clutter import BACKGROUND_KINDS, frame_rng, scene
-from nlml_hpe.benchmark import pick_labelled_face, read_rgb
 from nlml_hpe.estimator import HeadPoseEstimator
 from nlml_hpe.landmarks import LandmarkExtractor, Roi
 

@@ -22,9 +22,11 @@ import time
 
 import numpy as np
 
-from ..benchmark import (
+from .aflw2000 import (
     PROTOCOLS,
+    in_protocol,
     list_aflw2000,
+    mae,
     pick_labelled_face,
     read_aflw_box,
     read_aflw_pose,
@@ -47,22 +49,6 @@ def distance_m(face_px, frame_width):
     return FACE_WIDTH_M * focal / face_px
 
 
-def in_protocol(pose, protocol='paper'):
-    """Whether ``(pitch, yaw, roll)`` degrees lie in the protocol's angle range."""
-    pitch, yaw, roll = np.abs(pose)
-    bounds = PROTOCOLS[protocol]
-    return bool(yaw <= bounds[0] and pitch <= bounds[1] and roll <= bounds[2])
-
-
-def mae(pred, gt):
-    """Mean absolute error per angle and their mean, degrees (``None`` without faces)."""
-    if len(gt) == 0:
-        return {'yaw': None, 'pitch': None, 'roll': None, 'mean': None}
-    pitch, yaw, roll = np.abs(np.asarray(pred) - np.asarray(gt)).mean(axis=0)
-    return {'yaw': float(yaw), 'pitch': float(pitch), 'roll': float(roll),
-            'mean': float((yaw + pitch + roll) / 3.0)}
-
-
 def load_faces(directory, limit=None, protocol='paper'):
     """``(faces, textures)`` of an AFLW2000-3D directory.
 
@@ -78,7 +64,7 @@ def load_faces(directory, limit=None, protocol='paper'):
         rgb = read_rgb(jpg)
         textures += photo_textures([rgb], [box])
         pose = read_aflw_pose(mat)
-        if in_protocol(pose, protocol):
+        if in_protocol(pose, PROTOCOLS[protocol]):
             faces.append((rgb, box, pose))
     return (faces[:limit] if limit else faces), textures
 
@@ -232,7 +218,7 @@ def make_estimators(model_path=None, legacy=True, **options):
     model = load_model(default_model_dir() if model_path is None else model_path)
     out = {'nlml_hpe': HeadPoseEstimator(model, flip_average=False, **options)}
     if legacy:
-        from ..legacy_landmarks import LegacyLandmarkExtractor, available
+        from .legacy import LegacyLandmarkExtractor, available
 
         if not available():
             raise SystemExit('the legacy MediaPipe graph (mediapipe==0.10.21) is not '

@@ -23,9 +23,9 @@ import json
 import sys
 import time
 
-from ..benchmark import pick_labelled_face
+from .aflw2000 import mae, pick_labelled_face
 from .clutter import FAULTS, apply_fault, frame_rng, make_background, paste_face
-from .range import load_faces, mae, make_estimators
+from .range import load_faces, make_estimators
 
 #: Conditions: name -> face width in a cluttered frame (None: the photo itself).
 CONDITIONS = {'full': None, '100px': 100, '40px': 40}
