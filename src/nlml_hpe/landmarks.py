@@ -47,7 +47,7 @@ landmarks.
 """
 
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import math
 
 import cv2
@@ -93,6 +93,21 @@ ROI_SCALE = 1.5
 SCORE_TIE = 0.05
 #: Two faces whose landmark boxes overlap more than this are one face.
 SAME_FACE_IOU = 0.5
+#: A small face (detector box at most SMALL_FACE_PX wide: its crop is upscaled 2x or
+#: more) that the detector scores at least STRONG_DETECTION needs only WEAK_PRESENCE from
+#: the landmark model.  Blur, noise and JPEG blocks take the presence score of such an
+#: upscaled crop near zero while the detector still sees the face clearly; background
+#: seldom fools both models (tools/clutter_synthetic.py, docs/robustness.md).
+SMALL_FACE_PX = 64.0
+STRONG_DETECTION = 0.75
+WEAK_PRESENCE = 0.1
+#: A small new face read below its floor is read once more through an ROI this much larger.
+SECOND_LOOK_SCALE = 1.25
+#: Faces at most this wide (px, landmark box) are always read with their mirrored crop
+#: too, and the estimator averages both readings (flip averaging): a far face's landmarks
+#: are noisy, and one more 192-px read costs little beside the tiles that found it.
+#: ``LandmarkExtractor.mirror_small_px = None`` turns it off.
+MIRROR_SMALL_PX = 64.0
 
 
 def _normalize_radians(a):
@@ -101,12 +116,16 @@ def _normalize_radians(a):
 
 @dataclass(frozen=True)
 class Roi:
-    """A square region of interest in image pixels, turned by ``angle`` (radians)."""
+    """A square region of interest in image pixels, turned by ``angle`` (radians).
+
+    ``score``: the detector's score of the face it frames (None: placed by landmarks).
+    """
 
     cx: float
     cy: float
     side: float
     angle: float
+    score: float = None
 
     @classmethod
     def from_box(cls, box, p0, p1):
@@ -360,20 +379,26 @@ class FrameReading:
     tracked: int = 0
 
 
-def _overlaps(box, boxes, iou=0.3):
-    """Whether ``box`` is one of ``boxes``.
+def _overlapping(box, boxes, iou=0.3):
+    """Return the index of the first of ``boxes`` that ``box`` is, or None.
 
     IoU above ``iou``, or its centre inside one of about its size (within 2x: a
     small face beside a large box is another face).
     """
     if not len(boxes):
-        return False
+        return None
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     cx, cy = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
     inside = (b[:, 0] <= cx) & (cx <= b[:, 2]) & (b[:, 1] <= cy) & (cy <= b[:, 3])
     ratio = (b[:, 2] - b[:, 0]) / max(box[2] - box[0], 1e-9)
     alike = (ratio <= 2.0) & (ratio >= 0.5)
-    return bool(np.any(inside & alike) or np.any(box_iou([box], b)[0] > iou))
+    hit = np.flatnonzero((inside & alike) | (box_iou([box], b)[0] > iou))
+    return int(hit[0]) if len(hit) else None
+
+
+def _overlaps(box, boxes, iou=0.3):
+    """Whether ``box`` is one of ``boxes`` (:func:`_overlapping`)."""
+    return _overlapping(box, boxes, iou) is not None
 
 
 def _same_face(a, b):
@@ -435,6 +460,8 @@ class LandmarkExtractor:
         if not 0 <= int(refine) <= 5:
             raise ValueError(f'refine must be in [0, 5], got {refine}')
         self.refine = int(refine)
+        #: Faces up to this wide are read mirrored too (:data:`MIRROR_SMALL_PX`; None: off).
+        self.mirror_small_px = MIRROR_SMALL_PX
         self.streaming = bool(streaming)
         self.detection_interval = int(detection_interval)
         self.min_tracking_confidence = float(min_tracking_confidence)
@@ -450,6 +477,7 @@ class LandmarkExtractor:
         self.model = LandmarkModel(num_threads)
         self._regions = {}
         self._tracked = []  # streaming: landmarks of the faces found in the previous frame
+        self._tracked_floors = []  # ... and the presence score each needs (presence_floor)
         self._look_due = None  # streaming: a look scheduled (rgb, detector runs, frame size)
         self._look = None  # ... and started: (future, frame size)
         self._frame = 0
@@ -528,8 +556,12 @@ class LandmarkExtractor:
                               Roi.from_detection(box, dets.keypoints[i]), float(dets.scores[i])))
         kept = []
         for *_, box, roi, score in sorted(cands, key=lambda c: c[:2]):
-            if not _overlaps(box, [k[0] for k in kept]):
-                kept.append((box, roi, score))
+            same = _overlapping(box, [k[0] for k in kept])
+            if same is None:
+                kept.append([box, roi, score])
+            else:  # a face keeps the best score any run gave it
+                kept[same][2] = max(kept[same][2], score)
+        kept = [(box, replace(roi, score=score), score) for box, roi, score in kept]
         # Highest detector score first: the ones read when there are more than can be.
         kept.sort(key=lambda k: -k[2])
         return [k[:2] for k in kept] if boxes else [k[1] for k in kept]
@@ -596,45 +628,51 @@ class LandmarkExtractor:
         # Pass 1: tracked faces through their planned crops (and mirrored), while the
         # previous frame's look may still run on the worker (then one thread reads here:
         # the look has the other), then the new faces directly.
+        floors = list(self._tracked_floors) if tracked else []
         faces, scores, mirrored, reread = self._read_plans(
-            rgb, tracked, [mirror] * len(tracked), solo=self._look is None)
+            rgb, tracked, [mirror or self._mirrors(p) for p in tracked],
+            solo=self._look is None, floors=floors)
         if self.streaming:  # the look's new faces, then the ones this frame found
             fresh = (self._collect_look(w, h) + found)[:self.max_candidates - len(tracked)]
         if fresh:
-            new = self._read_plans(rgb, [_Plan(r.transform(), None, False) for r in fresh],
-                                   [False] * len(fresh))
-            for mine, more in zip((faces, scores, mirrored, reread), new):
+            floors += [self.presence_floor(r) for r in fresh]
+            for mine, more in zip((faces, scores, mirrored, reread),
+                                  self._read_new(rgb, fresh, floors[len(tracked):])):
                 mine += more
         # New faces: re-read from their own landmarks' ROI (as a tracker would) ``refine``
         # times; the last pass also turns them onto their line of sight and mirrors them.
         redo = [i for i in range(len(tracked), len(faces)) if faces[i] is not None]
-        turn = line_of_sight_deg is not None
         for it in range(max(self.refine, 1)):
             last = it == max(self.refine, 1) - 1
-            if not redo or not (self.refine or (last and (mirror or turn))):
+            if not redo or not (self.refine or last):
                 break
             plans2 = self._plans([faces[i] for i in redo], camera if last else None,
                                  line_of_sight_deg)
             direct = [bool(self.refine) or p.reread for p in plans2]
-            use = [d or (last and mirror) for d in direct]
+            mirs = [last and (mirror or self._mirrors(p)) for p in plans2]
+            use = [d or m for d, m in zip(direct, mirs)]
             sel = [i for i, u in zip(redo, use) if u]
-            plans2 = [p for p, u in zip(plans2, use) if u]
-            direct = [d for d, u in zip(direct, use) if u]
-            f2, s2, m2, _ = self._read_plans(rgb, plans2, [last and mirror] * len(plans2),
-                                             direct=direct)
+            plans2, direct, mirs = ([x for x, u in zip(xs, use) if u]
+                                    for xs in (plans2, direct, mirs))
+            if not sel:
+                break
+            f2, s2, m2, _ = self._read_plans(rgb, plans2, mirs, direct=direct,
+                                             floors=[floors[i] for i in sel])
             for j, i in enumerate(sel):
                 if direct[j] and f2[j] is not None and _same_face(f2[j], faces[i]):
                     faces[i], scores[i], reread[i] = f2[j], s2[j], plans2[j].reread
-                if last and mirror:
+                if mirs[j]:
                     mirrored[i] = m2[j]
         if self.streaming and due:
             self._look_due = (rgb, due, (w, h))
         keep = self._keep(faces, scores)
+        twins = [mirrored[i] for i in keep]
         out = FrameReading([faces[i] for i in keep], [float(scores[i]) for i in keep],
-                           [mirrored[i] for i in keep] if mirror else None,
+                           twins if mirror or any(t is not None for t in twins) else None,
                            [bool(reread[i]) for i in keep], detector_runs, len(tracked))
         if self.streaming:
             self._tracked = list(out.faces)
+            self._tracked_floors = [floors[i] for i in keep]
             self._frame += 1
         self.last_stats = {'detector_runs': detector_runs, 'tracked': len(tracked),
                            'reread': sum(out.reread)}
@@ -704,10 +742,50 @@ class LandmarkExtractor:
                 plans[i] = _Plan(roi_m[j] @ hom[j], crop_scale(roi_m[j]) * float(scale[j]), True)
         return plans
 
-    def _read_plans(self, rgb, plans, mirror, direct=None, solo=True):
+    def _read_new(self, rgb, rois, floors):
+        """Read new faces from their detector ROIs (:meth:`_read_plans`'s lists).
+
+        A small face read below its presence floor gets a second look through
+        an ROI :data:`SECOND_LOOK_SCALE` times larger: a far face's detector
+        box is tight, and a crop that cuts its outline reads as no face.
+        """
+        out = self._read_plans(rgb, [_Plan(r.transform(), None, False) for r in rois],
+                               [False] * len(rois), floors=floors)
+        again = [i for i, r in enumerate(rois)
+                 if out[0][i] is None and r.side <= SMALL_FACE_PX * ROI_SCALE]
+        if again:
+            plans = [_Plan(replace(rois[i], side=rois[i].side * SECOND_LOOK_SCALE).transform(),
+                           None, False) for i in again]
+            more = self._read_plans(rgb, plans, [False] * len(again),
+                                    floors=[floors[i] for i in again])
+            for j, i in enumerate(again):
+                for mine, theirs in zip(out, more):
+                    mine[i] = theirs[j]
+        return out
+
+    def _mirrors(self, plan):
+        """Whether a face read through ``plan`` is small enough to read mirrored too."""
+        return (self.mirror_small_px is not None and
+                CROP_PX / crop_scale(plan.transform) <= self.mirror_small_px * ROI_SCALE)
+
+    def presence_floor(self, roi):
+        """Return the face-presence score a new face in ``roi`` needs to be reported.
+
+        ``min_tracking_confidence``, or at most :data:`WEAK_PRESENCE` for a small
+        face the detector is sure of (:data:`STRONG_DETECTION`); a face keeps its
+        floor while it is tracked.
+        """
+        if (roi.score is not None and roi.score >= STRONG_DETECTION
+                and roi.side <= SMALL_FACE_PX * ROI_SCALE):
+            return min(WEAK_PRESENCE, self.min_tracking_confidence)
+        return self.min_tracking_confidence
+
+    def _read_plans(self, rgb, plans, mirror, direct=None, solo=True, floors=None):
         """Read ``plans`` (``direct[i]`` False: only its mirrored crop) in one batch.
 
         ``solo``: a single crop may take all threads (:meth:`LandmarkModel.read`).
+        ``floors``: the presence score each plan's face needs (default
+        ``min_tracking_confidence``, :meth:`presence_floor`).
 
         Returns per plan: landmarks (or None under the presence threshold),
         score, mirrored landmarks (mirrored image's pixels, or None) and whether
@@ -739,7 +817,7 @@ class LandmarkExtractor:
                 lm = lm.copy()
                 lm[:, 0] = width - lm[:, 0]
                 mirrored[i] = lm
-            elif s >= self.min_tracking_confidence:
+            elif s >= (self.min_tracking_confidence if floors is None else floors[i]):
                 faces[i], scores[i] = lm, float(s)
         return faces, scores, mirrored, [p.reread for p in plans]
 
@@ -792,6 +870,7 @@ class LandmarkExtractor:
             self._look[0].result()  # its detectors are free again; its faces are dropped
         self._look = self._look_due = None
         self._tracked = []
+        self._tracked_floors = []
         self._frame = 0
         self._next_region = 0
 

@@ -147,7 +147,7 @@ def cmd_range(args):
     """Measure detection rate and accuracy by face size, beside the legacy graph."""
     from ..estimator import HeadPoseEstimator
     from ..options import EstimatorConfig
-    from ..range_benchmark import FACE_WIDTHS, FRAMES, format_range, run_range
+    from .range import FACE_WIDTHS, FRAMES, format_range, run_range
 
     model = _load_model(args.model, 'range')
     estimators = {'nlml_hpe': HeadPoseEstimator(model, flip_average=False)}
