@@ -182,7 +182,7 @@ def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progr
                 twin = None
                 if poses is not None:
                     row['model'] = poses[pick].angles
-                    if estimator.rigid_fusion:  # the network alone, for comparison
+                    if estimator.config.rigid_fusion:  # the network alone, for comparison
                         row['network_only'] = poses[pick].network_angles
                     twin = poses[pick].mirrored_landmarks
                 t3 = time.perf_counter()
@@ -197,7 +197,7 @@ def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progr
         if own_extractor is not None:
             own_extractor.close()
     flip = estimator is not None and estimator.flip_average
-    fusion = estimator is not None and estimator.rigid_fusion
+    fusion = estimator is not None and estimator.config.rigid_fusion
     methods = (['model'] if estimator is not None else []) + (
         ['network_only'] if fusion else []) + ['baseline'] + (['baseline_flip'] if flip else [])
     result = {'dataset': str(directory), 'images': len(rows), 'methods': methods,
@@ -205,7 +205,7 @@ def run_aflw2000(directory, estimator=None, *, limit=None, extractor=None, progr
                       'the detection rate; both methods use the same landmarks',
               'other_faces_only': sum(r['other_faces_only'] for r in rows),
               'flip_average': flip, 'rigid_fusion': fusion,
-              'perspective_warp': estimator is not None and estimator.perspective_warp,
+              'perspective_warp': estimator is not None and estimator.config.perspective_warp,
               'protocols': {}}
     for name, bounds in PROTOCOLS.items():
         sel = [r for r in rows if _in_protocol(r['gt'], bounds)]
@@ -350,7 +350,7 @@ def run_off_axis(directory, estimators, *, turns=OFF_AXIS_TURNS, limit=20,
         items = tqdm(items, desc='off-axis', unit='view')
     # The baseline reads MediaPipe's own landmarks: those of an estimator that does not
     # re-read them, if there is one.
-    first = next((n for n, e in estimators.items() if not e.perspective_warp),
+    first = next((n for n, e in estimators.items() if not e.config.perspective_warp),
                  next(iter(estimators)))
     for path, (yaw, pitch) in items:
         turn = Rotation.from_euler('yx', [yaw, pitch], degrees=True).as_matrix()

@@ -324,9 +324,9 @@ def cmd_benchmark_speed(args):
     from .benchmark import read_rgb
     from .estimator import HeadPoseEstimator
     from .landmarks import LandmarkExtractor
+    from .landmarks.litert import check_num_threads
     from .model import default_model_dir, load_model
     from .speed_benchmark import format_speed, run_speed
-    from .tflite import check_num_threads
 
     image = Path(args.image) if args.image else _default_face_image()
     try:
