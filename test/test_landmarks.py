@@ -523,3 +523,44 @@ def test_a_few_faces_are_placed_as_a_batch_places_them():
             [back[:, :, :2], np.ones((3, 468, 1))], axis=2))
         np.testing.assert_allclose(again[:, :, :2] / again[:, :, 2:], crop_lm[:, :, :2],
                                    atol=1e-9)
+
+
+def test_a_face_turned_to_profile_stays_tracked_until_it_turns_away(ict_npz):
+    """A tracked face needs min_tracking_presence, not the 0.5 a new face needs (issue 20).
+
+    A rendered head turns to 80 deg yaw and holds it, nodding a little: the
+    landmark model's presence score wavers around and below 0.5 there, so at
+    0.5 the track breaks; the default keeps it more often.  Turned on to the
+    back of the head, or gone, the score falls far below any threshold and
+    the track ends.  (The default was chosen on held-out identities:
+    ``tools/turning_faces.py``; this is the mean face.)
+    """
+    from training.render import SyntheticHead, renderer_available
+
+    ok, why = renderer_available()
+    if not ok:
+        pytest.skip(why)
+    head = SyntheticHead(ict_npz, 640, 480)
+    try:
+        turn = [head.render(5.0, y, 0.0) for y in range(0, 80, 5)]
+        held = [head.render(5.0 + 2.0 * np.sin(k / 3.0), 80.0, 0.0) for k in range(20)]
+        away = {y: head.render(5.0, y, 0.0) for y in range(85, 181, 5)}
+    finally:
+        head.release()
+    kept = {}
+    for threshold in (None, 0.5):
+        options = {} if threshold is None else {'min_tracking_presence': threshold}
+        with LandmarkExtractor(streaming=True, **options) as ex:
+            assert [len(ex.read_frame(f).faces) for f in turn] == [1] * len(turn)
+            readings = [ex.read_frame(f) for f in held]
+            kept[threshold] = sum(len(r.faces) for r in readings)
+            scores = [s for r in readings for s in r.scores]
+            if threshold is None:
+                assert ex.config.min_tracking_presence < 0.5
+                # Tracked faces under the new-face threshold are kept, none under their own.
+                assert any(s < 0.5 for s in scores), scores
+                assert min(scores) >= ex.config.min_tracking_presence
+                reported = {y: len(ex.read_frame(f).faces) for y, f in away.items()}
+                assert not any(n for y, n in reported.items() if y >= 120), reported
+                assert ex.read_frame(np.full((480, 640, 3), 128, np.uint8)).faces == []
+    assert kept[None] > kept[0.5], kept

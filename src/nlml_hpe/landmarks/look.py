@@ -33,7 +33,7 @@ class Look:
         """Look with the detectors of ``search`` (a :class:`~.detection_plan.FaceSearch`).
 
         With ``threads`` >= 2 the look runs a single-threaded copy of
-        ``search`` (loaded at its first start), else ``search`` itself.
+        ``search`` (loaded by its first run, on the worker), else ``search`` itself.
         """
         self.threads = int(threads)
         self._frame_search = search
@@ -76,20 +76,24 @@ class Look:
         rgb, runs, size = self._scheduled
         self._scheduled = None
         self._drop_started()
-        if self._search is None:
-            self._search = (self._frame_search.single_threaded() if self.threads > 1 else
-                            self._frame_search)
         if self.threads > 1:
             if self._worker is None:
                 self._worker = ThreadPoolExecutor(1, thread_name_prefix='nlml_hpe_look')
-            future = self._worker.submit(self._search, rgb.copy(), runs)
+            future = self._worker.submit(self._run, rgb.copy(), runs)
         else:
             future = Future()
             try:
-                future.set_result(self._search(rgb, runs))
+                future.set_result(self._run(rgb, runs))
             except Exception as exc:  # noqa: BLE001 - raised by collect(), as a worker's would be
                 future.set_exception(exc)
         self._started = (future, size)
+
+    def _run(self, rgb, runs):
+        """Run the look on ``rgb`` (on the worker): its detectors load at the first look."""
+        if self._search is None:
+            self._search = (self._frame_search.single_threaded() if self.threads > 1 else
+                            self._frame_search)
+        return self._search(rgb, runs)
 
     def collect(self, size):
         """Return the faces the started look found (:class:`~.detection_plan.Found`), or ``[]``.
