@@ -177,9 +177,9 @@ def main(argv=None):
         print(f'identity {i + 1}/{args.identities}', file=sys.stderr, flush=True)
     table = {f'{bg} {t:g}': summary(r) for (bg, t), r in sorted(runs.items())}
     keys = list(next(iter(table.values())))
-    print(f"{'background threshold':<22}" + ''.join(f'{k:>14}' for k in keys))
+    print(f"{'background threshold':<22}" + ''.join(f'{k:>18}' for k in keys))
     for name, row in table.items():
-        print(f'{name:<22}' + ''.join(f'{row[k]:14.3g}' for k in keys))
+        print(f'{name:<22}' + ''.join(f'{row[k]:18.3g}' for k in keys))
     if args.json:
         Path(args.json).write_text(json.dumps(table, indent=1))
     return 0
