@@ -63,6 +63,12 @@ TRAINING_ONLY = {'torch'}
 LAUNCH = {'launch', 'launch_ros', 'rviz2'}
 
 
+def _module_file(src, dotted):
+    """Return the file of module ``dotted`` (in nlml_hpe): ``a/b.py`` or ``a/b/__init__.py``."""
+    path = src.joinpath(*dotted.split('.'))
+    return path / '__init__.py' if path.is_dir() else path.with_suffix('.py')
+
+
 def _node_imports():
     """Top-level names imported by nlml_hpe.node and the package modules it imports."""
     src = REPO / 'src' / 'nlml_hpe'
@@ -72,9 +78,13 @@ def _node_imports():
         if name in seen:
             continue
         seen.add(name)
-        for n in ast.walk(ast.parse((src / f'{name}.py').read_text())):
+        path = _module_file(src, name)
+        package = name.split('.')[:-1] if path.name != '__init__.py' else name.split('.')
+        for n in ast.walk(ast.parse(path.read_text())):
             if isinstance(n, ast.ImportFrom) and n.level:
-                todo += [n.module.split('.')[0]] if n.module else [a.name for a in n.names]
+                base = package[:len(package) - n.level + 1]
+                todo += ['.'.join(base + [n.module])] if n.module else \
+                    ['.'.join(base + [a.name]) for a in n.names]
             elif isinstance(n, ast.ImportFrom):
                 found.add(n.module.split('.')[0])
             elif isinstance(n, ast.Import):
