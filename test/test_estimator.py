@@ -7,6 +7,7 @@ from nlml_hpe.baseline import baseline_angles
 from nlml_hpe.bench.aflw2000 import read_aflw_pose, read_rgb
 from nlml_hpe.bench.offaxis import turned_camera_view
 from nlml_hpe.bench.position import synthetic_accuracy
+from nlml_hpe.camera import Camera
 from nlml_hpe.estimator import FacePose, HeadPoseEstimator
 from nlml_hpe.geometry import (
     box_iou,
@@ -81,7 +82,7 @@ def _check_pose_consistency(pose, angle_frame='camera'):
 def test_estimate_one_face(face_rgb):
     with HeadPoseEstimator(_random_model()) as est:
         poses = est.estimate(face_rgb)
-        assert set(est.last_timings) >= {'landmarks_ms', 'model_ms'}
+        assert set(est.last_timings) >= {'landmarks_ms', 'model_ms', 'post_ms', 'look_ms'}
         assert est.last_timings['landmarks_ms'] > 0
     assert len(poses) == 1
     pose = poses[0]
@@ -149,8 +150,9 @@ def test_flip_average_reads_the_mirrored_crop(face_rgb):
         assert est.last_timings['flip_matched'] == 1
         twin = pose.mirrored_landmarks
         assert twin is not None and twin.shape == (468, 3)
-        direct = plain.estimate_landmarks([pose.landmarks], image_size=(640, 480))[0].angles
-        twin_angles = plain.estimate_landmarks([twin], image_size=(640, 480))[0].angles
+        guess = Camera.guess(640, 480)
+        direct = plain.estimate_landmarks([pose.landmarks], camera=guess)[0].angles
+        twin_angles = plain.estimate_landmarks([twin], camera=guess)[0].angles
         signs = np.array([1.0, -1.0, -1.0])
         np.testing.assert_allclose(pose.angles, 0.5 * (direct + signs * twin_angles), atol=1e-6)
         assert not np.allclose(pose.angles, direct, atol=1e-3)  # the mirrored crop counted
@@ -177,9 +179,20 @@ def test_mirrored_faces_matched_by_box():
     got = match_mirrored([left, right], [mirror_landmarks(right, w), mirror_landmarks(left, w)], w)
     assert got == [1, 0]
     assert match_mirrored([left], [mirror_landmarks(left + [200, 0, 0], w)], w) == [None]
-    with HeadPoseEstimator(_random_model()) as est:
-        with pytest.raises(ValueError, match='image_size'):
-            est.estimate_landmarks([left], mirrored=[left])
+    with HeadPoseEstimator(_random_model(), rigid_fusion=False) as est:
+        with pytest.raises(ValueError, match='twins'):
+            est.estimate_landmarks([left, right], twins=[left])
+        # Twins are given per face (None: none); mirrored faces found in a mirrored image
+        # are paired first with match_mirrored.
+        twin = mirror_landmarks(left, w)
+        alone, paired = (est.estimate_landmarks([left, right], twins=t)
+                         for t in ([None, None], [twin, None]))
+        assert est.last_timings['flip_matched'] == 1
+        (a_left,), (p_left,) = ([p for p in poses if p.landmarks[0, 0] == left[0, 0]]
+                                for poses in (alone, paired))
+        assert p_left.mirrored_landmarks is not None and a_left.mirrored_landmarks is None
+        np.testing.assert_array_equal(p_left.mirrored_landmarks, twin)
+        assert not np.allclose(p_left.angles, a_left.angles)  # averaged with its twin's
 
 
 def test_estimate_landmarks_and_position():
@@ -192,17 +205,15 @@ def test_estimate_landmarks_and_position():
     lm = np.column_stack([uv, cam[:, 2] * k[0, 0] / t[2]])
     np.testing.assert_allclose(estimate_position(lm, rot, k), t, atol=1e-9)
     with HeadPoseEstimator(_random_model()) as est:
-        poses = est.estimate_landmarks([lm], camera_matrix=k, image_size=(640, 480))
+        poses = est.estimate_landmarks([lm], camera=Camera(k, 640, 480))
     assert len(poses) == 1 and poses[0].position.shape == (3,)
     assert poses[0].position[2] > 0
     _check_pose_consistency(poses[0])
     with HeadPoseEstimator(_random_model()) as est:
         with pytest.raises(ValueError, match='468'):
             est.estimate_landmarks([lm[:100]])
-        with pytest.raises(ValueError, match='camera_matrix'):
-            est.estimate_landmarks([lm], camera_matrix=np.eye(2))
-        with pytest.raises(ValueError, match='focal'):
-            est.estimate_landmarks([lm], camera_matrix=np.diag([0.0, 1.0, 1.0]))
+        with pytest.raises(TypeError, match='Camera'):  # one way to give the camera
+            est.estimate_landmarks([lm], camera=k)
 
 
 def test_camera_frame_pose_adds_the_line_of_sight():
@@ -228,8 +239,8 @@ def test_apparent_model_rotation_follows_the_line_of_sight():
     lm = _project_canonical(viewer_to_optical(euler_to_matrix(5.0, 10.0, 0.0)), t, k)
     with HeadPoseEstimator(_random_model(3, angle_frame='apparent')) as est:
         assert est.model.angle_frame == 'apparent'
-        with_k = est.estimate_landmarks([lm], camera_matrix=k, image_size=(640, 480))[0]
-        guessed = est.estimate_landmarks([lm], image_size=(640, 480))[0]
+        with_k = est.estimate_landmarks([lm], camera=Camera(k, 640, 480))[0]
+        guessed = est.estimate_landmarks([lm], camera=Camera.guess(640, 480))[0]
         bare = est.estimate_landmarks([lm])[0]
     # The ray goes through the head position the estimator reports (the random
     # model's angles are wrong, so that position is a little off t).
@@ -321,7 +332,7 @@ def test_rigid_fusion_is_the_mean_of_network_and_rigid_fit():
                             np.array([0.05, 0.02, 3.0]), k)
     model = _random_model(5)
     with HeadPoseEstimator(model, rigid_fusion=False) as net, HeadPoseEstimator(model) as fused:
-        assert fused.rigid_fusion and not net.rigid_fusion
+        assert fused.config.rigid_fusion and not net.config.rigid_fusion
         a_net = net.estimate_landmarks([lm])[0].angles
         a_fused = fused.estimate_landmarks([lm])[0].angles
     a_rigid = matrix_to_euler(rigid_fit_rotations(lm))[0]
@@ -407,7 +418,8 @@ def test_from_pretrained_loads_given_dir(tmp_path):
     save_model(w, tmp_path, {'name': 'unit'})
     with HeadPoseEstimator.from_pretrained(tmp_path, max_faces=2, streaming=True) as est:
         assert est.model.metadata == {'name': 'unit'}
-        assert est.streaming and est.extractor.max_faces == 2 and est.extractor.streaming
+        assert est.streaming and est.extractor.streaming
+        assert est.extractor.config is est.config and est.config.max_faces == 2
 
 
 def test_shipped_model_follows_a_face_off_the_optical_axis(aflw_dir):
@@ -441,7 +453,7 @@ def test_shipped_model_follows_a_face_off_the_optical_axis(aflw_dir):
     # Re-read from a view turned onto the face (the default), the
     # perspective stretch no longer reaches MediaPipe: most of the error is gone.
     with HeadPoseEstimator(model) as est:
-        assert est.perspective_warp
+        assert est.config.perspective_warp
         wa = est.estimate(centred, camera_matrix=k)[0]
         assert est.last_timings['warped'] == 0  # on the optical axis: nothing to re-read
         wb = est.estimate(turned, camera_matrix=k)[0]
@@ -480,8 +492,8 @@ def test_perspective_warp_options(face_rgb):
     from nlml_hpe.features import centre_on_line_of_sight, line_of_sight_homography, map_landmarks
 
     model = load_model(default_model_dir())
-    assert HeadPoseEstimator(model, streaming=True).perspective_warp is True
-    assert HeadPoseEstimator(model, perspective_warp=False).perspective_warp is False
+    assert HeadPoseEstimator(model, streaming=True).config.perspective_warp is True
+    assert HeadPoseEstimator(model, perspective_warp=False).config.perspective_warp is False
     for bad in (-1.0, 91.0):
         with pytest.raises(ValueError, match='warp_min_deg'):
             HeadPoseEstimator(model, warp_min_deg=bad)
@@ -498,3 +510,21 @@ def test_perspective_warp_options(face_rgb):
     centred = centre_on_line_of_sight(lm, k)
     np.testing.assert_allclose(map_landmarks(centred, np.linalg.inv(hom), 1.0 / scale)[0], lm,
                                atol=1e-9)
+
+
+@pytest.mark.parametrize('threads', [1, 2])
+def test_the_look_between_frames_runs_after_the_poses(threads):
+    """In video a look for new faces starts once the poses are made, timed as look_ms."""
+    from importlib import resources
+
+    rgb = read_rgb(resources.files('nlml_hpe') / 'data' / 'demo' / '000.jpg')
+    with HeadPoseEstimator(_random_model(), streaming=True, detection_interval=1,
+                           num_threads=threads) as est:
+        assert len(est.estimate(rgb)) == 1  # nothing tracked: the frame searched itself
+        look = est.extractor.look
+        assert not look.started and est.last_timings['detector_runs'] == 2
+        assert len(est.estimate(rgb)) == 1  # tracked: its search waits for the look
+        assert look.started and est.last_timings['detector_runs'] == 1
+        assert 'look_ms' in est.last_timings and 'look_ms' in est.estimate(rgb).timings
+        if threads == 1:
+            assert not look.running  # it ran on this thread, within the call

@@ -13,7 +13,7 @@ import pytest
 from nlml_hpe.bench.aflw2000 import pick_labelled_face, read_rgb
 from nlml_hpe.bench.clutter import BACKGROUND_KINDS, frame_rng, scene
 from nlml_hpe.estimator import HeadPoseEstimator
-from nlml_hpe.landmarks import LandmarkExtractor, Roi
+from nlml_hpe.landmarks import Roi
 
 
 @pytest.fixture(scope='module')
@@ -47,12 +47,8 @@ def test_small_faces_are_read_mirrored_too(estimator):
     frame, _ = scene((rgb, box), 640, 480, 40, 'smooth', 'photo', frame_rng(0))
     reading = estimator.extractor.read_frame(frame)
     assert len(reading.faces) == 1 and reading.mirrored[0] is not None
-    estimator.extractor.mirror_small_px = None
-    try:
-        assert estimator.extractor.read_frame(frame).mirrored is None
-    finally:
-        from nlml_hpe.landmarks import MIRROR_SMALL_PX
-        estimator.extractor.mirror_small_px = MIRROR_SMALL_PX
+    with HeadPoseEstimator.from_pretrained(flip_average=False, small_face_flip_px=0.0) as off:
+        assert off.extractor.read_frame(frame).mirrored is None
     # A large face is read once, as before.
     assert estimator.extractor.read_frame(rgb).mirrored is None
 
@@ -65,29 +61,31 @@ def test_face_free_clutter_gives_no_face(estimator, kind):
 
 
 def test_presence_floor_only_for_small_strong_detections():
-    ext = LandmarkExtractor(max_faces=1)
-    try:
-        small = Roi(100.0, 100.0, 60.0, 0.0, score=0.9)
-        assert ext.presence_floor(small) == pytest.approx(0.1)
-        assert ext.presence_floor(Roi(100.0, 100.0, 60.0, 0.0, score=0.6)) == 0.5
-        assert ext.presence_floor(Roi(100.0, 100.0, 300.0, 0.0, score=0.99)) == 0.5
-        assert ext.presence_floor(Roi(100.0, 100.0, 60.0, 0.0)) == 0.5  # from landmarks
-    finally:
-        ext.close()
+    from nlml_hpe.landmarks.detection_plan import Found
+    from nlml_hpe.landmarks.extractor import presence_floor
+    from nlml_hpe.options import EstimatorConfig
+
+    c = EstimatorConfig()
+    small = Roi(100.0, 100.0, 60.0, 0.0)
+    box = (70.0, 70.0, 130.0, 130.0)
+    assert presence_floor(Found(box, small, 0.9), c) == pytest.approx(0.1)
+    assert presence_floor(Found(box, small, 0.6), c) == 0.5
+    assert presence_floor(Found(box, Roi(100.0, 100.0, 300.0, 0.0), 0.99), c) == 0.5
+    assert presence_floor(Found(box, small, 0.9), c.updated(min_tracking_confidence=0.05)) \
+        == pytest.approx(0.05)
 
 
-def test_detect_keeps_the_best_score_of_a_face_over_all_runs(estimator):
+def test_search_keeps_the_best_score_of_a_face_over_all_runs(estimator):
     rgb = demo('000.jpg')
     box = estimator.estimate(rgb)[0].box
     frame, label = scene((rgb, box), 640, 480, 40, 'clutter', 'photo', frame_rng(4))
     ext = estimator.extractor
-    found = ext.detect(frame, boxes=True)
+    found = ext.search(frame)
     best = 0.0
-    for kind, region in ext.regions(640, 480):
-        dets = ext._detector(kind).detect(frame, region)
-        for b, s in zip(dets.boxes, dets.scores):
-            if pick_labelled_face([b], label) is not None:
-                best = max(best, float(s))
-    mine = [roi.score for b, roi in found if pick_labelled_face([b], label) is not None]
+    for run in dict.fromkeys(ext.plan.runs(640, 480)):
+        for f in ext.search(frame, [run]):
+            if pick_labelled_face([f.box], label) is not None:
+                best = max(best, f.score)
+    mine = [f.score for f in found if pick_labelled_face([f.box], label) is not None]
     assert len(mine) == 1 and mine[0] == pytest.approx(best)
     assert np.isfinite(best) and best > 0.5

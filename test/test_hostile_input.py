@@ -610,14 +610,14 @@ def test_node_reloads_are_atomic(raw_rig, face, tmp_path):
     result = node.set_parameters([Parameter('max_faces', value=2)])[0]
     try:
         assert result.successful
-        assert node.estimator is not running and node.estimator.max_faces == 2
+        assert node.estimator is not running and node.estimator.config.max_faces == 2
         assert node.get_parameter('max_faces').value == 2
         rig.clear()
         rig.send(_image_msg(face, Time(sec=70), frame=FRAME))
         assert rig.count('head_pose') == 1
     finally:
         node.set_parameters([Parameter('max_faces', value=1)])
-    assert node.estimator.max_faces == 1
+    assert node.estimator.config.max_faces == 1
 
 
 @pytest.mark.ros

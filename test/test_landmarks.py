@@ -1,6 +1,7 @@
 """The project's landmark stage (nlml_hpe.landmarks): real models, shipped demo faces."""
 
 from importlib import resources
+import threading
 
 import cv2
 from face_clips import face_sequence
@@ -9,9 +10,13 @@ import pytest
 
 from nlml_hpe.bench import speed as speed_benchmark
 from nlml_hpe.bench.aflw2000 import read_rgb
+from nlml_hpe.camera import Camera
 from nlml_hpe.landmarks import CROP_PX, LandmarkExtractor, LandmarkModel, Roi, roi_transforms
+from nlml_hpe.landmarks.detection_plan import DetectionPlan, FaceSearch
+from nlml_hpe.landmarks.litert import LANDMARK_MODEL, TFLiteModel, model_path
+from nlml_hpe.landmarks.look import Look
 from nlml_hpe.model import ModelFileError
-from nlml_hpe.tflite import LANDMARK_MODEL, TFLiteModel, model_path
+from nlml_hpe.options import EstimatorConfig
 
 
 def demo_frame(name='000.jpg'):
@@ -77,9 +82,22 @@ def test_bad_input_and_arguments():
                           ({'detector': 'medium'}, 'detector'),
                           ({'num_threads': 0}, 'num_threads'),
                           ({'refine': 9}, 'refine'),
-                          ({'min_face_px': 2}, 'min_face_px')):
-        with pytest.raises(ValueError, match=match):
+                          ({'min_face_px': 2}, 'min_face_px'),
+                          ({'min_tracking_presence': -0.1}, 'min_tracking_presence')):
+        with pytest.raises(ValueError, match=match):  # the options table's checks
             LandmarkExtractor(**kwargs)
+    with pytest.raises(TypeError, match='EstimatorConfig'):
+        LandmarkExtractor(max_face=2)
+    with pytest.raises(TypeError, match='EstimatorConfig'):
+        LandmarkExtractor({'max_faces': 2})
+
+
+def test_built_from_the_options_table():
+    config = EstimatorConfig(max_faces=2, detector='short', min_face_px=None)
+    with LandmarkExtractor(config, streaming=True, refine=0) as ex:
+        assert ex.config == config.updated(refine=0) and ex.streaming
+        assert ex.plan.runs(640, 480) == [('short', (0.0, 0.0, 640.0, 480.0))]
+        assert ex.max_candidates == 6
 
 
 def test_closed_extractor_raises(face_rgb):
@@ -137,21 +155,22 @@ def test_threads_share_a_frames_faces_and_read_them_alike(face_rgb):
     try:
         lm1, s1 = one.read(face_rgb, transforms)
         lm3, s3 = three.read(face_rgb, transforms)
-        assert three.num_threads == 3 and three._pool is not None  # the pool did run
+        assert three.num_threads == 3 and three.workers_started  # the workers did read
         np.testing.assert_array_equal(lm1, lm3)
         np.testing.assert_array_equal(s1, s3)
         # Each crop's landmarks follow its own transform: shifted crops, shifted landmarks.
         assert np.allclose(lm1[6, 1, :2] - lm1[0, 1, :2], (18.0, -12.0), atol=3.0)
-        # A lone crop: on all three threads (one copy), or on this thread alone, alike.
-        for solo in (True, False):
-            lone, s_lone = three.read(face_rgb, transforms[2:3], solo=solo)
+        # Any thread budget reads alike: a lone crop on all three threads (one copy) or on
+        # this thread alone, and crops shared among two copies.
+        for threads in (3, 1):
+            lone, s_lone = three.read(face_rgb, transforms[2:3], threads=threads)
             np.testing.assert_array_equal(lone, lm1[2:3])
             np.testing.assert_array_equal(s_lone, s1[2:3])
-        assert three._solo.num_threads == 3 and one._solo is None
+        np.testing.assert_array_equal(three.read(face_rgb, transforms, threads=2)[0], lm1)
     finally:
         one.close()
         three.close()
-    assert three._pool is None  # closed: no worker left behind
+    assert not three.workers_started  # closed: no worker left behind
     three.close()  # idempotent
 
 
@@ -211,7 +230,7 @@ def test_streaming_follows_the_number_of_faces(face_crop):
         seen = [len(ex.extract(frame(i, True))) for i in range(8, 30)]
         assert seen[-1] == 2
         # Found within the time the detection plan takes to reach it.
-        plan = len(ex.regions(640, 480))
+        plan = len(ex.plan.runs(640, 480))
         assert seen.index(2) <= 4 * plan + 1, seen
         assert [len(ex.extract(frame(i, False))) for i in range(30, 33)] == [1, 1, 1]
         assert ex.extract(np.full((480, 640, 3), 100, np.uint8)) == []
@@ -235,7 +254,7 @@ def test_looks_run_between_frames_and_their_faces_come_next_frame(face_crop):
     for threads in (1, 2):
         with LandmarkExtractor(streaming=True, detection_interval=1, num_threads=threads) as ex:
             readings = [ex.read_frame(frame(0))]  # nothing tracked: searched in the frame
-            for i in range(1, 3 * len(ex.regions(640, 480))):
+            for i in range(1, 3 * len(ex.plan.runs(640, 480))):
                 readings.append(ex.read_frame(frame(i)))
                 ex.look_ahead()  # as the estimator does once a frame's work is done
         runs[threads] = readings
@@ -267,7 +286,7 @@ def test_a_look_is_dropped_by_reset_and_by_a_new_frame_size(face_crop):
         ex.read_frame(frame((640, 480), True))  # tracked: schedules a look
         ex.look_ahead()
         ex.reset()  # a new sequence: waits for the look, and drops it
-        assert ex._look is None and ex._look_due is None
+        assert not ex.look.scheduled and not ex.look.started
         assert len(ex.read_frame(frame((640, 480), False)).faces) == 1
         r1 = ex.read_frame(frame((640, 480), True))
         ex.look_ahead()
@@ -276,62 +295,125 @@ def test_a_look_is_dropped_by_reset_and_by_a_new_frame_size(face_crop):
         r2 = ex.read_frame(frame((800, 480), True))
         assert r1.detector_runs == 1 and r2.tracked == 1 and len(r2.faces) == 1
         counts = []
-        for _ in range(len(ex.regions(800, 480)) + 1):
+        for _ in range(len(ex.plan.runs(800, 480)) + 1):
             ex.look_ahead()
             counts.append(len(ex.read_frame(frame((800, 480), True)).faces))
         assert counts[-1] == 2, counts
 
 
+class GatedSearch(FaceSearch):
+    """A real face search that runs only once its gate opens: holds a look mid-run."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.gate = threading.Event()
+
+    def single_threaded(self):
+        return self
+
+    def __call__(self, rgb, runs=None):
+        assert self.gate.wait(30.0)
+        return super().__call__(rgb, runs)
+
+
+def two_face_frame(crop, share):
+    out = np.full((480, 640, 3), 100, np.uint8)
+    paste(out, crop, share, 110, (170, 240))
+    return paste(out, crop, share, 110, (470, 240))
+
+
+def test_a_look_runs_on_its_own_worker_and_copy_of_the_frame(face_crop, face_rgb):
+    """While a look runs, a frame reads on the rest of the budget; its buffer may be reused."""
+    crop, share = face_crop
+    buf = two_face_frame(crop, share)
+    plan = DetectionPlan('auto', 24.0)
+    gated = GatedSearch(plan, 0.5, 1)
+    look = Look(gated, threads=2)
+    model = LandmarkModel(num_threads=2)
+    with LandmarkExtractor() as ex:
+        face = roi_transforms(ex.extract(face_rgb)[0][None])[0]
+    try:
+        assert not look.scheduled and look.frame_threads == 2
+        look.schedule(buf, plan.runs(640, 480)[:2])  # short- and full-range on the whole frame
+        assert look.scheduled and not look.started
+        look.start()  # on the look's worker: held at its gate
+        assert look.started and look.running and look.frame_threads == 1
+        buf[:] = 0  # the camera loop writes the next frame into the same buffer
+        # A frame's reads meanwhile: one thread of the two, never waiting for the look.
+        lm, _ = model.read(face_rgb, [face, face], threads=look.frame_threads)
+        assert lm.shape == (2, 468, 3) and look.running and not model.workers_started
+    finally:
+        gated.gate.set()
+        model.close()
+    found = look.collect((640, 480))  # the look saw the frame as it was when it started
+    assert len(found) == 2 and not look.started and look.frame_threads == 2
+    assert sorted(round(f.roi.cx, -2) for f in found) == [200.0, 500.0]
+    look.close()
+
+
+def test_a_look_of_one_thread_runs_on_the_callers_thread(face_crop):
+    crop, share = face_crop
+    plan = DetectionPlan('auto', 24.0)
+    search = FaceSearch(plan, 0.5, 1)
+    look = Look(search, threads=1)
+    look.schedule(two_face_frame(crop, share), plan.runs(640, 480)[:1])
+    look.start()  # here, with the frame's own detectors: done when start returns
+    assert look.started and not look.running and look.frame_threads == 1
+    assert look.collect((800, 480)) == []  # another frame size: its regions do not apply
+    look.close()
+
+
 def test_a_look_reads_its_own_copy_of_the_frame(face_crop):
     """A camera loop may reuse its frame buffer as soon as a frame's call returns."""
-    import threading
-
     crop, share = face_crop
     buf = np.full((480, 640, 3), 100, np.uint8)
     paste(buf, crop, share, 110, (170, 240))
     one = buf.copy()
-    paste(buf, crop, share, 110, (470, 240))
-    two = buf.copy()
+    two = two_face_frame(crop, share)
     with LandmarkExtractor(streaming=True, detection_interval=1, num_threads=2) as ex:
         ex.read_frame(one)
         counts = []
-        for _ in range(len(ex.regions(640, 480)) + 1):
+        for _ in range(len(ex.plan.runs(640, 480)) + 1):
             buf[:] = two
             counts.append(len(ex.read_frame(buf).faces))
-            hold = threading.Event()
-            ex.model.submit(hold.wait)  # the worker starts the look only after ...
             ex.look_ahead()
-            buf[:] = 0  # ... the next frame is written into the same buffer
-            hold.set()
-            ex.model.submit(int).result()  # (one worker: the look is done)
+            buf[:] = 0  # the next frame is written into the same buffer at once
         assert counts[-1] == 2, counts
 
 
-def test_a_frame_reads_its_tracked_faces_while_the_last_look_still_runs(face_crop):
-    """Frames that come back to back do not wait for the look the previous one started."""
-    import threading
+class SlowFrame:
+    """A frame whose pixels come only when released (a slow camera driver)."""
 
-    crop, share = face_crop
-    frame = np.full((480, 640, 3), 100, np.uint8)
-    paste(frame, crop, share, 110, (170, 240))
-    with LandmarkExtractor(streaming=True, detection_interval=1, num_threads=2) as ex:
-        assert len(ex.read_frame(frame).faces) == 1
-        ex.read_frame(frame)  # tracked: schedules a look
-        hold = threading.Event()
-        ex.model.submit(hold.wait, 10.0)  # the worker starts the look only after hold
-        ex.look_ahead()
-        pending = []
-        read = ex.model.read
+    def __init__(self, rgb):
+        self.rgb = rgb
+        self.asked = threading.Event()
+        self.release = threading.Event()
 
-        def reading(*args, **kwargs):
-            pending.append(not ex._look[0].done())  # the look has not run yet
-            hold.set()
-            return read(*args, **kwargs)
+    def __array__(self, dtype=None, copy=None):
+        self.asked.set()
+        assert self.release.wait(30.0)
+        return self.rgb
 
-        ex.model.read = reading
-        out = ex.read_frame(frame)
-        assert pending[:1] == [True]
-        assert len(out.faces) == 1 and out.tracked == 1 and ex._look is None
+
+def test_calls_from_two_threads_at_once_are_refused(face_rgb):
+    """One caller at a time: an overlapping call raises instead of corrupting the tracks."""
+    with LandmarkExtractor(streaming=True) as ex:
+        slow = SlowFrame(face_rgb)
+        out = []
+        first = threading.Thread(target=lambda: out.append(ex.read_frame(slow)))
+        first.start()
+        try:
+            assert slow.asked.wait(30.0)  # the first call is in progress
+            crop = roi_transforms(LandmarkExtractor().extract(face_rgb)[0][None])
+            for call in (lambda: ex.read_frame(face_rgb), lambda: ex.read(face_rgb, crop),
+                         ex.look_ahead, ex.reset, ex.close):
+                with pytest.raises(RuntimeError, match='one caller at a time'):
+                    call()
+        finally:
+            slow.release.set()
+            first.join(30.0)
+        assert len(out) == 1 and len(out[0].faces) == 1  # the first call was not disturbed
+        assert len(ex.read_frame(face_rgb).faces) == 1 and ex.last_stats['tracked'] == 1
 
 
 @pytest.mark.parametrize('size,face_px', [((640, 480), 28), ((1280, 720), 28),
@@ -355,11 +437,11 @@ def test_small_faces_are_found_in_large_frames(face_crop, size, face_px):
 def test_a_tracked_face_is_kept_while_it_shrinks_to_24_px(face_crop):
     crop, share = face_crop
     widths = np.geomspace(100, 24, 40)
-    with LandmarkExtractor(streaming=True, detection_interval=1000) as ex:
+    with LandmarkExtractor(streaming=True, detection_interval=300) as ex:
         # Nothing tracked: one more run of the detection plan per frame until it is found.
         first = np.full((720, 1280, 3), 90, np.uint8)
         paste(first, crop, share, 100, (600, 380))
-        found = [len(ex.extract(first)) for _ in ex.regions(1280, 720)]
+        found = [len(ex.extract(first)) for _ in ex.plan.runs(1280, 720)]
         assert 1 in found and found[found.index(1):] == [1] * (len(found) - found.index(1))
         for i, w in enumerate(widths):
             frame = np.full((720, 1280, 3), 90, np.uint8)
@@ -391,17 +473,18 @@ def test_off_axis_faces_are_read_on_their_line_of_sight(face_crop):
     frame = np.full((480, 640, 3), 100, np.uint8)
     paste(frame, crop, share, 90, (520, 130))  # about 24 deg off the axis
     k = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
+    camera = Camera(k, 640, 480)
     with LandmarkExtractor() as ex:
         plain = ex.read_frame(frame)
-        turned = ex.read_frame(frame, camera_matrix=k, line_of_sight_deg=10.0)
-        centred = ex.read_frame(frame, camera_matrix=k, line_of_sight_deg=45.0)
+        turned = ex.read_frame(frame, camera=camera, line_of_sight_deg=10.0)
+        centred = ex.read_frame(frame, camera=camera, line_of_sight_deg=45.0)
     assert turned.reread == [True] and plain.reread == [False] and centred.reread == [False]
     # Same face, landmarks mapped back into the image (a few px apart, not elsewhere).
     d = np.linalg.norm(turned.faces[0][:, :2] - plain.faces[0][:, :2], axis=1)
     assert 0.05 < np.median(d) < 6.0
     with LandmarkExtractor(streaming=True) as stream:
         for _ in range(3):
-            r = stream.read_frame(frame, camera_matrix=k, line_of_sight_deg=10.0)
+            r = stream.read_frame(frame, camera=camera, line_of_sight_deg=10.0)
             assert r.reread == [True]
         # Tracked: the turned crop is the face's only read (no extra pass, no detector).
         assert stream.last_stats == {'detector_runs': 0, 'tracked': 1, 'reread': 1}
@@ -441,3 +524,45 @@ def test_a_few_faces_are_placed_as_a_batch_places_them():
             [back[:, :, :2], np.ones((3, 468, 1))], axis=2))
         np.testing.assert_allclose(again[:, :, :2] / again[:, :, 2:], crop_lm[:, :, :2],
                                    atol=1e-9)
+
+
+def test_a_face_turned_to_profile_stays_tracked_until_it_turns_away(ict_npz):
+    """A tracked face needs min_tracking_presence, not the 0.5 a new face needs (issue 20).
+
+    A rendered head turns to 80 deg yaw and holds it, nodding a little: the
+    landmark model's presence score wavers around and below 0.5 there, so at
+    0.5 the track breaks; the default keeps it more often.  Turned on to the
+    back of the head, or gone, the score falls far below any threshold and
+    the track ends.  (The default was chosen on held-out identities:
+    ``tools/turning_faces.py``; this is the mean face.)
+    """
+    from nlml_hpe.bench.scenes import HeadKit
+
+    try:
+        kit = HeadKit(ict_npz)
+    except RuntimeError as exc:  # no headless OpenGL, no training package
+        pytest.skip(str(exc))
+    head = kit.head((640, 480))
+    try:
+        turn = [head.render(5.0, y, 0.0) for y in range(0, 80, 5)]
+        held = [head.render(5.0 + 2.0 * np.sin(k / 3.0), 80.0, 0.0) for k in range(20)]
+        away = {y: head.render(5.0, y, 0.0) for y in range(85, 181, 5)}
+    finally:
+        kit.release()
+    kept = {}
+    for threshold in (None, 0.5):
+        options = {} if threshold is None else {'min_tracking_presence': threshold}
+        with LandmarkExtractor(streaming=True, **options) as ex:
+            assert [len(ex.read_frame(f).faces) for f in turn] == [1] * len(turn)
+            readings = [ex.read_frame(f) for f in held]
+            kept[threshold] = sum(len(r.faces) for r in readings)
+            scores = [s for r in readings for s in r.scores]
+            if threshold is None:
+                assert ex.config.min_tracking_presence < 0.5
+                # Tracked faces under the new-face threshold are kept, none under their own.
+                assert any(s < 0.5 for s in scores), scores
+                assert min(scores) >= ex.config.min_tracking_presence
+                reported = {y: len(ex.read_frame(f).faces) for y, f in away.items()}
+                assert not any(n for y, n in reported.items() if y >= 120), reported
+                assert ex.read_frame(np.full((480, 640, 3), 128, np.uint8)).faces == []
+    assert kept[None] > kept[0.5], kept

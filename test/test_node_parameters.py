@@ -63,7 +63,8 @@ def test_flip_average_switch_reloads_and_publishes(rig):
 @pytest.mark.ros
 def test_perspective_warp_switch_reloads(rig):
     assert rig.node.get_parameter('perspective_warp').value is True
-    assert rig.node.estimator.perspective_warp and rig.node.estimator.warp_min_deg == 10.0
+    config = rig.node.estimator.config
+    assert config.perspective_warp and config.warp_min_deg == 10.0
     result = rig.node.set_parameters([Parameter('perspective_warp_min_deg', value=120.0)])[0]
     assert not result.successful  # out of its 0-90 range
     rig.node.set_parameters([Parameter('perspective_warp', value=False),
@@ -71,27 +72,27 @@ def test_perspective_warp_switch_reloads(rig):
     try:
         rig.send(_image_msg(_face_rgb(), Time(sec=960)))
         est = rig.node.estimator
-        assert not est.perspective_warp and est.warp_min_deg == 5.0
+        assert not est.config.perspective_warp and est.config.warp_min_deg == 5.0
         assert rig.count('head_pose') >= 1
     finally:
         rig.node.set_parameters([Parameter('perspective_warp', value=True),
                                  Parameter('perspective_warp_min_deg', value=10.0)])
         rig.send(_image_msg(_face_rgb(), Time(sec=961)))
-        assert rig.node.estimator.perspective_warp
+        assert rig.node.estimator.config.perspective_warp
 
 
 @pytest.mark.ros
 def test_rigid_fusion_switch_reloads(rig):
     assert rig.node.get_parameter('rigid_fusion').value is True
-    assert rig.node.estimator.rigid_fusion
+    assert rig.node.estimator.config.rigid_fusion
     rig.node.set_parameters([Parameter('rigid_fusion', value=False)])
     try:
         rig.send(_image_msg(_face_rgb(), Time(sec=950)))
-        assert not rig.node.estimator.rigid_fusion and rig.count('head_pose') >= 1
+        assert not rig.node.estimator.config.rigid_fusion and rig.count('head_pose') >= 1
     finally:
         rig.node.set_parameters([Parameter('rigid_fusion', value=True)])
         rig.send(_image_msg(_face_rgb(), Time(sec=951)))
-        assert rig.node.estimator.rigid_fusion
+        assert rig.node.estimator.config.rigid_fusion
 
 
 def _call(rig, client, request):

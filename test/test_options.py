@@ -26,7 +26,8 @@ def test_config_validates_every_field():
     for bad in ({'max_faces': 0}, {'max_faces': 21}, {'max_faces': 2.5},
                 {'min_detection_confidence': 1.5}, {'min_face_px': 4.0},
                 {'num_threads': 0}, {'warp_min_deg': float('nan')}, {'warp_min_deg': 91.0},
-                {'flip_average': 1}, {'rigid_fusion': 'yes'}, {'detection_interval': 0}):
+                {'flip_average': 1}, {'rigid_fusion': 'yes'}, {'detection_interval': 0},
+                {'min_tracking_presence': 1.5}):
         name = next(iter(bad))
         with pytest.raises(ValueError, match=name):
             EstimatorConfig(**bad)
@@ -41,7 +42,7 @@ def test_estimator_takes_a_config_and_keyword_overrides():
     est = HeadPoseEstimator(model, config=EstimatorConfig(max_faces=3, rigid_fusion=False),
                             warp_min_deg=20.0)
     assert est.config == EstimatorConfig(max_faces=3, rigid_fusion=False, warp_min_deg=20.0)
-    assert est.max_faces == 3 and not est.rigid_fusion and est.warp_min_deg == 20.0
+    assert est.config.max_faces == 3 and not est.config.rigid_fusion
     assert est.flip_average  # still images: on by default ...
     assert not HeadPoseEstimator(model, streaming=True).flip_average  # ... video: off
     with pytest.raises(TypeError, match='EstimatorConfig'):
@@ -50,7 +51,7 @@ def test_estimator_takes_a_config_and_keyword_overrides():
         HeadPoseEstimator(model, max_faces=100)
     with est:
         assert est.estimate(np.zeros((64, 64, 3), np.uint8)) == []
-        assert est.extractor.max_faces == 3
+        assert est.extractor.config is est.config  # the landmark stage is built from it
 
 
 def test_numbers_are_normalised_and_tables_are_separate():

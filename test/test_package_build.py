@@ -64,6 +64,12 @@ TRAINING_ONLY = {'torch'}
 LAUNCH = {'launch', 'launch_ros'}
 
 
+def _module_file(src, dotted):
+    """Return the file of module ``dotted`` (in nlml_hpe): ``a/b.py`` or ``a/b/__init__.py``."""
+    path = src.joinpath(*dotted.split('.'))
+    return path / '__init__.py' if path.is_dir() else path.with_suffix('.py')
+
+
 def _node_imports():
     """Top-level names imported by the node (nlml_hpe.ros.node) and the modules it imports."""
     src = REPO / 'src'

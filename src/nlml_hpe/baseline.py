@@ -43,11 +43,11 @@ def rigid_fit_rotations(landmarks_px):
     (:func:`nlml_hpe.features.centre_on_line_of_sight`) for faces far from the
     image centre.
     """
-    return _rigid_fit_checked(as_landmark_batch(landmarks_px))
+    return rigid_fit_batch(as_landmark_batch(landmarks_px))
 
 
-def _rigid_fit_checked(lm):
-    """:func:`rigid_fit_rotations` of a checked ``(N, 468, 3)`` float64 batch."""
+def rigid_fit_batch(lm):
+    """:func:`rigid_fit_rotations` of a batch already checked by ``as_landmark_batch``."""
     # Cross-covariance of the viewer-frame points D lm (D = diag(1, -1, -1)) with the
     # centred canonical face: D lm^T obj (the points need no centring, obj sums to 0).
     cov = np.swapaxes(lm, 1, 2) @ _centred_canonical()

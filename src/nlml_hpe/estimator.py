@@ -51,14 +51,14 @@ import time
 
 import numpy as np
 
-from .baseline import _rigid_fit_checked
+from .baseline import rigid_fit_batch
 from .camera import Camera
 from .features import (
     N_LANDMARKS,
-    _centre_checked,
-    _normalise_checked,
     as_landmark_batch,
+    centre_batch,
     landmark_extent,
+    normalise_batch,
 )
 from .geometry import (
     FACE_TO_HEAD,
@@ -72,11 +72,7 @@ from .geometry import (
 from .images import as_rgb_uint8
 from .model import default_model_dir, load_model
 from .options import EstimatorConfig
-from .position import (
-    camera_frame_poses,
-    check_camera_matrix,
-    estimate_position,
-)
+from .position import camera_frame_poses, estimate_position
 
 
 @dataclass
@@ -90,12 +86,12 @@ class FacePose:
     that line of sight (``viewer_to_optical(euler_to_matrix(pitch, yaw, roll))``
     for a face on the optical axis); ``camera_angles`` are its angles.
     ``quaternion`` ``(x, y, z, w)`` is the REP-155 face frame (x out of the
-    face, z up) in the optical frame.  ``box`` is ``(x0, y0, x1, y1)`` in pixels (the landmarks'
-    bounding box, clipped to the image when its size is known); ``landmarks``
-    ``(468, 3)`` pixel-proportional coordinates; ``score`` the fraction of
-    landmarks inside the image (see :class:`~nlml_hpe.landmarks.LandmarkExtractor`);
+    face, z up) in the optical frame.  ``box`` is ``(x0, y0, x1, y1)`` in pixels (the
+    landmarks' bounding box, clipped to the image when its size is known);
+    ``landmarks`` ``(468, 3)`` pixel-proportional coordinates; ``score`` the
+    landmark model's face-presence score (1.0 for landmarks given without one);
     ``position`` ``(3,)`` metres in the optical frame, or ``None`` without
-    camera intrinsics.  ``score`` is the landmark model's face-presence score.
+    camera intrinsics.
     """
 
     yaw: float
@@ -170,9 +166,6 @@ def match_mirrored(faces, mirrored_faces, width, min_iou=0.5):
     return match
 
 
-#: Faces whose line of sight is at least this far off the optical axis (degrees) are
-#: re-read from a view turned onto them when ``perspective_warp`` is on.
-DEFAULT_WARP_MIN_DEG = 10.0
 #: Sign of (pitch, yaw, roll) under a horizontal mirror.
 MIRROR_SIGNS = np.array([1.0, -1.0, -1.0])
 
@@ -180,8 +173,9 @@ MIRROR_SIGNS = np.array([1.0, -1.0, -1.0])
 class Estimate(list):
     """The faces of one frame (a list of :class:`FacePose`, largest first), with how.
 
-    ``timings``: the stages' times (``landmarks_ms``, ``model_ms``, ``post_ms``)
-    and counts (``faces``, ``flip_matched``, ``warped``, ``detector_runs``);
+    ``timings``: the stages' times (``landmarks_ms``, ``model_ms``, ``post_ms``,
+    ``look_ms``; see :class:`HeadPoseEstimator`) and counts (``faces``,
+    ``flip_matched``, ``warped``, ``detector_runs``);
     ``camera``: the :class:`~nlml_hpe.camera.Camera` the frame was read with.
     Each face's network-only reading is :attr:`FacePose.network_angles`.
     """
@@ -210,38 +204,37 @@ class HeadPoseEstimator:
     ``rigid_fusion`` (default on) averages the network's angles with a rigid
     fit's; ``perspective_warp`` (default on) reads faces at least
     ``warp_min_deg`` off the optical axis from a crop turned onto them (see the
-    module docstring).  ``extractor``: a landmark extractor of your own (default:
-    :class:`~nlml_hpe.landmarks.LandmarkExtractor` with the config's options).
-    ``last_timings`` holds the times of the latest call (``landmarks_ms``,
-    ``model_ms``, ``post_ms``) and counts (``faces``, ``flip_matched``,
-    ``warped``, ``detector_runs``).
+    module docstring).  The options stay in :attr:`config`.
+
+    ``extractor``: a landmark stage of your own (default:
+    :class:`~nlml_hpe.landmarks.LandmarkExtractor` built from the config), with
+    its methods ``read_frame(rgb, mirror=, camera=, line_of_sight_deg=)``
+    (returning a :class:`~nlml_hpe.landmarks.FrameReading`), ``look_ahead()``
+    and ``close()``.
+
+    ``last_timings`` holds the times of the latest call: ``landmarks_ms`` (the
+    landmark stage's frame), ``model_ms`` and ``post_ms`` (the pose stages),
+    ``look_ms`` (after the poses: the look for new faces between frames, in
+    video -- with ``num_threads`` 1 it runs here, its whole detector time;
+    with more it only starts here, on its own worker, and a frame that comes
+    before it ends waits for the rest within ``landmarks_ms``), and counts
+    (``faces``, ``flip_matched``, ``warped``, ``detector_runs``).
+
+    One caller at a time (the landmark stage refuses overlapping calls).
     """
 
     def __init__(self, model, extractor=None, *, config=None, streaming=False, **options):
-        if config is None:
-            config = EstimatorConfig()
-        elif not isinstance(config, EstimatorConfig):
-            raise TypeError(f'config must be an EstimatorConfig, got {type(config).__name__}')
-        try:
-            self.config = config.updated(**options) if options else config
-        except TypeError as exc:  # an unknown option
-            raise TypeError(f'{exc}; the options are the fields of '
-                            'nlml_hpe.options.EstimatorConfig') from None
-        c = self.config
+        self.config = EstimatorConfig.with_options(config, **options)
         self.model = model
         self._extractor = extractor
         self.streaming = bool(streaming)
-        self._extractor_args = dict(max_faces=c.max_faces,
-                                    min_detection_confidence=c.min_detection_confidence,
-                                    streaming=self.streaming,
-                                    detection_interval=c.detection_interval,
-                                    min_face_px=c.min_face_px, num_threads=c.num_threads)
-        self.flip_average = (not self.streaming) if c.flip_average is None else c.flip_average
-        self.rigid_fusion = c.rigid_fusion
-        self.perspective_warp = c.perspective_warp
-        self.warp_min_deg = float(c.warp_min_deg)
-        self.max_faces = c.max_faces
         self.last_timings = {}
+
+    @property
+    def flip_average(self):
+        """Whether each face's mirrored crop is read: the config's, else on for still images."""
+        f = self.config.flip_average
+        return (not self.streaming) if f is None else f
 
     @classmethod
     def from_pretrained(cls, path=None, **options):
@@ -258,7 +251,7 @@ class HeadPoseEstimator:
         """The landmark extractor (created on first use)."""
         if self._extractor is None:
             from .landmarks import LandmarkExtractor
-            self._extractor = LandmarkExtractor(**self._extractor_args)
+            self._extractor = LandmarkExtractor(self.config, streaming=self.streaming)
         return self._extractor
 
     def estimate(self, rgb_uint8, camera_matrix=None, *, camera=None):
@@ -270,7 +263,7 @@ class HeadPoseEstimator:
         ``perspective_warp``), then :meth:`estimate_landmarks` reads, fuses and
         places them; last, in video, a look for new faces that the frame
         scheduled starts, to run until the next call
-        (:meth:`~nlml_hpe.landmarks.LandmarkExtractor.look_ahead`).  ``camera``
+        (:meth:`~nlml_hpe.landmarks.LandmarkExtractor.look_ahead`; ``look_ms``).  ``camera``
         (a :class:`~nlml_hpe.camera.Camera`) or
         ``camera_matrix`` (3x3 K) is the frame's camera, validated once here;
         without either, :meth:`Camera.guess <nlml_hpe.camera.Camera.guess>`
@@ -284,36 +277,39 @@ class HeadPoseEstimator:
         elif camera.size != (w, h):
             raise ValueError(f'camera is for {camera.width}x{camera.height} images, '
                              f'the image is {w}x{h}')
+        c = self.config
         t0 = time.perf_counter()
         reading = self.extractor.read_frame(
             rgb, mirror=self.flip_average, camera=camera,
-            line_of_sight_deg=self.warp_min_deg if self.perspective_warp else None)
+            line_of_sight_deg=c.warp_min_deg if c.perspective_warp else None)
         t1 = time.perf_counter()
         poses = self.estimate_landmarks(reading.faces, camera=camera, scores=reading.scores,
                                         twins=reading.mirrored, reread=reading.reread)
-        look_ahead = getattr(self.extractor, 'look_ahead', None)  # the legacy one has none
-        if look_ahead is not None:
-            look_ahead()  # a look for new faces, between this frame and the next
+        t2 = time.perf_counter()
+        self.extractor.look_ahead()  # a look for new faces, between this frame and the next
         self.last_timings.update(landmarks_ms=(t1 - t0) * 1e3,
+                                 look_ms=(time.perf_counter() - t2) * 1e3,
                                  warped=int(sum(reading.reread)),
                                  detector_runs=reading.detector_runs)
         return Estimate(poses, timings=dict(self.last_timings), camera=camera)
 
-    def estimate_landmarks(self, landmarks_px_list, camera_matrix=None, *, camera=None,
-                           scores=None, image_size=None, mirrored=None, twins=None,
+    def estimate_landmarks(self, landmarks_px_list, *, camera=None, scores=None, twins=None,
                            reread=None):
         """Estimate poses from given ``(468, 3)`` pixel landmarks (the stages after landmarks).
 
-        All faces go through the model in one batch.  ``scores`` defaults to 1.0
-        per face; ``image_size`` ``(width, height)`` clips the boxes and, without
-        ``camera_matrix``, gives the guessed camera of the line-of-sight turn
-        (without either, ``rotation`` is the line-of-sight rotation itself).
-        ``mirrored``: faces found in the horizontally mirrored image (in its own
-        pixels; needs ``image_size``); each face with a twin among them gets the
-        average of its angles and its twin's un-mirrored angles.  ``twins``:
-        the same, given per face (``None`` entries: no twin) instead of matched.
-        ``reread``: per face, whether it was read on its line of sight (kept on
-        the :class:`FacePose`).
+        All faces go through the model in one batch.  ``camera``: the
+        :class:`~nlml_hpe.camera.Camera` of the image the landmarks are in: it
+        clips the boxes to the image, turns the rotation by each face's line of
+        sight and, calibrated (not :meth:`~nlml_hpe.camera.Camera.guess`),
+        gives metric positions; without it, ``rotation`` is the line-of-sight
+        rotation itself and there is no position.  ``scores`` defaults to 1.0
+        per face.  ``twins``: per face, its landmarks read from the mirrored
+        crop (mirrored image's pixels; ``None``: no twin), as
+        :meth:`~nlml_hpe.landmarks.LandmarkExtractor.read_frame` gives them
+        (:func:`match_mirrored` pairs faces found in a mirrored image); each
+        face with a twin gets the average of its angles and its twin's
+        un-mirrored angles.  ``reread``: per face, whether it was read on its
+        line of sight (kept on the :class:`FacePose`).
         """
         lms = [np.asarray(lm, dtype=np.float64) for lm in landmarks_px_list]
         for lm in lms:
@@ -324,54 +320,38 @@ class HeadPoseEstimator:
             scores = [1.0] * len(lms)
         if len(scores) != len(lms):
             raise ValueError(f'got {len(scores)} scores for {len(lms)} faces')
-        if camera is not None:  # validated already: the camera of the frame
-            image_size = camera.size
-            camera_matrix = None if camera.guessed else camera.k
-        elif camera_matrix is not None:
-            camera_matrix = check_camera_matrix(camera_matrix)
+        if camera is not None and not isinstance(camera, Camera):
+            raise TypeError(f'camera must be a nlml_hpe.camera.Camera, got '
+                            f'{type(camera).__name__}')
         pairs = []
-        if (mirrored or twins) and lms:
-            if image_size is None:
-                raise ValueError('mirrored faces need image_size')
-            if twins is not None:
-                if len(twins) != len(lms):
-                    raise ValueError(f'got {len(twins)} twins for {len(lms)} faces')
-                pairs = [(i, np.asarray(t, dtype=np.float64)) for i, t in enumerate(twins)
-                         if t is not None]
-            else:
-                twin_of = match_mirrored(lms, mirrored, image_size[0])
-                pairs = [(i, np.asarray(mirrored[j], dtype=np.float64))
-                         for i, j in enumerate(twin_of) if j is not None]
+        if twins is not None and lms:
+            if len(twins) != len(lms):
+                raise ValueError(f'got {len(twins)} twins for {len(lms)} faces')
+            pairs = [(i, np.asarray(t, dtype=np.float64)) for i, t in enumerate(twins)
+                     if t is not None]
             for _, t in pairs:
                 if t.shape != (N_LANDMARKS, 3):
                     raise ValueError(f'expected mirrored landmarks of shape ({N_LANDMARKS}, 3), '
                                      f'got {t.shape}')
-        twins = pairs
         reread = [False] * len(lms) if reread is None else [bool(v) for v in reread]
-        self.last_timings = {'landmarks_ms': 0.0, 'warped': 0, 'detector_runs': 0,
-                             'model_ms': 0.0, 'post_ms': 0.0, 'faces': len(lms),
-                             'flip_matched': len(twins)}
+        self.last_timings = {'landmarks_ms': 0.0, 'look_ms': 0.0, 'warped': 0,
+                             'detector_runs': 0, 'model_ms': 0.0, 'post_ms': 0.0,
+                             'faces': len(lms), 'flip_matched': len(pairs)}
         if not lms:
             return []
         t0 = time.perf_counter()
-        ray = camera
-        if ray is None and image_size is not None:
-            ray = (Camera(camera_matrix, *image_size) if camera_matrix is not None else
-                   Camera.guess(*image_size))
-        net, fused = self._read(lms, twins, ray, camera_matrix)
+        net, fused = self._read(lms, pairs, camera)
         t1 = time.perf_counter()
-        poses = self._place(lms, twins, net, fused, ray, camera_matrix, scores, image_size,
-                            reread)
+        poses = self._place(lms, pairs, net, fused, camera, scores, reread)
         self.last_timings.update(model_ms=(t1 - t0) * 1e3,
                                  post_ms=(time.perf_counter() - t1) * 1e3)
         return poses
 
-    def _line_of_sight(self, ray, camera_matrix):
-        """Return the K of the model's line-of-sight frame, or ``None`` (old models)."""
-        k = camera_matrix if ray is None else ray.k
-        return k if self.model.angle_frame == 'apparent' and k is not None else None
+    def _line_of_sight(self, camera):
+        """Return the camera of the model's line-of-sight frame, or ``None`` (old models)."""
+        return camera if camera is not None and self.model.angle_frame == 'apparent' else None
 
-    def _read(self, lms, twins, ray, camera_matrix):
+    def _read(self, lms, twins, camera):
         """Stages *read* and *fuse*: ``(network angles, fused angles)`` per face ``(N, 3)``.
 
         Read: every face and mirrored twin, centred on its line of sight, through
@@ -379,20 +359,20 @@ class HeadPoseEstimator:
         (``rigid_fusion``), then each face with its un-mirrored twin.
         """
         batch = as_landmark_batch(np.stack(lms + [lm for _, lm in twins]))  # for all stages
-        k = self._line_of_sight(ray, camera_matrix)
-        if k is not None:  # the model reads faces as a camera looking straight at them sees them
+        los = self._line_of_sight(camera)
+        if los is not None:  # the model reads faces as a camera looking straight at them sees them
             if twins:
-                ks = np.stack([k] * len(lms) + [ray.mirrored().k] * len(twins))
-                batch = _centre_checked(batch, ks)
+                ks = np.stack([los.k] * len(lms) + [los.mirrored().k] * len(twins))
+                batch = centre_batch(batch, ks)
             else:
-                batch = _centre_checked(batch, k, None if ray is None else ray.k_inv)
-        net = self.model.predict(_normalise_checked(batch))  # (N + twins, 3) p, y, r
+                batch = centre_batch(batch, los.k, los.k_inv)
+        net = self.model.predict(normalise_batch(batch))  # (N + twins, 3) p, y, r
         fused = net
-        if self.rigid_fusion:
-            fused = 0.5 * (net + matrix_to_euler(_rigid_fit_checked(batch)))
+        if self.config.rigid_fusion:
+            fused = 0.5 * (net + matrix_to_euler(rigid_fit_batch(batch)))
         return _average_twins(net, twins, len(lms)), _average_twins(fused, twins, len(lms))
 
-    def _place(self, lms, twins, net, angles, ray, camera_matrix, scores, image_size, reread):
+    def _place(self, lms, twins, net, angles, camera, scores, reread):
         """Stage *place*: rotation in the camera frame, position, quaternion, box per face."""
         twin_lm = [None] * len(lms)
         for i, t in twins:
@@ -400,18 +380,17 @@ class HeadPoseEstimator:
         stacked = np.stack(lms)
         rots = viewer_to_optical(euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2]))
         positions = [None] * len(lms)
-        k = self._line_of_sight(ray, camera_matrix)
-        if k is not None:
-            kinv = np.linalg.inv(k) if ray is None else ray.k_inv
-            rots, ts = camera_frame_poses(stacked, rots, kinv)
-            if camera_matrix is not None:
+        calibrated = camera is not None and not camera.guessed
+        if self._line_of_sight(camera) is not None:
+            rots, ts = camera_frame_poses(stacked, rots, camera.k_inv)
+            if calibrated:
                 positions = list(ts)
-        elif camera_matrix is not None:
-            positions = [estimate_position(lm, r, camera_matrix) for lm, r in zip(lms, rots)]
+        elif calibrated:
+            positions = [estimate_position(lm, r, camera.k) for lm, r in zip(lms, rots)]
         quats = matrix_to_quaternion(rots @ FACE_TO_HEAD)
         boxes = np.concatenate(landmark_extent(stacked), axis=1)
-        if image_size is not None:
-            np.clip(boxes, 0.0, np.array(tuple(image_size) * 2, dtype=np.float64), out=boxes)
+        if camera is not None:
+            np.clip(boxes, 0.0, np.array(camera.size * 2, dtype=np.float64), out=boxes)
         poses = []
         for i, lm in enumerate(lms):
             pitch, yaw, roll = (float(v) for v in angles[i])

@@ -18,12 +18,7 @@ import math
 
 import numpy as np
 
-from .geometry import (
-    FEW_FACES,
-    _rotation_between_one,
-    angle_between_deg,
-    line_of_sight_rotation,
-)
+from .geometry import FEW_FACES, angle_between_deg, line_of_sight_rotation
 
 N_LANDMARKS = 468
 N_FEATURES = 3 * N_LANDMARKS
@@ -145,9 +140,10 @@ def _homographies_one_camera(centroids, k, kinv):
     hom = np.empty((len(centroids), 3, 3))
     scale = np.empty(len(centroids))
     ki = kinv.tolist()
+    rays = [[ki[r][0] * cx + ki[r][1] * cy + ki[r][2] for r in range(3)] for cx, cy in centroids]
+    turns = line_of_sight_rotation(np.array(rays).reshape(-1, 3))  # a few: plain floats each
     for i, (cx, cy) in enumerate(centroids):
-        ray = [ki[r][0] * cx + ki[r][1] * cy + ki[r][2] for r in range(3)]
-        h = k @ _rotation_between_one(0.0, 0.0, 1.0, *ray).T @ kinv
+        h = k @ turns[i].T @ kinv
         hom[i] = h
         (h00, h01, h02), (h10, h11, h12), (h20, h21, h22) = h.tolist()
         w = h20 * cx + h21 * cy + h22
@@ -169,11 +165,14 @@ def centre_on_line_of_sight(landmarks_px, camera_matrix, k_inv=None):
     ``(3, 3)`` (``k_inv``: its inverse, if known) or one per face ``(N, 3, 3)``.
     Accepts ``(468, 3)`` for one face and returns ``(N, 468, 3)`` float64.
     """
-    return _centre_checked(as_landmark_batch(landmarks_px), camera_matrix, k_inv)
+    return centre_batch(as_landmark_batch(landmarks_px), camera_matrix, k_inv)
 
 
-def _centre_checked(lm, camera_matrix, k_inv=None):
-    """:func:`centre_on_line_of_sight` of a checked ``(N, 468, 3)`` float64 batch."""
+def centre_batch(lm, camera_matrix, k_inv=None):
+    """:func:`centre_on_line_of_sight` of a batch :func:`as_landmark_batch` has checked.
+
+    For callers that run several stages on one batch and check it once.
+    """
     return _map_checked(lm, *_homography_checked(lm, camera_matrix, k_inv))
 
 
@@ -204,11 +203,11 @@ def normalise_landmarks(landmarks_px):
     Raises ``ValueError`` for a wrong shape, non-finite values or a degenerate
     eye distance.
     """
-    return _normalise_checked(as_landmark_batch(landmarks_px))
+    return normalise_batch(as_landmark_batch(landmarks_px))
 
 
-def _normalise_checked(lm):
-    """:func:`normalise_landmarks` of a checked ``(N, 468, 3)`` float64 batch."""
+def normalise_batch(lm):
+    """:func:`normalise_landmarks` of a batch :func:`as_landmark_batch` has checked."""
     centred = lm - lm[:, NOSE_TIP:NOSE_TIP + 1, :]
     eyes = lm[:, RIGHT_EYE_OUTER] - lm[:, LEFT_EYE_OUTER]
     scale = np.sqrt(np.einsum('ij,ij->i', eyes, eyes))

@@ -132,6 +132,22 @@ class _Table:
         for f in fields(self):
             object.__setattr__(self, f.name, _check(f, getattr(self, f.name)))
 
+    @classmethod
+    def with_options(cls, config=None, **options):
+        """Return ``config`` (default: the defaults) updated with ``options``, its fields.
+
+        ``TypeError`` for a ``config`` that is not this table, or an unknown option.
+        """
+        if config is None:
+            config = cls()
+        elif not isinstance(config, cls):
+            raise TypeError(f'config must be a {cls.__name__}, got {type(config).__name__}')
+        try:
+            return config.updated(**options) if options else config
+        except TypeError as exc:  # an unknown option
+            raise TypeError(f'{exc}; the options are the fields of '
+                            f'nlml_hpe.options.{cls.__name__}') from None
+
     def updated(self, **changes):
         """Return a copy with ``changes`` (validated; TypeError for an unknown name)."""
         return replace(self, **changes)
@@ -212,9 +228,19 @@ class EstimatorConfig(_Table):
         10.0, 'Angle between the optical axis and the ray to a face (deg) from which '
         'perspective_warp reads it on its line of sight.', 0.0, 90.0,
         ros='perspective_warp_min_deg')
+    min_tracking_presence: float = option(
+        0.1, "Video: the landmark model's face-presence score a tracked face must keep "
+        '(a new face needs 0.5). Low enough to keep a face turned to profile (renders: a '
+        'face held at 80 deg yaw stays in 62-77 % of frames, 42-66 % at 0.5), high enough to '
+        'drop the back of a head and a covered or vanished face at once.', 0.0, 1.0)
+    small_face_flip_px: float = option(
+        64.0, 'Faces up to this wide (px) are always read with their mirrored crop too and '
+        'the two readings averaged (flip averaging of far faces: one more landmark read a '
+        'far face); 0 = off.', 0.0, 1000.0)
     # API-only options of the landmark stage (the legacy graph's configuration and tests).
     min_tracking_confidence: float = option(
-        0.5, "The landmark model's face-presence threshold.", 0.0, 1.0, public=False)
+        0.5, "The landmark model's face-presence score a new face needs (the legacy "
+        "graph's threshold for every face).", 0.0, 1.0, public=False)
     detector: str = option(
         'auto', "Detection plan: 'auto' (short-range model for near faces, full-range model "
         "and tiles for far ones), 'short' (the legacy graph's) or 'full'.", public=False,

@@ -395,11 +395,11 @@ def collect_aflw(directory, estimator, limit=None, progress=False):
 
     ``estimator`` should flip-average (then both readings can be derived:
     :func:`read_landmarks`).  The labelled face is picked as
-    :func:`nlml_hpe.benchmark.run_aflw2000` does.  Returns a dict of arrays:
+    :func:`nlml_hpe.bench.aflw2000.run_aflw2000` does.  Returns a dict of arrays:
     ``true`` (pitch, yaw, roll), ``landmarks``, ``mirrored`` (NaN where none),
     ``score`` and ``cameras`` (the guessed camera of each image).
     """
-    from .benchmark import (
+    from .bench.aflw2000 import (
         list_aflw2000,
         pick_labelled_face,
         read_aflw_box,

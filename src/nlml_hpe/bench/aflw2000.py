@@ -176,7 +176,7 @@ def _score_image(jpg, mat, estimator, extractor, times):
         row['model'] = poses[pick].angles
         row['sigma'] = getattr(poses[pick], 'sigma_deg', None)
         row['beyond_range'] = getattr(poses[pick], 'beyond_range', None)
-        if estimator.rigid_fusion:  # the network alone, for comparison
+        if estimator.config.rigid_fusion:  # the network alone, for comparison
             row['network_only'] = poses[pick].network_angles
         twin = poses[pick].mirrored_landmarks
     t3 = time.perf_counter()
@@ -192,7 +192,7 @@ def _score_image(jpg, mat, estimator, extractor, times):
 def _summarise(directory, rows, times, estimator):
     """Return :func:`run_aflw2000`'s result from the rows of every image."""
     flip = estimator is not None and estimator.flip_average
-    fusion = estimator is not None and estimator.rigid_fusion
+    fusion = estimator is not None and estimator.config.rigid_fusion
     methods = (['model'] if estimator is not None else []) + (
         ['network_only'] if fusion else []) + ['baseline'] + (['baseline_flip'] if flip else [])
     result = {'dataset': str(directory), 'images': len(rows), 'methods': methods,
@@ -200,7 +200,7 @@ def _summarise(directory, rows, times, estimator):
                       'the detection rate; both methods use the same landmarks',
               'other_faces_only': sum(r['other_faces_only'] for r in rows),
               'flip_average': flip, 'rigid_fusion': fusion,
-              'perspective_warp': estimator is not None and estimator.perspective_warp,
+              'perspective_warp': estimator is not None and estimator.config.perspective_warp,
               'protocols': {}}
     for name, bounds in PROTOCOLS.items():
         sel = [r for r in rows if in_protocol(r['gt'], bounds)]

@@ -158,6 +158,9 @@ class LegacyLandmarkExtractor:
             mirrored = [None if j is None else found[j] for j in twin]
         return FrameReading(faces, scores, mirrored, [False] * len(faces))
 
+    def look_ahead(self):
+        """Do nothing: MediaPipe's graph runs its own detector within each frame."""
+
     def _run(self, rgb):
         """Landmark lists of one image; streaming, adapts the tracker's capacity."""
         tracked = self._landmark_lists(self._mesh, rgb) or []

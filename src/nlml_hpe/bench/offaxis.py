@@ -74,7 +74,7 @@ def run_off_axis(directory, estimators, *, turns=OFF_AXIS_TURNS, limit=20,
         items = tqdm(items, desc='off-axis', unit='view')
     # The baseline reads MediaPipe's own landmarks: those of an estimator that does not
     # re-read them, if there is one.
-    first = next((n for n, e in estimators.items() if not e.perspective_warp),
+    first = next((n for n, e in estimators.items() if not e.config.perspective_warp),
                  next(iter(estimators)))
     for path, (yaw, pitch) in items:
         turn = Rotation.from_euler('yx', [yaw, pitch], degrees=True).as_matrix()

@@ -22,8 +22,8 @@ import math
 import cv2
 import numpy as np
 
-from ..benchmark import list_aflw2000, read_aflw_box, read_aflw_pose, read_rgb
 from ..geometry import euler_to_matrix, face_frame_in_optical, rotation_between
+from .aflw2000 import list_aflw2000, read_aflw_box, read_aflw_pose, read_rgb
 from .scenes import CameraView, room_background
 from .sequences import FPS, FRAME_SIZE, Frame, Sequence, Truth, camera_matrix, yaw_bin
 

@@ -257,8 +257,38 @@ class HeadKit:
                            offset_px)
         return rgb, mask, lm
 
+    def head(self, size=(640, 480), identity=None, expression=None):
+        """Return one identity (default: the mean face) ready to render: a :class:`Head`."""
+        ident = np.zeros(self.n_identity_modes) if identity is None else identity
+        expr = np.zeros(len(self.expression_names)) if expression is None else expression
+        return Head(self, tuple(size), *self.shape(self.base(ident), expr))
+
     def release(self):
         """Free the GL contexts."""
         for r in self._renderers.values():
             r.release()
         self._renderers.clear()
+
+
+class Head:
+    """One head of a :class:`HeadKit`, rendered at any pose (tests and tools).
+
+    ``render(pitch, yaw, roll)`` (degrees, :func:`nlml_hpe.geometry.euler_to_matrix`)
+    gives the RGB frame of the head at ``distance`` cm, ``focal`` px (default:
+    the frame's larger side), ``offset_px`` from the frame's centre.
+    """
+
+    def __init__(self, kit, size, vertices, points):
+        self.kit, self.size, self.vertices, self.points = kit, size, vertices, points
+
+    def frame(self, pitch, yaw, roll, distance=60.0, focal=None, offset_px=(0.0, 0.0)):
+        """Return ``(rgb, mask, landmarks (468, 3) px)`` of the head (:meth:`HeadKit.render`)."""
+        from ..geometry import euler_to_matrix
+
+        focal = float(max(self.size)) if focal is None else float(focal)
+        return self.kit.render(self.size, self.vertices, self.points,
+                               euler_to_matrix(pitch, yaw, roll), distance, focal, offset_px)
+
+    def render(self, pitch, yaw, roll, distance=60.0, focal=None, offset_px=(0.0, 0.0)):
+        """Return the RGB ``uint8 (H, W, 3)`` frame of the head at (pitch, yaw, roll)."""
+        return self.frame(pitch, yaw, roll, distance, focal, offset_px)[0]

@@ -13,11 +13,8 @@ Two models (see :data:`DETECTORS`):
   legacy Face Mesh graph's detector; about 1 ms here);
 * ``full``: 192 px input, down to about 12 px faces in its input (about 3 ms).
 
-Small faces in large frames: :func:`detection_regions` lays out the whole
-frame plus overlapping square tiles, each small enough that a face of
-``min_face_px`` still covers enough of the model's input.
-:class:`~nlml_hpe.landmarks.LandmarkExtractor` searches a still image in all of
-them and spreads them over the frames of a video.
+Where the detectors run (the whole frame, tiles for small faces) and how
+their runs are merged is the detection plan (:mod:`.detection_plan`).
 """
 
 from dataclasses import dataclass
@@ -26,8 +23,8 @@ import math
 import cv2
 import numpy as np
 
-from .geometry import box_iou
-from .tflite import (
+from ..geometry import box_iou
+from .litert import (
     DEFAULT_NUM_THREADS,
     FULL_RANGE_MODEL,
     SHORT_RANGE_MODEL,
@@ -105,7 +102,6 @@ class Detections:
         return Detections(self.boxes[idx], self.keypoints[idx], self.scores[idx])
 
 
-
 def weighted_nms(dets, iou_threshold=NMS_IOU):
     """MediaPipe's weighted non-maximum suppression.
 
@@ -159,48 +155,6 @@ def letterbox_transform(region, size):
     ox = (size - scale * (x1 - x0)) / 2.0
     oy = (size - scale * (y1 - y0)) / 2.0
     return np.array([[scale, 0.0, ox - scale * x0], [0.0, scale, oy - scale * y0]])
-
-
-def detection_regions(width, height, spec_name='full', min_face_px=24.0, overlap=None):
-    """Regions ``(x0, y0, x1, y1)`` to search: the whole frame, then tiles.
-
-    Each level halves the tile side until a ``min_face_px`` face covers at
-    least the detector's :attr:`~DetectorSpec.min_face_input_px` of its input;
-    neighbouring tiles overlap by ``overlap`` pixels (default: twice the
-    largest face the level still has to find, so no face is cut by every tile).
-    A 640x480 frame with the defaults gets 1 + 4 regions, 1280x720 1 + 4 + 8.
-    """
-    spec = DETECTORS[spec_name]
-    w, h = float(width), float(height)
-    regions = [(0.0, 0.0, w, h)]
-    # Largest tile side at which a min_face_px face still reaches the model's minimum.
-    finest = spec.size * min_face_px / spec.min_face_input_px
-    side = max(w, h)
-    while side > finest:
-        side = max(side / 2.0, finest)
-        # The previous (coarser) level finds faces down to min_input * its scale.
-        ov = overlap if overlap is not None else min(side / 2.0,
-                                                     2.0 * side * spec.min_face_input_px
-                                                     / spec.size * 2.0)
-        regions.extend(_tiles(w, h, side, ov))
-        if side <= finest:
-            break
-    return regions
-
-
-def _tiles(w, h, side, overlap):
-    """Square tiles of ``side`` px covering ``w x h`` with at least ``overlap`` px shared."""
-    def starts(extent):
-        if extent <= side:
-            return [0.0]
-        n = int(math.ceil((extent - overlap) / (side - overlap)))
-        step = (extent - side) / (n - 1)
-        return [i * step for i in range(n)]
-    out = []
-    for y in starts(h):
-        for x in starts(w):
-            out.append((x, y, min(x + side, w), min(y + side, h)))
-    return out
 
 
 class FaceDetector:

@@ -4,8 +4,8 @@ The three ``.tflite`` files ship in ``nlml_hpe/data/mediapipe/`` (Apache-2.0,
 ``LICENSE`` beside them; taken unchanged from the ``mediapipe==0.10.21`` wheel).
 Nothing is downloaded at run time, and ``mediapipe`` itself is never imported.
 
-:func:`load_interpreter` opens one with a fixed number of CPU threads (see
-:data:`DEFAULT_NUM_THREADS`) and turns every failure -- file missing, not a
+:class:`TFLiteModel` opens one with a fixed number of CPU threads and turns
+every failure -- file missing, not a
 TFLite model, tensors of the wrong shape, no runtime installed -- into a
 :class:`~nlml_hpe.model.ModelFileError` that names the file.
 """
@@ -14,26 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import ModelFileError
-from .options import MAX_NUM_THREADS, EstimatorConfig
+from ..model import ModelFileError
+from ..options import EstimatorConfig
 
-MODEL_DIR = Path(__file__).resolve().parent / 'data' / 'mediapipe'
+MODEL_DIR = Path(__file__).resolve().parent.parent / 'data' / 'mediapipe'
 
 #: The models: file name, input shape (NHWC), output shapes by kind.
 LANDMARK_MODEL = 'face_landmark.tflite'
 SHORT_RANGE_MODEL = 'face_detection_short_range.tflite'
 FULL_RANGE_MODEL = 'face_detection_full_range_sparse.tflite'
 
-#: CPU threads (``num_threads``).  The landmark model runs as that many
-#: single-threaded copies that share a frame's faces (a crowd, or a face and its
-#: mirrored crop), and a lone face goes through one more copy that runs its
-#: convolutions on all of them (here 1.1 -> 0.75 ms for about 35 % more CPU time
-#: on that run); a frame's own face search runs each detector on that many
-#: threads (the full-range model 5.0 -> 3.6 ms), a look between frames on one
-#: (it runs beside the next frame).  Two: 15 faces take about 40 % less time, one
-#: face about 0.35 ms less, and a robot's computer keeps its other cores for
-#: navigation, speech and planning (``docs/results.md``).
-#: Threads of each model by default (the options table's).
+#: Threads of each model by default (the options table's ``num_threads``; how the
+#: landmark stage spends them: :mod:`nlml_hpe.landmarks`).
 DEFAULT_NUM_THREADS = EstimatorConfig.num_threads
 
 
@@ -43,14 +35,8 @@ def model_path(name):
 
 
 def check_num_threads(num_threads):
-    """Return ``num_threads`` as an int in ``[1, MAX_NUM_THREADS]`` or raise ``ValueError``."""
-    try:
-        n = int(num_threads)
-    except (TypeError, ValueError):
-        raise ValueError(f'num_threads must be an integer, got {num_threads!r}') from None
-    if not 1 <= n <= MAX_NUM_THREADS:
-        raise ValueError(f'num_threads must be in [1, {MAX_NUM_THREADS}], got {num_threads}')
-    return n
+    """Return ``num_threads`` as an int, or raise the options table's ``ValueError``."""
+    return EstimatorConfig(num_threads=num_threads).num_threads
 
 
 class TFLiteModel:

@@ -1,0 +1,237 @@
+"""The detection plan: where the face detectors look, and how their runs are merged.
+
+* :class:`DetectionPlan`: the runs ``(detector, region)`` of a frame of a given
+  size -- by default the short-range model on the whole frame (near faces),
+  the full-range model on the whole frame and on overlapping tiles
+  (:func:`detection_regions`) so that faces down to ``min_face_px`` are found
+  in frames up to 1920x1080.
+* :class:`FaceSearch`: the plan's detectors, and one search: some or all of
+  the runs on one image, their faces merged into one region of interest each.
+* :class:`SearchSchedule`: in video, which runs each frame makes (the plan
+  spread over frames; none on most frames while faces are tracked).
+"""
+
+from dataclasses import dataclass, replace
+import math
+
+import numpy as np
+
+from ..geometry import box_iou
+from .face_detector import DETECTORS, FaceDetector
+from .roi import Roi
+
+#: A short-range detection of a face at least this wide in its 128-px input is a near
+#: face, kept over the full-range model's; smaller ones it places poorly.
+NEAR_FACE_INPUT_PX = 30.0
+#: ... and scored at least this (its false detections of background score 0.5-0.65).
+NEAR_FACE_MIN_SCORE = 0.7
+
+
+def detection_regions(width, height, spec_name='full', min_face_px=24.0, overlap=None):
+    """Regions ``(x0, y0, x1, y1)`` to search: the whole frame, then tiles.
+
+    Each level halves the tile side until a ``min_face_px`` face covers at
+    least the detector's :attr:`~.face_detector.DetectorSpec.min_face_input_px`
+    of its input; neighbouring tiles overlap by ``overlap`` pixels (default:
+    twice the largest face the level still has to find, so no face is cut by
+    every tile).  A 640x480 frame with the defaults gets 1 + 4 regions,
+    1280x720 1 + 4 + 8.
+    """
+    spec = DETECTORS[spec_name]
+    w, h = float(width), float(height)
+    regions = [(0.0, 0.0, w, h)]
+    # Largest tile side at which a min_face_px face still reaches the model's minimum.
+    finest = spec.size * min_face_px / spec.min_face_input_px
+    side = max(w, h)
+    while side > finest:
+        side = max(side / 2.0, finest)
+        # The previous (coarser) level finds faces down to min_input * its scale.
+        ov = overlap if overlap is not None else min(side / 2.0,
+                                                     2.0 * side * spec.min_face_input_px
+                                                     / spec.size * 2.0)
+        regions.extend(_tiles(w, h, side, ov))
+        if side <= finest:
+            break
+    return regions
+
+
+def _tiles(w, h, side, overlap):
+    """Square tiles of ``side`` px covering ``w x h`` with at least ``overlap`` px shared."""
+    def starts(extent):
+        if extent <= side:
+            return [0.0]
+        n = int(math.ceil((extent - overlap) / (side - overlap)))
+        step = (extent - side) / (n - 1)
+        return [i * step for i in range(n)]
+    out = []
+    for y in starts(h):
+        for x in starts(w):
+            out.append((x, y, min(x + side, w), min(y + side, h)))
+    return out
+
+
+class DetectionPlan:
+    """The detector runs ``(kind, region)`` that search a frame, in search order.
+
+    ``kind``: ``'auto'`` (the short-range model on the whole frame for near
+    faces, the full-range model on the whole frame and tiles), ``'short'`` or
+    ``'full'`` (that model alone).  ``min_face_px``: tiles so faces this small
+    are found (``None``: the whole frame only).
+    """
+
+    def __init__(self, kind, min_face_px):
+        self.kind = kind
+        self.min_face_px = min_face_px
+        #: The detector models the plan runs.
+        self.kinds = ('short', 'full') if kind == 'auto' else (kind,)
+        self._runs = {}
+
+    def runs(self, width, height):
+        """Return the runs of a ``width x height`` frame (computed once per size).
+
+        The whole-frame runs come back between tiles, so near faces are found
+        soonest when the plan is spread over frames.
+        """
+        key = (int(width), int(height))
+        if key not in self._runs:
+            whole = (0.0, 0.0, float(width), float(height))
+            kinds = self.kinds
+            tiles = []
+            if self.min_face_px is not None:
+                kind = 'full' if self.kind == 'auto' else self.kind
+                tiles = [(kind, r) for r in
+                         detection_regions(width, height, kind, self.min_face_px)[1:]]
+            plan = [(k, whole) for k in kinds]
+            for i, tile in enumerate(tiles):
+                plan.append(tile)
+                if i + 1 < len(tiles):
+                    plan.append((kinds[i % len(kinds)], whole))
+            self._runs[key] = plan
+        return self._runs[key]
+
+
+@dataclass(frozen=True)
+class Found:
+    """A face a search found: the detector's ``box``, its region of interest, its score."""
+
+    box: tuple
+    roi: Roi
+    score: float
+
+
+def overlapping(box, boxes, iou=0.3):
+    """Return the index of the first of ``boxes`` that ``box`` is, or None.
+
+    IoU above ``iou``, or its centre inside one of about its size (within 2x: a
+    small face beside a large box is another face).
+    """
+    if not len(boxes):
+        return None
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    cx, cy = (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
+    inside = (b[:, 0] <= cx) & (cx <= b[:, 2]) & (b[:, 1] <= cy) & (cy <= b[:, 3])
+    ratio = (b[:, 2] - b[:, 0]) / max(box[2] - box[0], 1e-9)
+    alike = (ratio <= 2.0) & (ratio >= 0.5)
+    hit = np.flatnonzero((inside & alike) | (box_iou([box], b)[0] > iou))
+    return int(hit[0]) if len(hit) else None
+
+
+def overlaps(box, boxes, iou=0.3):
+    """Whether ``box`` is one of ``boxes`` (:func:`overlapping`)."""
+    return overlapping(box, boxes, iou) is not None
+
+
+class FaceSearch:
+    """A plan's detectors (one per kind, ``threads`` threads each) and searches with them.
+
+    The detectors load here, so a broken model file fails at construction.
+    One search at a time: a detector is not thread-safe.
+    """
+
+    def __init__(self, plan, min_score, threads):
+        self.plan = plan
+        self.min_score = float(min_score)
+        self.threads = int(threads)
+        self._detectors = {kind: FaceDetector(kind, self.min_score, self.threads)
+                           for kind in plan.kinds}
+
+    def single_threaded(self):
+        """Return a search of the same plan on single-threaded detectors (this one if it is)."""
+        return self if self.threads == 1 else FaceSearch(self.plan, self.min_score, 1)
+
+    def __call__(self, rgb, runs=None):
+        """Faces found by ``runs`` (default: the whole plan), highest score first: :class:`Found`.
+
+        Each run's faces are merged by weighted NMS.  Across runs, one face
+        found several times keeps the short-range model's detection if it saw
+        the face large (:data:`NEAR_FACE_INPUT_PX`: a near face, its box and eye
+        keypoints are best there), else the one seen largest in its model's
+        input (the finest tile that holds it entire).
+        """
+        h, w = rgb.shape[:2]
+        if runs is None:
+            runs = list(dict.fromkeys(self.plan.runs(w, h)))
+        cands = []
+        for kind, region in runs:
+            whole = tuple(region) == (0.0, 0.0, float(w), float(h))
+            detector = self._detectors[kind]
+            dets = detector.detect(rgb, region, inner=not whole)
+            zoom = detector.spec.size / max(region[2] - region[0], region[3] - region[1])
+            for i in range(len(dets)):
+                box = dets.boxes[i]
+                size = (box[2] - box[0]) * zoom  # the face's width in the model's input
+                near = (kind == 'short' and size >= NEAR_FACE_INPUT_PX
+                        and dets.scores[i] >= NEAR_FACE_MIN_SCORE)
+                cands.append((not near, -size, tuple(box),
+                              Roi.from_detection(box, dets.keypoints[i]), float(dets.scores[i])))
+        kept = []
+        for *_, box, roi, score in sorted(cands, key=lambda c: c[:2]):
+            same = overlapping(box, [k.box for k in kept])
+            if same is None:
+                kept.append(Found(box, roi, score))
+            elif score > kept[same].score:  # a face keeps the best score any run gave it
+                kept[same] = replace(kept[same], score=score)
+        # Highest detector score first: the ones read when there are more than can be.
+        kept.sort(key=lambda k: -k.score)
+        return kept
+
+
+class SearchSchedule:
+    """Video: which runs of the plan each frame makes (none, one or two).
+
+    While faces are tracked: one run of the plan every ``interval`` frames, in
+    turn (none once ``max_faces`` are tracked).  While none is: every frame,
+    the plan's first run (the short-range model on the whole frame: a near
+    face is found at once) and the next of the others in turn.
+    """
+
+    def __init__(self, plan, interval, max_faces):
+        self.plan = plan
+        self.interval = int(interval)
+        self.max_faces = int(max_faces)
+        self.reset()
+
+    def reset(self):
+        """Start over (a new sequence)."""
+        self._frame = 0
+        self._next = 0
+
+    def due(self, width, height, tracked):
+        """Return the runs of the next frame, which tracks ``tracked`` faces (one call a frame)."""
+        frame = self._frame
+        self._frame += 1
+        if tracked >= self.max_faces:
+            return []
+        plan = self.plan.runs(width, height)
+        if tracked:
+            if frame % self.interval:
+                return []
+            run = plan[self._next % len(plan)]
+            self._next = (self._next + 1) % len(plan)
+            return [run]
+        rest = [r for r in plan if r != plan[0]]
+        if not rest:
+            return [plan[0]]
+        run = rest[self._next % len(rest)]
+        self._next = (self._next + 1) % len(rest)
+        return [plan[0], run]
