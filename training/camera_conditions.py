@@ -18,9 +18,10 @@ ceiling lamps, seldom a light at the camera).
 **Scene** (:meth:`Appearance.finish`, on the image): the background (flat grey as
 before, an indoor room scene of :func:`nlml_hpe.bench.scenes.room_background`,
 or fine clutter); partial occluders drawn over the face (glasses, a hand, a band
-of hair or a hat brim, an object held before the mouth) at rates of everyday
-life (about four in ten adults wear glasses; hands touch the face often but
-briefly).
+of hair or a hat brim, an object held before the mouth, or a *screen*: a
+monitor, a door frame or another person's shoulder hiding a fifth to a half of
+the face from one side) at rates of everyday life (about four in ten adults
+wear glasses; hands touch the face often but briefly).
 
 **Camera**: lower resolution (an upscaled low-resolution stream), defocus or
 motion blur (robots and people move; cheap lenses), exposure and white-balance
@@ -43,7 +44,8 @@ DEFAULTS = {
     'light_azimuth_deg': 75.0,          # key light within +-this of the camera axis
     'light_elevation_deg': [-15.0, 60.0],
     'background': {'grey': 0.2, 'room': 0.5, 'clutter': 0.3},
-    'occluder': {'none': 0.55, 'glasses': 0.3, 'hand': 0.06, 'band': 0.05, 'object': 0.04},
+    'occluder': {'none': 0.5, 'glasses': 0.3, 'hand': 0.06, 'band': 0.05, 'object': 0.04,
+                 'screen': 0.05},
     'low_resolution': 0.3,              # share streamed at a lower resolution ...
     'resolution_scale': [0.35, 0.8],    # ... of this scale, then upscaled
     'blur': {'none': 0.5, 'defocus': 0.3, 'motion': 0.2},
@@ -250,6 +252,20 @@ def _occlude(img, kind, pts, rng):
         a, b = top - d * scale * 1.5, top + d * scale * 1.5
         cv2.line(img, tuple(int(v) for v in a), tuple(int(v) for v in b), dark,
                  max(int(scale * rng.uniform(0.2, 0.5)), 2))
+    elif kind == 'screen':  # something nearer hides part of the face from one side
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        side, frac = int(rng.integers(4)), rng.uniform(0.2, 0.5)
+        x0, y0, x1, y1 = -10.0, -10.0, img.shape[1] + 10.0, img.shape[0] + 10.0
+        if side == 0:  # from below
+            y0 = hi[1] - frac * (hi[1] - lo[1])
+        elif side == 1:  # from the left
+            x1 = lo[0] + frac * (hi[0] - lo[0])
+        elif side == 2:  # from the right
+            x0 = hi[0] - frac * (hi[0] - lo[0])
+        else:  # from above
+            y1 = lo[1] + frac * (hi[1] - lo[1])
+        cv2.rectangle(img, (int(x0), int(y0)), (int(x1), int(y1)),
+                      tuple(float(v) for v in rng.uniform(0, 255, 3)), -1)
     else:  # an object (cup, phone, microphone) held before the mouth or chin
         colour = tuple(float(v) for v in rng.uniform(0, 255, 3))
         c = pts[[13, 152][rng.integers(2)]] + rng.normal(0.0, 0.2, 2) * scale

@@ -44,7 +44,7 @@ from .uncertainty_data import load_or_collect
 
 DEFAULTS = {'enabled': True, 'identities': 400, 'samples': 2000, 'yaw': [-90, 90],
             'yaw_sampling': 'bins',
-            'pitch': [-50, 50], 'roll': [-40, 40], 'typical_sd': [12, 8],
+            'pitch': [-60, 60], 'roll': [-40, 40], 'typical_sd': [12, 8],
             'typical_fraction': 0.6, 'sequences': 16, 'frames': 48, 'workers': 2,
             'distance_cm': [45, 200], 'conditions': {},
             'label_deg': 55.0, 'max_false_beyond': 0.02, 'range_l2': 1.0, 'tracked_share': 0.5,
