@@ -104,9 +104,10 @@ def format_table(table, title=''):
             f"| {' / '.join(f'{v:.1f}' for v in r['sigma_median'])} "
             f"| {pct(r['beyond'])} % |")
     far, near = table['targets']['beyond_set_above_65'], table['targets']['beyond_set_below_45']
+    pct1 = lambda v: '' if v is None else f'{100 * v:.1f}'  # noqa: E731 - near the targets
     lines.append('')
-    lines.append(f'beyond-range set: {pct(far[0])} % of {far[1]} found faces with |yaw| > '
-                 f'{BEYOND_DEG:g} (target >= 95 %), {pct(near[0])} % of {near[1]} with |yaw| < '
+    lines.append(f'beyond-range set: {pct1(far[0])} % of {far[1]} found faces with |yaw| > '
+                 f'{BEYOND_DEG:g} (target >= 95 %), {pct1(near[0])} % of {near[1]} with |yaw| < '
                  f'{WITHIN_DEG:g} (target <= 3 %); within 1 sigma target: 60-75 % per bin')
     return '\n'.join(lines)
 
