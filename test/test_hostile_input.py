@@ -634,7 +634,8 @@ def test_node_reloads_do_not_grow_memory(raw_rig, face):
     def reload(i):
         assert node.set_parameters([Parameter('rigid_fusion', value=i % 2 == 1)])[0].successful
         for _ in range(2):  # (the worker's job; it holds the estimator's lock itself)
-            node._process((msg, False, time.monotonic()))
+            planned = node._input.accept(msg, False, '', node.decode_budget, time.monotonic())
+            node._process(node._decode(planned))
 
     for i in range(10):  # MediaPipe's and glibc's pools settle first
         reload(i)

@@ -25,14 +25,14 @@ from dataclasses import replace
 import numpy as np
 
 from .face_stream import ray_position  # noqa: F401 - part of this API
-from .image_decode import MAX_SIDE, STREAM_BUDGET, check_encoded, decode
+from .image_decode import MAX_SIDE, STREAM_BUDGET, check_encoded, decode, plan_decode, refusal
 from .image_headers import ImageConversionError
 from .input_policy import check_intrinsics
 
 __all__ = ['IMAGE_ENCODINGS', 'MAX_SIDE', 'STREAM_BUDGET', 'ImageConversionError',
            'camera_matrix_from_info', 'check_compressed_image', 'check_raw_image',
            'compressed_to_rgb', 'decode_compressed', 'has_cv_bridge', 'image_to_rgb',
-           'ray_position']
+           'plan_compressed', 'ray_position']
 
 #: Channels per accepted ``sensor_msgs/Image`` encoding.
 IMAGE_ENCODINGS = {'rgb8': 3, 'bgr8': 3, 'mono8': 1, 'rgba8': 4, 'bgra8': 4}
@@ -60,31 +60,31 @@ def check_raw_image(msg):
 
     Cheap (no pixel is touched): the node runs it in the subscription callback,
     so a bad message never takes the place of a good frame waiting for the
-    worker.  Raises :class:`ImageConversionError` naming the problem.
+    worker.  Raises :class:`ImageConversionError` naming the problem (``reason``
+    ``'encoding'``, ``'size'`` or ``'layout'``).
     """
     encoding = str(msg.encoding).strip().lower()
     if encoding not in IMAGE_ENCODINGS:
-        raise ImageConversionError(
+        raise refusal(
             f'unsupported image encoding {str(msg.encoding)[:40]!r}; accepted: '
-            f'{", ".join(IMAGE_ENCODINGS)} (8-bit only; convert 16-bit or Bayer images first)')
+            f'{", ".join(IMAGE_ENCODINGS)} (8-bit only; convert 16-bit or Bayer images first)',
+            'encoding')
     channels = IMAGE_ENCODINGS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
-        raise ImageConversionError(f'zero-size image: {width}x{height}')
+        raise refusal(f'zero-size image: {width}x{height}', 'size')
     if height > MAX_SIDE or width > MAX_SIDE:
-        raise ImageConversionError(f'image too large: {width}x{height} (max side {MAX_SIDE})')
+        raise refusal(f'image too large: {width}x{height} (max side {MAX_SIDE})', 'size')
     if int(msg.is_bigendian) not in (0, 1):
-        raise ImageConversionError(f'is_bigendian must be 0 or 1, got {msg.is_bigendian}')
+        raise refusal(f'is_bigendian must be 0 or 1, got {msg.is_bigendian}', 'layout')
     row = width * channels
     if step < row:
-        raise ImageConversionError(
-            f'step {step} is smaller than width*channels = {width}*{channels} = {row} '
-            f'for {encoding}')
+        raise refusal(f'step {step} is smaller than width*channels = {width}*{channels} = '
+                      f'{row} for {encoding}', 'layout')
     buf = _buffer(msg.data)
     if buf.size != step * height:
-        raise ImageConversionError(
-            f'data size {buf.size} does not match step*height = {step}*{height} = '
-            f'{step * height} (truncated or inconsistent image)')
+        raise refusal(f'data size {buf.size} does not match step*height = {step}*{height} = '
+                      f'{step * height} (truncated or inconsistent image)', 'layout')
     return buf
 
 
@@ -113,7 +113,7 @@ def image_to_rgb(msg):
 def _compressed_buffer(msg):
     buf = _buffer(msg.data)
     if buf.size == 0:
-        raise ImageConversionError('empty compressed image')
+        raise refusal('empty compressed image', 'header')
     return buf
 
 
@@ -147,14 +147,24 @@ def compressed_to_rgb(msg, budget=None):
     return decode(_compressed_buffer(msg), budget=_full_size(budget)).rgb
 
 
-def decode_compressed(msg, budget=STREAM_BUDGET):
+def plan_compressed(msg, budget=STREAM_BUDGET):
+    """Check a ``sensor_msgs/CompressedImage`` against ``budget``; return its ``DecodePlan``.
+
+    As :func:`check_compressed_image` (cheap, nothing decoded), with the plan's
+    JPEG scale, estimated decode time and memory.
+    """
+    return plan_decode(memoryview(_compressed_buffer(msg)), budget=budget)
+
+
+def decode_compressed(msg, budget=STREAM_BUDGET, plan=None):
     """Decode a ``sensor_msgs/CompressedImage`` within ``budget``; return a ``Decoded``.
 
     A JPEG above ``budget.max_pixels`` is decoded at 1/``decoded.scale``
     (when ``budget.reduce``); see the module docstring for the camera matrix
-    and boxes of such a frame.
+    and boxes of such a frame.  ``plan``: :func:`plan_compressed`'s for this
+    message (it is not made again).
     """
-    return decode(_compressed_buffer(msg), budget=budget)
+    return decode(_compressed_buffer(msg), budget=budget, plan=plan)
 
 
 def camera_matrix_from_info(msg):

@@ -2,11 +2,13 @@
 
 The node is thin: its parts are :mod:`~nlml_hpe.ros.parameters` (declared from
 :mod:`nlml_hpe.options`), :mod:`~nlml_hpe.ros.inputs` (image and camera_info
-checks), :class:`~nlml_hpe.frame_pump.FramePump` (the newest frame on a worker
-thread, rate cap, figures), the estimator and :class:`~nlml_hpe.face_stream.
-FaceStream` (ids, smoothing, positions, looking-at), :mod:`~nlml_hpe.ros.outputs`
-(every pose output, one row each), :mod:`~nlml_hpe.ros.hri` (ROS4HRI) and
-:mod:`~nlml_hpe.ros.diagnostics`.  Topics, frames and parameters: README.
+checks, decoding within the decode budget), :class:`~nlml_hpe.frame_pump.FramePump`
+(the newest frame on a worker thread, a decode stage of its own for messages
+that cost more than the stream's usual, rate cap, figures), the estimator and
+:class:`~nlml_hpe.face_stream.FaceStream` (ids, smoothing, positions,
+looking-at), :mod:`~nlml_hpe.ros.outputs` (every pose output, one row each),
+:mod:`~nlml_hpe.ros.hri` (ROS4HRI) and :mod:`~nlml_hpe.ros.diagnostics`.  Topics, frames
+and parameters: README.
 
 Lifecycle (a ROS 2 managed node): configure loads the model and
 advertises the outputs; activate subscribes and starts the worker; deactivate
@@ -36,6 +38,7 @@ and isolate with ``ROS_DOMAIN_ID``, or subscribe to ``image/compressed``.
 
 import signal
 import threading
+import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
@@ -47,7 +50,8 @@ from std_msgs.msg import Header
 
 from ..face_stream import FaceStream
 from ..frame_pump import FramePump
-from ..options import EstimatorConfig
+from ..image_decode import budget_of, source_poses
+from ..options import DecodeConfig, EstimatorConfig
 from . import hri, parameters
 from .diagnostics import Warnings, diagnostic_array
 from .faces import FaceIds
@@ -131,9 +135,11 @@ class HeadPoseNode(LifecycleNode):
         self._diag_pub = self._diag_timer = None  # configure .. cleanup
         self._camera_subs = []  # activate .. deactivate
         self._last_header = Header()  # of the last frame published
-        self._last_frame = {'faces': 0, 'reread': 0, 'landmarks_ms': 0.0}
+        self._last_frame = {'faces': 0, 'reread': 0, 'landmarks_ms': 0.0, 'scale': 1,
+                            'size': None}
         self.pump = self._autostart = self.face_ids = None  # made once the node exists:
         self._warn = self._values = self._stream = self._input = self._target = None
+        self._budget = None  # the DecodeBudget of the decode parameters
         super().__init__(node_name, **kwargs)
         self._warn = Warnings(self.get_logger(), live=self.context.ok)
         try:
@@ -145,8 +151,9 @@ class HeadPoseNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self._stream = FaceStream(**parameters.stream_options(self._values))
-        self.pump = FramePump(self._process, on_error=self._frame_failed, clock=self._now_s,
-                               name='head_pose_worker')
+        self._budget = budget_of(DecodeConfig.from_node(self._values))
+        self.pump = FramePump(self._process, decode=self._decode, on_error=self._frame_failed,
+                              clock=self._now_s, name='head_pose_worker')
         self.pump.max_rate = self._values['max_rate']
         self._input = CameraInput(self._warn, self.pump.count)
         self._target = TargetLookup(self, self._warn)
@@ -160,8 +167,13 @@ class HeadPoseNode(LifecycleNode):
     # ----------------------------------------------------------- inspection
     @property
     def stats(self):
-        """Frame counts: received, rejected, dropped, processed, no_face, errors."""
+        """Frame counts: received, rejected (and rejected_<reason>), dropped, processed, ..."""
         return self.pump.counts
+
+    @property
+    def decode_budget(self):
+        """The :class:`~nlml_hpe.image_decode.DecodeBudget` compressed images are decoded with."""
+        return self._budget
 
     @property
     def warnings(self):
@@ -340,6 +352,8 @@ class HeadPoseNode(LifecycleNode):
             close_estimator(old, self._given_estimator)
             self.get_logger().info('estimator rebuilt with the new parameters')
         self._values = dict(self._values, **values)  # the worker reads one snapshot a frame
+        if any(s.name in values for s in DecodeConfig.specs()):
+            self._budget = budget_of(DecodeConfig.from_node(self._values))
         self._stream.configure(**parameters.stream_options(values))
         self.pump.max_rate = self._values['max_rate']
 
@@ -348,56 +362,67 @@ class HeadPoseNode(LifecycleNode):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_image(self, msg, compressed):
-        """Image callback: cheap checks, then the frame waits for the worker (newest only)."""
+        """Image callback: cheap checks, then the frame waits for the pump (newest only)."""
         arrival = self.pump.arrived()
-        if self._input.accept(msg, compressed, self._values['camera_frame']):
-            self.pump.offer((msg, compressed, arrival), arrival, _stamp_s(msg.header.stamp))
+        c0 = time.thread_time()
+        planned = self._input.accept(msg, compressed, self._values['camera_frame'],
+                                     self._budget, arrival)
+        self.pump.observe('check_ms', (time.thread_time() - c0) * 1e3)
+        if planned is not None:
+            self.pump.offer(planned, arrival, _stamp_s(msg.header.stamp), planned.cost_ms)
+
+    def _decode(self, planned):
+        """Decode for the pump: return the :class:`~nlml_hpe.ros.inputs.InputFrame`, or None."""
+        return self._input.decode(planned, self._values['camera_frame'])
 
     def _frame_failed(self, exc):
         """Warn of a frame the worker could not process (but not while shutting down)."""
         if self.context.ok():  # after Ctrl-C the publishers' context is gone: no noise
             self._warn('error', f'frame skipped: {type(exc).__name__}: {exc}')
 
-    def _process(self, item):
-        """Decode, estimate, track and publish one frame (the worker's job)."""
-        msg, compressed, arrival = item
-        values = self._values
+    def _process(self, frame):
+        """Estimate, track and publish one decoded frame (the worker's job).
+
+        The estimator reads ``frame.rgb`` (decoded at 1/``frame.scale``) with
+        the camera of that image; the poses are then mapped to the message's
+        own pixels, where the stream, the outputs and ROS4HRI use them.
+        """
+        msg, values = frame.msg, self._values
         with self._est_lock:
             if self.estimator is None or self.outputs is None:
                 return
-            decoded = self._input.decode(msg, compressed, values['camera_frame'])
-            if decoded is None:
-                return
-            faces = self.estimator.estimate(decoded.rgb, camera=decoded.camera)
+            estimate = self.estimator.estimate(frame.rgb, camera=frame.decoded_camera)
             if not self.context.ok():  # Ctrl-C meanwhile: nothing can be published
                 return
+            faces = source_poses(estimate, frame.scale)
             if not faces:
                 self.pump.count('no_face')
                 self._warn('no_face', 'no face in the image')
             target = self._target(values['looking_target'], values['looking_target_frame'],
-                                  decoded.frame_id)
-            height, width = decoded.rgb.shape[:2]
+                                  frame.frame_id)
             t = _stamp_s(msg.header.stamp)
             stream_faces, skipped = self._stream.update(
-                faces, t if t > 0 else arrival, (width, height),
-                None if decoded.camera is None else decoded.camera.k,
+                faces, t if t > 0 else frame.arrival, frame.size,
+                None if frame.camera is None else frame.camera.k,
                 target=False if target is None else target)
             if skipped:
-                self._warn('nonfinite', 'estimator returned a non-finite pose; face skipped')
-            header = Header(stamp=msg.header.stamp, frame_id=decoded.frame_id)
-            result = FrameResult(header, stream_faces, decoded.rgb, self.face_ids, values,
-                                 target)
+                self.pump.count('faces_nonfinite', skipped)
+                self._warn('nonfinite', f'estimator returned {skipped} non-finite pose(s); '
+                           'face(s) dropped')
+            header = Header(stamp=msg.header.stamp, frame_id=frame.frame_id)
+            result = FrameResult(header, stream_faces, frame.rgb, self.face_ids, values,
+                                 target, size=frame.size, scale=frame.scale)
             self.outputs.publish(result)
             if self.hri is not None:
                 self.hri.publish(result)
-        timings = faces.timings
+        timings = estimate.timings
         self._last_header = header
         self._last_frame = {'faces': len(result.shown), 'reread': int(timings.get('warped', 0)),
-                            'landmarks_ms': float(timings.get('landmarks_ms', 0.0))}
+                            'landmarks_ms': float(timings.get('landmarks_ms', 0.0)),
+                            'scale': frame.scale, 'size': frame.size, 'nonfinite': skipped}
 
     def _publish_diagnostics(self):
-        camera = self._input.camera
-        frame = dict(self._last_frame, camera=camera is not None,
+        frame = dict(self._last_frame, camera=self._input.camera_in_effect,
                      camera_problem=self._input.camera_problem)
         self._diag_pub.publish(diagnostic_array(
             self.get_fully_qualified_name(), self.get_clock().now().to_msg(),
