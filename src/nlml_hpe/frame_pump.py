@@ -137,6 +137,13 @@ class FramePump:
             return bool(self._regular) or self._costly is not None or self._ready is not None
 
     @property
+    def waiting(self):
+        """What waits: ``{'regular': items, 'costly': 0 or 1, 'decoded': 0 or 1}``."""
+        with self._lock:
+            return {'regular': len(self._regular), 'costly': int(self._costly is not None),
+                    'decoded': int(self._ready is not None)}
+
+    @property
     def max_rate(self):
         """Processing-rate cap in Hz (0 = none)."""
         with self._lock:
