@@ -362,9 +362,7 @@ class FramePump:
                 self._costly_next = now + ms / 1e3 * (1.0 / self._share - 1.0)
                 if frame is None:
                     continue
-                stale = entry.arrival <= self._last_arrival or any(
-                    e.arrival > entry.arrival for e in self._regular)
-                if stale:  # a newer frame was or will be processed first
+                if entry.arrival <= self._last_arrival:  # a newer frame was processed
                     self._drop(entry)
                     continue
                 if self._ready is not None:
