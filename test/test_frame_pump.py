@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from nlml_hpe.frame_pump import FramePump, percentile
+from nlml_hpe.frame_pump import FramePump, gap_wait, percentile
 
 
 def _wait(cond, timeout=5.0):
@@ -234,19 +234,20 @@ def test_a_costly_item_never_takes_a_regular_items_place():
 
 
 def test_costly_items_take_at_most_their_share_of_time():
-    share = 0.2
+    share = 0.05
     decoder = Decoder(burn_s=0.02)
     stage = Slow()
     pump = FramePump(stage, decode=decoder, costly_share=share)
     pump.start()
     try:
-        t_end = time.monotonic() + 1.5
+        t_end = time.monotonic() + 2.0
         i = 0
-        while time.monotonic() < t_end:  # 2 regular items (2 ms) for each costly one (50 ms)
-            cost = 50.0 if i % 3 == 2 else 2.0
-            pump.offer(f'C{i}' if cost > 10 else i, pump.arrived(), cost_ms=cost)
+        while time.monotonic() < t_end:  # 20 Hz regular items, every other one followed by
+            pump.offer(i, pump.arrived(), cost_ms=2.0)  # a costly one (20 ms: fits the gap)
+            if i % 2:
+                pump.offer(f'C{i}', pump.arrived(), cost_ms=20.0)
             i += 1
-            time.sleep(0.005)
+            time.sleep(0.05)
         _wait(lambda: not pump.pending)
     finally:
         pump.stop()
@@ -255,7 +256,32 @@ def test_costly_items_take_at_most_their_share_of_time():
     assert len(starts) >= 2
     # After a costly decode of c CPU seconds the next starts c / share later at the earliest.
     assert spent <= share * (starts[-1] - starts[0]) + max(c for _, c in decoder.cpu) + 1e-3
-    assert pump.counts['costly'] > len(starts)  # the rest were replaced or stale
+    assert pump.counts['costly'] == i // 2 >= 2 * len(starts)  # most never decoded
+
+
+def test_a_costly_item_is_decoded_only_in_a_gap_of_the_stream():
+    """Regular items every 200 ms: a 500 ms decode never fits; once they stop, it is decoded."""
+    decoder = Decoder()
+    stage = Slow()
+    pump = FramePump(stage, decode=decoder)
+    pump.start()
+    try:
+        for i in range(10):
+            pump.offer(i, pump.arrived(), cost_ms=2.0)
+            time.sleep(0.05)
+            if i % 2:
+                pump.offer(f'C{i}', pump.arrived(), cost_ms=500.0)
+            time.sleep(0.15)
+        _wait(lambda: not pump.pending)  # the stream stopped: the last one is decoded
+        time.sleep(0.05)
+    finally:
+        pump.stop()
+    assert [c for c in decoder.decoded if str(c).startswith('C')] == ['C9']
+    assert stage.got[-1] == 'frame:C9' and pump.counts['costly_dropped'] == 4
+    assert gap_wait([0.0, 0.1, 0.2], 50.0, 0.21) == 0.0  # next due at 0.3: 90 ms away
+    assert gap_wait([0.0, 0.1, 0.2], 50.0, 0.26) == pytest.approx(0.09)  # until 0.35
+    assert gap_wait([0.0, 0.1, 0.2], 50.0, 0.36) == 0.0  # late: the stream paused
+    assert gap_wait([0.2], 50.0, 0.21) == 0.0
 
 
 def test_a_stream_whose_frames_all_cost_more_turns_regular():

@@ -400,7 +400,7 @@ def test_cli_hostile_images_beside_a_good_face(tmp_path, face):
 
 
 def test_cli_decode_budget_flags(tmp_path, face):
-    """--max-decode-pixels reduces a JPEG (boxes in its own pixels); --no-decode-reduced refuses."""
+    """--max-decode-pixels: a JPEG reduced, boxes in its pixels; --no-decode-reduced: refused."""
     big = cv2.resize(face, (1280, 960), interpolation=cv2.INTER_CUBIC)
     path = tmp_path / 'face_1280.jpg'
     path.write_bytes(_encode('.jpg', _bgr(big)))
@@ -455,7 +455,7 @@ def test_frame_prefixes_may_end_with_a_slash():
 
 
 def test_decode_options_are_the_budgets():
-    """DecodeConfig (node parameters, CLI flags): node defaults = STREAM_BUDGET, else FILE_BUDGET."""
+    """DecodeConfig (parameters, CLI flags): node defaults = STREAM_BUDGET, else FILE_BUDGET."""
     from nlml_hpe.image_decode import budget_of, config_of
     from nlml_hpe.options import DecodeConfig
 

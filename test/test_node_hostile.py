@@ -184,18 +184,18 @@ def test_a_big_jpeg_is_decoded_reduced_within_budget_and_costs_no_good_frame(rig
 
 @pytest.mark.ros
 def test_the_newest_good_frame_is_never_displaced(rig, face):
-    """Worker busy; a good frame, then a costly one, then one the decoder fails on."""
+    """Worker busy; a good frame, one the decoder fails on, then a costly one."""
     node = rig.node
     good = _jpeg(face)
     (big,) = hostile.abuse_payloads('big')
-    first, g, h, f = _sec(), _sec(), _sec(), _sec()
+    first, g, f, h = _sec(), _sec(), _sec(), _sec()
     rejected = node.stats['rejected_decode']
     with node._est_lock:  # the worker blocks in its frame, holding `first`
         node._on_image(_msg(good, first), True)
         rig._wait(lambda: node.pump.waiting['regular'] == 0, 'the worker took the frame')
         node._on_image(_msg(good, g), True)
+        node._on_image(_msg(hostile.jpeg_undecodable(good), f), True)  # passes the checks
         node._on_image(_msg(big, h), True)  # costly: the decode stage
-        node._on_image(_msg(hostile.jpeg_undecodable(good), f), True)  # newest, undecodable
         for kind in ('scan', 'webp', 'chunks', 'bomb'):  # refused at once
             for p in hostile.abuse_payloads(kind):
                 node._on_image(_msg(p, _sec()), True)

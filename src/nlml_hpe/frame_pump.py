@@ -18,12 +18,17 @@ waits for them holds the newest items only:
   and :data:`COSTLY_FACTOR` times the median cost of the last
   :data:`COST_WINDOW` items is not decoded by the worker.  The newest one
   waits for a thread of its own (the *decode stage*), which decodes it only
-  while the time spent on costly items (its decode and the frame's
+  when it can be of use and within its share of time: a regular item newer
+  than it drops it (it is stale); while regular items keep arriving, it is
+  decoded only if its cost fits before the next one is due (from their recent
+  period), else it waits until that one is late or drops it when it comes;
+  and the time spent on costly items (their decode and their frames'
   processing, CPU time) stays within ``costly_share`` of the wall time.  Its
   frame waits in the *decoded-frame slot* and is processed only when no
   regular item waits and nothing newer has been processed (outputs never go
   back in time).  So a costly message never takes a regular one's place nor
-  delays its decode; what it may cost the worker is bounded by the share.  A
+  delays its decode, and costs the worker at most the share; among a steady
+  30 Hz stream, a message that takes 50 ms to decode is not decoded at all.  A
   stream whose frames all cost more (a camera switched to 4K) makes them the
   median within half the window, and they are regular again.
 
@@ -85,6 +90,86 @@ def _cpu():
     return time.thread_time()
 
 
+def gap_wait(arrivals, cost_ms, now):
+    """Return how long a decode of ``cost_ms`` must wait for a gap in a stream (s).
+
+    ``arrivals``: the stream's recent arrival times (monotonic s).  0 when
+    no item is due before the decode would end (by the stream's median
+    period), or when the next one is late by half a period (the stream
+    paused); else until then.
+    """
+    times = list(arrivals)
+    if len(times) < 2:
+        return 0.0
+    period = statistics.median(b - a for a, b in zip(times, times[1:]))
+    due = times[-1] + period
+    if due - now > cost_ms / 1e3 or now > due + period / 2:
+        return 0.0
+    return due + period / 2 - now
+
+
+class PumpFigures:
+    """What a :class:`FramePump` counts and measures (thread-safe; module docstring)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts = collections.Counter()
+        self._arrivals = collections.deque(maxlen=WINDOW)
+        self._latency_ms = collections.deque(maxlen=WINDOW)
+        self._age_ms = collections.deque(maxlen=WINDOW)
+        self._series = {k: collections.deque(maxlen=WINDOW) for k in SERIES}
+
+    def arrived(self, now):
+        """Count a frame received at ``now`` (monotonic s)."""
+        with self._lock:
+            self._counts['received'] += 1
+            self._arrivals.append(now)
+
+    def count(self, kind, n=1):
+        """Add ``n`` to the count ``kind``."""
+        with self._lock:
+            self._counts[kind] += n
+
+    def observe(self, series, value):
+        """Add ``value`` to a series."""
+        with self._lock:
+            self._series.setdefault(series, collections.deque(maxlen=WINDOW)).append(value)
+
+    def processed(self, latency_ms, age_ms, cpu_ms):
+        """Count a processed frame with its latency, output age (or None) and CPU ms."""
+        with self._lock:
+            self._counts['processed'] += 1
+            self._latency_ms.append(latency_ms)
+            self._series['process_ms'].append(cpu_ms)
+            if age_ms is not None:
+                self._age_ms.append(age_ms)
+
+    @property
+    def counts(self):
+        """Return a copy of the counts."""
+        with self._lock:
+            return collections.Counter(self._counts)
+
+    def figures(self):
+        """Return the counts and the recent figures (:meth:`FramePump.figures`)."""
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._arrivals if now - t <= RATE_WINDOW_S]
+            latency, age = list(self._latency_ms), list(self._age_ms)
+            series = {k: list(v) for k, v in self._series.items()}
+            out = dict(self._counts)
+        span = recent[-1] - recent[0] if len(recent) > 1 else 0.0
+        out['recent_frames'] = len(recent)
+        out['input_rate_hz'] = (len(recent) - 1) / span if span > 0 else 0.0
+        out['latency_ms_p50'] = percentile(latency, 0.5)
+        out['latency_ms_p95'] = percentile(latency, 0.95)
+        out['age_ms_p50'] = percentile(age, 0.5)
+        for name, values in series.items():
+            out[f'{name}_p95'] = percentile(values, 0.95)
+            out[f'{name}_max'] = max(values) if values else None
+        return out
+
+
 class FramePump:
     """Regular and costly places + worker and decode threads + rate cap + figures.
 
@@ -116,12 +201,9 @@ class FramePump:
         self._stop = False
         self._threads = []
         self._max_rate = 0.0
-        self._counts = collections.Counter()
+        self._figures = PumpFigures()
         self._costs = collections.deque(maxlen=COST_WINDOW)
-        self._arrivals = collections.deque(maxlen=WINDOW)
-        self._latency_ms = collections.deque(maxlen=WINDOW)
-        self._age_ms = collections.deque(maxlen=WINDOW)
-        self._series = {k: collections.deque(maxlen=WINDOW) for k in SERIES}
+        self._regular_arrivals = collections.deque(maxlen=COST_WINDOW // 2)
 
     # ------------------------------------------------------------- control
     @property
@@ -199,9 +281,7 @@ class FramePump:
     def arrived(self):
         """Count a frame as received; return its arrival time (monotonic s) for :meth:`offer`."""
         now = time.monotonic()
-        with self._lock:
-            self._counts['received'] += 1
-            self._arrivals.append(now)
+        self._figures.arrived(now)
         return now
 
     def offer(self, item, arrival, stamp=None, cost_ms=0.0):
@@ -218,7 +298,7 @@ class FramePump:
             if self._decode is not None and cost_ms > COSTLY_MIN_MS and \
                     cost_ms > COSTLY_FACTOR * statistics.median(self._costs):
                 entry.costly = True
-                self._counts['costly'] += 1
+                self._figures.count('costly')
                 if self._costly is not None:
                     self._drop(self._costly)
                     dropped = True
@@ -228,24 +308,26 @@ class FramePump:
                     self._drop(self._regular.popleft())
                     dropped = True
                 self._regular.append(entry)
+                self._regular_arrivals.append(arrival)
+                if self._costly is not None and self._costly.arrival < arrival:
+                    self._drop(self._costly)  # stale before its decode started
+                    self._costly = None
             self._lock.notify_all()
             return dropped
 
     def count(self, kind, n=1):
         """Add ``n`` to the count ``kind`` (e.g. ``'rejected'``)."""
-        with self._lock:
-            self._counts[kind] += n
+        self._figures.count(kind, n)
 
     def observe(self, series, ms):
         """Add a value (ms) to a series of figures (e.g. ``'check_ms'``, module docstring)."""
-        with self._lock:
-            self._series.setdefault(series, collections.deque(maxlen=WINDOW)).append(ms)
+        self._figures.observe(series, ms)
 
     def _drop(self, entry):
-        """Count ``entry`` as dropped (lock held)."""
-        self._counts['dropped'] += 1
+        """Count ``entry`` as dropped."""
+        self._figures.count('dropped')
         if entry.costly:
-            self._counts['costly_dropped'] += 1
+            self._figures.count('costly_dropped')
 
     # --------------------------------------------------------------- worker
     def _take(self, last_start):
@@ -327,16 +409,11 @@ class FramePump:
         done = time.monotonic()
         age = None if entry.stamp is None or entry.stamp <= 0 else \
             (self._clock() - entry.stamp) * 1e3
-        with self._lock:
-            self._counts['processed'] += 1
-            self._latency_ms.append((done - entry.arrival) * 1e3)
-            self._series['process_ms'].append(cpu * 1e3)
-            if age is not None:
-                self._age_ms.append(age)
+        self._figures.processed((done - entry.arrival) * 1e3, age, cpu * 1e3)
 
     # --------------------------------------------------------- decode stage
     def _take_costly(self):
-        """Wait for a costly item and the share to allow its decode; None when stopped."""
+        """Wait for a costly item, a gap and the share to allow its decode; None when stopped."""
         with self._lock:
             while True:
                 if self._stop:
@@ -344,9 +421,11 @@ class FramePump:
                 if self._costly is None:
                     self._lock.wait(0.5)
                     continue
-                wait = self._costly_next - time.monotonic()
+                now = time.monotonic()
+                wait = max(self._costly_next - now,
+                           gap_wait(self._regular_arrivals, self._costly.cost_ms, now))
                 if wait > 0:
-                    self._lock.wait(min(wait, 0.5))  # a newer costly item may replace it
+                    self._lock.wait(min(wait, 0.5))  # a newer item may replace or drop it
                     continue
                 entry, self._costly = self._costly, None
                 return entry
@@ -374,8 +453,7 @@ class FramePump:
     @property
     def counts(self):
         """Return a copy of the counts (received, dropped, processed, errors, ...)."""
-        with self._lock:
-            return collections.Counter(self._counts)
+        return self._figures.counts
 
     def figures(self):
         """Return the counts and, over the recent frames, rates, latency, age and costs.
@@ -385,19 +463,4 @@ class FramePump:
         ``latency_ms_p95``, ``age_ms_p50``, and per series (:data:`SERIES`)
         ``<series>_p95`` and ``<series>_max`` (None when there is no sample).
         """
-        now = time.monotonic()
-        with self._lock:
-            recent = [t for t in self._arrivals if now - t <= RATE_WINDOW_S]
-            latency, age = list(self._latency_ms), list(self._age_ms)
-            series = {k: list(v) for k, v in self._series.items()}
-            out = dict(self._counts)
-        span = recent[-1] - recent[0] if len(recent) > 1 else 0.0
-        out['recent_frames'] = len(recent)
-        out['input_rate_hz'] = (len(recent) - 1) / span if span > 0 else 0.0
-        out['latency_ms_p50'] = percentile(latency, 0.5)
-        out['latency_ms_p95'] = percentile(latency, 0.95)
-        out['age_ms_p50'] = percentile(age, 0.5)
-        for name, values in series.items():
-            out[f'{name}_p95'] = percentile(values, 0.95)
-            out[f'{name}_max'] = max(values) if values else None
-        return out
+        return self._figures.figures()
