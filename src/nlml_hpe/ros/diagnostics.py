@@ -59,6 +59,19 @@ class Warnings:
             self._logger.warning(f'{text}{suffix}')
 
 
+def frame_record(faces=0, timings=None, frame=None, nonfinite=0):
+    """Return what the diagnostics show of the last frame (the defaults: none yet).
+
+    ``faces``: published; ``timings``: the estimate's; ``frame``: the
+    :class:`~nlml_hpe.ros.inputs.InputFrame`; ``nonfinite``: faces dropped.
+    """
+    timings = timings or {}
+    return {'faces': faces, 'reread': int(timings.get('warped', 0)),
+            'landmarks_ms': float(timings.get('landmarks_ms', 0.0)),
+            'scale': 1 if frame is None else frame.scale,
+            'size': None if frame is None else frame.size, 'nonfinite': nonfinite}
+
+
 def _ms(value):
     return 'n/a' if value is None else f'{value:.1f}'
 

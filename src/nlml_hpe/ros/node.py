@@ -38,7 +38,6 @@ and isolate with ``ROS_DOMAIN_ID``, or subscribe to ``image/compressed``.
 
 import signal
 import threading
-import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
@@ -53,7 +52,7 @@ from ..frame_pump import FramePump
 from ..image_decode import budget_of, source_poses
 from ..options import DecodeConfig, EstimatorConfig
 from . import hri, parameters
-from .diagnostics import Warnings, diagnostic_array
+from .diagnostics import Warnings, diagnostic_array, frame_record
 from .faces import FaceIds
 from .inputs import TF_AVAILABLE, CameraInput, TargetLookup
 from .outputs import FrameResult, Outputs
@@ -75,6 +74,28 @@ def release_free_memory():
         import ctypes
 
         ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+#: Allocations of at least this many bytes are mapped on their own (glibc; main() sets it).
+MMAP_THRESHOLD = 2 ** 20
+
+
+def bound_heap(threshold=MMAP_THRESHOLD):
+    """Have glibc map every allocation of ``threshold`` bytes or more on its own (no-op elsewhere).
+
+    Such a block goes back to the OS when it is freed.  By default glibc raises
+    its threshold to the largest block freed (up to 32 MiB), and large blocks
+    then come from the heap, which keeps them: 4.8 MB hostile messages at
+    20 Hz raised the RSS of a node fed in-process by 55 MiB in 30 s, then
+    stayed; with a fixed 1 MiB threshold by nothing beyond the first frames'
+    20 MiB (docs/hostile_input.md).  A 640x480 frame (0.9 MB) stays on the heap.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL('libc.so.6').mallopt(-3, int(threshold))  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass
 
@@ -106,10 +127,6 @@ def build_estimator(values, given=None):
     return est, ''
 
 
-def _stamp_s(stamp):
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
 class HeadPoseNode(LifecycleNode):
     """Lifecycle node over :class:`~nlml_hpe.estimator.HeadPoseEstimator` (module docstring).
 
@@ -120,10 +137,7 @@ class HeadPoseNode(LifecycleNode):
     """
 
     def __init__(self, node_name='head_pose_node', *, estimator=None, **kwargs):
-        """Declare the parameters (ValueError when a given value is unusable); no transition.
-
-        ``estimator`` (optional) replaces the one configure builds from the parameters.
-        """
+        """Declare the parameters (ValueError if one is unusable); ``estimator``: use that one."""
         # What the transitions hold, declared up front.
         self._given_estimator = estimator
         self.estimator = None  # configure .. cleanup (swapped under _est_lock)
@@ -135,11 +149,10 @@ class HeadPoseNode(LifecycleNode):
         self._diag_pub = self._diag_timer = None  # configure .. cleanup
         self._camera_subs = []  # activate .. deactivate
         self._last_header = Header()  # of the last frame published
-        self._last_frame = {'faces': 0, 'reread': 0, 'landmarks_ms': 0.0, 'scale': 1,
-                            'size': None}
+        self._last_frame = frame_record()
         self.pump = self._autostart = self.face_ids = None  # made once the node exists:
         self._warn = self._values = self._stream = self._input = self._target = None
-        self._budget = None  # the DecodeBudget of the decode parameters
+        self._budget = None  # the DecodeBudget of the decode parameters, once declared
         super().__init__(node_name, **kwargs)
         self._warn = Warnings(self.get_logger(), live=self.context.ok)
         try:
@@ -183,12 +196,11 @@ class HeadPoseNode(LifecycleNode):
     @property
     def camera_matrix(self):
         """K of the latest valid camera_info (None: none yet, or the last was invalid)."""
-        camera = self._input.camera
-        return None if camera is None else camera.k
+        return getattr(self._input.camera, 'k', None)
 
     @property
     def camera_problem(self):
-        """Why the latest camera_info was refused ('' when it was not)."""
+        """Why no camera_info is in effect ('' when one is): refused, none, another size."""
         return self._input.camera_problem
 
     # ------------------------------------------------------------ lifecycle
@@ -363,13 +375,8 @@ class HeadPoseNode(LifecycleNode):
 
     def _on_image(self, msg, compressed):
         """Image callback: cheap checks, then the frame waits for the pump (newest only)."""
-        arrival = self.pump.arrived()
-        c0 = time.thread_time()
-        planned = self._input.accept(msg, compressed, self._values['camera_frame'],
-                                     self._budget, arrival)
-        self.pump.observe('check_ms', (time.thread_time() - c0) * 1e3)
-        if planned is not None:
-            self.pump.offer(planned, arrival, _stamp_s(msg.header.stamp), planned.cost_ms)
+        self._input.receive(self.pump, msg, compressed, self._values['camera_frame'],
+                            self._budget)
 
     def _decode(self, planned):
         """Decode for the pump: return the :class:`~nlml_hpe.ros.inputs.InputFrame`, or None."""
@@ -383,9 +390,8 @@ class HeadPoseNode(LifecycleNode):
     def _process(self, frame):
         """Estimate, track and publish one decoded frame (the worker's job).
 
-        The estimator reads ``frame.rgb`` (decoded at 1/``frame.scale``) with
-        the camera of that image; the poses are then mapped to the message's
-        own pixels, where the stream, the outputs and ROS4HRI use them.
+        The estimator reads ``frame.rgb`` (at 1/``frame.scale``) with its camera;
+        the stream and the outputs get the poses in the message's own pixels.
         """
         msg, values = frame.msg, self._values
         with self._est_lock:
@@ -400,10 +406,8 @@ class HeadPoseNode(LifecycleNode):
                 self._warn('no_face', 'no face in the image')
             target = self._target(values['looking_target'], values['looking_target_frame'],
                                   frame.frame_id)
-            t = _stamp_s(msg.header.stamp)
             stream_faces, skipped = self._stream.update(
-                faces, t if t > 0 else frame.arrival, frame.size,
-                None if frame.camera is None else frame.camera.k,
+                faces, frame.time_s, frame.size, frame.k,
                 target=False if target is None else target)
             if skipped:
                 self.pump.count('faces_nonfinite', skipped)
@@ -415,23 +419,19 @@ class HeadPoseNode(LifecycleNode):
             self.outputs.publish(result)
             if self.hri is not None:
                 self.hri.publish(result)
-        timings = estimate.timings
         self._last_header = header
-        self._last_frame = {'faces': len(result.shown), 'reread': int(timings.get('warped', 0)),
-                            'landmarks_ms': float(timings.get('landmarks_ms', 0.0)),
-                            'scale': frame.scale, 'size': frame.size, 'nonfinite': skipped}
+        self._last_frame = frame_record(len(result.shown), estimate.timings, frame, skipped)
 
     def _publish_diagnostics(self):
-        frame = dict(self._last_frame, camera=self._input.camera_in_effect,
-                     camera_problem=self._input.camera_problem)
         self._diag_pub.publish(diagnostic_array(
-            self.get_fully_qualified_name(), self.get_clock().now().to_msg(),
-            self.pump.running, self.pump.figures(), frame))
+            self.get_fully_qualified_name(), self.get_clock().now().to_msg(), self.pump.running,
+            self.pump.figures(), dict(self._last_frame, **self._input.camera_state())))
 
 
 def main(args=None):
     """Entry point of ``ros2 run nlml_hpe head_pose_node``: exit 1 with the reason on failure."""
     logger = rclpy.logging.get_logger('head_pose_node')
+    bound_heap()  # before any large message is received
     try:
         with rclpy.init(args=args):
             try:
