@@ -356,3 +356,31 @@ def test_what_each_payload_costs_the_node(rig, face):
     for row in rows:
         print('%s\t%d\t%.2f\t%.1f\t%.1f\t%.1f\t%s' % row)
     _good(rig, face)
+
+
+def test_serialized_compressed_images_are_read_without_conversion():
+    """The node subscribes raw: its reader of the CDR bytes against rclpy's serializer."""
+    import struct
+
+    from rclpy.serialization import serialize_message
+
+    from nlml_hpe.ros.inputs import compressed_view
+    from nlml_hpe.ros_image import ImageConversionError, parse_compressed_cdr
+
+    for data, sec in ((hostile.png_many_chunks(1000), 12), (b'', 0), (b'abc', -5)):
+        msg = CompressedImage(format='png', data=data)
+        msg.header.frame_id, msg.header.stamp = 'cam_é', Time(sec=sec, nanosec=34)
+        view = compressed_view(serialize_message(msg))
+        assert bytes(view.data) == data and view.format == 'png'
+        assert view.header.frame_id == 'cam_é' and view.header.stamp == msg.header.stamp
+    # Big-endian CDR, written by hand: the same fields.
+    body = struct.pack('>iI', 7, 8) + struct.pack('>I', 4) + b'cam\0' + struct.pack('>I', 4) \
+        + b'jpg\0' + struct.pack('>I', 3) + b'xyz'
+    m = parse_compressed_cdr(b'\0\0\0\0' + body)
+    assert (m.sec, m.nanosec, m.frame_id, m.format, bytes(m.data)) == (7, 8, 'cam', 'jpg',
+                                                                       b'xyz')
+    good = serialize_message(CompressedImage(format='jpeg', data=b'1234'))
+    for bad in (b'', b'\0\7\0\0' + good[4:], good[:-2], good[:12],
+                good[:4] + struct.pack('<ii', 1, 2) + struct.pack('<I', 10 ** 9)):
+        with pytest.raises(ImageConversionError):
+            compressed_view(bad)

@@ -34,10 +34,12 @@ from dataclasses import dataclass
 import threading
 import time
 
+from builtin_interfaces.msg import Time as TimeMsg
 import numpy as np
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
 
 from ..camera import Camera
 from ..image_decode import REASONS, reason_of, scaled_camera_matrix
@@ -48,6 +50,7 @@ from ..ros_image import (
     check_raw_image,
     decode_compressed,
     image_to_rgb,
+    parse_compressed_cdr,
     plan_compressed,
 )
 
@@ -72,6 +75,24 @@ RAW_MS_PER_MP = 1.0
 
 def _stamp_s(stamp):
     return stamp.sec + stamp.nanosec * 1e-9
+
+
+@dataclass
+class CompressedView:
+    """A CompressedImage read from its serialized bytes: ``header``, ``format``, ``data`` view."""
+
+    header: Header
+    format: str
+    data: memoryview
+
+
+def compressed_view(raw):
+    """Return the :class:`CompressedView` of serialized CompressedImage bytes (or raise)."""
+    m = parse_compressed_cdr(raw)
+    if not 0 <= m.nanosec < 10 ** 9:
+        raise ImageConversionError(f'header.stamp.nanosec is {m.nanosec}')
+    return CompressedView(Header(stamp=TimeMsg(sec=m.sec, nanosec=m.nanosec),
+                                 frame_id=m.frame_id), m.format, m.data)
 
 
 @dataclass
@@ -188,12 +209,14 @@ class CameraInput:
     def subscribe(self, node, compressed, on_image):
         """Create the image and camera_info subscriptions on ``node``; return them.
 
-        ``on_image(msg, compressed)`` gets every image message.
+        ``on_image(msg, compressed)`` gets every image message; a compressed one
+        as its serialized bytes (``raw``: its data is never converted element by
+        element; :meth:`accept` reads it with :func:`compressed_view`).
         """
         if compressed:
             image = node.create_subscription(CompressedImage, 'image/compressed',
                                              lambda m: on_image(m, True),
-                                             qos_profile_sensor_data)
+                                             qos_profile_sensor_data, raw=True)
         else:
             image = node.create_subscription(Image, 'image', lambda m: on_image(m, False),
                                              qos_profile_sensor_data)
@@ -220,15 +243,18 @@ class CameraInput:
         planned = self.accept(msg, compressed, camera_frame, budget, arrival)
         pump.observe('check_ms', (time.thread_time() - c0) * 1e3)
         if planned is not None:
-            pump.offer(planned, arrival, _stamp_s(msg.header.stamp), planned.cost_ms)
+            pump.offer(planned, arrival, _stamp_s(planned.msg.header.stamp), planned.cost_ms)
 
     def accept(self, msg, compressed, camera_frame, budget, arrival=0.0):
         """Cheap checks before decoding: a :class:`Planned` image, or None (warned, counted).
 
         ``budget``: the :class:`~nlml_hpe.image_decode.DecodeBudget` a
-        compressed image is planned with (headers, scans, chunks: no decoding).
+        compressed image is planned with (headers, scans, chunks: no decoding);
+        ``msg``: a message, or a compressed one's serialized bytes.
         """
         try:
+            if compressed and isinstance(msg, (bytes, bytearray, memoryview)):
+                msg = compressed_view(msg)
             if compressed:
                 plan = plan_compressed(msg, budget)
                 cost = plan.ms
