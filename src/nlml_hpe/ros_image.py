@@ -18,6 +18,11 @@ JPEG at 1/2, 1/4 or 1/8 scale and says so (:class:`~nlml_hpe.image_decode.Decode
 the frame's camera matrix is then
 :func:`~nlml_hpe.image_decode.scaled_camera_matrix` ``(K, decoded.scale)``
 and its boxes map back with :meth:`~nlml_hpe.image_decode.Decoded.to_source`.
+:func:`plan_compressed` checks a message against a budget without decoding it.
+:func:`parse_compressed_cdr` reads a *serialized* CompressedImage (what a raw
+subscription receives) with its data as a view of the bytes: rclpy's own
+deserialization converts a 4.8 MB message element by element in about 3 ms.
+Every refusal names its rule (``exc.reason``, :func:`nlml_hpe.image_decode.reason_of`).
 """
 
 from dataclasses import replace
