@@ -34,7 +34,6 @@ from dataclasses import dataclass
 import threading
 import time
 
-from builtin_interfaces.msg import Time as TimeMsg
 import numpy as np
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.time import Time
@@ -91,8 +90,9 @@ def compressed_view(raw):
     m = parse_compressed_cdr(raw)
     if not 0 <= m.nanosec < 10 ** 9:
         raise ImageConversionError(f'header.stamp.nanosec is {m.nanosec}')
-    return CompressedView(Header(stamp=TimeMsg(sec=m.sec, nanosec=m.nanosec),
-                                 frame_id=m.frame_id), m.format, m.data)
+    header = Header(frame_id=m.frame_id)
+    header.stamp.sec, header.stamp.nanosec = m.sec, m.nanosec
+    return CompressedView(header, m.format, m.data)
 
 
 @dataclass
