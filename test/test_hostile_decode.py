@@ -283,9 +283,15 @@ def test_tiff_lying_header_refused():
     assert decode(_tiff_with_size(64, 48)).rgb.shape == (48, 64, 3)
 
 
-def test_every_abuse_payload_refused_by_the_node_check_today():
-    """``check_compressed_image`` without a budget (the node's callback): full size only."""
-    for payload in hostile.abuse_payloads('mixed'):
+def test_every_abuse_payload_but_the_big_jpeg_refused_by_the_node_check():
+    """The node's callback plans with the stream budget: only the 8192^2 JPEG passes, at 1/4."""
+    for kind in ('bomb', 'scan', 'webp', 'chunks'):
+        for payload in hostile.abuse_payloads(kind):
+            with pytest.raises(ImageConversionError):
+                plan_decode(payload, budget=STREAM_BUDGET)
+    (big,) = hostile.abuse_payloads('big')
+    assert plan_decode(big, budget=STREAM_BUDGET).scale == 4
+    for payload in hostile.abuse_payloads('mixed'):  # at full size only: every one refused
         with pytest.raises(ImageConversionError):
             check_encoded(payload)
 
@@ -393,6 +399,25 @@ def test_cli_hostile_images_beside_a_good_face(tmp_path, face):
     assert len(by['d_face.jpg']['faces']) == 1
 
 
+def test_cli_decode_budget_flags(tmp_path, face):
+    """--max-decode-pixels: a JPEG reduced, boxes in its pixels; --no-decode-reduced: refused."""
+    big = cv2.resize(face, (1280, 960), interpolation=cv2.INTER_CUBIC)
+    path = tmp_path / 'face_1280.jpg'
+    path.write_bytes(_encode('.jpg', _bgr(big)))
+    runs = {}
+    for name, flags in (('full', []), ('half', ['--max-decode-pixels', '400000']),
+                        ('refused', ['--max-decode-pixels', '400000', '--no-decode-reduced'])):
+        runs[name] = _cli_json([*flags, str(path)], timeout=120)
+    (code, (full,)), (code2, (half,)), (code3, (refused,)) = runs.values()
+    assert (code, code2, code3) == (0, 0, 1)
+    assert 'DecodeBudget.max_pixels' in refused['error']
+    box_full, box_half = (np.array(d['faces'][0]['box']) for d in (full, half))
+    assert np.all(np.abs(box_full - box_half) < 0.03 * 1280), (box_full, box_half)
+    assert box_half[2] > 700  # in the file's 1280x960 pixels, not the 640x480 decoded
+    code, lines = _cli_json(['--max-encoded-mb', '0', str(path)])
+    assert code == 2 and lines == []
+
+
 def test_cli_text_mode_escapes_file_names(tmp_path, face, capsys):
     from nlml_hpe import cli
 
@@ -427,3 +452,37 @@ def test_frame_names_with_a_trailing_slash_refused(name):
 
 def test_frame_prefixes_may_end_with_a_slash():
     assert frame_prefix_problem('faces/') == ''  # + an id: 'faces/0'
+
+
+def test_decode_options_are_the_budgets():
+    """DecodeConfig (parameters, CLI flags): node defaults = STREAM_BUDGET, else FILE_BUDGET."""
+    from nlml_hpe.image_decode import budget_of, config_of
+    from nlml_hpe.options import DecodeConfig
+
+    assert budget_of(DecodeConfig.node_defaults()) == STREAM_BUDGET
+    assert budget_of(DecodeConfig()) == FILE_BUDGET
+    assert config_of(STREAM_BUDGET) == DecodeConfig.node_defaults()
+    small = budget_of(DecodeConfig(max_decode_pixels=10_000, decode_reduced=False))
+    assert small.max_pixels == 10_000 and not small.reduce
+    for bad in ({'max_decode_pixels': 0}, {'max_decode_ms': 0.0}, {'max_encoded_mb': -1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            DecodeConfig(**bad)
+
+
+@pytest.mark.parametrize('make, reason', [
+    (lambda: hostile.jpeg_with_size(32768, 32768), 'size'),
+    (lambda: hostile.jpeg_with_size(8000, 8000), 'data'),
+    (lambda: hostile.jpeg_scan_bomb(8192, 5000), 'structure'),
+    (lambda: hostile.webp_flat(8192, 8192), 'data'),
+    (lambda: hostile.png_many_chunks(400_000), 'structure'),
+    (lambda: hostile.png_bomb(2048), 'budget'),
+    (lambda: b'GIF89a' + bytes(100), 'header'),
+    (lambda: hostile.jpeg_undecodable(_encode('.jpg', np.zeros((48, 64, 3), np.uint8))),
+     'decode'),
+])
+def test_refusals_name_their_rule(make, reason):
+    from nlml_hpe.image_decode import REASONS, reason_of
+
+    with pytest.raises(ImageConversionError) as info:
+        decode(make(), budget=STREAM_BUDGET)
+    assert reason_of(info.value) == reason and reason in REASONS

@@ -634,7 +634,8 @@ def test_node_reloads_do_not_grow_memory(raw_rig, face):
     def reload(i):
         assert node.set_parameters([Parameter('rigid_fusion', value=i % 2 == 1)])[0].successful
         for _ in range(2):  # (the worker's job; it holds the estimator's lock itself)
-            node._process((msg, False, time.monotonic()))
+            planned = node._input.accept(msg, False, '', node.decode_budget, time.monotonic())
+            node._process(node._decode(planned))
 
     for i in range(10):  # MediaPipe's and glibc's pools settle first
         reload(i)
@@ -732,11 +733,14 @@ def test_cli_unusable_model_exits_2(tmp_path, capsys):
 
 @pytest.mark.ros
 def test_benchmark_abuse_mode_end_to_end():
-    """``nlml-hpe benchmark node --abuse-rate``: three processes over real DDS, briefly."""
+    """``nlml-hpe benchmark node --abuse mixed --abuse-rate``: three processes, DDS, briefly."""
     from nlml_hpe.bench.node import run_benchmark
 
-    res = run_benchmark(rate=15.0, duration=4.0, abuse_rate=20.0, log=lambda *a: None)
-    assert res['compressed'] and res['abuse_rate_hz'] == 20.0
-    assert res['frames_rejected'] >= 40 and res['node_errors'] == 0
+    res = run_benchmark(rate=15.0, duration=4.0, abuse_rate=20.0, abuse='mixed',
+                        log=lambda *a: None)
+    assert res['compressed'] and res['abuse_rate_hz'] == 20.0 and res['abuse'] == 'mixed'
+    assert res['frames_rejected'] >= 20 and res['node_errors'] == 0
+    assert {'size', 'data'} <= set(res['frames_rejected_by_reason'])  # the lying headers
+    assert res['good_frames_published'] >= 40  # the publisher's own count
     assert res['good_frames_answered'] >= 0.9, res
-    assert res['node_rss_mib_max'] < 400.0
+    assert res['node_rss_mib_max'] < 400.0 and len(res['node_rss_mib_series']) >= 2

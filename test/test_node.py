@@ -61,7 +61,7 @@ def _face_rgb():
 class Rig:
     """Node under test + probe node + a background executor."""
 
-    def __init__(self, model_dir, namespace='', **params):
+    def __init__(self, model_dir, namespace='', estimator=None, **params):
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         overrides = [Parameter('model_path', value=str(model_dir))]
@@ -70,7 +70,7 @@ class Rig:
         params.setdefault('track_confirm_frames', 1)
         overrides += [Parameter(k, value=v) for k, v in params.items()]
         self.node = HeadPoseNode(context=self.context, parameter_overrides=overrides,
-                                 namespace=namespace)
+                                 namespace=namespace, estimator=estimator)
         self.probe = rclpy.create_node('nlml_test_probe', context=self.context,
                                        namespace=namespace)
         self.received = {name: [] for name in OUTPUTS}

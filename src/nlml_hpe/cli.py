@@ -29,6 +29,7 @@ from .input_policy import printable
 
 # The CLI's bound of --max-faces (re-exported: the options table defines it).
 from .options import MAX_FACES as MAX_FACES
+from .options import DecodeConfig
 
 IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm'}
 VIDEO_EXTS = {'.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg'}
@@ -128,7 +129,7 @@ def _report_error(args, name, message, ms=None):
         print(f'{printable(name)}: ERROR {printable(message)}', file=sys.stderr, flush=True)
 
 
-def _predict_video(args, path, model, config, out_dir):
+def _predict_video(args, path, model, config, out_dir, budget):
     """Report every frame of a video; return the number of frames without a result.
 
     ``config`` is the estimator's :class:`~nlml_hpe.options.EstimatorConfig`
@@ -145,7 +146,8 @@ def _predict_video(args, path, model, config, out_dir):
     from .face_stream import FaceStream
     from .video import VideoReader
 
-    video = VideoReader(path)  # a regular file, frames within the side limit
+    # A regular file, frames within the side limit; above the budget's pixels, reduced.
+    video = VideoReader(path, max_pixels=budget.max_pixels)
     writer = None
     bad = 0
     fps = video.fps
@@ -191,11 +193,13 @@ def cmd_predict(args):
 
     from .drawing import draw_poses
     from .estimator import HeadPoseEstimator
+    from .image_decode import budget_of
     from .input_policy import read_image
     from .model import default_model_dir, load_model
 
     try:
         config = config_from_flags(args, args.option_specs)
+        budget = budget_of(config_from_flags(args, args.decode_specs, DecodeConfig()))
     except ValueError as exc:
         print(f'nlml-hpe predict: {exc}', file=sys.stderr)
         return EXIT_CANNOT_RUN
@@ -216,9 +220,10 @@ def cmd_predict(args):
                 if kind.startswith('skip: '):
                     raise ValueError(kind)
                 if kind == 'video':
-                    failures += bool(_predict_video(args, path, model, config, out_dir))
+                    failures += bool(_predict_video(args, path, model, config, out_dir,
+                                                    budget))
                     continue
-                decoded = read_image(path)  # a large JPEG: at 1/2, 1/4 or 1/8 scale
+                decoded = read_image(path, budget=budget)  # a large JPEG: maybe reduced
                 rgb = decoded.rgb
                 poses = est.estimate(rgb)
                 _report(args, str(path), decoded.to_source(poses),
@@ -281,7 +286,10 @@ def build_parser():
     pred.add_argument('--json', action='store_true', help='one JSON object per image per line')
     pred.add_argument('--out', metavar='DIR', help='write annotated images/videos here')
     pred.add_argument('--model', metavar='PATH', help='model directory or .safetensors file')
-    pred.set_defaults(func=cmd_predict, option_specs=add_option_flags(pred))
+    pred.set_defaults(func=cmd_predict, option_specs=add_option_flags(pred),
+                      decode_specs=add_option_flags(
+                          pred, DecodeConfig(), title='decode budget of each image or frame '
+                          '(default: the file budget, image_decode.FILE_BUDGET)'))
     for name, (_, text) in DISPATCHED.items():
         sub.add_parser(name, help=text, add_help=False)
     return parser

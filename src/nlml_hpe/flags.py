@@ -22,6 +22,11 @@ OFF_SWITCHES = {'flip_average': '--no-flip', 'rigid_fusion': '--no-fusion',
                 'perspective_warp': '--no-warp'}
 
 
+def _num(value):
+    """Spell a bound or default: integers in full (4194304, not 4.1943e+06), floats short."""
+    return str(value) if isinstance(value, int) else f'{value:g}'
+
+
 def flag_name(spec):
     """``--max-faces`` of the option whose parameter is ``max_faces``."""
     return '--' + spec.name.replace('_', '-')
@@ -57,8 +62,8 @@ def add_option_flags(parser, base=None, *, only=None, exclude=(), title=None):
                                    help=f'the same as --no-{flag_name(spec)[2:]}')
             continue
         if spec.bounds is not None:
-            text += f' ({spec.low:g}..{spec.high:g}'
-            text += ')' if value is None else f'; default {value:g})'
+            text += f' ({_num(spec.low)}..{_num(spec.high)}'
+            text += ')' if value is None else f'; default {_num(value)})'
         group.add_argument(flag_name(spec), *SPELLINGS.get(spec.field, ()), dest=spec.field,
                            default=None, type=spec.type, metavar=spec.type.__name__.upper(),
                            help=text)
@@ -84,7 +89,7 @@ def config_from_flags(args, specs, base=None):
             continue
         value = given[spec.field]
         if spec.bounds is not None and not spec.low <= value <= spec.high:
-            raise ValueError(f'{flag_name(spec)} must be in {spec.low:g}..{spec.high:g}, '
+            raise ValueError(f'{flag_name(spec)} must be in {_num(spec.low)}..{_num(spec.high)}, '
                              f'got {value}')
         try:
             base = base.updated(**{spec.field: value})

@@ -36,13 +36,15 @@ decoded, and a decode runs only when its cost is bounded by a
   for or killed.
 
 Every decoder failure (``cv2.error`` included) becomes
-:class:`ImageConversionError`, a ``ValueError``.  :func:`decode` returns a
+:class:`ImageConversionError`, a ``ValueError``; each refusal carries the rule
+it broke as ``exc.reason`` (:func:`reason_of`, :data:`REASONS`).  :func:`decode` returns a
 :class:`Decoded` image with its ``scale``: pixel ``(u, v)`` of a decoded
 image covers source pixels ``[u*s, (u+1)*s)``; :meth:`Decoded.to_source`
 maps poses back and :func:`scaled_camera_matrix` gives the intrinsics of the
 reduced image.
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 import os
 from pathlib import Path
@@ -59,6 +61,8 @@ from .image_headers import (
     png_chunk_count,
 )
 from .images import DEFAULT_MAX_SIDE
+from .options import DecodeConfig
+from .reduced import Decoded, scaled_camera_matrix, source_poses  # noqa: F401 - public here too
 
 #: Largest accepted image side (pixels): the estimator's own limit.
 MAX_SIDE = DEFAULT_MAX_SIDE
@@ -72,6 +76,35 @@ WEBP_LOSSY_PX_PER_BYTE = 4096
 #: JPEG DCT scale factors OpenCV can decode with (``IMREAD_REDUCED_COLOR_<n>``).
 JPEG_SCALES = (1, 2, 4, 8)
 _MIB = 2 ** 20
+
+#: Why an encoded image is refused (``exc.reason``): its headers cannot be read or its
+#: format is not accepted; its declared size (side, zero, bits); its data cannot hold
+#: what it declares (a lying header, truncation); its structure (scans, chunks,
+#: segments); the budget (pixels, time, memory, bytes); the decoder failed.
+REASONS = ('header', 'size', 'data', 'structure', 'budget', 'decode')
+
+
+def refusal(text, reason):
+    """Return an :class:`ImageConversionError` of ``text`` carrying ``reason``."""
+    exc = ImageConversionError(text)
+    exc.reason = reason
+    return exc
+
+
+def reason_of(exc):
+    """Return the rule an :class:`ImageConversionError` names (``'header'`` when untagged)."""
+    return getattr(exc, 'reason', 'header')
+
+
+@contextmanager
+def _tagged(reason):
+    """Tag an untagged :class:`ImageConversionError` raised inside with ``reason``."""
+    try:
+        yield
+    except ImageConversionError as exc:
+        if not hasattr(exc, 'reason'):
+            exc.reason = reason
+        raise
 
 
 #: Estimated decode time by kind of image: CPU milliseconds per decoded megapixel, per MB
@@ -130,6 +163,27 @@ FILE_BUDGET = DecodeBudget(max_decode_ms=1000.0, max_memory=128 * _MIB, max_byte
 MAX_FILE_BYTES = FILE_BUDGET.max_bytes
 
 
+def budget_of(config):
+    """Return the :class:`DecodeBudget` of a :class:`~nlml_hpe.options.DecodeConfig`.
+
+    ``DecodeConfig.node_defaults()`` gives :data:`STREAM_BUDGET`,
+    ``DecodeConfig()`` :data:`FILE_BUDGET`.
+    """
+    return DecodeBudget(max_pixels=int(config.max_decode_pixels),
+                        max_decode_ms=float(config.max_decode_ms),
+                        max_memory=int(round(config.max_decode_memory_mb * _MIB)),
+                        max_bytes=int(round(config.max_encoded_mb * _MIB)),
+                        reduce=bool(config.decode_reduced))
+
+
+def config_of(budget):
+    """Return the :class:`~nlml_hpe.options.DecodeConfig` of a :class:`DecodeBudget`."""
+    return DecodeConfig(max_decode_pixels=budget.max_pixels,
+                        max_decode_ms=budget.max_decode_ms,
+                        max_decode_memory_mb=budget.max_memory / _MIB,
+                        max_encoded_mb=budget.max_bytes / _MIB, decode_reduced=budget.reduce)
+
+
 @dataclass(frozen=True)
 class DecodePlan:
     """A decode that fits the budget.
@@ -152,30 +206,32 @@ def max_png_chunks(n_bytes):
     return 2048 + n_bytes // 8192
 
 
-def _refuse(fmt, text):
-    raise ImageConversionError(f'{fmt.upper()} {text}')
+def _refuse(fmt, text, reason):
+    raise refusal(f'{fmt.upper()} {text}', reason)
 
 
 def _jpeg_plan(b, header, budget):
     w, h, n = header.width, header.height, len(b)
     if n * 8 < -(-w // 8) * -(-h // 8):
         _refuse('jpeg', f'declares {w}x{h} pixels but has only {n} bytes, fewer than one bit '
-                'per 8x8 block: a lying header or truncated data')
+                'per 8x8 block: a lying header or truncated data', 'data')
     kind = 'jpeg-progressive' if header.details['progressive'] else 'jpeg'
     fits = [(s, -(-w // s) * -(-h // s)) for s in (JPEG_SCALES if budget.reduce else (1,))]
     at = ' even at 1/8 scale' if budget.reduce else (
         ' at full size (decode it reduced with image_decode.decode)')
     if fits[-1][1] > budget.max_pixels:
         _refuse('jpeg', f'of {w}x{h} pixels is above the budget of {budget.max_pixels} '
-                f'pixels{at} (DecodeBudget.max_pixels)')
+                f'pixels{at} (DecodeBudget.max_pixels)', 'budget')
     least = decode_ms(kind, fits[-1][1], n)  # before walking the data: its bytes alone
     if least > budget.max_decode_ms:
         _refuse('jpeg', f'of {n} bytes would take at least {least:.0f} ms to decode: more '
-                f'than the budget of {budget.max_decode_ms:g} ms (DecodeBudget.max_decode_ms)')
-    scans, work = jpeg_scans(b, header, MAX_JPEG_SCANS)
+                f'than the budget of {budget.max_decode_ms:g} ms (DecodeBudget.max_decode_ms)',
+                'budget')
+    with _tagged('structure'):
+        scans, work = jpeg_scans(b, header, MAX_JPEG_SCANS)
     if scans > MAX_JPEG_SCANS:
         _refuse('jpeg', f'has more than {MAX_JPEG_SCANS} scans (real encoders write about '
-                '10): refused before decoding (a scan bomb)')
+                '10): refused before decoding (a scan bomb)', 'structure')
     fits = [(s, px, decode_ms(kind, px, n, work)) for s, px in fits]
     scale, pixels, ms = next(((s, px, ms) for s, px, ms in fits
                               if px <= budget.max_pixels and ms <= budget.max_decode_ms),
@@ -183,7 +239,7 @@ def _jpeg_plan(b, header, budget):
     if scale == 0:
         _refuse('jpeg', f'of {w}x{h} pixels in {n} bytes and {scans} scans would take about '
                 f'{ms:.0f} ms to decode{at}: more than the budget of '
-                f'{budget.max_decode_ms:g} ms (DecodeBudget.max_decode_ms)')
+                f'{budget.max_decode_ms:g} ms (DecodeBudget.max_decode_ms)', 'budget')
     memory = pixels * 3
     if header.details['progressive'] or scans > 1:  # every coefficient is kept
         memory += 128 * sum(jpeg_blocks(header)[0].values())
@@ -197,19 +253,21 @@ def _data_rules(b, header):
         raw = h * (1 + -(-w * d['channels'] * header.bits // 8))
         if raw > 1032 * n + 4096:
             _refuse(fmt, f'declares {w}x{h} pixels ({raw} bytes) but has only {n} bytes; '
-                    'deflate expands at most 1032-fold: a lying header or truncated data')
-        chunks = png_chunk_count(b, max_png_chunks(n))
+                    'deflate expands at most 1032-fold: a lying header or truncated data', 'data')
+        with _tagged('structure'):
+            chunks = png_chunk_count(b, max_png_chunks(n))
         if chunks < 0:
-            _refuse(fmt, f'truncated ({n} bytes): its chunks stop before IEND')
+            _refuse(fmt, f'truncated ({n} bytes): its chunks stop before IEND', 'data')
         if chunks > max_png_chunks(n):
-            _refuse(fmt, f'of {n} bytes has more than {max_png_chunks(n)} chunks: refused')
+            _refuse(fmt, f'of {n} bytes has more than {max_png_chunks(n)} chunks: refused',
+                    'structure')
     elif fmt == 'bmp':
         if d['compression'] in (0, 3):  # uncompressed, bit fields
             need = d['offset'] + ((w * d['bpp'] + 31) // 32) * 4 * h
         else:  # RLE: at most 255 pixels per 2 bytes
             need = w * h // 128
         if n < need:
-            _refuse(fmt, f'truncated: {w}x{h} needs {need} bytes, got {n}')
+            _refuse(fmt, f'truncated: {w}x{h} needs {need} bytes, got {n}', 'data')
     elif fmt == 'pnm':
         kind, samples = d['kind'], w * h * (3 if d['kind'] in (3, 6) else 1)
         if kind == 4:
@@ -219,19 +277,19 @@ def _data_rules(b, header):
         else:  # ASCII: at least one character per sample
             need = d['start'] + samples
         if n < need:
-            _refuse(fmt, f'truncated: {w}x{h} needs {need} bytes, got {n}')
+            _refuse(fmt, f'truncated: {w}x{h} needs {need} bytes, got {n}', 'data')
     elif fmt == 'webp':
         if n < d['riff_size']:
-            _refuse(fmt, f'truncated: RIFF size {d["riff_size"]} bytes, got {n}')
+            _refuse(fmt, f'truncated: RIFF size {d["riff_size"]} bytes, got {n}', 'data')
         ratio = WEBP_LOSSLESS_PX_PER_BYTE if d['kind'] == 'VP8L' else WEBP_LOSSY_PX_PER_BYTE
         if w * h > ratio * n:
             _refuse(fmt, f'declares {w}x{h} pixels in {n} bytes, more than {ratio} pixels a '
-                    'byte (no encoder writes an image that flat): refused before decoding')
+                    'byte (no encoder writes an image that flat): refused before decoding', 'data')
     elif fmt == 'tiff':
         raw = w * h * d['samples'] * max(header.bits, 1) // 8
         if raw > TIFF_MAX_EXPANSION * n + 4096:
             _refuse(fmt, f'declares {w}x{h} pixels ({raw} bytes) in {n} bytes: more than any '
-                    'TIFF compression expands: a lying header or truncated data')
+                    'TIFF compression expands: a lying header or truncated data', 'data')
 
 
 def _kind(header):
@@ -261,37 +319,39 @@ def plan_decode(data, max_side=MAX_SIDE, budget=FILE_BUDGET):
     b = memoryview(data).cast('B') if not isinstance(data, memoryview) else data.cast('B')
     n = len(b)
     if n > budget.max_bytes:
-        raise ImageConversionError(f'image of {n} bytes: more than the budget of '
-                                   f'{budget.max_bytes} bytes (DecodeBudget.max_bytes)')
-    header = parse_header(b)
+        raise refusal(f'image of {n} bytes: more than the budget of {budget.max_bytes} bytes '
+                      '(DecodeBudget.max_bytes)', 'budget')
+    with _tagged('header'):
+        header = parse_header(b)
     fmt, w, h = header.format.upper(), header.width, header.height
     if w <= 0 or h <= 0:
-        raise ImageConversionError(f'{fmt} declares a {w}x{h} image')
+        raise refusal(f'{fmt} declares a {w}x{h} image', 'size')
     if max(w, h) > max_side:
-        raise ImageConversionError(f'{fmt} declares {w}x{h} pixels: more than the maximum '
-                                   f'side of {max_side} px (refused before decoding)')
+        raise refusal(f'{fmt} declares {w}x{h} pixels: more than the maximum side of '
+                      f'{max_side} px (refused before decoding)', 'size')
     if header.bits > 8:
-        raise ImageConversionError(f'{header.bits}-bit {fmt}: only 8-bit images are accepted '
-                                   '(convert it to 8 bits first)')
+        raise refusal(f'{header.bits}-bit {fmt}: only 8-bit images are accepted (convert it '
+                      'to 8 bits first)', 'size')
     if header.format == 'jpeg':
         plan = _jpeg_plan(b, header, budget)
     else:
         _data_rules(b, header)
         if w * h > budget.max_pixels:
-            raise ImageConversionError(
+            raise refusal(
                 f'{fmt} of {w}x{h} pixels is above the budget of {budget.max_pixels} pixels '
-                '(DecodeBudget.max_pixels; only JPEGs can be decoded reduced)')
+                '(DecodeBudget.max_pixels; only JPEGs can be decoded reduced)', 'budget')
         ms = decode_ms(_kind(header), w * h, n)
         if ms > budget.max_decode_ms:
-            raise ImageConversionError(
+            raise refusal(
                 f'{fmt} of {w}x{h} pixels in {n} bytes would take about {ms:.0f} ms to decode: '
                 f'more than the budget of {budget.max_decode_ms:g} ms '
-                '(DecodeBudget.max_decode_ms; only JPEGs can be decoded reduced)')
+                '(DecodeBudget.max_decode_ms; only JPEGs can be decoded reduced)', 'budget')
         plan = DecodePlan(header, 1, ms, _memory(header))
     if plan.memory > budget.max_memory:
-        raise ImageConversionError(
+        raise refusal(
             f'{fmt} of {w}x{h} pixels needs about {plan.memory / _MIB:.0f} MiB to decode: more '
-            f'than the budget of {budget.max_memory / _MIB:.0f} MiB (DecodeBudget.max_memory)')
+            f'than the budget of {budget.max_memory / _MIB:.0f} MiB (DecodeBudget.max_memory)',
+            'budget')
     return plan
 
 
@@ -305,73 +365,13 @@ def check_encoded(data, max_side=MAX_SIDE, budget=None):
     return plan_decode(data, max_side, budget).header
 
 
-@dataclass(frozen=True)
-class Decoded:
-    """A decoded image: ``rgb`` ``(h, w, 3)`` uint8, decoded at 1/``scale`` of its source.
-
-    ``width`` x ``height`` is the source image's size (after its EXIF
-    orientation); ``rgb`` is ``ceil(width / scale)`` x ``ceil(height / scale)``.
-    Decoded pixel ``(u, v)`` covers source pixels ``[u*scale, (u+1)*scale)``:
-    a point ``x`` (pixel centres at integers) is ``(x + 0.5) * scale - 0.5``
-    in the source.
-    """
-
-    rgb: np.ndarray
-    scale: int
-    width: int
-    height: int
-    format: str
-
-    def to_source(self, poses):
-        """Return ``poses`` with boxes and landmarks in source pixels (:func:`source_poses`)."""
-        return source_poses(poses, self.scale)
-
-
-def source_poses(poses, scale):
-    """Return poses (``FacePose``) read in an image at 1/``scale`` in source pixels.
-
-    Boxes and landmarks (x, y, and the pixel-proportional z) are mapped as
-    pixel centres are, ``(x + 0.5) * scale - 0.5`` (``mirrored_landmarks``
-    stay in the decoded image's mirror).  Angles, rotations and positions do
-    not depend on the scale when the poses were estimated with
-    :func:`scaled_camera_matrix`'s intrinsics, or the guessed camera of the
-    decoded size.
-    """
-    if scale == 1:
-        return list(poses)
-    s = float(scale)
-    out = []
-    for p in poses:
-        box = tuple((v + 0.5) * s - 0.5 for v in p.box)
-        marks = None if p.landmarks is None else np.asarray(p.landmarks, float) * s
-        if marks is not None:
-            marks[:, :2] += 0.5 * s - 0.5
-        out.append(replace(p, box=box, landmarks=marks))
-    return out
-
-
-def scaled_camera_matrix(k, scale):
-    """Return intrinsics ``k`` (3x3) of source images for images decoded at 1/``scale``.
-
-    ``fx, fy`` and the skew divide by ``scale``; the principal point maps as
-    pixel centres do, ``(c + 0.5) / scale - 0.5``.
-    """
-    k = np.array(k, dtype=float).reshape(3, 3)
-    if scale == 1:
-        return k
-    out = k / scale
-    out[0, 2] = (k[0, 2] + 0.5) / scale - 0.5
-    out[1, 2] = (k[1, 2] + 0.5) / scale - 0.5
-    out[2] = k[2]
-    return out
-
-
-def decode(data, max_side=MAX_SIDE, budget=FILE_BUDGET):
+def decode(data, max_side=MAX_SIDE, budget=FILE_BUDGET, plan=None):
     """Decode encoded image bytes within ``budget``; return a :class:`Decoded` image.
 
-    :func:`plan_decode` first; then ``cv2.imdecode`` (EXIF orientation
-    applied), at the plan's JPEG scale.  Any decoder error, and a decoded size
-    other than the planned one, raise :class:`ImageConversionError`.
+    :func:`plan_decode` first (``plan``: the plan of these very bytes, made
+    before); then ``cv2.imdecode`` (EXIF orientation applied), at the plan's
+    JPEG scale.  Any decoder error, and a decoded size other than the planned
+    one, raise :class:`ImageConversionError` (``reason`` ``'decode'``).
     """
     import cv2
 
@@ -380,8 +380,9 @@ def decode(data, max_side=MAX_SIDE, budget=FILE_BUDGET):
     else:
         buf = np.frombuffer(data, dtype=np.uint8) if len(data) else np.zeros(0, np.uint8)
     if buf.size == 0:
-        raise ImageConversionError('empty image data')
-    plan = plan_decode(memoryview(buf), max_side, budget)
+        raise refusal('empty image data', 'header')
+    if plan is None:
+        plan = plan_decode(memoryview(buf), max_side, budget)
     header, s = plan.header, plan.scale
     flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
              4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[s]
@@ -389,17 +390,17 @@ def decode(data, max_side=MAX_SIDE, budget=FILE_BUDGET):
     try:
         img = cv2.imdecode(buf, flags)
     except cv2.error as exc:
-        raise ImageConversionError(f'cannot decode {fmt} ({buf.size} bytes): '
-                                   f'{str(exc).strip()[-200:]}') from None
+        raise refusal(f'cannot decode {fmt} ({buf.size} bytes): {str(exc).strip()[-200:]}',
+                      'decode') from None
     if img is None or img.size == 0:
-        raise ImageConversionError(f'cannot decode {fmt} ({buf.size} bytes): corrupt data')
+        raise refusal(f'cannot decode {fmt} ({buf.size} bytes): corrupt data', 'decode')
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-        raise ImageConversionError(f'decoder returned {img.dtype} {img.shape}')
+        raise refusal(f'decoder returned {img.dtype} {img.shape}', 'decode')
     h, w = img.shape[:2]
     planned = (-(-header.width // s), -(-header.height // s))
     if (w, h) not in (planned, planned[::-1]):
-        raise ImageConversionError(f'{fmt} declares {header.width}x{header.height} but '
-                                   f'decodes to {w}x{h}' + (f' at 1/{s} scale' if s > 1 else ''))
+        raise refusal(f'{fmt} declares {header.width}x{header.height} but decodes to {w}x{h}'
+                      + (f' at 1/{s} scale' if s > 1 else ''), 'decode')
     source = ((header.width, header.height) if (w, h) == planned else
               (header.height, header.width))
     return Decoded(cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img), s, *source, header.format)

@@ -1,15 +1,18 @@
 """Every option of nlml_hpe, defined once: the ground floor of the house.
 
-Three frozen tables, each a dataclass whose fields carry their default, range
+Four frozen tables, each a dataclass whose fields carry their default, range
 and help text:
 
 * :class:`EstimatorConfig`: :class:`~nlml_hpe.estimator.HeadPoseEstimator` and
   its landmark stage (the extractor is built from it);
 * :class:`StreamConfig`: :class:`~nlml_hpe.face_stream.FaceStream` (ids,
   smoothing, positions, looking-at);
-* :class:`NodeConfig`: ``head_pose_node``'s own (outputs, frames, rate, start).
+* :class:`NodeConfig`: ``head_pose_node``'s own (outputs, frames, rate, start);
+* :class:`DecodeConfig`: what decoding one encoded image may cost
+  (:class:`~nlml_hpe.image_decode.DecodeBudget`): the node's defaults are the
+  stream budget, the CLI's the file budget.
 
-:func:`parameter_specs` lists the public fields of all three as
+:func:`parameter_specs` lists the public fields of all four as
 :class:`Spec` rows: the node declares its parameters from them, the CLI makes
 its flags from them, and ``config/pose.yaml`` and the README's parameter table
 are checked against them (``test/test_options.py``).  A field's ``ros`` name is
@@ -318,8 +321,37 @@ class NodeConfig(_Table):
         'by the REP-155 id (needs hri_msgs).', read_only=True)
 
 
+#: Largest image side (pixels): the estimator's (``images.DEFAULT_MAX_SIDE``, not imported).
+_MAX_SIDE = 8192
+
+
+@dataclass(frozen=True)
+class DecodeConfig(_Table):
+    """What decoding one encoded image may cost (``image_decode.DecodeBudget``).
+
+    Defaults: ``image_decode.FILE_BUDGET`` (files, the CLI); the node's:
+    ``image_decode.STREAM_BUDGET`` (``test/test_options.py`` keeps them equal).
+    """
+
+    max_decode_pixels: int = option(
+        2 ** 22, 'Decoded pixels per image at most: a larger JPEG is decoded at 1/2, 1/4 or '
+        '1/8 scale (decode_reduced), any other image refused.', 1, _MAX_SIDE ** 2)
+    max_decode_ms: float = option(
+        1000.0, 'Estimated decode time per image at most (ms, from its headers; above it a '
+        'JPEG is decoded reduced, any other image refused).', 1.0, 60000.0, node_default=50.0)
+    max_decode_memory_mb: float = option(
+        128.0, "The decoder's estimated working memory per image at most (MiB).", 1.0, 4096.0,
+        node_default=48.0)
+    max_encoded_mb: float = option(
+        64.0, 'Encoded bytes per image at most (MiB), checked before anything is parsed.',
+        0.01, 1024.0, node_default=16.0)
+    decode_reduced: bool = option(
+        True, 'Decode a JPEG above max_decode_pixels or max_decode_ms at 1/2, 1/4 or 1/8 scale '
+        "(poses and regions stay in the image's own pixels) instead of refusing it.")
+
+
 #: The tables, in the order of the node's parameters.
-TABLES = (NodeConfig, EstimatorConfig, StreamConfig)
+TABLES = (NodeConfig, EstimatorConfig, StreamConfig, DecodeConfig)
 
 
 def parameter_specs():

@@ -18,6 +18,11 @@ JPEG at 1/2, 1/4 or 1/8 scale and says so (:class:`~nlml_hpe.image_decode.Decode
 the frame's camera matrix is then
 :func:`~nlml_hpe.image_decode.scaled_camera_matrix` ``(K, decoded.scale)``
 and its boxes map back with :meth:`~nlml_hpe.image_decode.Decoded.to_source`.
+:func:`plan_compressed` checks a message against a budget without decoding it.
+:func:`parse_compressed_cdr` reads a *serialized* CompressedImage (what a raw
+subscription receives) with its data as a view of the bytes: rclpy's own
+deserialization converts a 4.8 MB message element by element in about 3 ms.
+Every refusal names its rule (``exc.reason``, :func:`nlml_hpe.image_decode.reason_of`).
 """
 
 from dataclasses import replace
@@ -25,14 +30,14 @@ from dataclasses import replace
 import numpy as np
 
 from .face_stream import ray_position  # noqa: F401 - part of this API
-from .image_decode import MAX_SIDE, STREAM_BUDGET, check_encoded, decode
+from .image_decode import MAX_SIDE, STREAM_BUDGET, check_encoded, decode, plan_decode, refusal
 from .image_headers import ImageConversionError
 from .input_policy import check_intrinsics
 
 __all__ = ['IMAGE_ENCODINGS', 'MAX_SIDE', 'STREAM_BUDGET', 'ImageConversionError',
            'camera_matrix_from_info', 'check_compressed_image', 'check_raw_image',
            'compressed_to_rgb', 'decode_compressed', 'has_cv_bridge', 'image_to_rgb',
-           'ray_position']
+           'parse_compressed_cdr', 'plan_compressed', 'ray_position']
 
 #: Channels per accepted ``sensor_msgs/Image`` encoding.
 IMAGE_ENCODINGS = {'rgb8': 3, 'bgr8': 3, 'mono8': 1, 'rgba8': 4, 'bgra8': 4}
@@ -60,31 +65,31 @@ def check_raw_image(msg):
 
     Cheap (no pixel is touched): the node runs it in the subscription callback,
     so a bad message never takes the place of a good frame waiting for the
-    worker.  Raises :class:`ImageConversionError` naming the problem.
+    worker.  Raises :class:`ImageConversionError` naming the problem (``reason``
+    ``'encoding'``, ``'size'`` or ``'layout'``).
     """
     encoding = str(msg.encoding).strip().lower()
     if encoding not in IMAGE_ENCODINGS:
-        raise ImageConversionError(
+        raise refusal(
             f'unsupported image encoding {str(msg.encoding)[:40]!r}; accepted: '
-            f'{", ".join(IMAGE_ENCODINGS)} (8-bit only; convert 16-bit or Bayer images first)')
+            f'{", ".join(IMAGE_ENCODINGS)} (8-bit only; convert 16-bit or Bayer images first)',
+            'encoding')
     channels = IMAGE_ENCODINGS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
-        raise ImageConversionError(f'zero-size image: {width}x{height}')
+        raise refusal(f'zero-size image: {width}x{height}', 'size')
     if height > MAX_SIDE or width > MAX_SIDE:
-        raise ImageConversionError(f'image too large: {width}x{height} (max side {MAX_SIDE})')
+        raise refusal(f'image too large: {width}x{height} (max side {MAX_SIDE})', 'size')
     if int(msg.is_bigendian) not in (0, 1):
-        raise ImageConversionError(f'is_bigendian must be 0 or 1, got {msg.is_bigendian}')
+        raise refusal(f'is_bigendian must be 0 or 1, got {msg.is_bigendian}', 'layout')
     row = width * channels
     if step < row:
-        raise ImageConversionError(
-            f'step {step} is smaller than width*channels = {width}*{channels} = {row} '
-            f'for {encoding}')
+        raise refusal(f'step {step} is smaller than width*channels = {width}*{channels} = '
+                      f'{row} for {encoding}', 'layout')
     buf = _buffer(msg.data)
     if buf.size != step * height:
-        raise ImageConversionError(
-            f'data size {buf.size} does not match step*height = {step}*{height} = '
-            f'{step * height} (truncated or inconsistent image)')
+        raise refusal(f'data size {buf.size} does not match step*height = {step}*{height} = '
+                      f'{step * height} (truncated or inconsistent image)', 'layout')
     return buf
 
 
@@ -113,7 +118,7 @@ def image_to_rgb(msg):
 def _compressed_buffer(msg):
     buf = _buffer(msg.data)
     if buf.size == 0:
-        raise ImageConversionError('empty compressed image')
+        raise refusal('empty compressed image', 'header')
     return buf
 
 
@@ -147,14 +152,81 @@ def compressed_to_rgb(msg, budget=None):
     return decode(_compressed_buffer(msg), budget=_full_size(budget)).rgb
 
 
-def decode_compressed(msg, budget=STREAM_BUDGET):
+def plan_compressed(msg, budget=STREAM_BUDGET):
+    """Check a ``sensor_msgs/CompressedImage`` against ``budget``; return its ``DecodePlan``.
+
+    As :func:`check_compressed_image` (cheap, nothing decoded), with the plan's
+    JPEG scale, estimated decode time and memory.
+    """
+    return plan_decode(memoryview(_compressed_buffer(msg)), budget=budget)
+
+
+def decode_compressed(msg, budget=STREAM_BUDGET, plan=None):
     """Decode a ``sensor_msgs/CompressedImage`` within ``budget``; return a ``Decoded``.
 
     A JPEG above ``budget.max_pixels`` is decoded at 1/``decoded.scale``
     (when ``budget.reduce``); see the module docstring for the camera matrix
-    and boxes of such a frame.
+    and boxes of such a frame.  ``plan``: :func:`plan_compressed`'s for this
+    message (it is not made again).
     """
-    return decode(_compressed_buffer(msg), budget=budget)
+    return decode(_compressed_buffer(msg), budget=budget, plan=plan)
+
+
+class SerializedCompressed:
+    """A ``sensor_msgs/CompressedImage`` read from its serialized form, its data not copied.
+
+    ``header`` (``sec``, ``nanosec``, ``frame_id``), ``format`` and ``data``
+    (a memoryview into the serialized bytes): the fields this module reads.
+    """
+
+    __slots__ = ('sec', 'nanosec', 'frame_id', 'format', 'data')
+
+    def __init__(self, sec, nanosec, frame_id, fmt, data):
+        self.sec, self.nanosec, self.frame_id = sec, nanosec, frame_id
+        self.format, self.data = fmt, data
+
+
+#: Longest string read from a serialized CompressedImage (frame_id, format), bytes.
+MAX_CDR_STRING = 4096
+
+
+def parse_compressed_cdr(raw):
+    """Read a serialized ``sensor_msgs/CompressedImage`` (CDR, either byte order).
+
+    Returns a :class:`SerializedCompressed` whose ``data`` is a view of
+    ``raw`` (a 4.8 MB message is not converted element by element, as
+    rclpy's deserialization does in about 3 ms).  Raises
+    :class:`ImageConversionError` when the bytes are not such a message.
+    """
+    import struct
+
+    b = memoryview(raw).cast('B')
+    if len(b) < 4 or b[0] != 0 or b[1] not in (0, 1):
+        raise refusal('not a CDR-serialized CompressedImage', 'header')
+    e = '<' if b[1] == 1 else '>'
+    pos = 4
+
+    def u32(at):
+        at = 4 + (at - 4 + 3) // 4 * 4  # aligned on 4 from the start of the body
+        if at + 4 > len(b):
+            raise refusal('truncated serialized CompressedImage', 'header')
+        return struct.unpack_from(e + 'I', b, at)[0], at + 4
+
+    def string(at, what):
+        n, at = u32(at)
+        if n > MAX_CDR_STRING or at + n > len(b):
+            raise refusal(f'serialized CompressedImage: {what} of {n} bytes', 'header')
+        return bytes(b[at:at + max(n - 1, 0)]).decode('utf-8', 'replace'), at + n
+
+    sec, pos = u32(pos)
+    nanosec, pos = u32(pos)
+    frame_id, pos = string(pos, 'frame_id')
+    fmt, pos = string(pos, 'format')
+    n, pos = u32(pos)
+    if pos + n > len(b):
+        raise refusal('truncated serialized CompressedImage', 'header')
+    sec = sec - 2 ** 32 if sec >= 2 ** 31 else sec  # int32
+    return SerializedCompressed(sec, nanosec, frame_id, fmt, b[pos:pos + n])
 
 
 def camera_matrix_from_info(msg):

@@ -1,14 +1,20 @@
-"""The node benchmark's camera: face frames (and decompression bombs) published at a rate.
+"""The node benchmark's camera: face frames (and hostile payloads) published at a rate.
 
 Runs as its own process (``python -m nlml_hpe.bench.node --role publisher``,
 started by :func:`nlml_hpe.bench.node.run_benchmark`), stamping each frame
-with the time it is published, under ``/nlml_bench``.
+with the time it is published, under ``/nlml_bench``.  The hostile payloads
+are :func:`nlml_hpe.bench.hostile.abuse_payloads`'s of one kind, in turn.
+Once a second it prints a JSON line with the counts so far (``t`` wall time,
+``published`` good frames, ``bombs``), so the benchmark knows how many good
+frames a window really held.
 """
 
 import json
 import time
 
 import numpy as np
+
+from .hostile import abuse_payloads
 
 #: Namespace of the benchmark's topics.
 NS = '/nlml_bench'
@@ -85,10 +91,10 @@ def bombs():
 
 
 def run_publisher(rate, duration, width, height, image=None, off_axis=False, compressed=False,
-                  abuse_rate=0.0, faces=1):
-    """Publish frames at ``rate`` Hz (and bombs at ``abuse_rate``) for ``duration`` s.
+                  abuse_rate=0.0, faces=1, abuse='bomb'):
+    """Publish frames at ``rate`` Hz (and ``abuse`` payloads at ``abuse_rate``) for ``duration`` s.
 
-    Prints the counts at the end.
+    Prints the counts every second and at the end.
     """
     import cv2
     import rclpy
@@ -103,7 +109,7 @@ def run_publisher(rate, duration, width, height, image=None, off_axis=False, com
                                         qos_profile_sensor_data)
             jpg = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
             msg = CompressedImage(format='jpeg', data=jpg)
-            bomb_msgs = [CompressedImage(format='jpeg', data=b) for b in bombs()]
+            bomb_msgs = [CompressedImage(format='jpeg', data=b) for b in abuse_payloads(abuse)]
             for b in bomb_msgs:
                 b.header.frame_id = 'bench_camera_optical_frame'
         else:
@@ -120,9 +126,14 @@ def run_publisher(rate, duration, width, height, image=None, off_axis=False, com
         bomb_period = 1.0 / abuse_rate if abuse_rate > 0 else float('inf')
         sent = bombed = 0
         start = time.monotonic()
+        next_report = start + 1.0
         next_t = start
         next_bomb = start + bomb_period / 2  # between good frames
         while time.monotonic() - start < duration:
+            if time.monotonic() >= next_report:
+                print(json.dumps({'t': time.time(), 'published': sent, 'bombs': bombed}),
+                      flush=True)
+                next_report += 1.0
             delay = min(next_t, next_bomb) - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
@@ -140,7 +151,7 @@ def run_publisher(rate, duration, width, height, image=None, off_axis=False, com
                 info_pub.publish(info)
             sent += 1
             next_t = max(next_t + period, time.monotonic())  # behind: never burst to catch up
-        print(json.dumps({'published': sent, 'bombs': bombed,
+        print(json.dumps({'t': time.time(), 'published': sent, 'bombs': bombed,
                           'seconds': time.monotonic() - start}), flush=True)
         node.destroy_node()
     return 0

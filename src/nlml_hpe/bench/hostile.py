@@ -14,6 +14,8 @@ JPEG and WebP bitstreams are written here by hand.
 * :func:`png_many_chunks` -- a 64x64 PNG padded with empty ancillary chunks.
 * :func:`png_bomb` -- a genuine PNG of zeros (81 MB of pixels in 80 kB at 9000).
 * :func:`jpeg_with_size` -- a small real JPEG whose SOF declares another size.
+* :func:`jpeg_undecodable` -- a real JPEG that passes every header rule and fails
+  in the decoder.
 * :func:`abuse_payloads` -- the payload list of one ``--abuse`` kind of the
   node benchmark (:data:`ABUSE_KINDS`).
 """
@@ -202,6 +204,19 @@ def jpeg_with_size(width, height):
     b = bytearray(jpeg_flat(8, 8))
     i = b.find(b'\xff\xc0')
     b[i + 5:i + 9] = struct.pack('>HH', height, width)
+    return bytes(b)
+
+
+def jpeg_undecodable(jpeg):
+    """Return ``jpeg`` with its first scan pointing at Huffman tables it does not define.
+
+    Every header rule passes (size, data, scans); the decoder fails: a message
+    that costs its decode attempt and gives no frame.
+    """
+    b = bytearray(jpeg)
+    i = b.find(b'\xff\xda')
+    for c in range(b[i + 4]):
+        b[i + 6 + 2 * c] = 0x33
     return bytes(b)
 
 

@@ -3,6 +3,7 @@
     nlml-hpe benchmark node --rate 30 --duration 120 [--large-data] [--model PATH]
     python -m nlml_hpe.bench.node --rate 60 --duration 600 --rss-every 60   # soak
     nlml-hpe benchmark node --rate 30 --abuse-rate 20 --duration 60   # sustained abuse
+    nlml-hpe benchmark node --rate 30 --abuse mixed --abuse-rate 20 --duration 600 --rss-every 60
 
 Three processes: a publisher of 640x480 ``rgb8`` face frames at ``--rate``
 (another process, stamping each frame with the time it is published), the node
@@ -23,12 +24,21 @@ Topics live under ``/nlml_bench`` (plus ``/tf`` and ``/diagnostics``).
 
 ``--compressed`` publishes the frames as JPEG ``sensor_msgs/CompressedImage``
 (the node runs with ``use_compressed:=true``).  ``--abuse-rate HZ`` (implies
-``--compressed``) interleaves that many decompression bombs a second with the
-good frames, on the same topic: a 32768x32768 JPEG header on a small JPEG
-(the issue's 631-byte bomb), an 8000x8000 one and a 20000x20000 PNG header,
-in turn.  The figures then add the share of good frames answered on
-``head_pose`` and the frames the node rejected; the node's peak RSS is
-``node_rss_mib_max``.
+``--compressed``) interleaves that many hostile messages a second with the
+good frames, on the same topic, the payloads of ``--abuse KIND``
+(:func:`nlml_hpe.bench.hostile.abuse_payloads`) in turn: ``bomb`` (default:
+headers declaring 32768x32768 and 8000x8000 on small JPEGs, 20000x20000 on a
+PNG), ``scan`` (a progressive JPEG of 5000 scans), ``webp`` (32 bytes
+declaring 8192x8192), ``big`` (a flat 8192x8192 JPEG, decoded at 1/4 within
+the budget), ``chunks`` (a PNG padded with 400,000 chunks, 4.8 MB) or
+``mixed`` (one of each).  The figures then add the share of the good frames
+published in the window that were answered on ``head_pose`` (the publisher
+reports its counts every second), the node's rejections by reason, the
+messages it found costly (decoded on their own thread within their share of
+time), the largest CPU time of a check, a decode and a frame in the node (its
+diagnostics, over the last 120 frames), and its RSS over time
+(``node_rss_mib_series``: every ``--rss-every`` seconds, default 10).  The
+load average of the machine is reported at the start and the end.
 """
 
 import argparse
@@ -45,6 +55,8 @@ import numpy as np
 from ..flags import add_option_flags, config_from_flags
 from ..options import MAX_FACES, EstimatorConfig
 from .feed import NS, face_frame, run_publisher
+from .hostile import ABUSE_KINDS
+from .node_figures import figures, float_or_none, print_figures
 
 PAGE_MIB = os.sysconf('SC_PAGE_SIZE') / 2 ** 20 if hasattr(os, 'sysconf') else 4096 / 2 ** 20
 CLK_TCK = os.sysconf('SC_CLK_TCK') if hasattr(os, 'sysconf') else 100
@@ -100,13 +112,13 @@ def node_command(model=None, config=None, compressed=False):
 
 
 def _publisher_command(rate, total, width, height, image, off_axis, compressed, abuse_rate,
-                       faces):
+                       faces, abuse='bomb'):
     return [sys.executable, '-m', 'nlml_hpe.bench.node', '--role', 'publisher',
             '--rate', str(rate), '--duration', str(total), '--width', str(width),
             '--height', str(height)] + (['--image', str(image)] if image else []) + (
                 ['--off-axis'] if off_axis else []) + (
                 ['--compressed'] if compressed else []) + (
-                ['--abuse-rate', str(abuse_rate)] if abuse_rate > 0 else []) + (
+                ['--abuse-rate', str(abuse_rate), '--abuse', abuse] if abuse_rate > 0 else []) + (
                 ['--faces', str(faces)] if faces > 1 else [])
 
 
@@ -116,7 +128,7 @@ class _Receiver:
     def __init__(self):
         import rclpy
 
-        self.lat, self.poses_t, self.diag = [], [], {}
+        self.lat, self.poses_t, self.diag, self.peaks = [], [], {}, {}
         self.lock = threading.Lock()
         self.executor = self.spinner = None
         self.context = rclpy.Context()
@@ -151,13 +163,26 @@ class _Receiver:
     def _on_diag(self, msg):
         for status in msg.status:
             if status.name.startswith(f'{NS}/head_pose_node:'):
+                values = {kv.key: kv.value for kv in status.values}
                 with self.lock:
-                    self.diag.update({kv.key: kv.value for kv in status.values})
+                    self.diag.update(values)
+                    for key, value in values.items():  # the largest of each *_max seen
+                        number = float_or_none(value)
+                        if key.endswith('_max') and number is not None:
+                            self.peaks[key] = max(self.peaks.get(key, number), number)
 
     def diagnostics(self):
         """Return a copy of the node's latest diagnostics values."""
         with self.lock:
             return dict(self.diag)
+
+    def peaks_since_reset(self, reset=False):
+        """Return the largest ``*_max`` diagnostics values seen (since the last reset)."""
+        with self.lock:
+            out = dict(self.peaks)
+            if reset:
+                self.peaks.clear()
+        return out
 
     def window(self, t0, t1):
         """``(head_pose latencies (ms), number of head_poses)`` received in ``[t0, t1]``."""
@@ -182,6 +207,7 @@ class _Processes:
         import tempfile
 
         self.pub_cmd, self.env, self.pub = pub_cmd, env, None
+        self.reports, self._reader = [], None  # the running publisher's (t, published)
         self.log = tempfile.TemporaryFile(mode='w+')
         self.node = subprocess.Popen(node_cmd, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT, text=True)
@@ -193,6 +219,27 @@ class _Processes:
             self.pub.wait()
         self.pub = subprocess.Popen(self.pub_cmd, env=self.env, stdout=subprocess.PIPE,
                                     stderr=subprocess.DEVNULL, text=True)
+        self.reports = []  # a new publisher counts from zero
+        self._reader = threading.Thread(target=self._read_reports,
+                                        args=(self.pub, self.reports), daemon=True)
+        self._reader.start()
+
+    @staticmethod
+    def _read_reports(proc, reports):
+        for line in proc.stdout:
+            try:
+                r = json.loads(line)
+                reports.append((float(r['t']), int(r['published'])))
+            except (ValueError, KeyError, TypeError):
+                continue
+
+    def published(self, t0, t1):
+        """Good frames the running publisher published in ``[t0, t1]`` (wall s), or None."""
+        reports = list(self.reports)
+        if len(reports) < 2 or reports[0][0] > t0 or reports[-1][0] < t1:
+            return None
+        times, counts = zip(*reports)
+        return float(np.interp(t1, times, counts) - np.interp(t0, times, counts))
 
     def node_log(self):
         """Return the last 2000 characters the node printed."""
@@ -242,29 +289,36 @@ def _wait_first_pose(rx, procs, warmup_timeout, log):
         time.sleep(0.05)
 
 
-def _measure(rx, pid, duration, rss_every, log):
+def _measure(rx, procs, duration, rss_every, log):
     """Measure for ``duration`` s; return the raw readings of the window."""
+    pid = procs.node.pid
     time.sleep(2.0)  # settle
     d0 = rx.diagnostics()
+    rx.peaks_since_reset(reset=True)
+    load0 = os.getloadavg()[0]
     cpu0, t0 = _proc_cpu_seconds(pid), time.time()
-    rss = [_proc_rss_mib(pid)]
+    rss = [(0.0, _proc_rss_mib(pid))]
     next_print = t0 + rss_every if rss_every > 0 else float('inf')
     while time.time() - t0 < duration:
         time.sleep(1.0)
-        rss.append(_proc_rss_mib(pid))
+        rss.append((time.time() - t0, _proc_rss_mib(pid)))
         if time.time() >= next_print:
-            log(f'  t={time.time() - t0:6.0f} s  node RSS {rss[-1]:7.1f} MiB')
+            log(f'  t={time.time() - t0:6.0f} s  node RSS {rss[-1][1]:7.1f} MiB, load '
+                f'{os.getloadavg()[0]:.1f}')
             next_print += rss_every
     cpu1, t1 = _proc_cpu_seconds(pid), time.time()
     time.sleep(1.2)  # one more diagnostics message
     window, n_poses = rx.window(t0, t1)
     return {'d0': d0, 'd1': rx.diagnostics(), 'cpu': cpu1 - cpu0, 'elapsed': t1 - t0,
-            'rss': rss, 'window': window, 'n_poses': n_poses}
+            'rss': rss, 'window': window, 'n_poses': n_poses,
+            'published': procs.published(t0, t1), 'peaks': rx.peaks_since_reset(),
+            'load': (load0, os.getloadavg()[0])}
 
 
 def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
                   large_data=False, rss_every=0.0, image=None, warmup_timeout=60.0, log=print,
-                  off_axis=False, compressed=False, abuse_rate=0.0, faces=1, config=None):
+                  off_axis=False, compressed=False, abuse_rate=0.0, faces=1, config=None,
+                  abuse='bomb'):
     """Run publisher, node and receiver; return a dict of figures.
 
     ``config``: the node's estimator options (an
@@ -274,7 +328,7 @@ def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
     face_frame(width, height, image, off_axis, faces)  # fail early: a bad image, no clip
     env = _child_env(large_data)
     pub_cmd = _publisher_command(rate, duration + warmup_timeout + 5, width, height, image,
-                                 off_axis, compressed, abuse_rate, faces)
+                                 off_axis, compressed, abuse_rate, faces, abuse)
     procs = _Processes(node_command(model, config, compressed), pub_cmd, env)
     rx = None
     try:
@@ -284,77 +338,15 @@ def run_benchmark(rate=30.0, duration=120.0, width=640, height=480, model=None,
         _wait_first_pose(rx, procs, warmup_timeout, log)
         log(f'measuring {duration:.0f} s at {rate:g} Hz, {width}x{height} '
             f'{"JPEG" if compressed else "rgb8"}'
-            f'{f" + {abuse_rate:g} bombs/s" if abuse_rate > 0 else ""}, '
+            f'{f" + {abuse_rate:g} Hz of {abuse!r} abuse" if abuse_rate > 0 else ""}, '
             f'FASTDDS_BUILTIN_TRANSPORTS={"LARGE_DATA" if large_data else "(default)"}')
-        raw = _measure(rx, procs.node.pid, duration, rss_every, log)
+        raw = _measure(rx, procs, duration, rss_every, log)
     finally:
         procs.close()
         if rx is not None:
             rx.close()
-    return _figures(raw, rate, large_data, compressed, abuse_rate)
-
-
-def _figures(raw, rate, large_data, compressed, abuse_rate):
-    """Return :func:`run_benchmark`'s result dict from the window's raw readings."""
-    d0, d1, elapsed, rss = raw['d0'], raw['d1'], raw['elapsed'], raw['rss']
-    window = raw['window']
-
-    def delta(key):
-        try:
-            return int(d1[key]) - int(d0.get(key, 0))
-        except (KeyError, ValueError):
-            return None
-
-    arr = np.array(window) if window else np.array([np.nan])
-    res = {
-        'rate_hz': rate, 'duration_s': round(elapsed, 1), 'large_data': large_data,
-        'head_pose_rate_hz': round(len(window) / elapsed, 2),
-        'head_poses_rate_hz': round(raw['n_poses'] / elapsed, 2),
-        'latency_ms_p50': round(float(np.percentile(arr, 50)), 2),
-        'latency_ms_p95': round(float(np.percentile(arr, 95)), 2),
-        'latency_ms_max': round(float(np.max(arr)), 2),
-        'node_cpu_percent': round(100.0 * raw['cpu'] / elapsed, 1),
-        'node_rss_mib_start': round(rss[0], 1), 'node_rss_mib_max': round(max(rss), 1),
-        'node_rss_mib_end': round(rss[-1], 1),
-        'frames_received_by_node': delta('frames_received'),
-        'frames_processed': delta('frames_processed'),
-        'frames_dropped': delta('frames_dropped'),
-        'frames_without_face': delta('frames_without_face'),
-        'compressed': compressed,
-        # received -> published inside the node (its diagnostics, last 120 frames)
-        'node_processing_ms_p50': _float_or_none(d1.get('processing_latency_ms_p50')),
-        'node_processing_ms_p95': _float_or_none(d1.get('processing_latency_ms_p95')),
-    }
-    if abuse_rate > 0:
-        res.update(abuse_rate_hz=abuse_rate, frames_rejected=delta('frames_rejected'),
-                   good_frames_answered=round(len(window) / (elapsed * rate), 4),
-                   node_errors=delta('errors'))
-    return res
-
-
-def _float_or_none(value):
-    try:
-        return round(float(value), 2)
-    except (TypeError, ValueError):
-        return None
-
-
-def _print(res, log=print):
-    log(f"output rate: head_pose {res['head_pose_rate_hz']} Hz, head_poses "
-        f"{res['head_poses_rate_hz']} Hz (input {res['rate_hz']:g} Hz)")
-    log(f"latency stamp->head_pose: p50 {res['latency_ms_p50']} ms, p95 {res['latency_ms_p95']} "
-        f"ms, max {res['latency_ms_max']} ms; of which in the node (received -> published) "
-        f"p50 {res['node_processing_ms_p50']} ms, p95 {res['node_processing_ms_p95']} ms")
-    log(f"node CPU {res['node_cpu_percent']} % of one core; RSS start "
-        f"{res['node_rss_mib_start']} MiB, max {res['node_rss_mib_max']} MiB, end "
-        f"{res['node_rss_mib_end']} MiB")
-    log(f"frames: received by node {res['frames_received_by_node']}, processed "
-        f"{res['frames_processed']}, dropped (stale, overwritten) {res['frames_dropped']}, "
-        f"without face {res['frames_without_face']}")
-    if 'abuse_rate_hz' in res:
-        log(f"abuse: {res['abuse_rate_hz']:g} bombs/s; rejected by the node "
-            f"{res['frames_rejected']}; good frames answered on head_pose "
-            f"{100 * res['good_frames_answered']:.1f} %; node errors {res['node_errors']}")
+    return figures(raw, rate, large_data, compressed, abuse_rate, abuse,
+                   rss_every if rss_every > 0 else 10.0)
 
 
 def build_parser():
@@ -379,8 +371,13 @@ def build_parser():
     parser.add_argument('--compressed', action='store_true',
                         help='publish JPEG CompressedImage frames (node: use_compressed:=true)')
     parser.add_argument('--abuse-rate', type=float, default=0.0, metavar='HZ',
-                        help='also publish this many decompression bombs a second between the '
+                        help='also publish this many hostile messages a second between the '
                              'good frames (implies --compressed)')
+    parser.add_argument('--abuse', choices=ABUSE_KINDS, default='bomb',
+                        help='what the hostile messages are (nlml_hpe.bench.hostile): bomb '
+                             '(lying headers), scan (5000-scan progressive JPEG), webp (32 '
+                             'bytes declaring 8192^2), big (flat 8192^2 JPEG), chunks (PNG '
+                             'of 400,000 chunks), mixed (one of each, in turn)')
     parser.add_argument('--json', default=None, help='also write the figures to this file')
     parser.add_argument('--role', choices=['benchmark', 'publisher'], default='benchmark',
                         help=argparse.SUPPRESS)
@@ -417,16 +414,17 @@ def main(argv=None):
     if args.role == 'publisher':
         return run_publisher(args.rate, args.duration, args.width, args.height, args.image,
                              args.off_axis, args.compressed or args.abuse_rate > 0,
-                             args.abuse_rate, args.faces)
+                             args.abuse_rate, args.faces, args.abuse)
     try:
         res = run_benchmark(args.rate, args.duration, args.width, args.height, args.model,
                             args.large_data, args.rss_every, args.image,
                             off_axis=args.off_axis, compressed=args.compressed,
-                            abuse_rate=args.abuse_rate, faces=args.faces, config=config)
+                            abuse_rate=args.abuse_rate, faces=args.faces, config=config,
+                            abuse=args.abuse)
     except (RuntimeError, ValueError) as exc:
         print(f'nlml-hpe benchmark node: error: {exc}', file=sys.stderr)
         return 1
-    _print(res)
+    print_figures(res)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + '\n')
     return 0

@@ -18,11 +18,14 @@ face's region is a prediction).  Ids are unique across nodes and restarts
 :mod:`nlml_hpe.ros.outputs`'s.  :meth:`HriFaces.withdraw` (deactivate)
 publishes an empty list and withdraws every face.
 
-FacialLandmarks: the 70 points of :mod:`nlml_hpe.face_points` in normalised
-image coordinates; a point outside the image is clipped to its border with
-``c = 0``, the two pupils (not measured by the mesh) have ``c = 0``, the others
-the face's score.  With an hri_msgs that lacks FacialLandmarks (an older local
-build) the landmarks topic is left out with a warning.
+Regions and points are normalised by the message's own image size, whatever
+scale it was decoded at (:class:`~nlml_hpe.ros.outputs.FrameResult`); the
+crops are cut from the decoded image.  FacialLandmarks: the 70 points of
+:mod:`nlml_hpe.face_points` in normalised image coordinates; a point outside
+the image is clipped to its border with ``c = 0``, the two pupils (not
+measured by the mesh) have ``c = 0``, the others the face's score.  With an
+hri_msgs that lacks FacialLandmarks (an older local build) the landmarks topic
+is left out with a warning.
 """
 
 from dataclasses import dataclass
@@ -65,33 +68,35 @@ def _image(header, rgb):
                  step=w * 3, data=rgb.tobytes())
 
 
-def roi(header, face, rgb):
+def roi(result, face):
     """NormalizedRegionOfInterest2D of a face: its box / the image size, c = its score."""
-    h, w = rgb.shape[:2]
+    w, h = result.size
     x0, y0, x1, y1 = face.box
     return NormalizedRegionOfInterest2D(
-        header=header, xmin=_clip01(x0 / w), ymin=_clip01(y0 / h), xmax=_clip01(x1 / w),
-        ymax=_clip01(y1 / h), c=_clip01(face.score))
+        header=result.header, xmin=_clip01(x0 / w), ymin=_clip01(y0 / h),
+        xmax=_clip01(x1 / w), ymax=_clip01(y1 / h), c=_clip01(face.score))
 
 
-def cropped(header, face, rgb):
+def cropped(result, face):
     """Square crop of the face box, FACE_SIZE px, zero-padded (rgb8)."""
-    return _image(header, square_crop(rgb, face.box, FACE_SIZE))
+    box = result.to_rgb(np.reshape(face.box, (2, 2))).ravel()
+    return _image(result.header, square_crop(result.rgb, tuple(box), FACE_SIZE))
 
 
-def aligned(header, face, rgb):
+def aligned(result, face):
     """Return the face with its eyes level, FACE_SIZE px (rgb8)."""
-    return _image(header, aligned_face(rgb, face.pose.landmarks, FACE_SIZE))
+    marks = result.to_rgb(face.pose.landmarks)
+    return _image(result.header, aligned_face(result.rgb, marks, FACE_SIZE))
 
 
-def landmarks(header, face, rgb):
+def landmarks(result, face):
     """FacialLandmarks: the 70 points, normalised; c = 0 outside the image and for pupils."""
-    h, w = rgb.shape[:2]
+    w, h = result.size
     xy = points_70(np.asarray(face.pose.landmarks, float)[:, :2]) / [w, h]
     inside = np.all((xy >= 0.0) & (xy <= 1.0), axis=1)
     inside[list(UNMEASURED_70)] = False
     score = _clip01(face.score)
-    msg = FacialLandmarks(header=header, height=h, width=w)
+    msg = FacialLandmarks(header=result.header, height=h, width=w)
     msg.landmarks = [NormalizedPointOfInterest2D(x=_clip01(x), y=_clip01(y),
                                                  c=score if ok else 0.0)
                      for (x, y), ok in zip(xy, inside)]
@@ -100,7 +105,11 @@ def landmarks(header, face, rgb):
 
 @dataclass(frozen=True)
 class FaceTopic:
-    """One per-face topic: its name under /humans/faces/<id>/, type and builder."""
+    """One per-face topic: its name under /humans/faces/<id>/, type and builder.
+
+    ``build(result, face)``: the message of a face of a
+    :class:`~nlml_hpe.ros.outputs.FrameResult`.
+    """
 
     name: str
     type: type
@@ -183,7 +192,7 @@ class HriFaces:
             for row in self._rows:
                 pub = self._faces[uid][row.name]
                 if not row.on_demand or pub.get_subscription_count() > 0:
-                    pub.publish(row.build(result.header, face, result.rgb))
+                    pub.publish(row.build(result, face))
         self._tracked.publish(IdsList(header=result.header, ids=ids))
         for uid in [u for u in self._faces if u not in ids]:
             self._withdraw_face(uid)

@@ -2,11 +2,13 @@
 
 The node is thin: its parts are :mod:`~nlml_hpe.ros.parameters` (declared from
 :mod:`nlml_hpe.options`), :mod:`~nlml_hpe.ros.inputs` (image and camera_info
-checks), :class:`~nlml_hpe.frame_pump.FramePump` (the newest frame on a worker
-thread, rate cap, figures), the estimator and :class:`~nlml_hpe.face_stream.
-FaceStream` (ids, smoothing, positions, looking-at), :mod:`~nlml_hpe.ros.outputs`
-(every pose output, one row each), :mod:`~nlml_hpe.ros.hri` (ROS4HRI) and
-:mod:`~nlml_hpe.ros.diagnostics`.  Topics, frames and parameters: README.
+checks, decoding within the decode budget), :class:`~nlml_hpe.frame_pump.FramePump`
+(the newest frame on a worker thread, a decode stage of its own for messages
+that cost more than the stream's usual, rate cap, figures), the estimator and
+:class:`~nlml_hpe.face_stream.FaceStream` (ids, smoothing, positions,
+looking-at), :mod:`~nlml_hpe.ros.outputs` (every pose output, one row each),
+:mod:`~nlml_hpe.ros.hri` (ROS4HRI) and :mod:`~nlml_hpe.ros.diagnostics`.  Topics, frames
+and parameters: README.
 
 Lifecycle (a ROS 2 managed node): configure loads the model and
 advertises the outputs; activate subscribes and starts the worker; deactivate
@@ -47,9 +49,10 @@ from std_msgs.msg import Header
 
 from ..face_stream import FaceStream
 from ..frame_pump import FramePump
-from ..options import EstimatorConfig
+from ..image_decode import budget_of, source_poses
+from ..options import DecodeConfig, EstimatorConfig
 from . import hri, parameters
-from .diagnostics import Warnings, diagnostic_array
+from .diagnostics import Warnings, diagnostic_array, frame_record
 from .faces import FaceIds
 from .inputs import TF_AVAILABLE, CameraInput, TargetLookup
 from .outputs import FrameResult, Outputs
@@ -71,6 +74,28 @@ def release_free_memory():
         import ctypes
 
         ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+#: Allocations of at least this many bytes are mapped on their own (glibc; main() sets it).
+MMAP_THRESHOLD = 2 ** 20
+
+
+def bound_heap(threshold=MMAP_THRESHOLD):
+    """Have glibc map every allocation of ``threshold`` bytes or more on its own (no-op elsewhere).
+
+    Such a block goes back to the OS when it is freed.  By default glibc raises
+    its threshold to the largest block freed (up to 32 MiB), and large blocks
+    then come from the heap, which keeps them: 4.8 MB hostile messages at
+    20 Hz raised the RSS of a node fed in-process by 55 MiB in 30 s, then
+    stayed; with a fixed 1 MiB threshold by nothing beyond the first frames'
+    20 MiB (docs/hostile_input.md).  A 640x480 frame (0.9 MB) stays on the heap.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL('libc.so.6').mallopt(-3, int(threshold))  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass
 
@@ -102,10 +127,6 @@ def build_estimator(values, given=None):
     return est, ''
 
 
-def _stamp_s(stamp):
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
 class HeadPoseNode(LifecycleNode):
     """Lifecycle node over :class:`~nlml_hpe.estimator.HeadPoseEstimator` (module docstring).
 
@@ -116,10 +137,7 @@ class HeadPoseNode(LifecycleNode):
     """
 
     def __init__(self, node_name='head_pose_node', *, estimator=None, **kwargs):
-        """Declare the parameters (ValueError when a given value is unusable); no transition.
-
-        ``estimator`` (optional) replaces the one configure builds from the parameters.
-        """
+        """Declare the parameters (ValueError if one is unusable); ``estimator``: use that one."""
         # What the transitions hold, declared up front.
         self._given_estimator = estimator
         self.estimator = None  # configure .. cleanup (swapped under _est_lock)
@@ -131,9 +149,10 @@ class HeadPoseNode(LifecycleNode):
         self._diag_pub = self._diag_timer = None  # configure .. cleanup
         self._camera_subs = []  # activate .. deactivate
         self._last_header = Header()  # of the last frame published
-        self._last_frame = {'faces': 0, 'reread': 0, 'landmarks_ms': 0.0}
+        self._last_frame = frame_record()
         self.pump = self._autostart = self.face_ids = None  # made once the node exists:
         self._warn = self._values = self._stream = self._input = self._target = None
+        self._budget = None  # the DecodeBudget of the decode parameters, once declared
         super().__init__(node_name, **kwargs)
         self._warn = Warnings(self.get_logger(), live=self.context.ok)
         try:
@@ -145,8 +164,9 @@ class HeadPoseNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self._stream = FaceStream(**parameters.stream_options(self._values))
-        self.pump = FramePump(self._process, on_error=self._frame_failed, clock=self._now_s,
-                               name='head_pose_worker')
+        self._budget = budget_of(DecodeConfig.from_node(self._values))
+        self.pump = FramePump(self._process, decode=self._decode, on_error=self._frame_failed,
+                              clock=self._now_s, name='head_pose_worker')
         self.pump.max_rate = self._values['max_rate']
         self._input = CameraInput(self._warn, self.pump.count)
         self._target = TargetLookup(self, self._warn)
@@ -160,8 +180,13 @@ class HeadPoseNode(LifecycleNode):
     # ----------------------------------------------------------- inspection
     @property
     def stats(self):
-        """Frame counts: received, rejected, dropped, processed, no_face, errors."""
+        """Frame counts: received, rejected (and rejected_<reason>), dropped, processed, ..."""
         return self.pump.counts
+
+    @property
+    def decode_budget(self):
+        """The :class:`~nlml_hpe.image_decode.DecodeBudget` compressed images are decoded with."""
+        return self._budget
 
     @property
     def warnings(self):
@@ -171,12 +196,11 @@ class HeadPoseNode(LifecycleNode):
     @property
     def camera_matrix(self):
         """K of the latest valid camera_info (None: none yet, or the last was invalid)."""
-        camera = self._input.camera
-        return None if camera is None else camera.k
+        return getattr(self._input.camera, 'k', None)
 
     @property
     def camera_problem(self):
-        """Why the latest camera_info was refused ('' when it was not)."""
+        """Why no camera_info is in effect ('' when one is): refused, none, another size."""
         return self._input.camera_problem
 
     # ------------------------------------------------------------ lifecycle
@@ -340,6 +364,8 @@ class HeadPoseNode(LifecycleNode):
             close_estimator(old, self._given_estimator)
             self.get_logger().info('estimator rebuilt with the new parameters')
         self._values = dict(self._values, **values)  # the worker reads one snapshot a frame
+        if any(s.name in values for s in DecodeConfig.specs()):
+            self._budget = budget_of(DecodeConfig.from_node(self._values))
         self._stream.configure(**parameters.stream_options(values))
         self.pump.max_rate = self._values['max_rate']
 
@@ -348,65 +374,64 @@ class HeadPoseNode(LifecycleNode):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_image(self, msg, compressed):
-        """Image callback: cheap checks, then the frame waits for the worker (newest only)."""
-        arrival = self.pump.arrived()
-        if self._input.accept(msg, compressed, self._values['camera_frame']):
-            self.pump.offer((msg, compressed, arrival), arrival, _stamp_s(msg.header.stamp))
+        """Image callback: cheap checks, then the frame waits for the pump (newest only)."""
+        self._input.receive(self.pump, msg, compressed, self._values['camera_frame'],
+                            self._budget)
+
+    def _decode(self, planned):
+        """Decode for the pump: return the :class:`~nlml_hpe.ros.inputs.InputFrame`, or None."""
+        return self._input.decode(planned, self._values['camera_frame'])
 
     def _frame_failed(self, exc):
         """Warn of a frame the worker could not process (but not while shutting down)."""
         if self.context.ok():  # after Ctrl-C the publishers' context is gone: no noise
             self._warn('error', f'frame skipped: {type(exc).__name__}: {exc}')
 
-    def _process(self, item):
-        """Decode, estimate, track and publish one frame (the worker's job)."""
-        msg, compressed, arrival = item
-        values = self._values
+    def _process(self, frame):
+        """Estimate, track and publish one decoded frame (the worker's job).
+
+        The estimator reads ``frame.rgb`` (at 1/``frame.scale``) with its camera;
+        the stream and the outputs get the poses in the message's own pixels.
+        """
+        msg, values = frame.msg, self._values
         with self._est_lock:
             if self.estimator is None or self.outputs is None:
                 return
-            decoded = self._input.decode(msg, compressed, values['camera_frame'])
-            if decoded is None:
-                return
-            faces = self.estimator.estimate(decoded.rgb, camera=decoded.camera)
+            estimate = self.estimator.estimate(frame.rgb, camera=frame.decoded_camera)
             if not self.context.ok():  # Ctrl-C meanwhile: nothing can be published
                 return
+            faces = source_poses(estimate, frame.scale)
             if not faces:
                 self.pump.count('no_face')
                 self._warn('no_face', 'no face in the image')
             target = self._target(values['looking_target'], values['looking_target_frame'],
-                                  decoded.frame_id)
-            height, width = decoded.rgb.shape[:2]
-            t = _stamp_s(msg.header.stamp)
+                                  frame.frame_id)
             stream_faces, skipped = self._stream.update(
-                faces, t if t > 0 else arrival, (width, height),
-                None if decoded.camera is None else decoded.camera.k,
+                faces, frame.time_s, frame.size, frame.k,
                 target=False if target is None else target)
             if skipped:
-                self._warn('nonfinite', 'estimator returned a non-finite pose; face skipped')
-            header = Header(stamp=msg.header.stamp, frame_id=decoded.frame_id)
-            result = FrameResult(header, stream_faces, decoded.rgb, self.face_ids, values,
-                                 target)
+                self.pump.count('faces_nonfinite', skipped)
+                self._warn('nonfinite', f'estimator returned {skipped} non-finite pose(s); '
+                           'face(s) dropped')
+            header = Header(stamp=msg.header.stamp, frame_id=frame.frame_id)
+            result = FrameResult(header, stream_faces, frame.rgb, self.face_ids, values,
+                                 target, size=frame.size, scale=frame.scale)
             self.outputs.publish(result)
             if self.hri is not None:
                 self.hri.publish(result)
-        timings = faces.timings
         self._last_header = header
-        self._last_frame = {'faces': len(result.shown), 'reread': int(timings.get('warped', 0)),
-                            'landmarks_ms': float(timings.get('landmarks_ms', 0.0))}
+        self._last_frame = frame_record(len(result.shown), estimate.timings, frame, skipped)
 
     def _publish_diagnostics(self):
-        camera = self._input.camera
-        frame = dict(self._last_frame, camera=camera is not None,
-                     camera_problem=self._input.camera_problem)
         self._diag_pub.publish(diagnostic_array(
-            self.get_fully_qualified_name(), self.get_clock().now().to_msg(),
-            self.pump.running, self.pump.figures(), frame))
+            self.get_fully_qualified_name(), self.get_clock().now().to_msg(), self.pump.running,
+            self.pump.figures(), dict(self._last_frame, **self._input.camera_state())))
 
 
 def main(args=None):
     """Entry point of ``ros2 run nlml_hpe head_pose_node``: exit 1 with the reason on failure."""
     logger = rclpy.logging.get_logger('head_pose_node')
+    bound_heap()  # before any large message is received
     try:
         with rclpy.init(args=args):
             try:

@@ -55,7 +55,9 @@ TF_QOS = QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE,
 class FrameResult:
     """One processed frame: its header, its faces (largest first), the image, the settings.
 
-    ``faces``: the stream's faces of the frame; ``ids``: the node's
+    ``faces``: the stream's faces of the frame, in the message's own pixels;
+    ``rgb``: the image as decoded, at 1/``scale`` of the message's ``size``
+    ``(width, height)`` (default: ``rgb``'s own size); ``ids``: the node's
     :class:`~nlml_hpe.ros.faces.FaceIds`; ``settings``: the node's parameter
     values; ``target``: the looking-at target in the camera frame (None: TF
     could not locate it).  ``shown``: the faces the pose outputs carry.
@@ -67,10 +69,21 @@ class FrameResult:
     ids: fv.FaceIds
     settings: dict
     target: np.ndarray = None
+    size: tuple = None
+    scale: int = 1
     shown: list = field(init=False)
 
     def __post_init__(self):
         self.shown = [f for f in self.faces if fv.listed(f) and fv.seen(f)]
+        if self.size is None:
+            self.size = (self.rgb.shape[1], self.rgb.shape[0])
+
+    def to_rgb(self, xy):
+        """Map points (..., 2+) in the message's pixels to ``rgb``'s (pixel centres)."""
+        out = np.array(xy, dtype=float)
+        if self.scale != 1:
+            out[..., :2] = (out[..., :2] + 0.5) / self.scale - 0.5
+        return out
 
 
 
