@@ -314,8 +314,6 @@ def test_face_frame_outputs_carry_stamp_and_frame(rig):
 
 
 @pytest.mark.ros
-@pytest.mark.xfail(strict=True, reason='needs FacePose.sigma_deg: nlml_hpe.uncertainty is '
-                   'merged, but the estimator does not attach it to its faces yet')
 def test_primary_face_uncertainty_on_head_pose_cov(rig):
     _send_info(rig, GOOD_K)
     rig.clear()

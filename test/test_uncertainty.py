@@ -17,7 +17,7 @@ import pytest
 
 from nlml_hpe import uncertainty as U
 from nlml_hpe import uncertainty_check as C
-from nlml_hpe.model import WEIGHTS_NAME, default_model_dir
+from nlml_hpe.model import WEIGHTS_NAME, default_model_dir, load_model
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / 'models' / U.FILE_NAME
@@ -29,7 +29,7 @@ def shipped():
 
 
 def test_shipped_artifact_loads_and_says_where_it_comes_from(shipped):
-    assert U.default_path() == default_model_dir() / U.FILE_NAME
+    assert load_model(default_model_dir()).uncertainty is not None  # shipped beside it
     prov = shipped.provenance
     assert prov['model_sha256'] and prov['seed'] == 0
     assert prov['single_images'] >= 1000 and prov['sequence_frames'] >= 200
@@ -143,7 +143,7 @@ def rendered(ict_npz_module):
     except RuntimeError as exc:  # no headless OpenGL, no training package
         pytest.skip(str(exc))
     rng = np.random.default_rng(7)
-    unc = U.load_uncertainty()
+    unc = U.load_uncertainty(default_model_dir())
     out = {}
     neutral = np.zeros(len(kit.expression_names))
     try:

@@ -99,7 +99,7 @@ def _expand_inputs(paths):
 
 def _faces_json(poses, ids=None):
     faces = [{'yaw': round(p.yaw, 3), 'pitch': round(p.pitch, 3), 'roll': round(p.roll, 3),
-              'box': [round(v, 1) for v in p.box], 'score': round(p.score, 4)}
+              'box': [round(v, 1) for v in p.box], 'score': round(p.score, 4), **p.trust()}
              for p in poses]
     if ids is not None:  # videos: the track id of each face (stable across frames)
         faces = [dict({'id': i}, **f) for f, i in zip(faces, ids)]

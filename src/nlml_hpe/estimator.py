@@ -92,6 +92,13 @@ class FacePose:
     landmark model's face-presence score (1.0 for landmarks given without one);
     ``position`` ``(3,)`` metres in the optical frame, or ``None`` without
     camera intrinsics.
+
+    How far to trust it (``None`` where the model has no uncertainty artifact,
+    :mod:`nlml_hpe.uncertainty`): ``sigma_deg`` ``(3,)`` the standard deviation
+    of ``(pitch, yaw, roll)`` in degrees, calibrated on renders; ``beyond_range``:
+    the face is turned beyond the range its landmarks can be read in (about
+    60 deg of yaw: the angles saturate there, so read them as "turned away",
+    not as a measurement); ``p_beyond`` the probability behind that state.
     """
 
     yaw: float
@@ -110,6 +117,9 @@ class FacePose:
     mirrored_landmarks: np.ndarray = field(default=None, repr=False)
     #: Whether the face was read from a crop turned onto its line of sight.
     reread: bool = False
+    sigma_deg: np.ndarray = None
+    beyond_range: bool = None
+    p_beyond: float = None
 
     @property
     def angles(self):
@@ -122,12 +132,21 @@ class FacePose:
         return matrix_to_euler(optical_to_viewer(self.rotation))
 
     def to_dict(self):
-        """JSON-friendly summary (angles, box, score, position)."""
+        """JSON-friendly summary (angles, box, score, position, uncertainty)."""
         out = {'yaw': float(self.yaw), 'pitch': float(self.pitch), 'roll': float(self.roll),
                'box': [float(v) for v in self.box], 'score': float(self.score)}
         if self.position is not None:
             out['position'] = [float(v) for v in self.position]
+        out.update(self.trust())
         return out
+
+    def trust(self):
+        """``{'sigma_deg': {'yaw', 'pitch', 'roll'}, 'beyond_range'}`` (empty without them)."""
+        if self.sigma_deg is None:
+            return {}
+        p, y, r = (round(float(v), 2) for v in self.sigma_deg)
+        return {'sigma_deg': {'yaw': y, 'pitch': p, 'roll': r},
+                'beyond_range': bool(self.beyond_range)}
 
 
 def landmark_box(landmarks_px, image_size=None):
@@ -226,6 +245,9 @@ class HeadPoseEstimator:
     def __init__(self, model, extractor=None, *, config=None, streaming=False, **options):
         self.config = EstimatorConfig.with_options(config, **options)
         self.model = model
+        #: The :class:`~nlml_hpe.uncertainty.UncertaintyModel` behind each face's
+        #: ``sigma_deg`` and ``beyond_range`` (the model's; ``None``: not assessed).
+        self.uncertainty = getattr(model, 'uncertainty', None)
         self._extractor = extractor
         self.streaming = bool(streaming)
         self.last_timings = {}
@@ -243,8 +265,7 @@ class HeadPoseEstimator:
         ``options``: ``config``, ``streaming`` and any field of
         :class:`~nlml_hpe.options.EstimatorConfig`, as for the constructor.
         """
-        model = load_model(default_model_dir() if path is None else path)
-        return cls(model, **options)
+        return cls(load_model(default_model_dir() if path is None else path), **options)
 
     @property
     def extractor(self):
@@ -340,9 +361,15 @@ class HeadPoseEstimator:
         if not lms:
             return []
         t0 = time.perf_counter()
-        net, fused = self._read(lms, pairs, camera)
+        net, fused, rigid = self._read(lms, pairs, camera)
+        trust = None
+        if self.uncertainty is not None:
+            twinned = np.zeros(len(lms), dtype=bool)
+            twinned[[i for i, _ in pairs]] = True
+            trust = self.uncertainty.assess(np.stack(lms), fused, net, scores,
+                                            flip_average=twinned, rigid_angles=rigid)
         t1 = time.perf_counter()
-        poses = self._place(lms, pairs, net, fused, camera, scores, reread)
+        poses = self._place(lms, pairs, net, fused, camera, scores, reread, trust)
         self.last_timings.update(model_ms=(t1 - t0) * 1e3,
                                  post_ms=(time.perf_counter() - t1) * 1e3)
         return poses
@@ -352,11 +379,12 @@ class HeadPoseEstimator:
         return camera if camera is not None and self.model.angle_frame == 'apparent' else None
 
     def _read(self, lms, twins, camera):
-        """Stages *read* and *fuse*: ``(network angles, fused angles)`` per face ``(N, 3)``.
+        """Stages *read* and *fuse*: ``(network, fused, rigid fit)`` angles per face ``(N, 3)``.
 
         Read: every face and mirrored twin, centred on its line of sight, through
         the network in one batch.  Fuse: average with the rigid fit
-        (``rigid_fusion``), then each face with its un-mirrored twin.
+        (``rigid_fusion``), then each face with its un-mirrored twin.  The rigid
+        fit's own angles are ``None`` unless fused or needed by the uncertainty.
         """
         batch = as_landmark_batch(np.stack(lms + [lm for _, lm in twins]))  # for all stages
         los = self._line_of_sight(camera)
@@ -367,13 +395,20 @@ class HeadPoseEstimator:
             else:
                 batch = centre_batch(batch, los.k, los.k_inv)
         net = self.model.predict(normalise_batch(batch))  # (N + twins, 3) p, y, r
-        fused = net
+        fused = rigid = net
+        if self.config.rigid_fusion or self.uncertainty is not None:
+            rigid = matrix_to_euler(rigid_fit_batch(batch))
         if self.config.rigid_fusion:
-            fused = 0.5 * (net + matrix_to_euler(rigid_fit_batch(batch)))
-        return _average_twins(net, twins, len(lms)), _average_twins(fused, twins, len(lms))
+            fused = 0.5 * (net + rigid)
+        n = len(lms)
+        return (_average_twins(net, twins, n), _average_twins(fused, twins, n),
+                _average_twins(rigid, twins, n))
 
-    def _place(self, lms, twins, net, angles, camera, scores, reread):
-        """Stage *place*: rotation in the camera frame, position, quaternion, box per face."""
+    def _place(self, lms, twins, net, angles, camera, scores, reread, trust=None):
+        """Stage *place*: rotation in the camera frame, position, quaternion, box per face.
+
+        ``trust``: the faces' :class:`~nlml_hpe.uncertainty.Assessment`, or None.
+        """
         twin_lm = [None] * len(lms)
         for i, t in twins:
             twin_lm[i] = t
@@ -399,6 +434,10 @@ class HeadPoseEstimator:
                                   landmarks=lm, score=float(scores[i]), position=positions[i],
                                   network_angles=net[i], mirrored_landmarks=twin_lm[i],
                                   reread=reread[i]))
+            if trust is not None:
+                poses[-1].sigma_deg = trust.sigma_deg[i]
+                poses[-1].beyond_range = bool(trust.beyond_range[i])
+                poses[-1].p_beyond = float(trust.p_beyond[i])
         poses.sort(key=lambda p: -(p.box[2] - p.box[0]) * (p.box[3] - p.box[1]))
         return poses
 

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from .features import N_FEATURES
+from .uncertainty import FILE_NAME as UNCERTAINTY_FILE
+from .uncertainty import UncertaintyFileError, load_uncertainty
 
 ENCODER_SIZES = (N_FEATURES, 1024, 512, 256, 128, 64, 9)
 HEAD_SIZES = (3, 128, 256, 128, 64, 1)
@@ -146,6 +148,10 @@ class PoseModel:
     ``training.nlmlnet.state_dict_to_numpy``).  The forward pass is float32
     numpy and matches the torch forward within 1e-4.
     """
+
+    #: The :class:`~nlml_hpe.uncertainty.UncertaintyModel` fitted to these weights'
+    #: errors (``uncertainty.json`` beside them; :func:`load_model`), or None.
+    uncertainty = None
 
     def __init__(self, weights, metadata=None):
         _check_state(weights, '<in-memory weights>')
@@ -407,6 +413,12 @@ def load_model(path):
         raise ModelFileError(f'cannot use model {weights}: {type(exc).__name__}: '
                              f'{exc}') from exc
     sanity_check(model, str(weights))
+    artifact = weights.parent / UNCERTAINTY_FILE
+    if artifact.is_file():  # fitted to these weights' errors (checked), or refused
+        try:
+            model.uncertainty = load_uncertainty(artifact, weights)
+        except UncertaintyFileError as exc:
+            raise ModelFileError(str(exc)) from exc
     return model
 
 

@@ -44,7 +44,7 @@ from .uncertainty_cues import (
 )
 
 __all__ = ['ANGLES', 'FEATURES', 'RANGE_FEATURES', 'SIGMA_TERMS', 'Assessment',
-           'UncertaintyFileError', 'UncertaintyModel', 'default_path', 'features',
+           'UncertaintyFileError', 'UncertaintyModel', 'features',
            'load_uncertainty', 'sigma_terms']
 
 #: Share of errors meant to fall within one sigma (the 1-sigma share of a Gaussian).
@@ -183,21 +183,14 @@ def _vector(v, n, name):
     return a
 
 
-def default_path():
-    """``uncertainty.json`` beside the shipped model (:func:`nlml_hpe.model.default_model_dir`)."""
-    from .model import default_model_dir
-
-    return default_model_dir() / FILE_NAME
-
-
-def load_uncertainty(path=None, model_weights=None):
-    """Load and validate an uncertainty artifact (default: :func:`default_path`).
+def load_uncertainty(path, model_weights=None):
+    """Load and validate an uncertainty artifact (``path``: the file, or its model's folder).
 
     ``model_weights``: the ``.safetensors`` file the poses come from; the
     artifact must name its sha256 (it was fitted to that model's errors).
     Raises :class:`UncertaintyFileError` (a ``ValueError``) naming the file.
     """
-    path = Path(default_path() if path is None else path)
+    path = Path(path)
     if path.is_dir():
         path = path / FILE_NAME
     try:
