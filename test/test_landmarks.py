@@ -290,15 +290,27 @@ def test_a_look_is_dropped_by_reset_and_by_a_new_frame_size(face_crop):
         assert len(ex.read_frame(frame((640, 480), False)).faces) == 1
         r1 = ex.read_frame(frame((640, 480), True))
         ex.look_ahead()
-        # The next frame has another size: the look's regions do not apply to it, so the
-        # second face waits for a look of its own (a kept look would bring it now).
+        # The next frame has another size (the camera changed its resolution): the look
+        # and the tracked landmarks belong to the old size, so the frame starts over and
+        # is searched at once, like a first frame (issue 22: it read no face before).
         r2 = ex.read_frame(frame((800, 480), True))
-        assert r1.detector_runs == 1 and r2.tracked == 1 and len(r2.faces) == 1
-        counts = []
-        for _ in range(len(ex.plan.runs(800, 480)) + 1):
+        assert r1.detector_runs == 1 and r2.tracked == 0 and len(r2.faces) == 2
+
+
+def test_the_first_frame_at_a_new_resolution_is_read_like_any_other(face_crop):
+    """The same scene at 640x480, then at 1280x960: the face is found at once."""
+    crop, share = face_crop
+    small = np.full((480, 640, 3), 100, np.uint8)
+    paste(small, crop, share, 110, (320, 240))
+    large = cv2.resize(small, (1280, 960), interpolation=cv2.INTER_LINEAR)
+    with LandmarkExtractor(streaming=True) as ex:
+        for _ in range(3):
+            assert len(ex.read_frame(small).faces) == 1
             ex.look_ahead()
-            counts.append(len(ex.read_frame(frame((800, 480), True)).faces))
-        assert counts[-1] == 2, counts
+        reading = ex.read_frame(large)
+        assert len(reading.faces) == 1 and reading.tracked == 0
+        box = reading.faces[0][:, :2]
+        assert 500 < box[:, 0].mean() < 780 and 340 < box[:, 1].mean() < 620  # where it is
 
 
 class GatedSearch(FaceSearch):

@@ -154,6 +154,7 @@ class LandmarkExtractor:
         self.schedule = SearchSchedule(self.plan, c.detection_interval, c.max_faces)
         self.look = Look(self.search, c.num_threads)
         self._tracked = []  # streaming: landmarks of the faces of the previous frame
+        self._size = None  # ... and its (width, height)
         self._busy = threading.Lock()
         self._closed = False
         #: Counts of the latest :meth:`read_frame`: detector runs, tracked faces, re-read.
@@ -243,9 +244,16 @@ class LandmarkExtractor:
 
         The tracked faces are read through their previous landmarks' crops
         while the previous frame's look may still run, then the faces it found
-        and (with none tracked) the ones this frame's own search finds.
+        and (with none tracked) the ones this frame's own search finds.  A frame
+        of a new size (the camera changed its resolution) starts over: its
+        faces are searched for in it at once, as in a first frame.
         """
         h, w = rgb.shape[:2]
+        if (w, h) != self._size:
+            self._size = (w, h)
+            self.look.cancel()
+            self.schedule.reset()
+            self._tracked = []
         self.look.start()  # the previous frame's look, if look_ahead was not called
         plans = read_plans(self._tracked, camera, min_deg)
         due = self.schedule.due(w, h, len(self._tracked))
