@@ -71,18 +71,6 @@ def test_lifecycle_tentative_confirmed_coasting_lost_ended():
     assert track.id != first and track.state == TENTATIVE and first not in tracker.tracks
 
 
-def test_a_face_lost_while_turned_away_stays_listed_longer():
-    tracker = FaceTracker(confirm_frames=1, coast_s=0.3, memory_s=1.5)
-    (turning,) = tracker.update([[100, 100, 200, 200]], 0.0, turned=[True])
-    (frontal,) = tracker.update([[300, 100, 400, 200]], 0.0, turned=[False])
-    for t in (0.2, 0.5, 1.0, 1.4):
-        tracker.update([], t)
-        assert tracker.tracks[turning.id].listed  # turned further: kept listed ...
-    assert not tracker.tracks[frontal.id].listed  # ... a frontal face that vanished: not
-    tracker.update([], 1.6)
-    assert turning.id not in tracker.tracks
-
-
 def test_a_one_frame_false_face_is_never_listed():
     tracker = FaceTracker(confirm_frames=3)
     (flash,) = tracker.update([[10, 10, 40, 40]], 0.0)

@@ -252,8 +252,7 @@ class FaceStream:
                 else:
                     skipped += 1
             boxes = np.array([f.box for f in ok], float).reshape(-1, 4)
-            turned = [bool(getattr(f, 'beyond_range', False)) for f in ok]
-            tracks = (self._tracker.update(boxes, t, image_size, turned) if o.tracking else
+            tracks = (self._tracker.update(boxes, t, image_size) if o.tracking else
                       [None] * len(ok))
             seen, tentative = [], []
             for i, (face, box, track) in enumerate(zip(ok, boxes, tracks)):

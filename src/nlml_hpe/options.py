@@ -267,8 +267,7 @@ class StreamConfig(_Table):
         'was last seen.', 0.0, 5.0, ros='track_coast_s')
     memory_s: float = option(
         1.5, 'Seconds a face no longer reported keeps its id: one seen again where its motion '
-        'puts it gets the id back (occlusions, turns); a face last seen turned beyond the '
-        'readable range stays reported (coasting) this long.', 0.0, 30.0, ros='track_memory_s')
+        'puts it gets the id back (occlusions, turns).', 0.0, 30.0, ros='track_memory_s')
     smoothing: bool = option(True, 'One-Euro smoothing of orientation and position (needs '
                              'tracking).')
     smoothing_min_cutoff: float = option(1.0, 'One-Euro cut-off at rest (Hz); lower = smoother.',

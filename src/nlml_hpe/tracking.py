@@ -5,8 +5,7 @@ lives through these states::
 
     tentative --(seen confirm_frames frames in a row)--> confirmed
     confirmed --(missed)--> coasting --(seen)--> confirmed
-    coasting --(missed coast_s seconds, memory_s if last seen turned beyond the
-                readable range, or its predicted box left the image)--> lost
+    coasting --(missed coast_s seconds, or its predicted box left the image)--> lost
     lost --(a new box where its motion puts it, within memory_s)--> confirmed
     lost --(memory_s seconds)--> ended;   tentative --(missed)--> ended
 
@@ -113,7 +112,6 @@ class Track:
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))
     size: float = 0.0
     anchor: tuple = None
-    turned: bool = False
 
     def __post_init__(self):
         self.size = self.size or box_size(self.box)
@@ -201,15 +199,12 @@ class FaceTracker:
         """Forget all tracks (ids keep increasing)."""
         self._tracks.clear()
 
-    def update(self, boxes, t, image_size=None, turned=None):
+    def update(self, boxes, t, image_size=None):
         """Assign a :class:`Track` to each of ``boxes`` ``(N, 4)`` seen at time ``t`` (s).
 
         Returns the N tracks (state updated).  Tracks not seen age as the module
         docstring says; ``image_size`` ``(width, height)``, when given, ends the
-        coasting of a track whose predicted box has left the image.  ``turned``
-        (N,): whether each face is turned beyond the range its landmarks can be
-        read in; a face last seen so that is then missed was most likely lost by
-        turning further, not by leaving: it coasts for ``memory_s``, not ``coast_s``.
+        coasting of a track whose predicted box has left the image.
         """
         boxes = _validate_boxes(boxes)
         t = float(t)
@@ -223,8 +218,6 @@ class FaceTracker:
         rest = self._match_lost(boxes, rest, t, out)
         for i in rest:
             out[i] = self._start(boxes[i], t)
-        for i, tr in enumerate(out):
-            tr.turned = bool(turned[i]) if turned is not None else False
         seen = {id(tr) for tr in out}
         for tr in list(self._tracks.values()):
             if id(tr) not in seen:
@@ -308,8 +301,7 @@ class FaceTracker:
             return
         if tr.state in LISTED:
             tr.state = COASTING
-            coast = self.memory_s if tr.turned else self.coast_s
-            if unseen > coast or _left(tr.predict(t), image_size):
+            if unseen > self.coast_s or _left(tr.predict(t), image_size):
                 tr.state = LOST
         if tr.state == LOST and unseen > self.memory_s:
             del self._tracks[tr.id]
