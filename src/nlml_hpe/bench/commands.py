@@ -143,30 +143,6 @@ def cmd_speed(args):
     return 0
 
 
-def cmd_range(args):
-    """Measure detection rate and accuracy by face size, beside the legacy graph."""
-    from ..estimator import HeadPoseEstimator
-    from ..options import EstimatorConfig
-    from .range import FACE_WIDTHS, FRAMES, format_range, run_range
-
-    model = _load_model(args.model, 'range')
-    estimators = {'nlml_hpe': HeadPoseEstimator(model, flip_average=False)}
-    if not args.no_legacy:
-        _legacy_or_exit('range (or give --no-legacy)')
-        estimators['legacy'] = _legacy_estimator(model, EstimatorConfig(flip_average=False))
-    frames = FRAMES
-    if args.frames:
-        try:
-            frames = [tuple(int(v) for v in f.lower().split('x')) for f in args.frames]
-        except ValueError:
-            raise SystemExit('nlml-hpe benchmark range: --frames takes WxH sizes') from None
-    result = _run_closing('range', estimators, lambda: run_range(
-        args.directory, estimators, widths=args.widths or FACE_WIDTHS, frames=frames,
-        limit=args.limit, progress=not args.json and sys.stderr.isatty()))
-    print(json.dumps(result, indent=2) if args.json else format_range(result))
-    return 0
-
-
 def _turns(args):
     from .offaxis import OFF_AXIS_TURNS
 
@@ -240,22 +216,6 @@ def _add_speed(bsub):
     speed.set_defaults(func=cmd_speed, option_specs=specs)
 
 
-def _add_range(bsub):
-    rng = bsub.add_parser('range', help='detection rate and MAE by face size (0.5-6 m) in '
-                          '640x480 and 1280x720 frames, beside the legacy graph')
-    rng.add_argument('directory', metavar='DIR', help='AFLW2000-3D images with .mat labels')
-    rng.add_argument('--limit', type=int, default=None, help='use the first N paper-range faces')
-    rng.add_argument('--widths', type=int, nargs='+', metavar='PX',
-                     help='face widths (default: 160 100 70 50 40 28)')
-    rng.add_argument('--frames', nargs='+', metavar='WxH',
-                     help='frame sizes (default: 640x480 1280x720)')
-    rng.add_argument('--model', metavar='PATH')
-    rng.add_argument('--no-legacy', action='store_true',
-                     help='skip the legacy MediaPipe graph (needs mediapipe 0.10.21)')
-    rng.add_argument('--json', action='store_true')
-    rng.set_defaults(func=cmd_range, option_specs=[])
-
-
 def _add_off_axis(bsub):
     off = bsub.add_parser('offaxis', help='pose consistency of faces moved off the optical '
                           'axis (the same photo seen by a turned camera)')
@@ -277,7 +237,8 @@ def build_parser():
     bsub = parser.add_subparsers(dest='benchmark', required=True)
     _add_aflw(bsub)
     _add_speed(bsub)
-    _add_range(bsub)
+    bsub.add_parser('range', help='detection rate and MAE by face size (0.5-6 m) in many kinds '
+                    'of room (nlml_hpe.bench.range)', add_help=False)
     _add_off_axis(bsub)
     pos = bsub.add_parser('position', help='position accuracy on synthetic faces')
     pos.add_argument('--trials', type=int, default=1000)
@@ -289,6 +250,8 @@ def build_parser():
     bsub.add_parser('tracks', help='faces over time: ids, recall by angle, beyond-range state '
                     'and uncertainty on rendered and real sequences (nlml_hpe.bench.tracks)',
                     add_help=False)
+    bsub.add_parser('robustness', help='camera faults (blur, noise, dim room, JPEG) on near and '
+                    'far faces in clutter (nlml_hpe.bench.robustness)', add_help=False)
     return parser
 
 
@@ -301,6 +264,14 @@ def main(argv=None):
     if argv[:1] == ['tracks']:
         from .tracks import main as tracks_main
         return tracks_main(argv[1:])
+    if argv[:1] in (['range'], ['robustness']):
+        import importlib
+
+        module = importlib.import_module(f'{__package__}.{argv[0]}')
+        sub = argparse.ArgumentParser(prog=f'nlml-hpe benchmark {argv[0]}',
+                                      description=module.__doc__.split('\n\n')[0])
+        module.add_arguments(sub)
+        return module.main(sub.parse_args(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     args.config = _config(parser, args, args.option_specs)

@@ -279,13 +279,13 @@ def _noise(ext, width, height, quality=None, progressive=False):
 
 def photo_jpeg(width=8000, height=6000, quality=95):
     """Return a photo-like JPEG (the demo face scaled up, with sensor noise): 8000x6000 ~19 MB."""
+    from importlib import resources
+
     import cv2
     import numpy as np
 
-    from .feed import face_frame
-
-    img = cv2.resize(face_frame(640, 480)[:, :, ::-1], (width, height),
-                     interpolation=cv2.INTER_CUBIC)
+    face = cv2.imread(str(resources.files('nlml_hpe') / 'data' / 'demo' / '000.jpg'))
+    img = cv2.resize(face, (width, height), interpolation=cv2.INTER_CUBIC)
     noise = np.random.default_rng(0).normal(0, 6, (height, width, 1)).astype(np.float32)
     img = np.clip(img + noise, 0, 255).astype(np.uint8)
     return cv2.imencode('.jpg', img, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
