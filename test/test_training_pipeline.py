@@ -166,7 +166,9 @@ def test_model_recovers_held_out_identity_angles(tiny_run):
     assert meta['synthetic_test_mae_deg']['mean'] == pytest.approx(mae.mean(), abs=0.05)
     assert len(meta['training_config_sha256']) == 64
     assert meta['angle_frame'] == 'apparent' and model.angle_frame == 'apparent'
-    assert meta['aflw2000_dev_mae_deg'] is None
+    assert meta['aflw2000_dev_mae_deg'] is None  # training never reads the dev split
+    assert 'never reads the AFLW2000 dev split' in meta['aflw2000_note']
+    assert 'aflw2000' not in meta['training_config']['export']
     assert (tiny_run / 'networks' / 'loss_curves.png').stat().st_size > 1000
     sens = _stage(tiny_run, 'networks')['summary']['expression_sensitivity_deg']
     assert len(sens) == 8 and all(len(v) == 3 and np.all(np.isfinite(v)) for v in sens.values())
@@ -235,6 +237,20 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert pipeline.main(['--config', str(TINY), '--workdir', str(tmp_path),
                           '--only', 'nope']) == 2
     assert 'unknown stage' in capsys.readouterr().err
+
+
+def test_config_asking_for_the_dev_split_is_refused(tmp_path, capsys):
+    import yaml
+
+    from training import pipeline
+
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg['export']['aflw2000'] = True
+    config = tmp_path / 'dev.yaml'
+    config.write_text(yaml.safe_dump(cfg))
+    assert pipeline.main(['--config', str(config), '--workdir', str(tmp_path / 'run')]) == 2
+    assert 'export.aflw2000 is no longer read' in capsys.readouterr().err
+    assert not (tmp_path / 'run').exists()  # refused before any stage ran
 
 
 def test_bad_landmarks_artifact_is_rejected(tmp_path):

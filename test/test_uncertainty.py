@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from nlml_hpe import uncertainty as U
-from nlml_hpe import uncertainty_check as C
+from nlml_hpe import uncertainty_tables as T
+from nlml_hpe.bench import uncertainty as B
 from nlml_hpe.model import WEIGHTS_NAME, default_model_dir, load_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,7 +202,7 @@ def test_dev_split_calibration_per_bin(aflw_dir):
     it useful, grows with |yaw|, and one pass holds more than the old artifact's
     48 % at 30-50 deg.
     """
-    result = C.dev_check(aflw_dir, label_noise=(2.0,))
+    result = B.dev_check(aflw_dir, label_noise=(2.0,))
     for mode, far_min in (('one_pass', 0.95), ('flip', 0.85)):
         table = result[mode]
         far, far_n = table['targets']['beyond_set_above_65']
@@ -219,12 +220,51 @@ def test_dev_split_calibration_per_bin(aflw_dir):
         for row, wide in zip(table['bins'], noisy):
             if 'within_sigma_pooled' in row:
                 assert wide['within_sigma_pooled'] >= row['within_sigma_pooled']
-        text = C.format_table(table)
+        text = T.format_table(table)
         # A header and one row per bin, then the targets.
         assert sum(line.startswith('| ') for line in text.splitlines()) == len(U.YAW_BINS)
         assert 'target >= 95 %' in text
     one_pass = {tuple(r['bin']): r for r in result['one_pass']['bins']}
     assert one_pass[(30.0, 50.0)]['within_sigma_pooled'] > 0.5
+
+
+def test_calibration_table_counts_what_it_says():
+    """Per |yaw| bin: shown, found, MAE, within-sigma shares and the range targets."""
+    true = np.array([[0, 10, 0], [0, -20, 0], [0, 40, 0], [0, 75, 0], [0, -80, 0],
+                     [0, 85, 0]], float)
+    err = np.array([[1, 1, 1], [3, 3, 3], [2, -2, 2], [5, 5, 5], [1, 1, 1], [0, 0, 0]], float)
+    angles = true + err
+    angles[5] = np.nan  # the last face was not found
+    sigma = np.full((6, 3), 2.0)
+    beyond = np.array([False, False, True, True, False, False])
+    table = T.calibration_table(true, angles, sigma, beyond)
+    rows = {tuple(r['bin']): r for r in table['bins']}
+    low = rows[(0.0, 30.0)]
+    assert (low['shown'], low['found']) == (2, 2)
+    assert low['mae'] == pytest.approx([2.0, 2.0, 2.0])
+    assert low['within_sigma_pooled'] == pytest.approx(0.5)  # 1 deg in, 3 deg out
+    assert rows[(30.0, 50.0)]['within_sigma_pooled'] == 1.0  # |2| <= 2
+    assert (rows[(80.0, 90.0)]['shown'], rows[(80.0, 90.0)]['found']) == (2, 1)
+    assert rows[(50.0, 60.0)] == {'bin': [50.0, 60.0], 'shown': 0, 'found': 0}
+    assert table['targets']['beyond_set_above_65'] == [0.5, 2]  # 75 set, -80 not; 85 missed
+    assert table['targets']['beyond_set_below_45'] == [pytest.approx(1 / 3), 3]
+    # A label error added in quadrature widens the band: sqrt(2^2 + 3^2) > 3.
+    wide = T.calibration_table(true, angles, sigma, beyond, label_noise_deg=3.0)
+    assert wide['bins'][0]['within_sigma_pooled'] == 1.0
+    text = T.format_table(table, 'title')
+    assert text.splitlines()[0] == 'title'
+    assert '| 0-30 | 2 | 2 (100 %) | 2.0 / 2.0 / 2.0 | 50 / 50 / 50 % | 50 % |' in text
+    assert T.pooled_line(table) == '50 / 100 /  /  / 0 / 100'
+
+
+def test_dev_check_command_refuses_bad_input(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        B.main([str(tmp_path), '--label-noise', '45'])
+    assert exc.value.code == 2 and '--label-noise' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        B.main([str(tmp_path / 'nope')])
+    assert exc.value.code == 2
+    assert 'AFLW2000 directory not found' in capsys.readouterr().err
 
 
 def test_fitting_helpers_recover_what_they_fit():

@@ -16,7 +16,7 @@ light from a random direction with a random fill ratio (rooms have windows and
 ceiling lamps, seldom a light at the camera).
 
 **Scene** (:meth:`Appearance.finish`, on the image): the background (flat grey as
-before, an indoor room scene of :func:`nlml_hpe.bench.scenes.room_background`,
+before, an indoor room scene of :func:`nlml_hpe.scenery.room_background`,
 or fine clutter); partial occluders drawn over the face (glasses, a hand, a band
 of hair or a hat brim, an object held before the mouth, or a *screen*: a
 monitor, a door frame or another person's shoulder hiding a fifth to a half of
@@ -34,6 +34,8 @@ stage's ``samples.npz``), so that calibration can be broken down by condition.
 
 import cv2
 import numpy as np
+
+from nlml_hpe.scenery import room_background
 
 #: The mixture (probabilities and ranges; see the module docstring for why).
 DEFAULTS = {
@@ -197,8 +199,6 @@ class Appearance:
 def _background(kind, w, h, rng):
     """Return a face-free background ``float32 (h, w, 3)``: a room scene or fine clutter."""
     if kind == 'room':
-        from nlml_hpe.bench.scenes import room_background
-
         return room_background(w, h, rng).astype(np.float32)
     img = np.full((h, w, 3), rng.uniform(40, 210, 3), np.float32)
     for _ in range(int(rng.integers(20, 60))):

@@ -5,12 +5,15 @@ Writes :func:`nlml_hpe.model.save_model` output into ``export.out_dir`` only
 config, so tests never overwrite the shipped weights).  Metadata: version,
 creation time (UTC), angle ranges, the frame of the angles (``angle_frame``,
 see :mod:`nlml_hpe.estimator`), normalisation, the training config and its
-sha256, the synthetic test MAE and, when ``export.aflw2000`` is on and the
-AFLW2000 dev split and :func:`nlml_hpe.bench.aflw2000.run_aflw2000` are available,
-the dev-split MAE (paper range and full range) of the exported model; else
-``null``.  The calibration of stage 8 (when there is one) is stored in the
-weights file as ``calibration.<angle>`` tensors and described in the metadata.
-The stage directory gets ``report.md`` (and ``aflw2000.json``).
+sha256 and the synthetic test MAE.  The calibration of stage 8 (when there is
+one) is stored in the weights file as ``calibration.<angle>`` tensors and
+described in the metadata.  The stage directory gets ``report.md``.
+
+Training never reads the AFLW2000 dev split: ``aflw2000_dev_mae_deg`` is
+``null`` and ``aflw2000_note`` says how to score the exported model
+(``nlml-hpe benchmark aflw2000 DIR --model OUT_DIR``, see ``docs/training.md``).
+A config that still asks for it (``export.aflw2000: true``) is refused when it is
+loaded (:data:`training.pipeline.RETIRED_KEYS`), before any stage runs.
 """
 
 import datetime
@@ -36,30 +39,9 @@ def _out_dir(cfg):
     return Path(out).resolve()
 
 
-def _aflw(cfg, out_dir, stage_dir):
-    ecfg = cfg.get('export') or {}
-    if not ecfg.get('aflw2000', True):
-        return None, 'disabled by export.aflw2000: false'
-    aflw_dir = ecfg.get('aflw_dir')
-    if not aflw_dir or not Path(aflw_dir).is_dir():
-        return None, f'AFLW2000 dev split not found: {aflw_dir}'
-    try:
-        from nlml_hpe.bench.aflw2000 import run_aflw2000
-        from nlml_hpe.estimator import HeadPoseEstimator
-    except ImportError as exc:
-        return None, f'benchmark unavailable: {exc}'
-    est = HeadPoseEstimator.from_pretrained(out_dir)
-    try:
-        result = run_aflw2000(aflw_dir, est, progress=True)
-    finally:
-        est.close()
-    (stage_dir / 'aflw2000.json').write_text(json.dumps(result, indent=2, default=str) + '\n')
-    out = {'dataset': str(aflw_dir), 'flip_average': result['flip_average'],
-           'other_faces_only': result['other_faces_only']}
-    for name, entry in result['protocols'].items():
-        out[name] = {m: entry[m] for m in result['methods']}
-        out[name]['detection_rate'] = entry['detection_rate']
-    return out, 'measured'
+#: Why a trained model's metadata holds no AFLW2000 dev-split MAE.
+AFLW_NOTE = ('not measured: training never reads the AFLW2000 dev split; score the exported '
+             'model with nlml-hpe benchmark aflw2000 DIR --model OUT_DIR')
 
 
 def _calibration(inputs):
@@ -115,6 +97,7 @@ def run(cfg, out_dir, inputs):
         'training_config_sha256': hashlib.sha256(cfg_text.encode()).hexdigest(),
         'synthetic_test_mae_deg': net_summary.get('test_mae_deg'),
         'aflw2000_dev_mae_deg': None,
+        'aflw2000_note': AFLW_NOTE,
         'calibration': {
             'angles': {k: [float(c) for c in v] for k, v in calibration.items()},
             'form': 'angle = c1*x + c3*x**3 + ... of the head output x (radians)',
@@ -130,10 +113,6 @@ def run(cfg, out_dir, inputs):
             'path': str(artifact), 'sha256': digest.hexdigest(),
             'note': 'external landmarks.npz (--landmarks); stages 1-3 of this config not run'}
     save_model(state, target, metadata)
-    aflw, note = _aflw(cfg, target, stage_dir)
-    metadata['aflw2000_dev_mae_deg'] = aflw
-    metadata['aflw2000_note'] = note
-    save_model(state, target, metadata)
     for path in target.iterdir():  # safetensors writes 0600; shipped files must be readable
         if path.is_file():
             path.chmod(0o644)
@@ -142,16 +121,11 @@ def run(cfg, out_dir, inputs):
     total = sum(sizes.values())
     if total > MAX_BYTES:
         raise ValueError(f'exported model is {total / 1e6:.1f} MB, over the 20 MB limit')
-    summary = {'out_dir': str(target), 'bytes': sizes, 'aflw2000': aflw, 'aflw_note': note,
+    summary = {'out_dir': str(target), 'bytes': sizes,
                'calibrated_angles': sorted(calibration),
                'synthetic_test_mae_deg': metadata['synthetic_test_mae_deg']}
     lines = ['# Stage 9: export', '', f'- model: {target} ({total / 1e6:.2f} MB)',
              f"- synthetic test MAE (deg): {metadata['synthetic_test_mae_deg']}",
-             f'- AFLW2000 dev ({note}):']
-    if aflw:
-        for name in ('paper', 'full'):
-            if name in aflw:
-                lines.append(f"  - {name}: model {aflw[name]['model']}, "
-                             f"baseline {aflw[name]['baseline']}")
+             f'- AFLW2000 dev: {AFLW_NOTE}']
     (stage_dir / 'report.md').write_text('\n'.join(lines) + '\n')
     return summary

@@ -56,7 +56,15 @@ STAGE_SECTIONS = {
 SYNTH_STAGES = ('faces', 'correspondence', 'landmarks')
 
 #: Config keys holding paths, resolved against the repository root.
-PATH_KEYS = (('workdir',), ('faces', 'path'), ('export', 'out_dir'), ('export', 'aflw_dir'))
+PATH_KEYS = (('workdir',), ('faces', 'path'), ('export', 'out_dir'))
+
+#: Config keys no longer read, and why: a config that sets one is refused when loaded
+#: (before hours of stages), not silently run without what it asked for.
+RETIRED_KEYS = {
+    ('export', 'aflw2000'): 'training never reads the AFLW2000 dev split; score the exported '
+                            'model with nlml-hpe benchmark aflw2000 DIR --model OUT_DIR',
+    ('export', 'aflw_dir'): 'training never reads the AFLW2000 dev split',
+}
 
 STAGE_FILE = 'stage.json'
 
@@ -76,6 +84,10 @@ def load_config(path):
         raise ValueError(f'cannot parse config {path}: {exc}') from exc
     if not isinstance(cfg, dict):
         raise ValueError(f'config {path} must be a YAML mapping, got {type(cfg).__name__}')
+    for (section, key), why in RETIRED_KEYS.items():
+        if (cfg.get(section) or {}).get(key):
+            raise ValueError(f'config {path}: {section}.{key} is no longer read ({why}); '
+                             'remove it')
     cfg.setdefault('seed', 0)
     cfg.setdefault('workdir', f"runs/{cfg.get('name', path.stem)}")
     cfg['config_path'] = str(path.resolve())

@@ -39,6 +39,13 @@ import time
 
 import numpy as np
 
+from nlml_hpe.uncertainty_tables import (
+    assess_readings,
+    calibration_table,
+    format_table,
+    read_landmarks,
+)
+
 from .camera_conditions import options as condition_options
 from .uncertainty_data import load_or_collect
 
@@ -84,7 +91,6 @@ def read_all(samples, model_dir):
     """
     from nlml_hpe.camera import Camera
     from nlml_hpe.estimator import HeadPoseEstimator
-    from nlml_hpe.uncertainty_check import read_landmarks
 
     size = tuple(int(v) for v in samples['image_size'])
     cams = [Camera(k, *size) for k in samples['k']]
@@ -268,7 +274,6 @@ def _skip_reason(cfg, opts, inputs, model_dir):
 def assess_all(samples, readings, artifact, rows=None):
     """Per mode: sigma ``(N, 3)`` and beyond-range ``(N,)`` of the ``rows`` (NaN elsewhere)."""
     from nlml_hpe import uncertainty as U
-    from nlml_hpe.uncertainty_check import assess_readings
 
     model = U.UncertaintyModel(artifact)
     rows = np.ones(len(samples['sequence']), bool) if rows is None else rows
@@ -299,8 +304,6 @@ def cross_validate(samples, readings, opts):
 
 def evaluate(samples, readings, assessed):
     """Calibration tables of single images (both modes) and sequences, from :func:`assess_all`."""
-    from nlml_hpe.uncertainty_check import calibration_table
-
     single = samples['sequence'] < 0
     out = {}
     for name, mode, sel in (('single images, one pass', 'one_pass', single),
@@ -381,8 +384,6 @@ def _repo_relative(path):
 
 
 def _write_report(out_dir, artifact, check, fit, cached):
-    from nlml_hpe.uncertainty_check import format_table
-
     prov = artifact['provenance']
     lines = ['# Stage 10: uncertainty', '',
              f"- {prov['single_images']} single images ({prov['single_found']} found) and "

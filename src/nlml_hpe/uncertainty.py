@@ -20,7 +20,8 @@ numpy only, a small fraction of what the estimator spends on a face):
 Both models are fitted by the training stage :mod:`training.uncertainty` on
 renders of identities used nowhere in training, under a mixture of a robot
 camera's conditions (:mod:`training.camera_conditions`), and checked without
-refitting on the AFLW2000 dev split (:mod:`nlml_hpe.uncertainty_check`).  Their
+refitting on the AFLW2000 dev split (:mod:`nlml_hpe.bench.uncertainty`; the
+tables: :mod:`nlml_hpe.uncertainty_tables`).  Their
 coefficients ship in ``models/uncertainty.json`` (:func:`load_uncertainty`),
 one set per reading mode: ``one_pass`` (as the node runs) and ``flip`` (flip
 averaging on).

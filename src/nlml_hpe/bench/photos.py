@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 
 from ..geometry import euler_to_matrix, face_frame_in_optical, rotation_between
+from ..scenery import CameraView, room_background
 from .aflw2000 import list_aflw2000, read_aflw_box, read_aflw_pose, read_rgb
-from .scenes import CameraView, room_background
 from .sequences import FPS, FRAME_SIZE, Frame, Sequence, Truth, camera_matrix, yaw_bin
 
 #: Frames a photo is shown, then frames of no face.

@@ -7,7 +7,7 @@ are made lazily, at 30 fps, 640x480 with a 60 deg horizontal field of view
 
 Rendered heads (:data:`RENDERED`; ICT-FaceKit identities the training never saw,
 with expressions it never drew: talking, full blinks, smiles) over moving room
-backgrounds (:mod:`nlml_hpe.bench.scenes`):
+backgrounds (:mod:`nlml_hpe.scenery`; the heads: :mod:`nlml_hpe.bench.scenes`):
 
 * ``frontal``: a near-frontal face drifting slowly (3 s): the easy case.
 * ``turn_yaw``: turning to +90 deg yaw and back, then to -90 and back.
@@ -38,7 +38,8 @@ import cv2
 import numpy as np
 
 from ..geometry import euler_to_matrix, face_frame_in_optical, rotation_between
-from .scenes import CameraView, held_out_identities, room_background
+from ..scenery import CameraView, room_background
+from .scenes import held_out_identities
 
 FPS = 30.0
 FRAME_SIZE = (640, 480)
