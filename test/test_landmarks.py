@@ -49,7 +49,8 @@ def paste(frame, crop, share, face_px, centre):
 
 def test_extract_one_face(face_rgb):
     with LandmarkExtractor() as ex:
-        faces, scores = ex.extract_with_scores(face_rgb)
+        reading = ex.read_frame(face_rgb)
+    faces, scores = reading.faces, reading.scores
     assert len(faces) == 1
     lm = faces[0]
     assert lm.shape == (468, 3) and lm.dtype == np.float64

@@ -252,6 +252,8 @@ def build_parser():
                     add_help=False)
     bsub.add_parser('robustness', help='camera faults (blur, noise, dim room, JPEG) on near and '
                     'far faces in clutter (nlml_hpe.bench.robustness)', add_help=False)
+    bsub.add_parser('uncertainty', help='sigma and beyond-range state checked per |yaw| bin '
+                    'on labelled images (nlml_hpe.bench.uncertainty)', add_help=False)
     return parser
 
 
@@ -264,6 +266,9 @@ def main(argv=None):
     if argv[:1] == ['tracks']:
         from .tracks import main as tracks_main
         return tracks_main(argv[1:])
+    if argv[:1] == ['uncertainty']:
+        from .uncertainty import main as uncertainty_main
+        return uncertainty_main(argv[1:])
     if argv[:1] in (['range'], ['robustness']):
         import importlib
 

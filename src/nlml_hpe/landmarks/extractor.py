@@ -199,11 +199,6 @@ class LandmarkExtractor:
         """Return a list of ``(468, 3)`` float64 landmark arrays (``x*W, y*H, z*W``)."""
         return self.read_frame(rgb).faces
 
-    def extract_with_scores(self, rgb):
-        """Return ``(landmarks list, face-presence scores list)``, largest face first."""
-        reading = self.read_frame(rgb)
-        return reading.faces, reading.scores
-
     def read_frame(self, rgb, *, mirror=False, camera=None, line_of_sight_deg=None):
         """Find and read the faces of one frame: a :class:`FrameReading`.
 
@@ -390,11 +385,9 @@ class LandmarkExtractor:
     def look_ahead(self):
         """Start the look for new faces that the latest frame scheduled, if any.
 
-        Call it once a frame's work is done (the estimator does, after the
-        poses): with ``num_threads`` >= 2 the look runs on its worker in the
-        time before the next frame; with one it runs here.  The next
-        :meth:`read_frame` reads the faces it found (and starts the look
-        itself if this was not called).
+        Call it once a frame's work is done (the estimator does): with
+        ``num_threads`` >= 2 the look runs on its worker before the next frame,
+        with one it runs here.  The next :meth:`read_frame` reads what it found.
         """
         with self._one_caller():
             self.look.start()
