@@ -406,3 +406,24 @@ def test_stage_fits_a_loadable_artifact_from_a_few_renders(tmp_path, ict_npz_mod
     assert pipeline.main(['--config', str(tiny), '--workdir', str(tmp_path),
                           '--only', 'uncertainty', '--force', 'uncertainty']) == 0
     assert '(samples.npz reused)' in (tmp_path / 'uncertainty' / 'report.md').read_text()
+
+
+def test_assessment_matches_the_sigma_terms_it_was_fitted_on(shipped):
+    """The run-time path (all three angles at once) is the fitted model: sigma_terms per angle."""
+    rng = np.random.default_rng(3)
+    for mode in U.MODES:
+        m = shipped.modes[mode]
+        f = rng.uniform(m['feature_low'] - 0.5, m['feature_high'] + 0.5, (300, len(U.FEATURES)))
+        fc = np.clip(f, m['feature_low'], m['feature_high'])
+        got = shipped.assess_features(f, flip_average=(mode == 'flip'))
+        for a in range(3):
+            want = np.clip(np.exp(np.clip(U.sigma_terms(fc, got.p_beyond, a) @ m['sigma'][a],
+                                          -5.0, 5.0)), *U.SIGMA_BOUNDS_DEG)
+            np.testing.assert_allclose(got.sigma_deg[:, a], want, rtol=1e-12)
+    # Mixed reading modes: each face gets its own mode's coefficients.
+    flip = rng.random(300) < 0.5
+    mixed = shipped.assess_features(f, flip_average=flip)
+    alone = shipped.assess_features(f[flip], flip_average=True)
+    np.testing.assert_array_equal(mixed.sigma_deg[flip], alone.sigma_deg)
+    with pytest.raises(ValueError, match='flip_average'):
+        shipped.assess_features(f, flip_average=[True, False])

@@ -37,6 +37,7 @@ from .uncertainty_cues import (
     ANGLES,
     FEATURES,
     N_RANGE_TERMS,
+    PRESENCE_KNEE,
     RANGE_FEATURES,
     SIGMA_TERMS,
     features,
@@ -62,6 +63,13 @@ BEYOND_DEG, WITHIN_DEG = 65.0, 45.0
 #: 2: quadratic range classifier on seven cues, sigma calibrated per |yaw| bin.
 FORMAT_VERSION = 2
 FILE_NAME = 'uncertainty.json'
+# Columns of FEATURES that :func:`sigma_terms` reads (its fast copy in _assess_mode).
+_PITCH, _YAW, _ROLL = (FEATURES.index(f'abs_{a}') for a in ANGLES)
+_SPLITS = tuple(FEATURES.index(f'split_{a}') for a in ANGLES)
+_PRESENCE, _EYE_PX = FEATURES.index('presence'), FEATURES.index('log_eye_px')
+_SPLIT_TERM = SIGMA_TERMS.index('split')
+assert SIGMA_TERMS == ('one', 'p_beyond', 'abs_yaw', 'abs_yaw_sq', 'abs_pitch', 'abs_roll',
+                       'split', 'presence', 'presence_hinge', 'log_eye_px'), 'see _assess_mode'
 MAX_FILE_BYTES = 256 * 1024
 
 
@@ -107,12 +115,16 @@ class UncertaintyModel:
     def assess_features(self, feats, *, flip_average=False):
         """:meth:`assess` from precomputed :func:`features` ``(N, len(FEATURES))``."""
         f = np.asarray(feats, dtype=np.float64).reshape(-1, len(FEATURES))
-        flip = np.broadcast_to(np.asarray(flip_average, dtype=bool), (len(f),))
+        flip = np.asarray(flip_average, dtype=bool)
+        if flip.ndim and flip.shape != (len(f),):
+            raise ValueError(f'flip_average must be one value or {len(f)}, got {flip.shape}')
+        if flip.ndim == 0 or not (flip.any() and not flip.all()):  # one mode for all (usual)
+            mode = 'flip' if flip.size and bool(flip.flat[0]) else 'one_pass'
+            return Assessment(*self._assess_mode(self.modes[mode], f))
         sigma, p = np.empty((len(f), 3)), np.empty(len(f))
         beyond = np.zeros(len(f), dtype=bool)
         for mode, sel in (('flip', flip), ('one_pass', ~flip)):
-            if sel.any():
-                sigma[sel], beyond[sel], p[sel] = self._assess_mode(self.modes[mode], f[sel])
+            sigma[sel], beyond[sel], p[sel] = self._assess_mode(self.modes[mode], f[sel])
         return Assessment(sigma, beyond, p)
 
     @staticmethod
@@ -121,9 +133,22 @@ class UncertaintyModel:
         r = m['range']
         z = range_terms((f[:, r['columns']] - r['mean']) / r['std']) @ r['coef'] + r['intercept']
         p = 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
-        sigma = np.empty((len(f), 3))
+        # sigma_terms(f, p, a) for a = 0, 1, 2 at once: the terms differ only in 'split'
+        terms = np.empty((len(f), len(SIGMA_TERMS)))
+        terms[:, 0] = 1.0
+        terms[:, 1] = p
+        terms[:, 2] = f[:, _YAW]
+        terms[:, 3] = f[:, _YAW] ** 2
+        terms[:, 4] = f[:, _PITCH]
+        terms[:, 5] = f[:, _ROLL]
+        terms[:, 7] = f[:, _PRESENCE]
+        terms[:, 8] = np.maximum(f[:, _PRESENCE] - PRESENCE_KNEE, 0.0)
+        terms[:, 9] = f[:, _EYE_PX]
+        log_sigma = np.empty((len(f), 3))
         for a in range(3):
-            sigma[:, a] = np.exp(np.clip(sigma_terms(f, p, a) @ m['sigma'][a], -5.0, 5.0))
+            terms[:, _SPLIT_TERM] = f[:, _SPLITS[a]]
+            log_sigma[:, a] = terms @ m['sigma'][a]
+        sigma = np.exp(np.clip(log_sigma, -5.0, 5.0))
         return np.clip(sigma, *SIGMA_BOUNDS_DEG), p >= r['threshold'], p
 
     def assess_poses(self, poses):

@@ -32,6 +32,7 @@ RANGE_FEATURES = ('abs_yaw', 'split_yaw', 'presence', 'eye_ratio', 'cheek_ratio'
                   'depth_extent', 'log_eye_px')
 #: Number of :func:`range_terms`: the cues and their products (each pair once, squares too).
 N_RANGE_TERMS = len(RANGE_FEATURES) * (len(RANGE_FEATURES) + 3) // 2
+_PAIRS = np.triu_indices(len(RANGE_FEATURES))  # range_terms' products, each pair once
 #: Terms of each angle's ``log sigma`` (``split`` is that angle's own split).
 SIGMA_TERMS = ('one', 'p_beyond', 'abs_yaw', 'abs_yaw_sq', 'abs_pitch', 'abs_roll', 'split',
                'presence', 'presence_hinge', 'log_eye_px')
@@ -99,7 +100,7 @@ def range_terms(z):
     ``z[:, i] * z[:, j]`` for ``i <= j`` in row-major order.
     """
     z = np.asarray(z, dtype=np.float64)
-    i, j = np.triu_indices(z.shape[1])
+    i, j = _PAIRS if z.shape[1] == len(RANGE_FEATURES) else np.triu_indices(z.shape[1])
     return np.concatenate([z, z[:, i] * z[:, j]], axis=1)
 
 
