@@ -140,6 +140,39 @@ def test_a_face_leaving_the_image_is_dropped_at_once():
     assert tracker.tracks[track.id].state == LOST
 
 
+def _walk_out(tracker):
+    """A face walks right out of a 640x480 image; return its track and the time it left."""
+    t, x = 0.0, 500.0
+    for _ in range(10):  # moving right at 600 px/s towards the edge of a 640 px image
+        (track,) = tracker.update([[x, 100, x + 80, 180]], t, (640, 480))
+        t, x = t + 1 / 30, x + 20
+    tracker.update([], t, (640, 480))  # its predicted centre is outside: lost
+    return track, t
+
+
+def test_a_face_that_walks_out_and_back_within_memory_keeps_its_id():
+    """Expected back where it left (the image's edge), not where its walk would have led."""
+    tracker = FaceTracker(confirm_frames=1, coast_s=0.3, memory_s=1.5)
+    track, t = _walk_out(tracker)
+    assert tracker.tracks[track.id].state == LOST
+    t += 0.8  # away 0.8 s: its walk would have taken it ~500 px further out
+    (back,) = tracker.update([[570, 105, 640, 185]], t, (640, 480))  # back at the right edge
+    assert back.id == track.id and back.state == CONFIRMED
+
+
+def test_a_face_entering_at_another_edge_is_a_new_person():
+    tracker = FaceTracker(confirm_frames=1, coast_s=0.3, memory_s=1.5)
+    track, t = _walk_out(tracker)
+    (other,) = tracker.update([[0, 105, 70, 185]], t + 0.5, (640, 480))  # the left edge
+    assert other.id != track.id
+    # ... and after memory_s the one who left is forgotten, even at its own edge.
+    tracker2 = FaceTracker(confirm_frames=1, coast_s=0.3, memory_s=1.5)
+    track2, t2 = _walk_out(tracker2)
+    tracker2.update([], t2 + 1.0, (640, 480))
+    (late,) = tracker2.update([[570, 105, 640, 185]], t2 + 1.6, (640, 480))
+    assert late.id != track2.id
+
+
 def test_uids_are_random_letters_and_never_repeat():
     uids = set()
     for _ in range(20):

@@ -15,7 +15,8 @@ is), and stays listed for ``coast_s`` after it was last seen (a missed frame or
 two does not make it flicker).  A lost track is no longer listed but keeps its
 id for ``memory_s``: a face that comes back where its motion puts it (out from
 behind an occluder, back from a turn the landmark model could not follow) gets
-its old id back.  Ids are never reused; each track also has a random
+its old id back; so does a face that walked out of the image and comes back in
+through the edge where it left.  Ids are never reused; each track also has a random
 :attr:`Track.uid`, unique across streams, nodes and restarts (REP-155 face ids).
 
 Association, every frame: boxes are matched to the live tracks' *predicted*
@@ -112,6 +113,7 @@ class Track:
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))
     size: float = 0.0
     anchor: tuple = None
+    exit_box: np.ndarray = None
 
     def __post_init__(self):
         self.size = self.size or box_size(self.box)
@@ -126,8 +128,12 @@ class Track:
         """Predicted box at time ``t`` (its centre at constant velocity, for a short while).
 
         From the last consistent sighting; from the last one when that is long ago
-        (a face turned to profile for a while: its box shrank for good).
+        (a face turned to profile for a while: its box shrank for good).  A face
+        that walked out of the image can only come back through its edge: it is
+        expected where it left (``exit_box``).
         """
+        if self.exit_box is not None:
+            return self.exit_box.copy()
         box, t0 = self.anchor
         if self.last_seen - t0 > MAX_EXTRAPOLATION_S:
             box, t0 = self.box, self.last_seen
@@ -141,6 +147,7 @@ class Track:
 
     def _seen(self, box, t, confirm_frames, behind=False):
         t = float(t)
+        self.exit_box = None
         if self.state == LOST:
             self.velocity = np.zeros(2)  # motion across a long gap is not a velocity
             self.anchor, self.size = (box.copy(), t), box_size(box)
@@ -301,7 +308,9 @@ class FaceTracker:
             return
         if tr.state in LISTED:
             tr.state = COASTING
-            if unseen > self.coast_s or _left(tr.predict(t), image_size):
+            if _left(tr.predict(t), image_size):
+                tr.state, tr.exit_box = LOST, _exit_box(tr, image_size)
+            elif unseen > self.coast_s:
                 tr.state = LOST
         if tr.state == LOST and unseen > self.memory_s:
             del self._tracks[tr.id]
@@ -320,6 +329,14 @@ def _behind(boxes):
     area = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
     larger = area[None, :] > area[:, None]
     return np.any(larger & (inter >= BEHIND_OVERLAP * np.maximum(area[:, None], 1e-9)), axis=1)
+
+
+def _exit_box(track, image_size):
+    """A box of the track's size at the point of the image's edge nearest its last sighting."""
+    c = (track.box[:2] + track.box[2:]) / 2.0
+    c = np.clip(c, 0.0, np.asarray(image_size, dtype=np.float64))
+    half = track.size / 2.0
+    return np.concatenate([c - half, c + half])
 
 
 def _left(box, image_size):
