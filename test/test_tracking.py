@@ -141,7 +141,7 @@ def test_a_face_leaving_the_image_is_dropped_at_once():
 
 
 def _walk_out(tracker):
-    """A face walks right out of a 640x480 image; return its track and the time it left."""
+    """Walk a face right out of a 640x480 image; return its track and the time it left."""
     t, x = 0.0, 500.0
     for _ in range(10):  # moving right at 600 px/s towards the edge of a 640 px image
         (track,) = tracker.update([[x, 100, x + 80, 180]], t, (640, 480))

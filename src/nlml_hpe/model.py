@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .features import N_FEATURES
+from .small_json import read_small_json
 from .uncertainty import FILE_NAME as UNCERTAINTY_FILE
 from .uncertainty import UncertaintyFileError, load_uncertainty
 
@@ -395,12 +396,8 @@ def load_model(path):
     metadata = {}
     if meta_path.exists():
         try:
-            if not meta_path.is_file():
-                raise OSError('not a regular file')
-            if meta_path.stat().st_size > MAX_METADATA_BYTES:
-                raise ValueError(f'larger than {MAX_METADATA_BYTES} bytes')
-            metadata = json.loads(meta_path.read_text())
-        except (OSError, ValueError, RecursionError) as exc:
+            metadata = read_small_json(meta_path, MAX_METADATA_BYTES)
+        except (OSError, ValueError) as exc:
             raise ModelFileError(f'cannot read model metadata {meta_path}: '
                                  f'{type(exc).__name__}: {exc}') from exc
         if not isinstance(metadata, dict):

@@ -332,7 +332,7 @@ def _behind(boxes):
 
 
 def _exit_box(track, image_size):
-    """A box of the track's size at the point of the image's edge nearest its last sighting."""
+    """Return a box of the track's size at the image edge's point nearest its last box."""
     c = (track.box[:2] + track.box[2:]) / 2.0
     c = np.clip(c, 0.0, np.asarray(image_size, dtype=np.float64))
     half = track.size / 2.0

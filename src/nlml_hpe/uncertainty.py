@@ -28,11 +28,11 @@ averaging on).
 """
 
 from dataclasses import dataclass
-import json
 from pathlib import Path
 
 import numpy as np
 
+from .small_json import read_small_json
 from .uncertainty_cues import (
     ANGLES,
     FEATURES,
@@ -220,12 +220,8 @@ def load_uncertainty(path, model_weights=None):
     if path.is_dir():
         path = path / FILE_NAME
     try:
-        if not path.is_file():
-            raise OSError('not found or not a regular file')
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise OSError(f'larger than {MAX_FILE_BYTES} bytes')
-        data = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError) as exc:
+        data = read_small_json(path, MAX_FILE_BYTES)
+    except (OSError, ValueError) as exc:
         raise UncertaintyFileError(f'cannot read uncertainty artifact {path}: '
                                    f'{type(exc).__name__}: {exc}') from None
     if not isinstance(data, dict) or data.get('format_version') != FORMAT_VERSION:
