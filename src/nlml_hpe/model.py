@@ -397,7 +397,7 @@ def load_model(path):
     if meta_path.exists():
         try:
             metadata = read_small_json(meta_path, MAX_METADATA_BYTES)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise ModelFileError(f'cannot read model metadata {meta_path}: '
                                  f'{type(exc).__name__}: {exc}') from exc
         if not isinstance(metadata, dict):

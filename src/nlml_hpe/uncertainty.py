@@ -221,7 +221,7 @@ def load_uncertainty(path, model_weights=None):
         path = path / FILE_NAME
     try:
         data = read_small_json(path, MAX_FILE_BYTES)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise UncertaintyFileError(f'cannot read uncertainty artifact {path}: '
                                    f'{type(exc).__name__}: {exc}') from None
     if not isinstance(data, dict) or data.get('format_version') != FORMAT_VERSION:
