@@ -37,12 +37,12 @@ from .uncertainty_cues import (
     ANGLES,
     FEATURES,
     N_RANGE_TERMS,
-    PRESENCE_KNEE,
     RANGE_FEATURES,
     SIGMA_TERMS,
     features,
     range_terms,
     sigma_terms,
+    sigma_terms_all,
 )
 
 __all__ = ['ANGLES', 'FEATURES', 'RANGE_FEATURES', 'SIGMA_TERMS', 'Assessment',
@@ -63,13 +63,6 @@ BEYOND_DEG, WITHIN_DEG = 65.0, 45.0
 #: 2: quadratic range classifier on seven cues, sigma calibrated per |yaw| bin.
 FORMAT_VERSION = 2
 FILE_NAME = 'uncertainty.json'
-# Columns of FEATURES that :func:`sigma_terms` reads (its fast copy in _assess_mode).
-_PITCH, _YAW, _ROLL = (FEATURES.index(f'abs_{a}') for a in ANGLES)
-_SPLITS = tuple(FEATURES.index(f'split_{a}') for a in ANGLES)
-_PRESENCE, _EYE_PX = FEATURES.index('presence'), FEATURES.index('log_eye_px')
-_SPLIT_TERM = SIGMA_TERMS.index('split')
-assert SIGMA_TERMS == ('one', 'p_beyond', 'abs_yaw', 'abs_yaw_sq', 'abs_pitch', 'abs_roll',
-                       'split', 'presence', 'presence_hinge', 'log_eye_px'), 'see _assess_mode'
 MAX_FILE_BYTES = 256 * 1024
 
 
@@ -133,21 +126,8 @@ class UncertaintyModel:
         r = m['range']
         z = range_terms((f[:, r['columns']] - r['mean']) / r['std']) @ r['coef'] + r['intercept']
         p = 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
-        # sigma_terms(f, p, a) for a = 0, 1, 2 at once: the terms differ only in 'split'
-        terms = np.empty((len(f), len(SIGMA_TERMS)))
-        terms[:, 0] = 1.0
-        terms[:, 1] = p
-        terms[:, 2] = f[:, _YAW]
-        terms[:, 3] = f[:, _YAW] ** 2
-        terms[:, 4] = f[:, _PITCH]
-        terms[:, 5] = f[:, _ROLL]
-        terms[:, 7] = f[:, _PRESENCE]
-        terms[:, 8] = np.maximum(f[:, _PRESENCE] - PRESENCE_KNEE, 0.0)
-        terms[:, 9] = f[:, _EYE_PX]
-        log_sigma = np.empty((len(f), 3))
-        for a in range(3):
-            terms[:, _SPLIT_TERM] = f[:, _SPLITS[a]]
-            log_sigma[:, a] = terms @ m['sigma'][a]
+        terms = sigma_terms_all(f, p)  # (3, N, T): each angle's terms
+        log_sigma = np.stack([terms[a] @ m['sigma'][a] for a in range(3)], axis=1)
         sigma = np.exp(np.clip(log_sigma, -5.0, 5.0))
         return np.clip(sigma, *SIGMA_BOUNDS_DEG), p >= r['threshold'], p
 

@@ -32,6 +32,7 @@ RANGE_FEATURES = ('abs_yaw', 'split_yaw', 'presence', 'eye_ratio', 'cheek_ratio'
                   'depth_extent', 'log_eye_px')
 #: Number of :func:`range_terms`: the cues and their products (each pair once, squares too).
 N_RANGE_TERMS = len(RANGE_FEATURES) * (len(RANGE_FEATURES) + 3) // 2
+_COL = {k: i for i, k in enumerate(FEATURES)}  # FEATURES' column of each cue
 _PAIRS = np.triu_indices(len(RANGE_FEATURES))  # range_terms' products, each pair once
 #: Terms of each angle's ``log sigma`` (``split`` is that angle's own split).
 SIGMA_TERMS = ('one', 'p_beyond', 'abs_yaw', 'abs_yaw_sq', 'abs_pitch', 'abs_roll', 'split',
@@ -106,8 +107,26 @@ def range_terms(z):
 
 def sigma_terms(feats, p_beyond, angle):
     """Return the :data:`SIGMA_TERMS` matrix ``(N, len(SIGMA_TERMS))`` of angle 0, 1 or 2."""
-    f = {k: feats[:, i] for i, k in enumerate(FEATURES)}
-    presence = f['presence']
-    return np.stack([np.ones(len(feats)), p_beyond, f['abs_yaw'], f['abs_yaw'] ** 2,
-                     f['abs_pitch'], f['abs_roll'], f[f'split_{ANGLES[angle]}'], presence,
-                     np.maximum(presence - PRESENCE_KNEE, 0.0), f['log_eye_px']], axis=1)
+    return sigma_terms_all(feats, p_beyond)[angle]
+
+
+def sigma_terms_all(feats, p_beyond):
+    """Return :func:`sigma_terms` of the three angles at once: ``(3, N, len(SIGMA_TERMS))``.
+
+    The terms are shared but ``split``, each angle's own.
+    """
+    feats = np.asarray(feats, dtype=np.float64)
+    n = len(feats)
+    yaw, presence = feats[:, _COL['abs_yaw']], feats[:, _COL['presence']]
+    shared = {'one': np.ones(n), 'p_beyond': p_beyond, 'abs_yaw': yaw, 'abs_yaw_sq': yaw ** 2,
+              'abs_pitch': feats[:, _COL['abs_pitch']], 'abs_roll': feats[:, _COL['abs_roll']],
+              'presence': presence,
+              'presence_hinge': np.maximum(presence - PRESENCE_KNEE, 0.0),
+              'log_eye_px': feats[:, _COL['log_eye_px']]}
+    out = np.empty((3, n, len(SIGMA_TERMS)))
+    for j, term in enumerate(SIGMA_TERMS):
+        if term == 'split':
+            out[:, :, j] = feats[:, [_COL[f'split_{a}'] for a in ANGLES]].T
+        else:
+            out[:, :, j] = shared[term]
+    return out
