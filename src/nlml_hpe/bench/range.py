@@ -228,6 +228,23 @@ def make_estimators(model_path=None, legacy=True, **options):
     return out
 
 
+def run_and_print(name, estimators, run, format_result, as_json):
+    """Return 0 after ``run(estimators)``, its result printed (JSON or ``format_result``).
+
+    The estimators are closed whatever happens; a ``ValueError`` ends the
+    command with ``benchmark <name>: <reason>``.
+    """
+    try:
+        result = run(estimators)
+    except ValueError as exc:
+        raise SystemExit(f'benchmark {name}: {exc}') from None
+    finally:
+        for est in estimators.values():
+            est.close()
+    print(json.dumps(result, indent=2) if as_json else format_result(result))
+    return 0
+
+
 def add_arguments(parser):
     """Add the command line of the range benchmark (``nlml-hpe benchmark range`` too)."""
     parser.add_argument('directory', metavar='DIR', help='AFLW2000-3D images with .mat labels')
@@ -276,19 +293,13 @@ def main(args):
             raise ValueError('--empty must be >= 0')
     except ValueError as exc:
         raise SystemExit(f'benchmark range: {exc}') from None
-    estimators = make_estimators(args.model, legacy=not args.no_legacy)
-    try:
-        result = run_range(args.directory, estimators, widths=args.widths or FACE_WIDTHS,
-                           frames=frames, backgrounds=kinds, modes=modes,
-                           empty_frames=args.empty, limit=args.limit, seed=args.seed,
-                           progress=not args.json and sys.stderr.isatty())
-    except ValueError as exc:
-        raise SystemExit(f'benchmark range: {exc}') from None
-    finally:
-        for est in estimators.values():
-            est.close()
-    print(json.dumps(result, indent=2) if args.json else format_range(result))
-    return 0
+    return run_and_print(
+        'range', make_estimators(args.model, legacy=not args.no_legacy),
+        lambda estimators: run_range(
+            args.directory, estimators, widths=args.widths or FACE_WIDTHS, frames=frames,
+            backgrounds=kinds, modes=modes, empty_frames=args.empty, limit=args.limit,
+            seed=args.seed, progress=not args.json and sys.stderr.isatty()),
+        format_range, args.json)
 
 
 if __name__ == '__main__':

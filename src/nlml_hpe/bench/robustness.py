@@ -19,13 +19,12 @@ in one run.
 """
 
 import argparse
-import json
 import sys
 import time
 
 from .aflw2000 import mae, pick_labelled_face
 from .clutter import FAULTS, apply_fault, frame_rng, make_background, paste_face
-from .range import load_faces, make_estimators
+from .range import load_faces, make_estimators, run_and_print
 
 #: Conditions: name -> face width in a cluttered frame (None: the photo itself).
 CONDITIONS = {'full': None, '100px': 100, '40px': 40}
@@ -138,20 +137,13 @@ def add_arguments(parser):
 
 def main(args):
     """Run the benchmark for parsed ``args`` (:func:`add_arguments`); print its table."""
-    estimators = make_estimators(args.model, legacy=not args.no_legacy)
-    try:
-        result = run_robustness(args.directory, estimators,
-                                faults=[f for f in args.faults.split(',') if f],
-                                conditions=[c for c in args.conditions.split(',') if c],
-                                limit=args.limit, seed=args.seed,
-                                progress=not args.json and sys.stderr.isatty())
-    except ValueError as exc:
-        raise SystemExit(f'benchmark robustness: {exc}') from None
-    finally:
-        for est in estimators.values():
-            est.close()
-    print(json.dumps(result, indent=2) if args.json else format_robustness(result))
-    return 0
+    return run_and_print(
+        'robustness', make_estimators(args.model, legacy=not args.no_legacy),
+        lambda estimators: run_robustness(
+            args.directory, estimators, faults=[f for f in args.faults.split(',') if f],
+            conditions=[c for c in args.conditions.split(',') if c], limit=args.limit,
+            seed=args.seed, progress=not args.json and sys.stderr.isatty()),
+        format_robustness, args.json)
 
 
 if __name__ == '__main__':
