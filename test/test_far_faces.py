@@ -89,3 +89,30 @@ def test_search_keeps_the_best_score_of_a_face_over_all_runs(estimator):
     mine = [f.score for f in found if pick_labelled_face([f.box], label) is not None]
     assert len(mine) == 1 and mine[0] == pytest.approx(best)
     assert np.isfinite(best) and best > 0.5
+
+
+@pytest.mark.parametrize('width', [28, 40])
+def test_a_small_face_whose_detection_is_turned_far_off_is_read_upright(estimator, width,
+                                                                        monkeypatch):
+    """A far face's eye keypoints can turn its ROI far off: the second look reads it upright."""
+    from dataclasses import replace
+
+    from nlml_hpe.landmarks import extractor as ex_module
+
+    rgb = demo('003.jpg')
+    box = estimator.estimate(rgb)[0].box
+    frame, label = scene((rgb, box), 640, 480, width, 'smooth', 'photo', frame_rng(0))
+    ext = estimator.extractor
+    found = [f for f in ext.search(frame) if pick_labelled_face([f.box], label) is not None]
+    assert len(found) == 1
+    right = ext._read_new(frame, found)[0]
+    turned = replace(found[0], roi=replace(found[0].roi, angle=found[0].roi.angle
+                                           + np.radians(120.0)))
+    read = ext._read_new(frame, [turned])[0]
+    assert read.landmarks is not None and right.landmarks is not None
+    # The same face, read as well as through the detector's own ROI.
+    assert pick_labelled_face([read.landmarks[:, :2].min(0).tolist()
+                               + read.landmarks[:, :2].max(0).tolist()], label) is not None
+    assert np.abs(read.landmarks - right.landmarks)[:, :2].mean() < 0.1 * width
+    monkeypatch.setattr(ex_module, 'SECOND_LOOK_UPRIGHT', False)
+    assert ext._read_new(frame, [turned])[0].landmarks is None

@@ -16,7 +16,10 @@ Usage::
 :mod:`nlml_hpe.detection` (e.g. ``landmarks.SMALL_FACE_MIN_SCORE=0.4``) for an
 A/B run.  Prints found rate, MAE and false faces per width, background and
 fault.  ``photo`` backgrounds use no real photo here (``--textures DIR`` adds
-the non-face patches of a directory of labelled photos).
+the non-face patches of a directory of labelled photos; ``--free-textures DIR``
+pieces of every image of a directory of face-free photos, for example the
+photographs that scikit-image ships in ``skimage/data`` less ``astronaut.png``
+and ``camera.png``: real-photo clutter that is not the dev split).
 """
 
 import argparse
@@ -119,6 +122,24 @@ def run(estimator, faces, widths, kinds, faults, size, empty, seed, textures=Non
     return rows
 
 
+def free_textures(directory):
+    """Pieces of every image of ``directory``: photos with no face in them."""
+    from pathlib import Path
+
+    from nlml_hpe.bench.aflw2000 import read_rgb
+    from nlml_hpe.bench.clutter import photo_textures
+
+    out = []
+    for path in sorted(Path(directory).iterdir()):
+        if path.suffix.lower() in ('.png', '.jpg', '.jpeg'):
+            rgb = read_rgb(path)
+            # A zero-width box along the left edge: the whole image is one strip of pieces.
+            out += photo_textures([rgb], [(0.0, 0.0, 0.0, float(rgb.shape[0]))])
+    if not out:
+        raise SystemExit(f'no face-free photo in {directory}')
+    return out
+
+
 def patch_settings(settings):
     """Apply ``module.NAME=VALUE`` settings to nlml_hpe modules (A/B runs)."""
     import importlib
@@ -143,6 +164,7 @@ def main(argv=None):
     p.add_argument('--empty', type=int, default=0)
     p.add_argument('--seed', type=int, default=1)
     p.add_argument('--textures', metavar='DIR')
+    p.add_argument('--free-textures', metavar='DIR')
     p.add_argument('--setting', action='append', default=[])
     p.add_argument('--json', metavar='OUT')
     args = p.parse_args(argv)
@@ -154,6 +176,8 @@ def main(argv=None):
         from nlml_hpe.bench.range import load_faces
 
         textures = load_faces(args.textures)[1]
+    if args.free_textures:
+        textures = (textures or []) + free_textures(args.free_textures)
     kinds = [k for k in args.kinds.split(',') if k in BACKGROUND_KINDS]
     faults = [f for f in args.faults.split(',') if f in FAULTS]
     size = tuple(int(v) for v in args.frame.split('x'))

@@ -28,8 +28,12 @@ SCORE_TIE = 0.05
 SMALL_FACE_PX = 64.0
 STRONG_DETECTION = 0.75
 WEAK_PRESENCE = 0.1
-#: A small new face read below its floor is read once more through an ROI this much larger.
+#: A small new face read below its floor is read once more through ROIs this much larger
+#: and, with SECOND_LOOK_UPRIGHT, upright (unturned) at 1x and this scale: the detector's
+#: eye keypoints of a face under about 30 px turn its ROI by 40-90 deg too much at times,
+#: and the landmark model sees no face in a crop turned that far.
 SECOND_LOOK_SCALE = 1.25
+SECOND_LOOK_UPRIGHT = True
 #: :attr:`FaceRead.source` of a face read from its landmarks of the previous frame.
 TRACKED = 'tracked'
 #: ... and of a face a detector found.
@@ -44,8 +48,9 @@ class FaceRead:
     :data:`TRACKED` or :data:`NEW`; ``landmarks`` ``(468, 3)`` in image pixels
     (``None``: under its presence threshold, or not read directly);
     ``score``: face presence; ``mirrored``: its landmarks read from the
-    mirrored crop, in the mirrored image's pixels (``None``: not read);
-    ``floor``: the presence it needs (``None``: its source's threshold).
+    mirrored crop, in the mirrored image's pixels (``None``: not read), and
+    ``mirrored_score`` its presence; ``floor``: the presence it needs (``None``:
+    its source's threshold).
     """
 
     plan: ReadPlan
@@ -54,6 +59,7 @@ class FaceRead:
     score: float = 0.0
     mirrored: np.ndarray = None
     floor: float = None
+    mirrored_score: float = None
 
     @property
     def reread(self):
@@ -99,6 +105,14 @@ def presence_floor(found, config):
     if found.score >= STRONG_DETECTION and found.roi.side <= SMALL_FACE_PX * ROI_SCALE:
         return min(WEAK_PRESENCE, config.min_tracking_confidence)
     return config.min_tracking_confidence
+
+
+def second_looks(roi):
+    """Return the ROIs of a small face's second look (:data:`SECOND_LOOK_SCALE`, ...UPRIGHT)."""
+    larger = replace(roi, side=roi.side * SECOND_LOOK_SCALE)
+    if not SECOND_LOOK_UPRIGHT:
+        return [larger]
+    return [larger, replace(roi, angle=0.0), replace(larger, angle=0.0)]
 
 
 def reads_mirrored(plan, config):
@@ -274,7 +288,8 @@ class LandmarkExtractor:
 
         The last pass also turns them onto their line of sight and reads their
         mirrored crops; a re-reading replaces a face's landmarks if it is the
-        same face.
+        same face.  With ``confirm_far_faces``, a small face whose mirrored crop
+        reads below its presence floor is dropped.
         """
         redo = [f for f in faces if f.source == NEW and f.landmarks is not None]
         refine = self.config.refine
@@ -295,27 +310,32 @@ class LandmarkExtractor:
                                                                         face.landmarks):
                     face.landmarks, face.score, face.plan = r.landmarks, r.score, r.plan
                 if mirrored[k]:
-                    face.mirrored = r.mirrored
+                    face.mirrored, face.mirrored_score = r.mirrored, r.mirrored_score
+                small = reads_mirrored(plans[k], self.config)
+                if last and small and self.config.confirm_far_faces \
+                        and (face.mirrored_score or 0.0) < face.floor:
+                    face.landmarks = None  # not a face in its mirror image
 
     def _read_new(self, rgb, found):
         """Read new faces (:class:`~.detection_plan.Found`) from their detector ROIs.
 
         Each needs its :func:`presence_floor`.  A small face read below it gets
-        a second look through an ROI :data:`SECOND_LOOK_SCALE` times larger: a
-        far face's detector box is tight, and a crop that cuts its outline reads
-        as no face.
+        a second look (:func:`second_looks`; the surest reading that passes is
+        kept): a far face's detector box is tight, and a crop that cuts its
+        outline reads as no face; its eye keypoints may turn the crop far off.
         """
         floors = [presence_floor(f, self.config) for f in found]
         out = self._read(rgb, [ReadPlan.of_roi(f.roi) for f in found], NEW, floors=floors)
         again = [i for i, (r, f) in enumerate(zip(out, found))
                  if r.landmarks is None and f.roi.side <= SMALL_FACE_PX * ROI_SCALE]
-        if again:
-            plans = [ReadPlan.of_roi(replace(found[i].roi,
-                                             side=found[i].roi.side * SECOND_LOOK_SCALE))
-                     for i in again]
-            for i, r in zip(again, self._read(rgb, plans, NEW,
-                                              floors=[floors[i] for i in again])):
-                out[i] = r
+        looks = [(i, roi) for i in again for roi in second_looks(found[i].roi)]
+        if looks:
+            reads = self._read(rgb, [ReadPlan.of_roi(roi) for _, roi in looks], NEW,
+                               floors=[floors[i] for i, _ in looks])
+            for (i, _), r in zip(looks, reads):
+                if r.landmarks is not None and (out[i].landmarks is None
+                                                or r.score > out[i].score):
+                    out[i] = r
         return out
 
     def _read(self, rgb, plans, source, mirror=False, direct=None, threads=None, floors=None):
@@ -355,6 +375,7 @@ class LandmarkExtractor:
                 lm = lm.copy()
                 lm[:, 0] = width - lm[:, 0]
                 out[i].mirrored = lm
+                out[i].mirrored_score = float(s)
             elif s >= floors[i]:
                 out[i].landmarks, out[i].score = lm, float(s)
         return out
