@@ -171,3 +171,28 @@ def test_robustness_benchmark_reports_the_change_from_clean(aflw_dir, one_pass):
     assert clean['rate_change'] == 0.0 and clean['mae_change'] == 0.0
     assert fault['mae_change'] == pytest.approx(fault['mae']['mean'] - clean['mae']['mean'])
     assert 'jpeg25' in format_robustness(result)
+
+
+@pytest.mark.parametrize('name', ['range', 'robustness'])
+def test_range_and_robustness_take_the_estimator_options(name, tmp_path, capsys):
+    import argparse
+    import importlib
+
+    module = importlib.import_module(f'nlml_hpe.bench.{name}')
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    args = parser.parse_args([str(tmp_path), '--confirm-far-faces', '--min-face-px', '40'])
+    from nlml_hpe.bench.range import estimator_config, make_estimators
+
+    config = estimator_config(args, name)
+    assert config.confirm_far_faces and config.min_face_px == 40.0
+    est = make_estimators(legacy=False, config=config)['nlml_hpe']
+    try:  # one pass whatever the options say, the options otherwise as given
+        assert est.config.flip_average is False and est.config.confirm_far_faces
+    finally:
+        est.close()
+    with pytest.raises(SystemExit, match=f'benchmark {name}: --min-face-px must be in'):
+        estimator_config(parser.parse_args([str(tmp_path), '--min-face-px', '3']), name)
+    with pytest.raises(SystemExit):  # one pass: no flip averaging flag
+        parser.parse_args([str(tmp_path), '--flip-average'])
+    capsys.readouterr()

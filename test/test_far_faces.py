@@ -116,3 +116,51 @@ def test_a_small_face_whose_detection_is_turned_far_off_is_read_upright(estimato
     assert np.abs(read.landmarks - right.landmarks)[:, :2].mean() < 0.1 * width
     monkeypatch.setattr(ex_module, 'SECOND_LOOK_UPRIGHT', False)
     assert ext._read_new(frame, [turned])[0].landmarks is None
+
+
+def _worst_margin(width, height):
+    """Return the smallest margin of a frame point to the nearest inner edge of its best tile."""
+    from nlml_hpe.landmarks.detection_plan import detection_regions
+
+    regions = detection_regions(width, height, 'full', 24.0)[1:]
+    side = min(r[2] - r[0] for r in regions)
+    tiles = np.array([r for r in regions if r[2] - r[0] < side + 1e-6])
+    xs, ys = np.meshgrid(np.arange(0, width, 5.0), np.arange(0, height, 5.0))
+    pts = np.stack([xs.ravel(), ys.ravel()], 1)
+    inf = np.inf
+    # Distance to each tile's edges, an edge on the image's border counting as far away.
+    left = np.where(tiles[:, 0] > 0, pts[:, :1] - tiles[:, 0], inf)
+    top = np.where(tiles[:, 1] > 0, pts[:, 1:] - tiles[:, 1], inf)
+    right = np.where(tiles[:, 2] < width, tiles[:, 2] - pts[:, :1], inf)
+    bottom = np.where(tiles[:, 3] < height, tiles[:, 3] - pts[:, 1:], inf)
+    margin = np.minimum.reduce([left, top, right, bottom])
+    return margin.max(axis=1).min(), side
+
+
+@pytest.mark.parametrize('size', [(640, 480), (1280, 720), (1920, 1080)])
+def test_every_small_face_lies_well_inside_a_finest_tile(size, monkeypatch):
+    from nlml_hpe.landmarks import detection_plan
+
+    margin, side = _worst_margin(*size)
+    assert margin >= side / 4 - 1  # tiles overlap by half: a quarter side from every inner edge
+    if size == (1280, 720):  # as the tiles were: a face at the centre sat near an edge
+        monkeypatch.setattr(detection_plan, 'MIN_TILE_OVERLAP', 0.0)
+        assert _worst_margin(*size)[0] < side / 4 - 1
+
+
+def test_confirm_far_faces_drops_a_texture_the_mirror_does_not_read_as_a_face(aflw_dir):
+    """Face-free frames of ``benchmark range`` (photo textures, seed 0) that gave a false face."""
+    from nlml_hpe.bench.range import load_faces
+
+    _, textures = load_faces(aflw_dir)
+    frames = [scene(None, w, h, 0, 'photo', 'photo', frame_rng(0, 'empty', w, h, 'photo', i),
+                    textures)[0] for (w, h), i in [((640, 480), 17), ((1280, 720), 14)]]
+    with HeadPoseEstimator.from_pretrained(flip_average=False, confirm_far_faces=False) as off, \
+            HeadPoseEstimator.from_pretrained(flip_average=False) as on:  # on by default
+        for frame in frames:
+            assert len(off.estimate(frame)) == 1 and on.estimate(frame) == []
+        # A real far face still passes.
+        rgb = demo('003.jpg')
+        frame, label = scene((rgb, on.estimate(rgb)[0].box), 640, 480, 40, 'clutter', 'photo',
+                             frame_rng(1, '003.jpg'))
+        assert pick_labelled_face([p.box for p in on.estimate(frame)], label) is not None

@@ -241,9 +241,10 @@ class EstimatorConfig(_Table):
         'the two readings averaged (flip averaging of far faces: one more landmark read a '
         'far face); 0 = off.', 0.0, 1000.0)
     confirm_far_faces: bool = option(
-        False, 'A new face read mirrored too (small_face_flip_px) must also be a face in its '
-        'mirrored crop: false faces in real-photo clutter 13 -> 3 per 100 frames at '
-        '1280x720, but 2.5-5 % fewer 28 px faces found (renders, docs/robustness.md).')
+        True, 'A new face read mirrored too (small_face_flip_px) must also be a face in its '
+        'mirrored crop. Real-photo clutter at 1280x720: false faces 17 -> 7 per 100 frames '
+        'and ghost tracks in video on 8 -> 4 of 30 backgrounds, for 2.5-4 % fewer 28 px '
+        'rendered faces found in a single image (docs/robustness.md).')
     # API-only options of the landmark stage (the legacy graph's configuration and tests).
     min_tracking_confidence: float = option(
         0.5, "The landmark model's face-presence score a new face needs (the legacy "

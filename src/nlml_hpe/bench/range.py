@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from ..flags import add_option_flags, config_from_flags
 from .aflw2000 import (
     PROTOCOLS,
     in_protocol,
@@ -210,13 +211,17 @@ def format_range(result):
     return '\n'.join(lines)
 
 
-def make_estimators(model_path=None, legacy=True, **options):
-    """``{'nlml_hpe': ..., 'legacy': ...}`` one-pass estimators (legacy if installed and asked)."""
+def make_estimators(model_path=None, legacy=True, config=None, **options):
+    """``{'nlml_hpe': ..., 'legacy': ...}`` one-pass estimators (legacy if installed and asked).
+
+    ``config`` / ``options``: the project's estimator options (one pass whatever they say).
+    """
     from ..estimator import HeadPoseEstimator
     from ..model import default_model_dir, load_model
 
     model = load_model(default_model_dir() if model_path is None else model_path)
-    out = {'nlml_hpe': HeadPoseEstimator(model, flip_average=False, **options)}
+    out = {'nlml_hpe': HeadPoseEstimator(model, config=config, **dict(options,
+                                                                      flip_average=False))}
     if legacy:
         from .legacy import LegacyLandmarkExtractor, available
 
@@ -265,6 +270,22 @@ def add_arguments(parser):
     parser.add_argument('--no-legacy', action='store_true',
                         help='skip the legacy MediaPipe graph (needs mediapipe 0.10.21)')
     parser.add_argument('--json', action='store_true')
+    add_estimator_flags(parser)
+
+
+def add_estimator_flags(parser):
+    """Add the project estimator's option flags (one pass: not flip_average)."""
+    parser.set_defaults(option_specs=add_option_flags(
+        parser, exclude=('flip_average',),
+        title="the project's estimator options (one pass; the legacy graph keeps its own)"))
+
+
+def estimator_config(args, name):
+    """Return the options the flags give; a bad one ends the command, named."""
+    try:
+        return config_from_flags(args, args.option_specs)
+    except ValueError as exc:
+        raise SystemExit(f'benchmark {name}: {exc}') from None
 
 
 def parse_frames(values):
@@ -293,8 +314,9 @@ def main(args):
             raise ValueError('--empty must be >= 0')
     except ValueError as exc:
         raise SystemExit(f'benchmark range: {exc}') from None
+    config = estimator_config(args, 'range')
     return run_and_print(
-        'range', make_estimators(args.model, legacy=not args.no_legacy),
+        'range', make_estimators(args.model, legacy=not args.no_legacy, config=config),
         lambda estimators: run_range(
             args.directory, estimators, widths=args.widths or FACE_WIDTHS, frames=frames,
             backgrounds=kinds, modes=modes, empty_frames=args.empty, limit=args.limit,

@@ -24,7 +24,13 @@ import time
 
 from .aflw2000 import mae, pick_labelled_face
 from .clutter import FAULTS, apply_fault, frame_rng, make_background, paste_face
-from .range import load_faces, make_estimators, run_and_print
+from .range import (
+    add_estimator_flags,
+    estimator_config,
+    load_faces,
+    make_estimators,
+    run_and_print,
+)
 
 #: Conditions: name -> face width in a cluttered frame (None: the photo itself).
 CONDITIONS = {'full': None, '100px': 100, '40px': 40}
@@ -133,12 +139,14 @@ def add_arguments(parser):
     parser.add_argument('--no-legacy', action='store_true',
                         help='skip the legacy MediaPipe graph (needs mediapipe 0.10.21)')
     parser.add_argument('--json', action='store_true')
+    add_estimator_flags(parser)
 
 
 def main(args):
     """Run the benchmark for parsed ``args`` (:func:`add_arguments`); print its table."""
+    config = estimator_config(args, 'robustness')
     return run_and_print(
-        'robustness', make_estimators(args.model, legacy=not args.no_legacy),
+        'robustness', make_estimators(args.model, legacy=not args.no_legacy, config=config),
         lambda estimators: run_robustness(
             args.directory, estimators, faults=[f for f in args.faults.split(',') if f],
             conditions=[c for c in args.conditions.split(',') if c], limit=args.limit,
