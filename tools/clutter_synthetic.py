@@ -11,6 +11,14 @@ the camera faults; plus face-free frames of every kind for false faces.
 Usage::
 
     PYTHONPATH=src:. python tools/clutter_synthetic.py --faces 80 [--setting NAME=VALUE ...]
+    PYTHONPATH=src:. python tools/clutter_synthetic.py --kinds photo --free-textures DIR \
+        --frame 1280x720 --ghosts 30      # listed false tracks in video over photo clutter
+
+Face-free photos that are not the dev split (scikit-image's sample photographs)::
+
+    pip download --no-deps scikit-image==0.24.0 -d /tmp/whl
+    unzip -j /tmp/whl/scikit_image-*.whl 'skimage/data/*.png' 'skimage/data/*.jpg' -d /tmp/sk
+    rm /tmp/sk/{astronaut,camera,horse,phantom,microaneurysms}.png /tmp/sk/chessboard_*.png
 
 ``--setting`` patches module constants of :mod:`nlml_hpe.landmarks` /
 :mod:`nlml_hpe.detection` (e.g. ``landmarks.SMALL_FACE_MIN_SCORE=0.4``) for an
@@ -140,6 +148,33 @@ def free_textures(directory):
     return out
 
 
+def ghost_tracks(estimator, count, size, seed, textures, frames=90, noise=3.0):
+    """Count static face-free photo backgrounds that get a listed (confirmed) false track.
+
+    Each of ``count`` backgrounds is seen for ``frames`` frames at 30 Hz under
+    sensor noise, by the streaming estimator and a :class:`FaceStream`.
+    """
+    from nlml_hpe.face_stream import FaceStream
+
+    with_ghost, ghost_frames, ids = 0, 0, 0
+    for b in range(count):
+        bg = make_background('photo', size[0], size[1],
+                             frame_rng(seed, 'syn-empty', 'photo', size[0], b), textures)
+        estimator.extractor.reset()
+        stream, rng, seen = FaceStream(), np.random.default_rng(b), set()
+        for i in range(frames):
+            frame = np.clip(bg + rng.normal(0.0, noise, bg.shape), 0, 255).astype(np.uint8)
+            listed, _ = stream.update(estimator.estimate(frame), i / 30.0, size)
+            ghost_frames += bool(listed)
+            seen.update(f.id for f in listed)
+        with_ghost += bool(seen)
+        ids += len(seen)
+    print(f'ghosts: {with_ghost} of {count} backgrounds with a listed false track '
+          f'({ids} ids), {ghost_frames} of {count * frames} frames', flush=True)
+    return {'backgrounds': count, 'with_ghost': with_ghost, 'ids': ids,
+            'frames': count * frames, 'ghost_frames': ghost_frames}
+
+
 def patch_settings(settings):
     """Apply ``module.NAME=VALUE`` settings to nlml_hpe modules (A/B runs)."""
     import importlib
@@ -165,10 +200,15 @@ def main(argv=None):
     p.add_argument('--seed', type=int, default=1)
     p.add_argument('--textures', metavar='DIR')
     p.add_argument('--free-textures', metavar='DIR')
+    p.add_argument('--ghosts', type=int, metavar='N',
+                   help='instead: video over N face-free photo backgrounds (needs textures)')
     p.add_argument('--setting', action='append', default=[])
+    p.add_argument('--option', action='append', default=[], metavar='NAME=VALUE',
+                   help='an estimator option (JSON value), e.g. confirm_far_faces=false')
     p.add_argument('--json', metavar='OUT')
     args = p.parse_args(argv)
     patch_settings(args.setting)
+    options = {k: json.loads(v) for k, v in (o.split('=', 1) for o in args.option)}
     from nlml_hpe.estimator import HeadPoseEstimator
 
     textures = None
@@ -181,9 +221,17 @@ def main(argv=None):
     kinds = [k for k in args.kinds.split(',') if k in BACKGROUND_KINDS]
     faults = [f for f in args.faults.split(',') if f in FAULTS]
     size = tuple(int(v) for v in args.frame.split('x'))
-    faces = render_faces(args.ict, args.faces)
-    est = HeadPoseEstimator.from_pretrained(flip_average=False)
-    rows = run(est, faces, args.widths, kinds, faults, size, args.empty, args.seed, textures)
+    if args.ghosts:
+        if not textures:
+            raise SystemExit('--ghosts needs --free-textures or --textures')
+        with HeadPoseEstimator.from_pretrained(streaming=True, flip_average=False,
+                                               **options) as est:
+            rows = ghost_tracks(est, args.ghosts, size, args.seed, textures)
+    else:
+        faces = render_faces(args.ict, args.faces)
+        with HeadPoseEstimator.from_pretrained(flip_average=False, **options) as est:
+            rows = run(est, faces, args.widths, kinds, faults, size, args.empty, args.seed,
+                       textures)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump({'settings': args.setting, 'rows': rows}, f, indent=1)
