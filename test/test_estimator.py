@@ -459,11 +459,24 @@ def test_shipped_model_follows_a_face_off_the_optical_axis(aflw_dir):
         wb = est.estimate(turned, camera_matrix=k)[0]
         assert est.last_timings['warped'] == 1  # the face (its mirrored crop with it)
     np.testing.assert_array_equal(wa.angles, a.angles)
-    warp_err = rotation_angle_deg(wb.rotation, turn @ wa.rotation)
-    assert warp_err < 3.5 and warp_err < plain_err - 0.5, (warp_err, plain_err)
-    assert np.all(np.abs(wb.angles - wa.angles) < 3.0), (wa.angles, wb.angles)
     # The re-read landmarks are in the turned image's pixels, where the face is.
     assert box_iou(wb.box, b.box)[0, 0] > 0.85
+    # Over the off-axis benchmark's four turns (one view alone moves by a degree with
+    # the detector's box): most of the error is gone, and the angles barely change.
+    from nlml_hpe.bench.offaxis import OFF_AXIS_TURNS
+
+    plain, warp, change = [], [], []
+    with HeadPoseEstimator(model, perspective_warp=False) as flat, HeadPoseEstimator(model) as est:
+        for yaw, pitch in OFF_AXIS_TURNS:
+            r = Rotation.from_euler('yx', [yaw, pitch], degrees=True).as_matrix()
+            _, view = turned_camera_view(read_rgb(aflw_dir / 'image01128.jpg'), k, r, (960, 720))
+            plain.append(rotation_angle_deg(flat.estimate(view, camera_matrix=k)[0].rotation,
+                                            r @ a.rotation))
+            w = est.estimate(view, camera_matrix=k)[0]
+            warp.append(rotation_angle_deg(w.rotation, r @ wa.rotation))
+            change.append(np.abs(w.angles - wa.angles))
+    assert np.mean(warp) < 2.5 and np.mean(warp) < np.mean(plain) - 0.5, (warp, plain)
+    assert np.all(np.mean(change, axis=0) < 3.0), change
 
 
 def test_perspective_warp_when_streaming(aflw_dir):
