@@ -118,11 +118,11 @@ def test_a_small_face_whose_detection_is_turned_far_off_is_read_upright(estimato
     assert ext._read_new(frame, [turned])[0].landmarks is None
 
 
-def _worst_margin(width, height):
+def _worst_margin(width, height, overlap=None):
     """Return the smallest margin of a frame point to the nearest inner edge of its best tile."""
     from nlml_hpe.landmarks.detection_plan import detection_regions
 
-    regions = detection_regions(width, height, 'full', 24.0)[1:]
+    regions = detection_regions(width, height, 'full', 24.0, overlap)[1:]
     side = min(r[2] - r[0] for r in regions)
     tiles = np.array([r for r in regions if r[2] - r[0] < side + 1e-6])
     xs, ys = np.meshgrid(np.arange(0, width, 5.0), np.arange(0, height, 5.0))
@@ -138,14 +138,12 @@ def _worst_margin(width, height):
 
 
 @pytest.mark.parametrize('size', [(640, 480), (1280, 720), (1920, 1080)])
-def test_every_small_face_lies_well_inside_a_finest_tile(size, monkeypatch):
-    from nlml_hpe.landmarks import detection_plan
-
+def test_every_small_face_lies_well_inside_a_finest_tile(size):
     margin, side = _worst_margin(*size)
     assert margin >= side / 4 - 1  # tiles overlap by half: a quarter side from every inner edge
     if size == (1280, 720):  # as the tiles were: a face at the centre sat near an edge
-        monkeypatch.setattr(detection_plan, 'MIN_TILE_OVERLAP', 0.0)
-        assert _worst_margin(*size)[0] < side / 4 - 1
+        # (the finest tiles overlapped by twice the largest face they had to find: 96 px)
+        assert _worst_margin(*size, overlap=2 * side * 14.0 / 192 * 2)[0] < side / 4 - 1
 
 
 def test_confirm_far_faces_drops_a_texture_the_mirror_does_not_read_as_a_face(aflw_dir):

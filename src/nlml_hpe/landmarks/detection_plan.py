@@ -25,12 +25,13 @@ from .roi import Roi
 NEAR_FACE_INPUT_PX = 30.0
 #: ... and scored at least this (its false detections of background score 0.5-0.65).
 NEAR_FACE_MIN_SCORE = 0.7
-#: Neighbouring tiles share at least this fraction of their side, so every face lies well
+#: Neighbouring tiles share this fraction of their side, so every face lies a quarter side
 #: inside one tile: the full-range model scores a small face near a tile's edge far lower
-#: (0.2-0.4 against 0.5-0.7 in the middle).  Renders of held-out identities at 1280x720
+#: (0.2-0.4 against 0.5-0.7 in the middle).  It was twice the largest face a level still
+#: has to find (at most half the side): renders of held-out identities at 1280x720
 #: (tools/clutter_synthetic.py): 28 px faces found 90.0-97.5 -> 91.2-98.8 %, 1 + 6 + 28
 #: regions instead of 1 + 6 + 18; 640x480 already had it (1 + 6).
-MIN_TILE_OVERLAP = 0.5
+TILE_OVERLAP = 0.5
 
 
 def detection_regions(width, height, spec_name='full', min_face_px=24.0, overlap=None):
@@ -39,9 +40,8 @@ def detection_regions(width, height, spec_name='full', min_face_px=24.0, overlap
     Each level halves the tile side until a ``min_face_px`` face covers at
     least the detector's :attr:`~.face_detector.DetectorSpec.min_face_input_px`
     of its input; neighbouring tiles overlap by ``overlap`` pixels (default:
-    twice the largest face the level still has to find, so no face is cut by
-    every tile, and at least :data:`MIN_TILE_OVERLAP` of the side).  A 640x480
-    frame with the defaults gets 1 + 6 regions, 1280x720 1 + 6 + 28.
+    :data:`TILE_OVERLAP` of the side).  A 640x480 frame with the defaults gets
+    1 + 6 regions, 1280x720 1 + 6 + 28.
     """
     spec = DETECTORS[spec_name]
     w, h = float(width), float(height)
@@ -51,10 +51,7 @@ def detection_regions(width, height, spec_name='full', min_face_px=24.0, overlap
     side = max(w, h)
     while side > finest:
         side = max(side / 2.0, finest)
-        # The previous (coarser) level finds faces down to min_input * its scale.
-        ov = overlap if overlap is not None else max(min(side / 2.0,
-                                                     2.0 * side * spec.min_face_input_px
-                                                     / spec.size * 2.0), MIN_TILE_OVERLAP * side)
+        ov = overlap if overlap is not None else TILE_OVERLAP * side
         regions.extend(_tiles(w, h, side, ov))
         if side <= finest:
             break

@@ -121,6 +121,40 @@ def reads_mirrored(plan, config):
     return px > 0 and CROP_PX / crop_scale(plan.transform) <= px * ROI_SCALE
 
 
+def refuted_by_mirror(face, plan, config):
+    """Whether a new far face is no face in its mirror image (``config.confirm_far_faces``).
+
+    A face small enough to be read mirrored (:func:`reads_mirrored`, through
+    ``plan``) must reach its presence floor in the mirrored crop too.
+    """
+    return (config.confirm_far_faces and reads_mirrored(plan, config)
+            and (face.mirrored_score or 0.0) < face.floor)
+
+
+def keep_faces(faces, max_faces):
+    """Return the faces to report (:class:`FaceRead`): present, one per face, largest first.
+
+    Of readings of one face, the surest; of about as sure ones, the largest.
+    At most ``max_faces``.
+    """
+    present = [f for f in faces if f.landmarks is not None]
+    if len(present) < 2:
+        return present
+    boxes = landmark_boxes(np.stack([f.landmarks for f in present]))
+    iou = box_iou(boxes, boxes)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    # Of two readings of one face that are about as sure, the larger: a region that
+    # slid onto a nearer face (one face passing in front of another) reads it cut off.
+    rank = sorted(range(len(present)),
+                  key=lambda a: (-round(present[a].score / SCORE_TIE), -area[a]))
+    chosen = []
+    for a in rank:
+        if all(iou[a, b] <= SAME_FACE_IOU for b in chosen):
+            chosen.append(a)
+    chosen.sort(key=lambda a: -area[a])
+    return [present[a] for a in chosen[:max_faces]]
+
+
 def check_extractor_args(max_faces, min_detection_confidence, min_tracking_confidence,
                          detection_interval):
     """Raise the options table's ``ValueError`` for values out of range (legacy extractor)."""
@@ -237,7 +271,7 @@ class LandmarkExtractor:
                 faces = self._read_new(rgb, self.search(rgb)[:self.max_candidates])
                 runs, tracked = len(set(self.plan.runs(w, h))), 0
             self._refine(rgb, faces, mirror, camera, line_of_sight_deg)
-            kept = self._keep(faces)
+            kept = keep_faces(faces, self.config.max_faces)
             twins = [f.mirrored for f in kept]
             out = FrameReading([f.landmarks for f in kept], [float(f.score) for f in kept],
                                twins if mirror or any(t is not None for t in twins) else None,
@@ -311,10 +345,8 @@ class LandmarkExtractor:
                     face.landmarks, face.score, face.plan = r.landmarks, r.score, r.plan
                 if mirrored[k]:
                     face.mirrored, face.mirrored_score = r.mirrored, r.mirrored_score
-                small = reads_mirrored(plans[k], self.config)
-                if last and small and self.config.confirm_far_faces \
-                        and (face.mirrored_score or 0.0) < face.floor:
-                    face.landmarks = None  # not a face in its mirror image
+                if last and refuted_by_mirror(face, plans[k], self.config):
+                    face.landmarks = None
 
     def _read_new(self, rgb, found):
         """Read new faces (:class:`~.detection_plan.Found`) from their detector ROIs.
@@ -379,28 +411,6 @@ class LandmarkExtractor:
             elif s >= floors[i]:
                 out[i].landmarks, out[i].score = lm, float(s)
         return out
-
-    def _keep(self, faces):
-        """Return the faces to report: present, one per face, largest first.
-
-        Of readings of one face, the surest; of about as sure ones, the largest.
-        """
-        present = [f for f in faces if f.landmarks is not None]
-        if len(present) < 2:
-            return present
-        boxes = landmark_boxes(np.stack([f.landmarks for f in present]))
-        iou = box_iou(boxes, boxes)
-        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        # Of two readings of one face that are about as sure, the larger: a region that
-        # slid onto a nearer face (one face passing in front of another) reads it cut off.
-        rank = sorted(range(len(present)),
-                      key=lambda a: (-round(present[a].score / SCORE_TIE), -area[a]))
-        chosen = []
-        for a in rank:
-            if all(iou[a, b] <= SAME_FACE_IOU for b in chosen):
-                chosen.append(a)
-        chosen.sort(key=lambda a: -area[a])
-        return [present[a] for a in chosen[:self.config.max_faces]]
 
     # -- between frames ---------------------------------------------------
     def look_ahead(self):
