@@ -196,3 +196,28 @@ def test_range_and_robustness_take_the_estimator_options(name, tmp_path, capsys)
     with pytest.raises(SystemExit):  # one pass: no flip averaging flag
         parser.parse_args([str(tmp_path), '--flip-average'])
     capsys.readouterr()
+
+
+def test_a_photo_showing_a_second_face_gives_no_texture(aflw_dir):
+    """Face-free frames take no patch of a photo in which someone else's face shows."""
+    from importlib import resources
+
+    from nlml_hpe.bench.aflw2000 import read_rgb
+    from nlml_hpe.bench.range import load_textures, other_faces
+    from nlml_hpe.landmarks import LandmarkExtractor
+
+    demo = resources.files('nlml_hpe') / 'data' / 'demo'
+    a, b = (read_rgb(str(demo / n)) for n in ('000.jpg', '003.jpg'))
+    h = min(a.shape[0], b.shape[0])
+    two = np.ascontiguousarray(np.hstack([a[:h], b[:h]]))
+    with LandmarkExtractor(max_faces=4) as ex:
+        left = ex.read_frame(a[:h]).faces[0]
+        box = (*left[:, :2].min(0), *left[:, :2].max(0))
+        assert other_faces(a[:h], box, ex) == []
+        (other,) = other_faces(two, box, ex)
+        assert other[0] > a.shape[1] - 5  # the face of the right-hand photo
+    # The dev split: the photo of two people behind the face-free frames' false faces.
+    kept, left_out = load_textures(aflw_dir)
+    everything, none = load_textures(aflw_dir, screen=False)
+    assert 'image02490.jpg' in left_out and none == []
+    assert 0 < len(everything) - len(kept) < 0.05 * len(everything)

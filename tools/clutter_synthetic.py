@@ -213,9 +213,9 @@ def main(argv=None):
 
     textures = None
     if args.textures:
-        from nlml_hpe.bench.range import load_faces
+        from nlml_hpe.bench.range import load_textures
 
-        textures = load_faces(args.textures)[1]
+        textures = load_textures(args.textures)[0]
     if args.free_textures:
         textures = (textures or []) + free_textures(args.free_textures)
     kinds = [k for k in args.kinds.split(',') if k in BACKGROUND_KINDS]

@@ -241,10 +241,12 @@ class EstimatorConfig(_Table):
         'the two readings averaged (flip averaging of far faces: one more landmark read a '
         'far face); 0 = off.', 0.0, 1000.0)
     confirm_far_faces: bool = option(
-        True, 'A new face read mirrored too (small_face_flip_px) must also be a face in its '
-        'mirrored crop. Real-photo clutter at 1280x720: false faces 17 -> 7 per 100 frames '
-        'and ghost tracks in video on 8 -> 4 of 30 backgrounds, for 2.5-4 % fewer 28 px '
-        'rendered faces found in a single image (docs/robustness.md).')
+        True, 'A new far face must be confirmed: read mirrored too (small_face_flip_px), it '
+        'must be a face in its mirrored crop; found by one detector run alone, the detector '
+        'must find it again in a view centred on it. Renders in real-photo clutter at '
+        '1280x720: false faces 17 -> 0.5 per 100 frames, ghost tracks in video on 8 -> 4 '
+        'of 30 backgrounds, for 3-6 % fewer 28 px faces found in a single image '
+        '(docs/robustness.md).')
     # API-only options of the landmark stage (the legacy graph's configuration and tests).
     min_tracking_confidence: float = option(
         0.5, "The landmark model's face-presence score a new face needs (the legacy "

@@ -17,13 +17,16 @@ subset (``--backgrounds``, ``--modes``, ``--widths``) runs.
 import argparse
 import json
 import math
+from pathlib import Path
 import sys
 import time
 
 import numpy as np
 
 from ..flags import add_option_flags, config_from_flags
+from ..geometry import box_iou
 from .aflw2000 import (
+    MIN_LABEL_IOU,
     PROTOCOLS,
     in_protocol,
     list_aflw2000,
@@ -42,6 +45,8 @@ EMPTY_FRAMES = 100
 #: Face width and camera of the distance column.
 FACE_WIDTH_M = 0.15
 HFOV_DEG = 60.0
+#: Faces the texture check (:func:`load_textures`) looks for in one photo.
+SCREEN_FACES = 8
 
 
 def distance_m(face_px, frame_width):
@@ -51,23 +56,60 @@ def distance_m(face_px, frame_width):
 
 
 def load_faces(directory, limit=None, protocol='paper'):
-    """``(faces, textures)`` of an AFLW2000-3D directory.
+    """Return the protocol's faces of an AFLW2000-3D directory (the first ``limit``).
 
-    ``faces``: ``(rgb, label box, pose)`` of the protocol's faces (the first
-    ``limit``); ``textures``: the non-face patches of all its images
-    (``photo`` backgrounds).
+    Each is ``(rgb, label box, pose)``.
     """
-    faces, textures = [], []
+    faces = []
     for jpg, mat in list_aflw2000(directory):
         box = read_aflw_box(mat)
         if box is None:
             continue
-        rgb = read_rgb(jpg)
-        textures += photo_textures([rgb], [box])
         pose = read_aflw_pose(mat)
         if in_protocol(pose, PROTOCOLS[protocol]):
-            faces.append((rgb, box, pose))
-    return (faces[:limit] if limit else faces), textures
+            faces.append((read_rgb(jpg), box, pose))
+    return faces[:limit] if limit else faces
+
+
+def other_faces(rgb, box, extractor):
+    """Landmark boxes of the faces of ``rgb`` that are not its labelled face (``box``)."""
+    from ..landmarks.extractor import landmark_boxes
+
+    found = extractor.read_frame(rgb).faces
+    if not found:
+        return []
+    boxes = landmark_boxes(np.stack(found))
+    iou = box_iou(boxes, np.asarray(box, dtype=np.float64).reshape(1, 4))[:, 0]
+    return [tuple(b) for b, v in zip(boxes, iou) if v < MIN_LABEL_IOU]
+
+
+def load_textures(directory, screen=True):
+    """``(textures, dropped)``: the non-face patches of an AFLW2000-3D directory's photos.
+
+    ``textures`` (``photo`` backgrounds, :func:`~.clutter.photo_textures`) come
+    from the photos that show no face but their labelled one: a photo of two
+    people would put the other's eye or mouth into a face-free frame.
+    ``screen``: that check, by the landmark stage (default options) on the
+    whole photo; ``dropped``: the names of the photos it left out.
+    """
+    from ..landmarks import LandmarkExtractor
+
+    textures, dropped = [], []
+    extractor = LandmarkExtractor(max_faces=SCREEN_FACES) if screen else None
+    try:
+        for jpg, mat in list_aflw2000(directory):
+            box = read_aflw_box(mat)
+            if box is None:
+                continue
+            rgb = read_rgb(jpg)
+            if extractor is not None and other_faces(rgb, box, extractor):
+                dropped.append(Path(jpg).name)
+                continue
+            textures += photo_textures([rgb], [box])
+    finally:
+        if extractor is not None:
+            extractor.close()
+    return textures, dropped
 
 
 def _score(per, name, poses, label, elapsed):
@@ -130,7 +172,8 @@ def run_range(directory, estimators, *, widths=FACE_WIDTHS, frames=FRAMES,
     for kind in backgrounds:
         if kind not in BACKGROUND_KINDS:
             raise ValueError(f'background kind must be one of {BACKGROUND_KINDS}, got {kind!r}')
-    faces, textures = load_faces(directory, limit)
+    faces = load_faces(directory, limit)
+    textures, dropped = load_textures(directory) if 'photo' in backgrounds else ([], [])
     rows, empty = [], []
     for size in frames:
         for kind in backgrounds:
@@ -150,6 +193,7 @@ def run_range(directory, estimators, *, widths=FACE_WIDTHS, frames=FRAMES,
                               file=sys.stderr, flush=True)
     return {'dataset': str(directory), 'protocol': 'paper', 'faces': len(faces), 'seed': seed,
             'methods': list(estimators), 'rows': rows, 'empty': empty,
+            'textures': {'patches': len(textures), 'photos_left_out': dropped},
             'spread': spread(rows),
             'note': 'one pass (no flip averaging); a background of its own per frame; '
                     'faces within 24 px of the frame centre; frames stored as JPEG q92; '

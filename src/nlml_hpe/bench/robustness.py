@@ -61,7 +61,7 @@ def run_robustness(directory, estimators, *, faults=tuple(FAULTS), conditions=tu
     for c in conditions:
         if c not in CONDITIONS:
             raise ValueError(f'condition must be one of {sorted(CONDITIONS)}, got {c!r}')
-    faces, _ = load_faces(directory, limit)
+    faces = load_faces(directory, limit)
     rows = []
     for cond in conditions:
         clean = [frames_of(face, cond, i, seed) for i, face in enumerate(faces)]

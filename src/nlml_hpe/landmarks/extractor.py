@@ -50,7 +50,8 @@ class FaceRead:
     ``score``: face presence; ``mirrored``: its landmarks read from the
     mirrored crop, in the mirrored image's pixels (``None``: not read), and
     ``mirrored_score`` its presence; ``floor``: the presence it needs (``None``:
-    its source's threshold).
+    its source's threshold); ``detection``: a new face's
+    :class:`~.detection_plan.Found`.
     """
 
     plan: ReadPlan
@@ -60,6 +61,7 @@ class FaceRead:
     mirrored: np.ndarray = None
     floor: float = None
     mirrored_score: float = None
+    detection: object = None
 
     @property
     def reread(self):
@@ -129,6 +131,17 @@ def refuted_by_mirror(face, plan, config):
     """
     return (config.confirm_far_faces and reads_mirrored(plan, config)
             and (face.mirrored_score or 0.0) < face.floor)
+
+
+def needs_own_view(face, config):
+    """Whether a new far face must be found again in a view centred on it (``confirm_far_faces``).
+
+    A small face (:data:`SMALL_FACE_PX`) that one detector run alone found
+    (see :data:`~.detection_plan.CONFIRM_VIEW`).
+    """
+    d = face.detection
+    return (config.confirm_far_faces and face.source == NEW and face.landmarks is not None
+            and d is not None and d.views <= 1 and d.roi.side <= SMALL_FACE_PX * ROI_SCALE)
 
 
 def keep_faces(faces, max_faces):
@@ -271,6 +284,10 @@ class LandmarkExtractor:
                 faces = self._read_new(rgb, self.search(rgb)[:self.max_candidates])
                 runs, tracked = len(set(self.plan.runs(w, h))), 0
             self._refine(rgb, faces, mirror, camera, line_of_sight_deg)
+            for face in faces:
+                if needs_own_view(face, self.config) and not self.search.finds_again(
+                        rgb, face.detection.box):
+                    face.landmarks = None
             kept = keep_faces(faces, self.config.max_faces)
             twins = [f.mirrored for f in kept]
             out = FrameReading([f.landmarks for f in kept], [float(f.score) for f in kept],
@@ -368,6 +385,8 @@ class LandmarkExtractor:
                 if r.landmarks is not None and (out[i].landmarks is None
                                                 or r.score > out[i].score):
                     out[i] = r
+        for r, f in zip(out, found):
+            r.detection = f
         return out
 
     def _read(self, rgb, plans, source, mirror=False, direct=None, threads=None, floors=None):
