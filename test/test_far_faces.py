@@ -193,3 +193,27 @@ def test_a_far_face_one_tile_alone_saw_must_be_found_again_in_a_view_of_its_own(
         (face,) = [f for f in search(frame) if pick_labelled_face([f.box], label) is not None]
         assert face.views >= 2 and search.finds_again(frame, face.box)
         assert pick_labelled_face([p.box for p in on.estimate(frame)], label) is not None
+
+
+@pytest.mark.parametrize('width, score, views, needs', [
+    (40, 0.9, 1, True),     # small, one run: always
+    (40, 0.9, 3, False),    # small, several runs
+    (80, 0.55, 1, True),    # mid-size and unsure, one run
+    (80, 0.8, 1, False),    # mid-size and sure
+    (150, 0.55, 1, False),  # large
+])
+def test_which_new_faces_need_a_view_of_their_own(width, score, views, needs):
+    from nlml_hpe.landmarks.detection_plan import Found
+    from nlml_hpe.landmarks.extractor import NEW, TRACKED, FaceRead, needs_own_view
+    from nlml_hpe.landmarks.roi import ROI_SCALE, ReadPlan
+    from nlml_hpe.options import EstimatorConfig
+
+    roi = Roi(320.0, 240.0, width * ROI_SCALE, 0.0)
+    found = Found((320 - width / 2, 240 - width / 2, 320 + width / 2, 240 + width / 2),
+                  roi, score, views)
+    face = FaceRead(ReadPlan.of_roi(roi), NEW, landmarks=np.zeros((468, 3)), score=0.9,
+                    detection=found)
+    assert needs_own_view(face, EstimatorConfig()) is needs
+    assert not needs_own_view(face, EstimatorConfig(confirm_far_faces=False))
+    face.source = TRACKED
+    assert not needs_own_view(face, EstimatorConfig())

@@ -34,6 +34,12 @@ WEAK_PRESENCE = 0.1
 #: and the landmark model sees no face in a crop turned that far.
 SECOND_LOOK_SCALE = 1.25
 SECOND_LOOK_UPRIGHT = True
+#: With ``confirm_far_faces``, a new face one detector run alone found needs a view of its
+#: own (:data:`~.detection_plan.CONFIRM_VIEW`) if it is small (SMALL_FACE_PX), or up to
+#: UNSURE_FACE_PX wide and scored under UNSURE_DETECTION (renders: real faces of 100 px
+#: found by one run at that score are rare; texture that looks like a face is not).
+UNSURE_FACE_PX = 96.0
+UNSURE_DETECTION = 0.6
 #: :attr:`FaceRead.source` of a face read from its landmarks of the previous frame.
 TRACKED = 'tracked'
 #: ... and of a face a detector found.
@@ -136,12 +142,16 @@ def refuted_by_mirror(face, plan, config):
 def needs_own_view(face, config):
     """Whether a new far face must be found again in a view centred on it (``confirm_far_faces``).
 
-    A small face (:data:`SMALL_FACE_PX`) that one detector run alone found
-    (see :data:`~.detection_plan.CONFIRM_VIEW`).
+    A face that one detector run alone found, small (:data:`SMALL_FACE_PX`)
+    or unsure (:data:`UNSURE_FACE_PX`, :data:`UNSURE_DETECTION`); see
+    :data:`~.detection_plan.CONFIRM_VIEW`.
     """
     d = face.detection
-    return (config.confirm_far_faces and face.source == NEW and face.landmarks is not None
-            and d is not None and d.views <= 1 and d.roi.side <= SMALL_FACE_PX * ROI_SCALE)
+    if not (config.confirm_far_faces and face.source == NEW and face.landmarks is not None
+            and d is not None and d.views <= 1):
+        return False
+    side = d.roi.side / ROI_SCALE
+    return side <= SMALL_FACE_PX or (side <= UNSURE_FACE_PX and d.score < UNSURE_DETECTION)
 
 
 def keep_faces(faces, max_faces):
