@@ -205,6 +205,7 @@ def test_a_photo_showing_a_second_face_gives_no_texture(aflw_dir):
     from nlml_hpe.bench.aflw2000 import read_rgb
     from nlml_hpe.bench.range import load_textures, other_faces
     from nlml_hpe.landmarks import LandmarkExtractor
+    from nlml_hpe.landmarks.extractor import landmark_boxes
 
     demo = resources.files('nlml_hpe') / 'data' / 'demo'
     a, b = (read_rgb(str(demo / n)) for n in ('000.jpg', '003.jpg'))
@@ -212,7 +213,7 @@ def test_a_photo_showing_a_second_face_gives_no_texture(aflw_dir):
     two = np.ascontiguousarray(np.hstack([a[:h], b[:h]]))
     with LandmarkExtractor(max_faces=4) as ex:
         left = ex.read_frame(a[:h]).faces[0]
-        box = (*left[:, :2].min(0), *left[:, :2].max(0))
+        box = tuple(landmark_boxes(left)[0])
         assert other_faces(a[:h], box, ex) == []
         (other,) = other_faces(two, box, ex)
         assert other[0] > a.shape[1] - 5  # the face of the right-hand photo

@@ -98,6 +98,7 @@ def test_a_small_face_whose_detection_is_turned_far_off_is_read_upright(estimato
     from dataclasses import replace
 
     from nlml_hpe.landmarks import extractor as ex_module
+    from nlml_hpe.landmarks.extractor import landmark_boxes
 
     rgb = demo('003.jpg')
     box = estimator.estimate(rgb)[0].box
@@ -111,8 +112,7 @@ def test_a_small_face_whose_detection_is_turned_far_off_is_read_upright(estimato
     read = ext._read_new(frame, [turned])[0]
     assert read.landmarks is not None and right.landmarks is not None
     # The same face, read as well as through the detector's own ROI.
-    assert pick_labelled_face([read.landmarks[:, :2].min(0).tolist()
-                               + read.landmarks[:, :2].max(0).tolist()], label) is not None
+    assert pick_labelled_face(list(landmark_boxes(read.landmarks)), label) is not None
     assert np.abs(read.landmarks - right.landmarks)[:, :2].mean() < 0.1 * width
     monkeypatch.setattr(ex_module, 'SECOND_LOOK_UPRIGHT', False)
     assert ext._read_new(frame, [turned])[0].landmarks is None

@@ -26,8 +26,8 @@ A/B run.  Prints found rate, MAE and false faces per width, background and
 fault.  ``photo`` backgrounds use no real photo here (``--textures DIR`` adds
 the non-face patches of a directory of labelled photos; ``--free-textures DIR``
 pieces of every image of a directory of face-free photos, for example the
-photographs that scikit-image ships in ``skimage/data`` less ``astronaut.png``
-and ``camera.png``: real-photo clutter that is not the dev split).
+photographs that scikit-image ships in ``skimage/data`` less those the commands
+above remove: real-photo clutter that is not the dev split).
 """
 
 import argparse

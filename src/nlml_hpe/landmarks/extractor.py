@@ -104,13 +104,18 @@ def same_face(a, b):
     return box_iou(landmark_boxes(a), landmark_boxes(b))[0, 0] > SAME_FACE_IOU
 
 
+def at_most(roi, face_px):
+    """Whether the face behind a detector ``roi`` is at most ``face_px`` wide."""
+    return roi.side <= face_px * ROI_SCALE
+
+
 def presence_floor(found, config):
     """Return the face presence a new face (:class:`~.detection_plan.Found`) needs.
 
     ``config.min_tracking_confidence``, or at most :data:`WEAK_PRESENCE` for a
     small face the detector is sure of (:data:`STRONG_DETECTION`).
     """
-    if found.score >= STRONG_DETECTION and found.roi.side <= SMALL_FACE_PX * ROI_SCALE:
+    if found.score >= STRONG_DETECTION and at_most(found.roi, SMALL_FACE_PX):
         return min(WEAK_PRESENCE, config.min_tracking_confidence)
     return config.min_tracking_confidence
 
@@ -150,8 +155,8 @@ def needs_own_view(face, config):
     if not (config.confirm_far_faces and face.source == NEW and face.landmarks is not None
             and d is not None and d.views <= 1):
         return False
-    side = d.roi.side / ROI_SCALE
-    return side <= SMALL_FACE_PX or (side <= UNSURE_FACE_PX and d.score < UNSURE_DETECTION)
+    return at_most(d.roi, SMALL_FACE_PX) or (at_most(d.roi, UNSURE_FACE_PX)
+                                             and d.score < UNSURE_DETECTION)
 
 
 def keep_faces(faces, max_faces):
@@ -386,7 +391,7 @@ class LandmarkExtractor:
         floors = [presence_floor(f, self.config) for f in found]
         out = self._read(rgb, [ReadPlan.of_roi(f.roi) for f in found], NEW, floors=floors)
         again = [i for i, (r, f) in enumerate(zip(out, found))
-                 if r.landmarks is None and f.roi.side <= SMALL_FACE_PX * ROI_SCALE]
+                 if r.landmarks is None and at_most(f.roi, SMALL_FACE_PX)]
         looks = [(i, roi) for i in again for roi in second_looks(found[i].roi)]
         if looks:
             reads = self._read(rgb, [ReadPlan.of_roi(roi) for _, roi in looks], NEW,
