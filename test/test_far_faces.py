@@ -217,3 +217,27 @@ def test_which_new_faces_need_a_view_of_their_own(width, score, views, needs):
     assert not needs_own_view(face, EstimatorConfig(confirm_far_faces=False))
     face.source = TRACKED
     assert not needs_own_view(face, EstimatorConfig())
+
+
+@pytest.mark.parametrize('presence, views, refuted', [
+    (0.95, 1, True),    # one run found it: the mirror decides
+    (0.95, 2, True),
+    (0.8, 4, True),     # several runs, but the landmark model is unsure
+    (0.95, 3, False),   # seen clearly: several runs and a sure reading
+    (1.0, 5, False),
+])
+def test_which_new_far_faces_the_mirror_check_can_refute(presence, views, refuted):
+    from nlml_hpe.landmarks.detection_plan import Found
+    from nlml_hpe.landmarks.extractor import NEW, FaceRead, refuted_by_mirror
+    from nlml_hpe.landmarks.roi import ROI_SCALE, ReadPlan
+    from nlml_hpe.options import EstimatorConfig
+
+    roi = Roi(320.0, 240.0, 40 * ROI_SCALE, 0.0)
+    found = Found((300, 220, 340, 260), roi, 0.7, views)
+    plan = ReadPlan.of_roi(roi)
+    face = FaceRead(plan, NEW, landmarks=np.zeros((468, 3)), score=presence, floor=0.5,
+                    mirrored_score=0.1, detection=found)
+    assert refuted_by_mirror(face, plan, EstimatorConfig()) is refuted
+    assert not refuted_by_mirror(face, plan, EstimatorConfig(confirm_far_faces=False))
+    face.mirrored_score = 0.6  # a face in its mirror image too
+    assert not refuted_by_mirror(face, plan, EstimatorConfig())

@@ -166,3 +166,13 @@ def test_a_few_faces_convert_as_a_batch_does():
     assert g.euler_to_matrix(np.zeros(0), np.zeros(0), np.zeros(0)).shape == (0, 3, 3)
     # An infinite angle gives NaN rows (numpy's sin), as in a batch, not a math error.
     assert np.isnan(g.euler_to_matrix(np.array([np.inf]), np.zeros(1), np.zeros(1))).any()
+
+
+def test_box_cover_is_the_share_of_the_smaller_box_inside_the_other():
+    big, inner, half_out, apart = [0, 0, 10, 10], [2, 2, 6, 6], [8, 0, 12, 4], [20, 20, 30, 30]
+    cover = g.box_cover([big], [inner, half_out, apart, big])[0]
+    np.testing.assert_allclose(cover, [1.0, 0.5, 0.0, 1.0])
+    assert g.box_iou([big], [inner])[0, 0] == pytest.approx(0.16)
+    np.testing.assert_allclose(g.box_cover([inner, apart], [big]),
+                               g.box_cover([big], [inner, apart]).T)
+    assert g.box_cover([[0, 0, 0, 5]], [big])[0, 0] == 0.0  # an empty box covers nothing

@@ -11,8 +11,16 @@ import pytest
 from nlml_hpe.bench import speed as speed_benchmark
 from nlml_hpe.bench.aflw2000 import read_rgb
 from nlml_hpe.camera import Camera
+from nlml_hpe.geometry import box_iou
 from nlml_hpe.landmarks import CROP_PX, LandmarkExtractor, LandmarkModel, Roi, roi_transforms
 from nlml_hpe.landmarks.detection_plan import DetectionPlan, FaceSearch
+from nlml_hpe.landmarks.extractor import (
+    NEW,
+    SAME_FACE_IOU,
+    FaceRead,
+    keep_faces,
+    landmark_boxes,
+)
 from nlml_hpe.landmarks.litert import LANDMARK_MODEL, TFLiteModel, model_path
 from nlml_hpe.landmarks.look import Look
 from nlml_hpe.model import ModelFileError
@@ -65,6 +73,34 @@ def test_no_face_gives_empty_list():
     with LandmarkExtractor() as ex:
         assert ex.extract(np.zeros((240, 320, 3), np.uint8)) == []
         assert ex.extract(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)) == []
+
+
+def test_a_weaker_reading_inside_or_around_a_face_is_that_face(face_rgb):
+    """A crop twice a face's size, or of part of it, read less surely than the face is dropped."""
+    with LandmarkExtractor() as ex:
+        lm = ex.read_frame(face_rgb).faces[0]
+    centre = lm[:, :2].mean(axis=0)
+
+    def moved(scale, shift=0.0):
+        out = lm.copy()
+        out[:, :2] = centre + scale * (lm[:, :2] - centre)
+        out[:, 0] += shift * np.ptp(lm[:, 0])
+        return out
+
+    face = FaceRead(None, NEW, lm, 0.99)
+    around = FaceRead(None, NEW, moved(2.0), 0.55)  # a crop twice its size, read weakly
+    part = FaceRead(None, NEW, moved(0.6), 0.7)  # its inner features, read less surely
+    boxes = landmark_boxes(np.stack([lm, part.landmarks, around.landmarks]))
+    assert np.all(box_iou(boxes[:1], boxes[1:]) <= SAME_FACE_IOU)  # IoU alone: other faces
+    assert keep_faces([around, face], 5) == [face]
+    assert keep_faces([part, face], 5) == [face]
+    assert keep_faces([around, part, face], 5) == [face]
+    # As sure as the face, either could be the real one: both are reported.
+    sure_part = FaceRead(None, NEW, part.landmarks, 0.98)
+    assert keep_faces([sure_part, face], 5) == [face, sure_part]
+    # A weaker face beside it, not inside, is another face.
+    beside = FaceRead(None, NEW, moved(0.6, shift=1.0), 0.7)
+    assert keep_faces([beside, face], 5) == [face, beside]
 
 
 def test_grayscale_input_accepted(face_rgb):

@@ -41,3 +41,41 @@ def test_aflw_diagnostics_ensemble_bias_and_worst_faces(tmp_path):
     bad = subprocess.run([sys.executable, str(REPO / 'tools' / 'aflw_diagnostics.py'), a, c],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and 'different images or detections' in bad.stderr
+
+
+def test_registry_faces_writes_labels_the_range_benchmark_reads(tmp_path):
+    """tools/registry_faces.py: each usable face becomes an AFLW2000-shaped pair."""
+    from importlib import resources
+
+    sys.path.insert(0, str(REPO / 'tools'))
+    try:
+        import registry_faces
+    finally:
+        sys.path.pop(0)
+    from nlml_hpe.bench.aflw2000 import read_rgb
+    from nlml_hpe.bench.range import load_faces
+    from nlml_hpe.estimator import HeadPoseEstimator
+    from nlml_hpe.geometry import box_iou
+
+    demo = resources.files('nlml_hpe') / 'data' / 'demo'
+    photos = [('demo:000.jpg', (demo / '000.jpg').read_bytes()),
+              ('demo:007.jpg', (demo / '007.jpg').read_bytes()),
+              ('junk', b'not an image')]
+    index = registry_faces.label(photos, tmp_path)
+    assert [i['source'] for i in index] == ['demo:000.jpg', 'demo:007.jpg']
+    faces = load_faces(tmp_path)
+    assert len(faces) == 2
+    with HeadPoseEstimator.from_pretrained(flip_average=True) as est:
+        for (rgb, box, pose), entry, (name, _) in zip(faces, index, photos):
+            assert rgb.shape == read_rgb(demo / name.split(':')[1]).shape
+            np.testing.assert_allclose(pose, entry['pitch_yaw_roll'], atol=0.01)
+            assert box[2] - box[0] >= registry_faces.MIN_PX
+            # The label is the estimator's own full-size reading (of the photo before
+            # it was stored again, as JPEG q97).
+            seen = est.estimate(rgb)[0]
+            assert box_iou([seen.box], [box])[0, 0] > 0.5
+            np.testing.assert_allclose(seen.angles, pose, atol=0.5)
+    assert registry_faces.wanted('package/examples/media/cage.jpg', ('examples/media/',))
+    for name in ('package/examples/media/joconde.jpg', 'package/examples/media/audrey_crop.jpg',
+                 'package/examples/media/franck.mp4', 'package/docs/cage.jpg'):
+        assert not registry_faces.wanted(name, ('examples/media/',))

@@ -265,8 +265,8 @@ def gaze_frame_quaternion(rot):
     return matrix_to_quaternion(gaze)
 
 
-def box_iou(a, b):
-    """IoU matrix ``(N, M)`` of boxes ``a`` ``(N, 4)`` and ``b`` ``(M, 4)`` as (x0, y0, x1, y1)."""
+def _overlap(a, b):
+    """Intersections ``(N, M)`` and areas of boxes ``a`` ``(N, 4)`` and ``b`` ``(M, 4)``."""
     a = np.asarray(a, float).reshape(-1, 4)
     b = np.asarray(b, float).reshape(-1, 4)
     x0 = np.maximum(a[:, None, 0], b[None, :, 0])
@@ -276,5 +276,18 @@ def box_iou(a, b):
     inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
     area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
     area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    return inter, area_a, area_b
+
+
+def box_iou(a, b):
+    """IoU matrix ``(N, M)`` of boxes ``a`` ``(N, 4)`` and ``b`` ``(M, 4)`` as (x0, y0, x1, y1)."""
+    inter, area_a, area_b = _overlap(a, b)
     union = area_a[:, None] + area_b[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def box_cover(a, b):
+    """Matrix ``(N, M)``: the fraction of the smaller box of each pair inside the other."""
+    inter, area_a, area_b = _overlap(a, b)
+    smaller = np.minimum(area_a[:, None], area_b[None, :])
+    return np.where(smaller > 0, inter / np.maximum(smaller, 1e-12), 0.0)

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..camera import Camera
 from ..features import N_LANDMARKS, landmark_extent
-from ..geometry import box_iou
+from ..geometry import box_cover, box_iou
 from ..images import as_rgb_uint8
 from ..options import EstimatorConfig
 from .detection_plan import DetectionPlan, FaceSearch, SearchSchedule, overlaps
@@ -18,6 +18,11 @@ from .roi import CROP_PX, MIRROR, ROI_SCALE, ReadPlan, crop_scale, from_crop, re
 
 #: Two faces whose landmark boxes overlap more than this are one face.
 SAME_FACE_IOU = 0.5
+#: ... and a reading of which this much lies inside a surer one's box, or around which a
+#: surer one lies (:func:`keep_faces`): a crop twice a face's size can read as a weak
+#: face around it, and a real face that far inside another's box would be hidden by it.
+#: Two sure readings, one inside the other, stay two faces: either may be the real one.
+NESTED_FACE = 0.8
 #: Presence scores this close count as equal when two readings of one face compete.
 SCORE_TIE = 0.05
 #: A small new face (detector box at most SMALL_FACE_PX wide: its crop is upscaled 2x or
@@ -40,6 +45,15 @@ SECOND_LOOK_UPRIGHT = True
 #: found by one run at that score are rare; texture that looks like a face is not).
 UNSURE_FACE_PX = 96.0
 UNSURE_DETECTION = 0.6
+#: A new far face that at least CLEAR_VIEWS detector runs found and the landmark model reads
+#: at a presence of at least CLEAR_PRESENCE is a face even if its mirrored crop reads as
+#: none (:func:`seen_clearly`).  The mirror check exists for what one tile takes for a
+#: face: in face-free frames of every kind, with free photo textures, no false face it
+#: refuted was both (0 of 6 at 640x480, 0 of 33 at 1280x720); of the real 28-40 px faces
+#: it refuted, about half were (renders 6 of 10 at 640x480; real faces from the package
+#: registries, tools/registry_faces.py, 6 of 28).
+CLEAR_VIEWS = 3
+CLEAR_PRESENCE = 0.9
 #: :attr:`FaceRead.source` of a face read from its landmarks of the previous frame.
 TRACKED = 'tracked'
 #: ... and of a face a detector found.
@@ -138,10 +152,21 @@ def refuted_by_mirror(face, plan, config):
     """Whether a new far face is no face in its mirror image (``config.confirm_far_faces``).
 
     A face small enough to be read mirrored (:func:`reads_mirrored`, through
-    ``plan``) must reach its presence floor in the mirrored crop too.
+    ``plan``) must reach its presence floor in the mirrored crop too, unless
+    it is :func:`seen_clearly`.
     """
     return (config.confirm_far_faces and reads_mirrored(plan, config)
-            and (face.mirrored_score or 0.0) < face.floor)
+            and (face.mirrored_score or 0.0) < face.floor and not seen_clearly(face))
+
+
+def seen_clearly(face):
+    """Whether several detector runs found a new face and the landmark model is sure of it.
+
+    :data:`CLEAR_VIEWS` runs and :data:`CLEAR_PRESENCE`: such a face needs no
+    mirror check.
+    """
+    d = face.detection
+    return d is not None and d.views >= CLEAR_VIEWS and face.score >= CLEAR_PRESENCE
 
 
 def needs_own_view(face, config):
@@ -162,22 +187,26 @@ def needs_own_view(face, config):
 def keep_faces(faces, max_faces):
     """Return the faces to report (:class:`FaceRead`): present, one per face, largest first.
 
-    Of readings of one face, the surest; of about as sure ones, the largest.
+    Readings whose landmark boxes overlap (:data:`SAME_FACE_IOU`) are of one
+    face: of those, the surest; of about as sure ones, the largest.  A reading
+    inside or around a surer one (:data:`NESTED_FACE`) is of that face too.
     At most ``max_faces``.
     """
     present = [f for f in faces if f.landmarks is not None]
     if len(present) < 2:
         return present
     boxes = landmark_boxes(np.stack([f.landmarks for f in present]))
-    iou = box_iou(boxes, boxes)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    sure = np.array([round(f.score / SCORE_TIE) for f in present])
+    # ``same[a, b]``: a is b's face, if b is kept.
+    same = (box_iou(boxes, boxes) > SAME_FACE_IOU) \
+        | ((box_cover(boxes, boxes) > NESTED_FACE) & (sure[:, None] < sure[None, :]))
     # Of two readings of one face that are about as sure, the larger: a region that
     # slid onto a nearer face (one face passing in front of another) reads it cut off.
-    rank = sorted(range(len(present)),
-                  key=lambda a: (-round(present[a].score / SCORE_TIE), -area[a]))
+    rank = sorted(range(len(present)), key=lambda a: (-sure[a], -area[a]))
     chosen = []
     for a in rank:
-        if all(iou[a, b] <= SAME_FACE_IOU for b in chosen):
+        if not any(same[a, b] for b in chosen):
             chosen.append(a)
     chosen.sort(key=lambda a: -area[a])
     return [present[a] for a in chosen[:max_faces]]
