@@ -242,7 +242,8 @@ class EstimatorConfig(_Table):
         'far face); 0 = off.', 0.0, 1000.0)
     confirm_far_faces: bool = option(
         True, 'A new far face must be confirmed: read mirrored too (small_face_flip_px), it '
-        'must be a face in its mirrored crop; found by one detector run alone (small, or up '
+        'must be a face in its mirrored crop (unless 3 detector runs found it and it reads at '
+        'presence 0.9 or more); found by one detector run alone (small, or up '
         'to 96 px and scored under 0.6), the detector must find it again in a view centred '
         'on it. Renders in real-photo clutter at 1280x720: false faces 17 -> 0.5 per 100 '
         'frames, ghost tracks in video on 8 -> 0 of 30 backgrounds, for 3-6 % fewer 28 px '

@@ -48,10 +48,11 @@ UNSURE_DETECTION = 0.6
 #: A new far face that at least CLEAR_VIEWS detector runs found and the landmark model reads
 #: at a presence of at least CLEAR_PRESENCE is a face even if its mirrored crop reads as
 #: none (:func:`seen_clearly`).  The mirror check exists for what one tile takes for a
-#: face: in face-free frames of every kind, with free photo textures, no false face it
-#: refuted was both (0 of 6 at 640x480, 0 of 33 at 1280x720); of the real 28-40 px faces
-#: it refuted, about half were (renders 6 of 10 at 640x480; real faces from the package
-#: registries, tools/registry_faces.py, 6 of 28).
+#: face: in 1,500 face-free frames of every kind per size, with free photo textures, none
+#: of the false faces that reached it (6 at 640x480, 33 at 1280x720) was both; of the real
+#: 28-40 px faces it refuted, about half were (renders: 6 of 10 at 640x480, 6 of 15 at
+#: 1280x720; real faces from the package registries, tools/registry_faces.py: 6 of 28).
+#: Video is not changed: a look runs one or two regions a frame (docs/robustness.md).
 CLEAR_VIEWS = 3
 CLEAR_PRESENCE = 0.9
 #: :attr:`FaceRead.source` of a face read from its landmarks of the previous frame.
