@@ -205,7 +205,7 @@ def test_a_photo_showing_a_second_face_gives_no_texture(aflw_dir):
     from nlml_hpe.bench.aflw2000 import read_rgb
     from nlml_hpe.bench.range import load_textures, other_faces
     from nlml_hpe.landmarks import LandmarkExtractor
-    from nlml_hpe.landmarks.extractor import landmark_boxes
+    from nlml_hpe.landmarks.face_checks import landmark_boxes
 
     demo = resources.files('nlml_hpe') / 'data' / 'demo'
     a, b = (read_rgb(str(demo / n)) for n in ('000.jpg', '003.jpg'))

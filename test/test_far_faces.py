@@ -62,7 +62,7 @@ def test_face_free_clutter_gives_no_face(estimator, kind):
 
 def test_presence_floor_only_for_small_strong_detections():
     from nlml_hpe.landmarks.detection_plan import Found
-    from nlml_hpe.landmarks.extractor import presence_floor
+    from nlml_hpe.landmarks.face_checks import presence_floor
     from nlml_hpe.options import EstimatorConfig
 
     c = EstimatorConfig()
@@ -98,7 +98,7 @@ def test_a_small_face_whose_detection_is_turned_far_off_is_read_upright(estimato
     from dataclasses import replace
 
     from nlml_hpe.landmarks import extractor as ex_module
-    from nlml_hpe.landmarks.extractor import landmark_boxes
+    from nlml_hpe.landmarks.face_checks import landmark_boxes
 
     rgb = demo('003.jpg')
     box = estimator.estimate(rgb)[0].box
@@ -204,7 +204,8 @@ def test_a_far_face_one_tile_alone_saw_must_be_found_again_in_a_view_of_its_own(
 ])
 def test_which_new_faces_need_a_view_of_their_own(width, score, views, needs):
     from nlml_hpe.landmarks.detection_plan import Found
-    from nlml_hpe.landmarks.extractor import NEW, TRACKED, FaceRead, needs_own_view
+    from nlml_hpe.landmarks.extractor import FaceRead
+    from nlml_hpe.landmarks.face_checks import NEW, TRACKED, needs_own_view
     from nlml_hpe.landmarks.roi import ROI_SCALE, ReadPlan
     from nlml_hpe.options import EstimatorConfig
 
@@ -228,7 +229,8 @@ def test_which_new_faces_need_a_view_of_their_own(width, score, views, needs):
 ])
 def test_which_new_far_faces_the_mirror_check_can_refute(presence, views, refuted):
     from nlml_hpe.landmarks.detection_plan import Found
-    from nlml_hpe.landmarks.extractor import NEW, FaceRead, refuted_by_mirror
+    from nlml_hpe.landmarks.extractor import FaceRead
+    from nlml_hpe.landmarks.face_checks import NEW, refuted_by_mirror
     from nlml_hpe.landmarks.roi import ROI_SCALE, ReadPlan
     from nlml_hpe.options import EstimatorConfig
 

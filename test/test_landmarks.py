@@ -14,13 +14,8 @@ from nlml_hpe.camera import Camera
 from nlml_hpe.geometry import box_iou
 from nlml_hpe.landmarks import CROP_PX, LandmarkExtractor, LandmarkModel, Roi, roi_transforms
 from nlml_hpe.landmarks.detection_plan import DetectionPlan, FaceSearch
-from nlml_hpe.landmarks.extractor import (
-    NEW,
-    SAME_FACE_IOU,
-    FaceRead,
-    keep_faces,
-    landmark_boxes,
-)
+from nlml_hpe.landmarks.extractor import FaceRead
+from nlml_hpe.landmarks.face_checks import NEW, SAME_FACE_IOU, keep_faces, landmark_boxes
 from nlml_hpe.landmarks.litert import LANDMARK_MODEL, TFLiteModel, model_path
 from nlml_hpe.landmarks.look import Look
 from nlml_hpe.model import ModelFileError

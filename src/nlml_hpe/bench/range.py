@@ -73,7 +73,7 @@ def load_faces(directory, limit=None, protocol='paper'):
 
 def other_faces(rgb, box, extractor):
     """Landmark boxes of the faces of ``rgb`` that are not its labelled face (``box``)."""
-    from ..landmarks.extractor import landmark_boxes
+    from ..landmarks.face_checks import landmark_boxes
 
     found = extractor.read_frame(rgb).faces
     if not found:

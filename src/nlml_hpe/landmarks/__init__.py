@@ -46,13 +46,8 @@ frame); ``test/test_landmarks_oracle.py`` checks that both give the same
 landmarks.
 """
 
-from .extractor import (
-    FaceRead,
-    FrameReading,
-    LandmarkExtractor,
-    check_extractor_args,
-    landmark_boxes,
-)
+from .extractor import FaceRead, FrameReading, LandmarkExtractor, check_extractor_args
+from .face_checks import landmark_boxes
 from .landmark_model import LandmarkModel
 from .roi import CROP_PX, Roi, from_crop, roi_transforms
 
