@@ -63,7 +63,6 @@ MIN_PX = 80.0
 MIN_SCORE = 0.8
 #: A face this much inside another's box, or around it, is no label (one face read twice).
 NESTED = 0.5
-PAPER = (40.0, 50.0, 30.0)  # max |pitch|, |yaw|, |roll|
 
 
 def _get(url):
@@ -113,6 +112,7 @@ def label(photos, out, min_px=MIN_PX):
     import cv2
     from scipy.io import savemat
 
+    from nlml_hpe.bench.aflw2000 import PROTOCOLS, in_protocol
     from nlml_hpe.estimator import HeadPoseEstimator
     from nlml_hpe.face_points import MESH_OF_70
     from nlml_hpe.geometry import box_cover
@@ -135,7 +135,7 @@ def label(photos, out, min_px=MIN_PX):
                 width = pts[:, 0].max() - pts[:, 0].min()
                 angles = face.angles
                 if (width < min_px or face.score < MIN_SCORE or cover[k].max(initial=0) > NESTED
-                        or np.any(np.abs(angles) > PAPER)):
+                        or not in_protocol(angles, PROTOCOLS['paper'])):
                     continue
                 n = len(index)
                 stem = out / f'image{n:05d}'
