@@ -20,14 +20,15 @@ Face-free photos that are not the dev split (scikit-image's sample photographs):
     unzip -j /tmp/whl/scikit_image-*.whl 'skimage/data/*.png' 'skimage/data/*.jpg' -d /tmp/sk
     rm /tmp/sk/{astronaut,camera,horse,phantom,microaneurysms}.png /tmp/sk/chessboard_*.png
 
-``--setting`` patches module constants of :mod:`nlml_hpe.landmarks` /
-:mod:`nlml_hpe.detection` (e.g. ``landmarks.SMALL_FACE_MIN_SCORE=0.4``) for an
-A/B run.  Prints found rate, MAE and false faces per width, background and
-fault.  ``photo`` backgrounds use no real photo here (``--textures DIR`` adds
-the non-face patches of a directory of labelled photos; ``--free-textures DIR``
-pieces of every image of a directory of face-free photos, for example the
-photographs that scikit-image ships in ``skimage/data`` less those the commands
-above remove: real-photo clutter that is not the dev split).
+``--setting`` patches module constants of :mod:`nlml_hpe` where they are
+defined (e.g. ``landmarks.face_checks.CLEAR_VIEWS=4``,
+``landmarks.detection_plan.CONFIRM_VIEW=3``) for an A/B run.  Prints found
+rate, MAE and false faces per width, background and fault.  ``photo``
+backgrounds use no real photo here (``--textures DIR`` adds the non-face
+patches of a directory of labelled photos; ``--free-textures DIR`` pieces of
+every image of a directory of face-free photos, for example the photographs
+that scikit-image ships in ``skimage/data`` less those the commands above
+remove: real-photo clutter that is not the dev split).
 """
 
 import argparse

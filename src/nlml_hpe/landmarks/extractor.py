@@ -12,9 +12,7 @@ from ..options import EstimatorConfig
 from .detection_plan import DetectionPlan, FaceSearch, SearchSchedule, overlaps
 from .face_checks import (
     NEW,
-    SMALL_FACE_PX,
     TRACKED,
-    at_most,
     keep_faces,
     landmark_boxes,
     needs_own_view,
@@ -22,6 +20,7 @@ from .face_checks import (
     reads_mirrored,
     refuted_by_mirror,
     same_face,
+    small_face,
 )
 from .landmark_model import LandmarkModel
 from .look import Look
@@ -299,7 +298,7 @@ class LandmarkExtractor:
         floors = [presence_floor(f, self.config) for f in found]
         out = self._read(rgb, [ReadPlan.of_roi(f.roi) for f in found], NEW, floors=floors)
         again = [i for i, (r, f) in enumerate(zip(out, found))
-                 if r.landmarks is None and at_most(f.roi, SMALL_FACE_PX)]
+                 if r.landmarks is None and small_face(f.roi)]
         looks = [(i, roi) for i in again for roi in second_looks(found[i].roi)]
         if looks:
             reads = self._read(rgb, [ReadPlan.of_roi(roi) for _, roi in looks], NEW,

@@ -73,13 +73,18 @@ def at_most(roi, face_px):
     return roi.side <= face_px * ROI_SCALE
 
 
+def small_face(roi):
+    """Whether the face behind a detector ``roi`` is small (:data:`SMALL_FACE_PX`)."""
+    return at_most(roi, SMALL_FACE_PX)
+
+
 def presence_floor(found, config):
     """Return the face presence a new face (:class:`~.detection_plan.Found`) needs.
 
     ``config.min_tracking_confidence``, or at most :data:`WEAK_PRESENCE` for a
     small face the detector is sure of (:data:`STRONG_DETECTION`).
     """
-    if found.score >= STRONG_DETECTION and at_most(found.roi, SMALL_FACE_PX):
+    if found.score >= STRONG_DETECTION and small_face(found.roi):
         return min(WEAK_PRESENCE, config.min_tracking_confidence)
     return config.min_tracking_confidence
 
@@ -122,8 +127,7 @@ def needs_own_view(face, config):
     if not (config.confirm_far_faces and face.source == NEW and face.landmarks is not None
             and d is not None and d.views <= 1):
         return False
-    return at_most(d.roi, SMALL_FACE_PX) or (at_most(d.roi, UNSURE_FACE_PX)
-                                             and d.score < UNSURE_DETECTION)
+    return small_face(d.roi) or (at_most(d.roi, UNSURE_FACE_PX) and d.score < UNSURE_DETECTION)
 
 
 def keep_faces(faces, max_faces):
