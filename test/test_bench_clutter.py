@@ -170,7 +170,25 @@ def test_robustness_benchmark_reports_the_change_from_clean(aflw_dir, one_pass):
     clean, fault = (r['methods']['nlml_hpe'] for r in result['rows'])
     assert clean['rate_change'] == 0.0 and clean['mae_change'] == 0.0
     assert fault['mae_change'] == pytest.approx(fault['mae']['mean'] - clean['mae']['mean'])
-    assert 'jpeg25' in format_robustness(result)
+    for m in (clean, fault):  # the shipped model gives every reading a sigma
+        assert m['detected'] and m['sigma_median']['yaw'] > 0.0
+        errors = 3 * m['detected']  # pitch, yaw and roll of each face found, pooled
+        assert m['within_sigma'] * errors == pytest.approx(round(m['within_sigma'] * errors))
+    assert 'jpeg25' in format_robustness(result) and 'in 1s' in format_robustness(result)
+
+
+def test_robustness_trust_is_the_share_of_errors_within_sigma():
+    from nlml_hpe.bench.robustness import trust
+
+    gt = [[0.0, 10.0, 0.0], [5.0, -20.0, 1.0]]
+    pred = [[1.0, 13.0, 0.5], [5.0, -20.5, 4.0]]  # errors 1, 3, 0.5 and 0, 0.5, 3
+    sigma = [np.array([2.0, 2.0, 2.0]), np.array([1.0, 1.0, 1.0])]
+    t = trust(pred, gt, sigma)
+    assert t['within_sigma'] == pytest.approx(4 / 6)
+    assert t['sigma_median'] == {'pitch': 1.5, 'yaw': 1.5, 'roll': 1.5}
+    # A method whose readings give no sigma (the legacy graph) has none to judge.
+    assert trust(pred, gt, [None, None]) == {'within_sigma': None, 'sigma_median': None}
+    assert trust([], [], []) == {'within_sigma': None, 'sigma_median': None}
 
 
 @pytest.mark.parametrize('name', ['range', 'robustness'])

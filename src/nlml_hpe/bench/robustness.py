@@ -22,6 +22,8 @@ import argparse
 import sys
 import time
 
+import numpy as np
+
 from .aflw2000 import mae, pick_labelled_face
 from .clutter import FAULTS, apply_fault, frame_rng, make_background, paste_face
 from .range import (
@@ -66,7 +68,7 @@ def run_robustness(directory, estimators, *, faults=tuple(FAULTS), conditions=tu
     for cond in conditions:
         clean = [frames_of(face, cond, i, seed) for i, face in enumerate(faces)]
         for fault in faults:
-            per = {n: {'pred': [], 'gt': [], 'ms': []} for n in estimators}
+            per = {n: {'pred': [], 'gt': [], 'sigma': [], 'ms': []} for n in estimators}
             for i, ((frame, label), face) in enumerate(zip(clean, faces)):
                 img = apply_fault(frame, fault, frame_rng(seed, 'fault', fault, cond, i))
                 for name, est in estimators.items():
@@ -77,11 +79,13 @@ def run_robustness(directory, estimators, *, faults=tuple(FAULTS), conditions=tu
                     if pick is not None:
                         per[name]['pred'].append(poses[pick].angles)
                         per[name]['gt'].append(face[2])
+                        per[name]['sigma'].append(poses[pick].sigma_deg)
             rows.append({'condition': cond, 'fault': fault, 'faces': len(faces),
                          'methods': {n: {'detected': len(r['gt']),
                                          'detection_rate': len(r['gt']) / len(faces)
                                          if faces else None,
-                                         'mae': mae(r['pred'], r['gt'])}
+                                         'mae': mae(r['pred'], r['gt']),
+                                         **trust(r['pred'], r['gt'], r['sigma'])}
                                      for n, r in per.items()}})
             if progress:
                 print(f'[robustness] {cond} {fault}', file=sys.stderr, flush=True)
@@ -91,6 +95,24 @@ def run_robustness(directory, estimators, *, faults=tuple(FAULTS), conditions=tu
             'rows': rows,
             'note': 'one pass (no flip averaging); far faces: the whole photo pasted in '
                     'a cluttered 640x480 frame; frames stored as JPEG q92 (q25 for jpeg25)'}
+
+
+def trust(pred, gt, sigma):
+    """How well the readings' own sigma describes their errors.
+
+    ``within_sigma``: the share of angle errors (pitch, yaw, roll of every found
+    face, pooled) no larger than the reading's sigma (about 0.68 when sigma is
+    right); ``sigma_median``: the median sigma (deg) per angle.  Both ``None``
+    for readings without a sigma (the legacy graph, a model without an
+    uncertainty artifact).
+    """
+    if not sigma or any(s is None for s in sigma):
+        return {'within_sigma': None, 'sigma_median': None}
+    s = np.asarray(sigma, dtype=np.float64)
+    err = np.abs(np.asarray(pred, dtype=np.float64) - np.asarray(gt, dtype=np.float64))
+    med = np.median(s, axis=0)
+    return {'within_sigma': float(np.mean(err <= s)),
+            'sigma_median': dict(zip(('pitch', 'yaw', 'roll'), map(float, med)))}
 
 
 def _changes(rows):
@@ -111,16 +133,21 @@ def format_robustness(result):
     lines = [f"Robustness: {result['dataset']}, {result['faces']} paper-range faces, seed "
              f"{result['seed']}; {result['note']}."]
     lines.append(f"{'condition':<9} {'fault':<7} {'method':<8} {'found':>6} {'MAE':>6} "
-                 f"{'d found':>8} {'d MAE':>6}")
+                 f"{'d found':>8} {'d MAE':>6} {'yaw':>5} {'sigma':>5} {'in 1s':>5}")
     for row in result['rows']:
         for name, m in row['methods'].items():
             def f(v, fmt='6.2f'):
                 return format(v, fmt) if v is not None else '     -'
-            rc = m['rate_change']
+            rc, sm, ws = m['rate_change'], m.get('sigma_median'), m.get('within_sigma')
             lines.append(f"{row['condition']:<9} {row['fault']:<7} {name:<8} "
                          f"{100 * m['detection_rate']:5.1f}% {f(m['mae']['mean'])} "
                          f"{f(None if rc is None else 100 * rc, '+7.1f')}% "
-                         f"{f(m['mae_change'], '+6.2f')}")
+                         f"{f(m['mae_change'], '+6.2f')} {f(m['mae']['yaw'], '5.2f')} "
+                         f"{f(sm and sm['yaw'], '5.2f')} "
+                         f"{f(None if ws is None else 100 * ws, '4.0f')}%")
+    lines.append('yaw: the yaw MAE; sigma: the median sigma of yaw the readings give; in 1s: '
+                 "the share of angle errors within the reading's sigma (about 68 % when sigma "
+                 'is right; - where a method gives none).')
     lines.append('Faults: ' + '; '.join(f'{k}: {v}' for k, v in result['faults'].items()))
     return '\n'.join(lines)
 
