@@ -39,6 +39,12 @@ TILE_OVERLAP = 0.5
 #: (tools/clutter_synthetic.py, docs/robustness.md): false faces 9 -> 1 in 200 face-free
 #: frames, 2 of 80 28 px faces lost; at 640x480 1 -> 0, none lost.
 CONFIRM_VIEW = 4.0
+#: Small faces (full-range detector box at most WEAK_FACE_PX wide) are taken from WEAK_MARGIN
+#: under the search's score threshold where no face at the threshold lies (a weak
+#: detection, :attr:`Found.weak`); each must then be found again, at the threshold, in a
+#: view of its own (:meth:`FaceSearch.finds_again`) besides the landmark stage's checks.
+WEAK_MARGIN = 0.1
+WEAK_FACE_PX = 64.0
 
 
 def detection_regions(width, height, spec_name='full', min_face_px=24.0, overlap=None):
@@ -124,13 +130,15 @@ class DetectionPlan:
 class Found:
     """A face a search found: the detector's ``box``, its region of interest, its score.
 
-    ``views``: how many of the search's runs found it.
+    ``views``: how many of the search's runs found it; ``weak``: found only under
+    the search's threshold (:data:`WEAK_MARGIN`).
     """
 
     box: tuple
     roi: Roi
     score: float
     views: int = 1
+    weak: bool = False
 
 
 def overlapping(box, boxes, iou=0.3):
@@ -189,22 +197,32 @@ class FaceSearch:
         for run, (kind, region) in enumerate(runs):
             whole = tuple(region) == (0.0, 0.0, float(w), float(h))
             detector = self._detectors[kind]
-            dets = detector.detect(rgb, region, inner=not whole)
+            weak_score = (self.min_score - WEAK_MARGIN
+                          if kind == 'full' and self.min_score > WEAK_MARGIN else None)
+            dets, weak = detector.detect_with_weak(rgb, region, not whole, weak_score,
+                                                   WEAK_FACE_PX)
             zoom = detector.spec.size / max(region[2] - region[0], region[3] - region[1])
             for i in range(len(dets)):
                 box = dets.boxes[i]
                 size = (box[2] - box[0]) * zoom  # the face's width in the model's input
                 near = (kind == 'short' and size >= NEAR_FACE_INPUT_PX
                         and dets.scores[i] >= NEAR_FACE_MIN_SCORE)
-                cands.append((not near, -size, tuple(box),
+                cands.append((False, not near, -size, tuple(box),
                               Roi.from_detection(box, dets.keypoints[i]), float(dets.scores[i]),
                               run))
+            for i in range(len(weak)):
+                box = weak.boxes[i]
+                cands.append((True, True, -(box[2] - box[0]) * zoom, tuple(box),
+                              Roi.from_detection(box, weak.keypoints[i]), float(weak.scores[i]),
+                              run))
         kept, views = [], []
-        for *_, box, roi, score, run in sorted(cands, key=lambda c: c[:2]):
+        for weak, *_, box, roi, score, run in sorted(cands, key=lambda c: c[:3]):
             same = overlapping(box, [k.box for k in kept])
             if same is None:
-                kept.append(Found(box, roi, score))
+                kept.append(Found(box, roi, score, weak=weak))
                 views.append({run})
+                continue
+            if weak:  # a weaker detection of a face found at the threshold is no view of it
                 continue
             views[same].add(run)
             if score > kept[same].score:  # a face keeps the best score any run gave it

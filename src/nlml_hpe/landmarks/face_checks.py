@@ -113,7 +113,8 @@ def seen_clearly(face):
     mirror check.
     """
     d = face.detection
-    return d is not None and d.views >= CLEAR_VIEWS and face.score >= CLEAR_PRESENCE
+    return (d is not None and not d.weak and d.views >= CLEAR_VIEWS
+            and face.score >= CLEAR_PRESENCE)
 
 
 def needs_own_view(face, config):
@@ -124,6 +125,8 @@ def needs_own_view(face, config):
     :data:`~.detection_plan.CONFIRM_VIEW`.
     """
     d = face.detection
+    if d is not None and d.weak and face.source == NEW and face.landmarks is not None:
+        return True
     if not (config.confirm_far_faces and face.source == NEW and face.landmarks is not None
             and d is not None and d.views <= 1):
         return False

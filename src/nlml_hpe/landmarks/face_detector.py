@@ -191,19 +191,41 @@ class FaceDetector:
         ``inner``: drop faces cut by an edge of the region that is not the
         image's (a tile's; another tile holds them entire).
         """
+        return self.detect_with_weak(rgb, region, inner)[0]
+
+    def detect_with_weak(self, rgb, region=None, inner=False, weak_score=None, weak_px=0.0):
+        """:meth:`detect`, and the small faces scored under the threshold: ``(faces, weak)``.
+
+        ``weak``: faces at most ``weak_px`` wide scored from ``weak_score`` up
+        to ``min_score``, merged among themselves, that touch no face at the
+        threshold (empty without ``weak_score``).  ``faces`` are the same as
+        without them: the weaker scores join no face's merge.
+        """
         h, w = rgb.shape[:2]
         region = (0, 0, w, h) if region is None else region
         x, m = self.input_tensor(rgb, region)
         raw, cls = self._model.run(x[None])
-        dets = weighted_nms(self._decode(raw[0], cls[0, :, 0], m))
+        weak = Detections.empty()
+        floor = self.min_score if weak_score is None else min(float(weak_score), self.min_score)
+        every = self._decode(raw[0], cls[0, :, 0], m, floor)
+        strong = every.scores >= self.min_score
+        found = dets = weighted_nms(every.take(np.flatnonzero(strong)))
         if inner and len(dets):
             dets = dets.take(np.flatnonzero(_inside_region(dets.boxes, region, w, h)))
-        return dets
+        if not strong.all():
+            weak = weighted_nms(every.take(np.flatnonzero(~strong)))
+            keep = weak.boxes[:, 2] - weak.boxes[:, 0] <= weak_px
+            if len(found):  # beside every face at the threshold, cut by the edge or not
+                keep &= box_iou(weak.boxes, found.boxes).max(axis=1) <= 0.0
+            if inner:
+                keep &= _inside_region(weak.boxes, region, w, h)
+            weak = weak.take(np.flatnonzero(keep))
+        return dets, weak
 
-    def _decode(self, raw, logits, m):
-        """Boxes and keypoints of the anchors above ``min_score``, in image pixels."""
+    def _decode(self, raw, logits, m, floor):
+        """Boxes and keypoints of the anchors scored at least ``floor``, in image pixels."""
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -100.0, 100.0)))
-        keep = np.flatnonzero(scores >= self.min_score)
+        keep = np.flatnonzero(scores >= floor)
         if not len(keep):
             return Detections.empty()
         size = float(self.spec.size)
