@@ -243,3 +243,62 @@ def test_which_new_far_faces_the_mirror_check_can_refute(presence, views, refute
     assert not refuted_by_mirror(face, plan, EstimatorConfig(confirm_far_faces=False))
     face.mirrored_score = 0.6  # a face in its mirror image too
     assert not refuted_by_mirror(face, plan, EstimatorConfig())
+
+
+def test_weaker_detections_leave_the_faces_at_the_threshold_as_they_are():
+    """Small faces under the threshold join no merge of a face at it (weighted NMS)."""
+    from nlml_hpe.geometry import box_iou
+    from nlml_hpe.landmarks.face_detector import FaceDetector
+
+    rgb = demo('003.jpg')
+    with HeadPoseEstimator.from_pretrained(flip_average=False) as est:
+        box = est.estimate(rgb)[0].box
+    det = FaceDetector('full', 0.5, 1)
+    for seed in (0, 2):
+        frame, _ = scene((rgb, box), 640, 480, 24, 'clutter', 'photo', frame_rng(seed, 'weak'))
+        alone = det.detect(frame)
+        strong, weak = det.detect_with_weak(frame, weak_score=0.05, weak_px=64.0)
+        np.testing.assert_array_equal(strong.boxes, alone.boxes)
+        np.testing.assert_array_equal(strong.scores, alone.scores)
+        assert len(alone) == 1 and len(weak) > 10  # clutter scores 0.05 in many places
+        assert np.all((weak.scores >= 0.05) & (weak.scores < 0.5))
+        assert np.all(weak.boxes[:, 2] - weak.boxes[:, 0] <= 64.0)
+        assert box_iou(weak.boxes, strong.boxes).max() == 0.0  # none touches the face
+        assert len(det.detect_with_weak(frame)[1]) == 0  # none unless asked for
+
+
+@pytest.mark.parametrize('seed, width', [(2, 20), (2, 28), (3, 28), (5, 24)])
+def test_a_weak_detection_in_clutter_is_no_face(estimator, seed, width):
+    """The search takes these frames' weaker small detections; the checks drop them."""
+    from nlml_hpe.landmarks.detection_plan import WEAK_MARGIN
+
+    rgb = demo('003.jpg')
+    box = estimator.estimate(rgb)[0].box
+    frame, label = scene((rgb, box), 640, 480, width, 'clutter', 'photo',
+                         frame_rng(seed, 'weak'))
+    found = estimator.extractor.search(frame)
+    weak = [f for f in found if f.weak]
+    strong = [f for f in found if not f.weak]
+    assert weak and all(0.5 - WEAK_MARGIN <= f.score < 0.5 for f in weak)
+    assert all(f.score >= 0.5 for f in strong)
+    poses = estimator.estimate(frame)
+    assert len(poses) == 1 and pick_labelled_face([p.box for p in poses], label) == 0
+
+
+def test_a_weak_detection_always_needs_a_view_of_its_own():
+    from nlml_hpe.landmarks.detection_plan import Found
+    from nlml_hpe.landmarks.extractor import FaceRead
+    from nlml_hpe.landmarks.face_checks import NEW, TRACKED, needs_own_view, seen_clearly
+    from nlml_hpe.landmarks.roi import ROI_SCALE, ReadPlan
+    from nlml_hpe.options import EstimatorConfig
+
+    roi = Roi(320.0, 240.0, 40 * ROI_SCALE, 0.0)
+    found = Found((300, 220, 340, 260), roi, 0.45, views=5, weak=True)
+    face = FaceRead(ReadPlan.of_roi(roi), NEW, landmarks=np.zeros((468, 3)), score=1.0,
+                    detection=found)
+    # Whatever the option and however many runs found it weakly.
+    assert needs_own_view(face, EstimatorConfig())
+    assert needs_own_view(face, EstimatorConfig(confirm_far_faces=False))
+    assert not seen_clearly(face)  # and the mirror check applies
+    face.source = TRACKED
+    assert not needs_own_view(face, EstimatorConfig())

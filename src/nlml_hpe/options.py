@@ -203,7 +203,10 @@ class EstimatorConfig(_Table):
     """Options of :class:`~nlml_hpe.estimator.HeadPoseEstimator` and its landmark stage."""
 
     max_faces: int = option(5, 'Faces per frame at most.', 1, MAX_FACES)
-    min_detection_confidence: float = option(0.5, 'Face detector score threshold.', 0.0, 1.0)
+    min_detection_confidence: float = option(
+        0.5, 'Face detector score threshold. A small far face (up to 64 px) is also taken from '
+        '0.1 under it where no face at it lies, if the detector finds it again at the '
+        'threshold in a view centred on it.', 0.0, 1.0)
     detection_interval: int = option(
         10, 'Video: frames between two looks for new faces while faces are tracked (one '
         'detector run, between frames); with none tracked the detector runs every frame.',
