@@ -7,8 +7,8 @@ The rules the landmark stage (:mod:`.extractor`) applies to its readings
 * :func:`refuted_by_mirror`, :func:`seen_clearly`: with ``confirm_far_faces``,
   a new far face must be a face in its mirrored crop too, unless several
   detector runs found it and it reads surely;
-* :func:`needs_own_view`: ... and one that a single detector run found must be
-  found again in a view of its own;
+* :func:`needs_own_view`: ... and one that a single detector run found, or one
+  found only under the detector's threshold, must be found again in a view of its own;
 * :func:`keep_faces`: one reading per face, the surest.
 """
 
@@ -118,10 +118,12 @@ def seen_clearly(face):
 
 
 def needs_own_view(face, config):
-    """Whether a new far face must be found again in a view centred on it (``confirm_far_faces``).
+    """Whether a new far face must be found again in a view centred on it.
 
-    A face that one detector run alone found, small (:data:`SMALL_FACE_PX`)
-    or unsure (:data:`UNSURE_FACE_PX`, :data:`UNSURE_DETECTION`); see
+    Always, a face found only under the detector's threshold (``weak``,
+    :data:`~.detection_plan.WEAK_MARGIN`); with ``confirm_far_faces``, a face
+    that one detector run alone found, small (:data:`SMALL_FACE_PX`) or unsure
+    (:data:`UNSURE_FACE_PX`, :data:`UNSURE_DETECTION`); see
     :data:`~.detection_plan.CONFIRM_VIEW`.
     """
     d = face.detection
