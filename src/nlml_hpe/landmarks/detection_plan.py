@@ -173,6 +173,9 @@ class FaceSearch:
     def __init__(self, plan, min_score, threads):
         self.plan = plan
         self.min_score = float(min_score)
+        #: The full-range model's score from which a small face is a weak detection.
+        self.weak_score = (self.min_score - WEAK_MARGIN if self.min_score > WEAK_MARGIN
+                           else None)
         self.threads = int(threads)
         self._detectors = {kind: FaceDetector(kind, self.min_score, self.threads)
                            for kind in plan.kinds}
@@ -197,24 +200,19 @@ class FaceSearch:
         for run, (kind, region) in enumerate(runs):
             whole = tuple(region) == (0.0, 0.0, float(w), float(h))
             detector = self._detectors[kind]
-            weak_score = (self.min_score - WEAK_MARGIN
-                          if kind == 'full' and self.min_score > WEAK_MARGIN else None)
-            dets, weak = detector.detect_with_weak(rgb, region, not whole, weak_score,
-                                                   WEAK_FACE_PX)
+            dets, weak = detector.detect_with_weak(
+                rgb, region, not whole, self.weak_score if kind == 'full' else None,
+                WEAK_FACE_PX)
             zoom = detector.spec.size / max(region[2] - region[0], region[3] - region[1])
-            for i in range(len(dets)):
-                box = dets.boxes[i]
-                size = (box[2] - box[0]) * zoom  # the face's width in the model's input
-                near = (kind == 'short' and size >= NEAR_FACE_INPUT_PX
-                        and dets.scores[i] >= NEAR_FACE_MIN_SCORE)
-                cands.append((False, not near, -size, tuple(box),
-                              Roi.from_detection(box, dets.keypoints[i]), float(dets.scores[i]),
-                              run))
-            for i in range(len(weak)):
-                box = weak.boxes[i]
-                cands.append((True, True, -(box[2] - box[0]) * zoom, tuple(box),
-                              Roi.from_detection(box, weak.keypoints[i]), float(weak.scores[i]),
-                              run))
+            for is_weak, faces in ((False, dets), (True, weak)):
+                for i in range(len(faces)):
+                    box = faces.boxes[i]
+                    size = (box[2] - box[0]) * zoom  # the face's width in the model's input
+                    near = (kind == 'short' and size >= NEAR_FACE_INPUT_PX
+                            and faces.scores[i] >= NEAR_FACE_MIN_SCORE)
+                    cands.append((is_weak, not near, -size, tuple(box),
+                                  Roi.from_detection(box, faces.keypoints[i]),
+                                  float(faces.scores[i]), run))
         kept, views = [], []
         for weak, *_, box, roi, score, run in sorted(cands, key=lambda c: c[:3]):
             same = overlapping(box, [k.box for k in kept])

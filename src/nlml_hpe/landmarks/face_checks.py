@@ -127,10 +127,11 @@ def needs_own_view(face, config):
     :data:`~.detection_plan.CONFIRM_VIEW`.
     """
     d = face.detection
-    if d is not None and d.weak and face.source == NEW and face.landmarks is not None:
+    if not (face.source == NEW and face.landmarks is not None and d is not None):
+        return False
+    if d.weak:
         return True
-    if not (config.confirm_far_faces and face.source == NEW and face.landmarks is not None
-            and d is not None and d.views <= 1):
+    if not (config.confirm_far_faces and d.views <= 1):
         return False
     return small_face(d.roi) or (at_most(d.roi, UNSURE_FACE_PX) and d.score < UNSURE_DETECTION)
 
