@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 import sys
+import traceback
 
 import pytest
 
@@ -18,12 +19,19 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # the training/ pipeline lives beside src/
 
 
-def spin_while_ok(executor, context):
-    """Spin ``executor`` until ``context`` shuts down (a test rig's spinner thread)."""
+def spin_while_ok(executor, context, errors=None):
+    """Spin ``executor`` until ``context`` shuts down (a test rig's spinner thread).
+
+    A callback's exception while the context is still up stops the spinner like
+    ``rclpy.spin`` would; it is appended, formatted, to ``errors`` for the test to
+    report (a rig that stops taking frames then says why).
+    """
     while context.ok():
         try:
             executor.spin_once(timeout_sec=0.05)
-        except Exception:  # noqa: BLE001 - context shut down while spinning
+        except Exception:  # noqa: BLE001 - context shut down while spinning, or a callback
+            if context.ok() and errors is not None:
+                errors.append(traceback.format_exc())
             return
 
 

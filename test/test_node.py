@@ -7,8 +7,10 @@ images come from the shipped demo clip (src/nlml_hpe/data/demo), so these tests
 need no ../shared data.
 """
 
+import sys
 import threading
 import time
+import traceback
 
 import cv2
 import numpy as np
@@ -74,6 +76,7 @@ class Rig:
         self.probe = rclpy.create_node('nlml_test_probe', context=self.context,
                                        namespace=namespace)
         self.received = {name: [] for name in OUTPUTS}
+        self.spin_errors = []  # a callback's exception, which stopped the spinner
         self._lock = threading.Lock()
         for name, kind in OUTPUTS.items():
             self.probe.create_subscription(kind, name, self._recorder(name), 50)
@@ -103,7 +106,7 @@ class Rig:
                                                'gaze_offsets')]
 
     def _spin(self):
-        spin_while_ok(self.executor, self.context)
+        spin_while_ok(self.executor, self.context, self.spin_errors)
 
     def _recorder(self, name):
         def record(msg):
@@ -111,12 +114,25 @@ class Rig:
                 self.received[name].append(msg)
         return record
 
-    @staticmethod
-    def _wait(cond, what, timeout=20.0):
+    def _wait(self, cond, what, timeout=20.0):
         deadline = time.monotonic() + timeout
         while not cond():
-            assert time.monotonic() < deadline, f'timed out waiting for {what}'
+            self._check_spinner()
+            assert time.monotonic() < deadline, \
+                f'timed out waiting for {what}; ' + self.spinner_state()
             time.sleep(0.01)
+
+    def _check_spinner(self):
+        """Fail with the callback's exception if one stopped the spinner."""
+        assert not self.spin_errors, 'a callback raised; the spinner stopped:\n' + \
+            self.spin_errors[0]
+
+    def spinner_state(self):
+        """Return where the spinner thread is (its stack), for a timeout's message."""
+        frame = sys._current_frames().get(self._thread.ident)
+        if frame is None:
+            return 'the spinner thread has ended'
+        return 'the spinner is at:\n' + ''.join(traceback.format_stack(frame))
 
     def clear(self):
         with self._lock:
@@ -141,7 +157,9 @@ class Rig:
         before, got = self.handled(), self.node.stats['received']
         deadline = time.monotonic() + 10.0
         while self.node.stats['received'] == got:  # best effort: resend if lost
-            assert time.monotonic() < deadline, 'node never received the frame'
+            self._check_spinner()
+            assert time.monotonic() < deadline, \
+                'node never received the frame; ' + self.spinner_state()
             pub.publish(msg)
             resend = time.monotonic() + 0.5  # a loaded machine delivers late, not twice
             while self.node.stats['received'] == got and time.monotonic() < resend:

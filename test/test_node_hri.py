@@ -293,6 +293,43 @@ def test_no_face_empties_the_list_and_ended_faces_drop_their_topics(played):
         rig._wait(lambda topic=topic: rig.probe.count_publishers(topic) == 0, f'{topic} gone')
 
 
+@pytest.mark.ros
+def test_ended_faces_are_withdrawn_on_the_executor_thread_not_the_worker(played):
+    """The worker ends a face; its publishers are destroyed by the spinning executor.
+
+    Destroyed on the worker, a publisher's event handler could vanish while the
+    executor builds a wait set: rclpy.spin raised InvalidHandle and the node died.
+    """
+    rig, consumer, frames, _, _, _ = played
+    node = rig.node
+    threads, destroy = [], node.destroy_lifecycle_publisher
+
+    def recorded(pub):
+        threads.append(threading.get_ident())
+        return destroy(pub)
+
+    node.destroy_lifecycle_publisher = recorded  # observes the real call
+    try:
+        for cycle in range(2):
+            rig.send(_image_msg(frames[cycle][1], _next()))
+            uid = _listed(rig)
+            roi = f'/humans/faces/{uid}/roi'
+            rig._wait(lambda roi=roi: rig.probe.count_publishers(roi) == 1, 'roi advertised')
+            blank = np.full_like(frames[0][1], 90)
+            for _ in range(10):
+                _CLOCK[0] += 9
+                rig.send(_image_msg(blank, _next()))
+                if not rig.node.hri.listed:
+                    break
+            assert rig.node.hri.listed == []
+            rig._wait(lambda roi=roi: rig.probe.count_publishers(roi) == 0, f'{roi} gone')
+    finally:
+        del node.destroy_lifecycle_publisher
+    assert len(threads) >= 2 * len(PER_FACE)
+    assert set(threads) == {rig._thread.ident}  # the spinner's, never the worker's
+    rig._check_spinner()
+
+
 def _change_state(rig, transition):
     client = rig.probe.create_client(ChangeState, 'head_pose_node/change_state')
     assert client.wait_for_service(timeout_sec=10)

@@ -11,7 +11,10 @@
 
 A face is listed while its track is confirmed or coasting
 (:func:`nlml_hpe.ros.faces.listed`); its per-face topics are advertised while
-it is listed and withdrawn (publishers destroyed) when it no longer is.  Per-face
+it is listed and withdrawn (publishers destroyed) when it no longer is.  A face
+that ends in a frame is withdrawn on the executor's thread, never the worker's
+(:meth:`HriFaces.publish`): rclpy's executor raises ``InvalidHandle`` if a
+publisher's event handler is destroyed while it builds a wait set.  Per-face
 messages are published for faces measured in this frame only (a coasting
 face's region is a prediction).  Ids are unique across nodes and restarts
 (:class:`nlml_hpe.ros.faces.FaceIds`); the TF frame ``face_<id>`` is
@@ -29,6 +32,7 @@ is left out with a warning.
 """
 
 from dataclasses import dataclass
+import threading
 
 import numpy as np
 from rclpy.qos import QoSProfile
@@ -135,6 +139,9 @@ class HriFaces:
         self._rows = face_topics()
         self._tracked = None  # LifecyclePublisher, from create() to destroy()
         self._faces = {}  # id -> {topic name: LifecyclePublisher}, while listed
+        self._reaper = None  # GuardCondition destroying _ended: create() .. destroy()
+        self._ended = []  # publishers of faces ended in publish(), until the reaper runs
+        self._ended_lock = threading.Lock()
 
     @property
     def listed(self):
@@ -162,6 +169,7 @@ class HriFaces:
                 'ros4hri: this hri_msgs has no FacialLandmarks (an old local build: re-run '
                 'bootstrap.sh); /humans/faces/<id>/landmarks is not published')
         self._tracked = self._node.create_lifecycle_publisher(IdsList, TRACKED, QOS)
+        self._reaper = self._node.create_guard_condition(self._reap)
 
     def _advertise(self, uid):
         pubs = {}
@@ -173,12 +181,30 @@ class HriFaces:
             pubs[row.name] = pub
         self._faces[uid] = pubs
 
-    def _withdraw_face(self, uid):
-        for pub in self._faces.pop(uid).values():
+    def _withdraw_face(self, uid, later=False):
+        """Stop publishing face ``uid``; destroy its publishers now, or ``later`` (reaper)."""
+        pubs = list(self._faces.pop(uid).values())
+        if later and self._reaper is not None:
+            with self._ended_lock:
+                self._ended.extend(pubs)
+            self._reaper.trigger()  # _reap runs on the executor's thread
+            return
+        for pub in pubs:
+            self._node.destroy_lifecycle_publisher(pub)
+
+    def _reap(self):
+        """Guard condition callback (executor thread): destroy the ended faces' publishers."""
+        with self._ended_lock:
+            pubs, self._ended = self._ended, []
+        for pub in pubs:
             self._node.destroy_lifecycle_publisher(pub)
 
     def publish(self, result):
-        """Publish one frame: per-face messages, then the list; withdraw ended faces."""
+        """Publish one frame: per-face messages, then the list; withdraw ended faces.
+
+        Called on the node's worker thread: the ended faces' publishers are
+        destroyed by the executor (:meth:`_reap`), their topics go within a spin.
+        """
         ids = []
         for face in result.faces:
             if not fv.listed(face):
@@ -195,7 +221,7 @@ class HriFaces:
                     pub.publish(row.build(result, face))
         self._tracked.publish(IdsList(header=result.header, ids=ids))
         for uid in [u for u in self._faces if u not in ids]:
-            self._withdraw_face(uid)
+            self._withdraw_face(uid, later=True)
 
     def withdraw(self, header):
         """Publish an empty list (while still active) and withdraw every face (deactivate).
@@ -206,11 +232,16 @@ class HriFaces:
             self._tracked.publish(IdsList(header=header, ids=[]))
         for uid in list(self._faces):
             self._withdraw_face(uid)
+        self._reap()
 
     def destroy(self):
         """Withdraw every face and destroy the list's publisher (cleanup, shutdown)."""
         for uid in list(self._faces):
             self._withdraw_face(uid)
+        self._reap()
+        if self._reaper is not None:
+            self._node.destroy_guard_condition(self._reaper)
+            self._reaper = None
         if self._tracked is not None:
             self._node.destroy_lifecycle_publisher(self._tracked)
             self._tracked = None
