@@ -531,7 +531,7 @@ def test_off_axis_faces_are_read_on_their_line_of_sight(face_crop):
             r = stream.read_frame(frame, camera=camera, line_of_sight_deg=10.0)
             assert r.reread == [True]
         # Tracked: the turned crop is the face's only read (no extra pass, no detector).
-        assert stream.last_stats == {'detector_runs': 0, 'tracked': 1, 'reread': 1}
+        assert stream.last_stats == {'detector_runs': 0, 'tracked': 1, 'reread': 1, 'unblurred': 0}
 
 
 def test_a_few_faces_are_placed_as_a_batch_places_them():

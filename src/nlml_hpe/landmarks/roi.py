@@ -120,6 +120,14 @@ def crop_scale(transform):
     return math.sqrt(abs(m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]))
 
 
+def crop_box(transform):
+    """Return the image box ``(x0, y0, x1, y1)`` around the crop of ``transform``."""
+    corners = np.array([[0.0, 0.0, 1.0], [CROP_PX, 0.0, 1.0], [0.0, CROP_PX, 1.0],
+                        [CROP_PX, CROP_PX, 1.0]]) @ np.linalg.inv(transform).T
+    xy = corners[:, :2] / corners[:, 2:3]
+    return (*xy.min(axis=0), *xy.max(axis=0))
+
+
 def crop(rgb, transform):
     """Return the 192-px uint8 crop of ``rgb`` through image-to-crop ``transform`` (3x3)."""
     m = np.asarray(transform, dtype=np.float64)
