@@ -56,15 +56,22 @@ def test_line_kernel_is_a_line_of_the_length_and_direction_asked():
 
 
 @pytest.mark.parametrize('seed', [0, 1, 2])
-@pytest.mark.parametrize('angle,length', [(0.0, 9.0), (90.0, 7.0), (0.0, 14.0), (45.0, 12.0),
+@pytest.mark.parametrize('angle,length', [(0.0, 9.0), (90.0, 8.0), (0.0, 14.0), (45.0, 12.0),
                                           (135.0, 12.0), (30.0, 12.0)])
 def test_a_smear_is_measured(seed, angle, length):
-    """Along the axes from 7 px, diagonally from about 12 px (weaker ones are left as they are)."""
+    """Along the axes from 7-8 px, diagonally from about 12 px (weaker ones are left alone)."""
     frame = apply_fault(smeared(texture(seed), angle, length), 'none', frame_rng(seed, 'smear'))
     blur = mb.measure(centre(frame))  # stored as a camera stores it (JPEG q92)
     assert blur is not None
     assert angle_gap(blur.angle_deg, angle) <= 7.5 + 1e-9
     assert abs(blur.length_px - length) <= 1.5
+
+
+@pytest.mark.parametrize('angle,length', [(0.0, 5.0), (90.0, 5.0), (0.0, 20.0), (0.0, 25.0)])
+def test_short_and_overlong_smears_are_left_as_they_are(angle, length):
+    """Under MIN_LENGTH undoing costs more than it gives; from the last length it is an edge."""
+    frame = apply_fault(smeared(texture(3), angle, length), 'none', frame_rng(3, 'smear'))
+    assert mb.measure(centre(frame)) is None
 
 
 @pytest.mark.parametrize('seed', [0, 1, 2])
