@@ -179,6 +179,7 @@ def test_a_smeared_far_face_is_also_read_restored_and_a_sharp_one_never(estimato
             poses = est.estimate(frame)
             assert pick_labelled_face([p.box for p in poses], label) is not None, (fault, name)
             unblurred[name] = est.extractor.last_stats['unblurred']
+            assert est.last_timings['unblurred'] == unblurred[name]
         assert unblurred['off'] == 0
         assert (unblurred['on'] >= 1) == restored, (fault, unblurred)
     assert on.config.undo_motion_blur and not off.config.undo_motion_blur

@@ -385,7 +385,8 @@ def test_diagnostics_report_rates_and_counts(rig):
     status = rig.last('/diagnostics').status[0]
     values = {kv.key: kv.value for kv in status.values}
     for key in ('input_rate_hz', 'processing_latency_ms_p50', 'faces', 'frames_dropped',
-                'frames_rejected', 'frames_processed', 'faces_reread_off_axis', 'landmarks_ms'):
+                'frames_rejected', 'frames_processed', 'faces_reread_off_axis', 'landmarks_ms',
+                'crops_motion_blur_undone'):
         assert key in values
     assert int(values['frames_rejected']) == rig.node.stats['rejected']
     assert int(values['frames_processed']) >= 1

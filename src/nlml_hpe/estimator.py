@@ -237,7 +237,8 @@ class HeadPoseEstimator:
     video -- with ``num_threads`` 1 it runs here, its whole detector time;
     with more it only starts here, on its own worker, and a frame that comes
     before it ends waits for the rest within ``landmarks_ms``), and counts
-    (``faces``, ``flip_matched``, ``warped``, ``detector_runs``).
+    (``faces``, ``flip_matched``, ``warped``, ``detector_runs``, ``unblurred``: small
+    faces' crops read with the frame's motion blur undone).
 
     One caller at a time (the landmark stage refuses overlapping calls).
     """
@@ -311,7 +312,9 @@ class HeadPoseEstimator:
         self.last_timings.update(landmarks_ms=(t1 - t0) * 1e3,
                                  look_ms=(time.perf_counter() - t2) * 1e3,
                                  warped=int(sum(reading.reread)),
-                                 detector_runs=reading.detector_runs)
+                                 detector_runs=reading.detector_runs,
+                                 unblurred=int(getattr(self.extractor, 'last_stats', {})
+                                               .get('unblurred', 0)))
         return Estimate(poses, timings=dict(self.last_timings), camera=camera)
 
     def estimate_landmarks(self, landmarks_px_list, *, camera=None, scores=None, twins=None,
@@ -355,7 +358,7 @@ class HeadPoseEstimator:
                     raise ValueError(f'expected mirrored landmarks of shape ({N_LANDMARKS}, 3), '
                                      f'got {t.shape}')
         reread = [False] * len(lms) if reread is None else [bool(v) for v in reread]
-        self.last_timings = {'landmarks_ms': 0.0, 'look_ms': 0.0, 'warped': 0,
+        self.last_timings = {'landmarks_ms': 0.0, 'look_ms': 0.0, 'warped': 0, 'unblurred': 0,
                              'detector_runs': 0, 'model_ms': 0.0, 'post_ms': 0.0,
                              'faces': len(lms), 'flip_matched': len(pairs)}
         if not lms:

@@ -67,6 +67,7 @@ def frame_record(faces=0, timings=None, frame=None, nonfinite=0):
     """
     timings = timings or {}
     return {'faces': faces, 'reread': int(timings.get('warped', 0)),
+            'unblurred': int(timings.get('unblurred', 0)),
             'landmarks_ms': float(timings.get('landmarks_ms', 0.0)),
             'scale': 1 if frame is None else frame.scale,
             'size': None if frame is None else frame.size, 'nonfinite': nonfinite}
@@ -109,6 +110,7 @@ def diagnostic_array(name, stamp, active, figures, frame):
         ('stamp_to_output_ms_p50', _ms(figures.get('age_ms_p50'))),
         ('faces', frame['faces']),
         ('faces_reread_off_axis', frame['reread']),
+        ('crops_motion_blur_undone', frame['unblurred']),
         ('faces_dropped_nonfinite', figures.get('faces_nonfinite', 0)),
         ('landmarks_ms', f'{frame["landmarks_ms"]:.1f}'),
         ('image_size', 'n/a' if size is None else f'{size[0]}x{size[1]}'),
