@@ -181,19 +181,13 @@ class HriFaces:
             pubs[row.name] = pub
         self._faces[uid] = pubs
 
-    def _withdraw_face(self, uid, later=False):
-        """Stop publishing face ``uid``; destroy its publishers now, or ``later`` (reaper)."""
-        pubs = list(self._faces.pop(uid).values())
-        if later and self._reaper is not None:
-            with self._ended_lock:
-                self._ended.extend(pubs)
-            self._reaper.trigger()  # _reap runs on the executor's thread
-            return
-        for pub in pubs:
-            self._node.destroy_lifecycle_publisher(pub)
+    def _withdraw_face(self, uid):
+        """Stop publishing face ``uid``; its publishers wait for :meth:`_reap`."""
+        with self._ended_lock:
+            self._ended.extend(self._faces.pop(uid).values())
 
     def _reap(self):
-        """Guard condition callback (executor thread): destroy the ended faces' publishers."""
+        """Destroy the withdrawn faces' publishers (the guard condition's callback)."""
         with self._ended_lock:
             pubs, self._ended = self._ended, []
         for pub in pubs:
@@ -220,8 +214,11 @@ class HriFaces:
                 if not row.on_demand or pub.get_subscription_count() > 0:
                     pub.publish(row.build(result, face))
         self._tracked.publish(IdsList(header=result.header, ids=ids))
-        for uid in [u for u in self._faces if u not in ids]:
-            self._withdraw_face(uid, later=True)
+        ended = [u for u in self._faces if u not in ids]
+        for uid in ended:
+            self._withdraw_face(uid)
+        if ended and self._reaper is not None:
+            self._reaper.trigger()  # _reap runs on the executor's thread
 
     def withdraw(self, header):
         """Publish an empty list (while still active) and withdraw every face (deactivate).
