@@ -24,8 +24,8 @@ from .face_checks import (
 )
 from .landmark_model import LandmarkModel
 from .look import Look
-from .motion_blur import CHECK_EVERY, Restorer
-from .roi import MIRROR, ReadPlan, crop_box, from_crop, read_plans
+from .motion_blur import BlurChecks
+from .roi import MIRROR, ReadPlan, from_crop, read_plans
 
 #: A small new face read below its floor is read once more through ROIs this much larger
 #: and, with SECOND_LOOK_UPRIGHT, upright (unturned) at 1x and this scale: the detector's
@@ -141,8 +141,8 @@ class LandmarkExtractor:
         self._size = None  # ... and its (width, height)
         self._busy = threading.Lock()
         self._closed = False
-        self._restorer = None  # read_frame: the frame's small faces with motion blur undone
-        self._blur_check = 0  # streaming: frames until the next motion-blur check (0: this one)
+        self._blur_checks = BlurChecks(self.streaming) if c.undo_motion_blur else None
+        self._restorer = None  # read_frame: the frame's Restorer (None: not checked)
         #: Counts of the latest :meth:`read_frame`: detector runs, tracked faces, re-read.
         self.last_stats = {}
 
@@ -201,7 +201,7 @@ class LandmarkExtractor:
         with self._one_caller():
             rgb = as_rgb_uint8(rgb)
             h, w = rgb.shape[:2]
-            self._restorer = Restorer(rgb) if self._checks_blur() else None
+            self._restorer = None if self._blur_checks is None else self._blur_checks.restorer(rgb)
             if line_of_sight_deg is not None and camera is None:
                 camera = Camera.guess(w, h)
             if self.streaming:
@@ -221,26 +221,11 @@ class LandmarkExtractor:
                                [bool(f.reread) for f in kept], runs, tracked)
             if self.streaming:
                 self._tracked = list(out.faces)
-            unblurred = len(self._restorer.blurs) if self._restorer else 0
-            if self._restorer is not None and not unblurred:
-                self._blur_check = CHECK_EVERY - 1  # sharp: look again a few frames on
+            unblurred = self._blur_checks.done(self._restorer) if self._blur_checks else 0
             self.last_stats = {'detector_runs': runs, 'tracked': tracked,
                                'reread': sum(out.reread), 'unblurred': unblurred}
             self._restorer = None
             return out
-
-    def _checks_blur(self):
-        """Whether this frame's small faces are checked for motion blur (``undo_motion_blur``).
-
-        Every single image; in video every :data:`~.motion_blur.CHECK_EVERY`-th
-        frame, and every frame while one is smeared.
-        """
-        if not self.config.undo_motion_blur:
-            return False
-        if not self.streaming or self._blur_check <= 0:
-            return True
-        self._blur_check -= 1
-        return False
 
     def _track(self, rgb, mirror, camera, min_deg):
         """Streaming: read the tracked faces, then the new ones; ``(faces, runs, tracked)``.
@@ -358,7 +343,8 @@ class LandmarkExtractor:
                 owner.append((i, True))
         if not mats:
             return out
-        crop_lm, presence = self._read_crops(rgb, mats, threads)
+        crop_lm, presence = (self.model.read(rgb, mats, threads) if self._restorer is None
+                             else self._restorer.read(self.model, mats, threads))
         width = rgb.shape[1]
         lms = from_crop(crop_lm, mats, zs)
         finite = np.all(np.isfinite(lms), axis=(1, 2))
@@ -373,28 +359,6 @@ class LandmarkExtractor:
             elif s >= floors[i]:
                 out[i].landmarks, out[i].score = lm, float(s)
         return out
-
-    def _read_crops(self, rgb, mats, threads):
-        """Read the crops of ``mats``: ``(landmarks in crop pixels, presence)``.
-
-        A small crop the frame's :class:`~.motion_blur.Restorer` finds smeared
-        is read twice, from the restored frame and from the frame as it is, and
-        the reading of higher presence is kept: a straight edge or JPEG's blocks
-        taken for a smear make the restored crop less of a face, not more.
-        """
-        if self._restorer is None:
-            return self.model.read(rgb, mats, threads)
-        images = [self._restorer.image_for(crop_box(m)) for m in mats]
-        again = [j for j, image in enumerate(images) if image is not rgb]
-        if not again:
-            return self.model.read(rgb, mats, threads)
-        n = len(mats)
-        lm, presence = self.model.read(rgb, list(mats) + [mats[j] for j in again], threads,
-                                       images + [rgb] * len(again))
-        for k, j in enumerate(again):
-            if presence[n + k] > presence[j]:
-                lm[j], presence[j] = lm[n + k], presence[n + k]
-        return lm[:n], presence[:n]
 
     # -- between frames ---------------------------------------------------
     def look_ahead(self):
@@ -413,7 +377,8 @@ class LandmarkExtractor:
             self.look.cancel()
             self._tracked = []
             self.schedule.reset()
-            self._blur_check = 0
+            if self._blur_checks is not None:
+                self._blur_checks.reset()
 
     def close(self):
         """Release the models (idempotent); the extractor cannot be used afterwards."""

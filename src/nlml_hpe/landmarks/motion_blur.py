@@ -37,6 +37,8 @@ import numpy as np
 from scipy import fft as sfft
 from scipy.fft import next_fast_len
 
+from .roi import crop_box
+
 #: Crops up to this wide (px; a crop is 1.5 face widths: faces up to 80 px) are checked.
 MAX_CROP_PX = 120.0
 #: The window measured: this many crop widths around the crop's centre, clamped.
@@ -124,16 +126,16 @@ def _gradient_power(gray):
     return (f.real ** 2 + f.imag ** 2) * slope, shape
 
 
-def _profiles(power, shape, angles_deg, lags=LAGS):
-    """Return the autocorrelation of ``power`` along each angle at ``lags``, 1 at lag 0."""
+def _profiles(power, shape, angles_deg):
+    """Return the autocorrelation of ``power`` along each angle at :data:`LAGS`, 1 at lag 0."""
     a = np.fft.irfft2(power, s=shape)
     a = np.fft.fftshift(a).astype(np.float32)
     cy, cx = shape[0] // 2, shape[1] // 2
     if a[cy, cx] <= 0:
-        return np.zeros((len(angles_deg), len(lags)), np.float32)
+        return np.zeros((len(angles_deg), len(LAGS)), np.float32)
     t = np.deg2rad(np.asarray(angles_deg, float))
-    xs = (cx + np.cos(t)[:, None] * lags[None]).astype(np.float32)
-    ys = (cy - np.sin(t)[:, None] * lags[None]).astype(np.float32)
+    xs = (cx + np.cos(t)[:, None] * LAGS[None]).astype(np.float32)
+    ys = (cy - np.sin(t)[:, None] * LAGS[None]).astype(np.float32)
     return cv2.remap(a / a[cy, cx], xs, ys, cv2.INTER_LINEAR)
 
 
@@ -184,9 +186,8 @@ def measure(gray):
     fine = np.arange(best - 0.75, best + 0.76, LENGTH_STEP)
     best = min((n for n in fine if LENGTHS[0] <= n <= LENGTHS[-1]),
                key=lambda n: _left_over(f, q, waves, n))
-    lag = np.array([round(best) + TAIL_LAG], np.float32)
-    tail = _profiles(power, shape, [angle, angle + 90.0], lag)[:, 0]
-    if best < MIN_LENGTH or tail[0] - tail[1] > MAX_TAIL:
+    lag = int(round(best)) + TAIL_LAG  # at most 19: within LAGS, sampled in p already
+    if best < MIN_LENGTH or p[k, lag] - p[perp, lag] > MAX_TAIL:
         return None
     return Blur(angle, float(best))
 
@@ -232,6 +233,26 @@ class Restorer:
         self._measured = []  # (box, image): the image its crops are read from
         self.blurs = []  # the Blur of each restored copy, for inspection
 
+    def read(self, model, transforms, threads=None):
+        """Read the crops of ``transforms`` with ``model`` (a LandmarkModel), restored if smeared.
+
+        Returns ``model.read``'s ``(landmarks in crop pixels, presence)``.  A
+        smeared crop is read twice, from its restored copy and from the frame as
+        it is, and the reading of higher presence is kept: a straight edge or
+        JPEG's blocks taken for a smear make the restored crop less of a face.
+        """
+        images = [self.image_for(crop_box(m)) for m in transforms]
+        again = [j for j, image in enumerate(images) if image is not self.rgb]
+        if not again:
+            return model.read(self.rgb, transforms, threads)
+        n = len(transforms)
+        lm, presence = model.read(self.rgb, list(transforms) + [transforms[j] for j in again],
+                                  threads, images + [self.rgb] * len(again))
+        for k, j in enumerate(again):
+            if presence[n + k] > presence[j]:
+                lm[j], presence[j] = lm[n + k], presence[n + k]
+        return lm[:n], presence[:n]
+
     def image_for(self, box):
         """Return the image to cut the crop of ``box`` ``(x0, y0, x1, y1)`` from."""
         size = max(box[2] - box[0], box[3] - box[1])
@@ -260,3 +281,34 @@ class Restorer:
         image[region[1]:region[3], region[0]:region[2]] = restore(self.rgb, region, blur)
         self.blurs.append(blur)
         return image
+
+
+class BlurChecks:
+    """Which frames' small faces are checked for motion blur: each frame's :class:`Restorer`.
+
+    Every single image; in video every :data:`CHECK_EVERY`-th frame, and every
+    frame while one is smeared.
+    """
+
+    def __init__(self, streaming):
+        self.streaming = bool(streaming)
+        self._wait = 0  # video: frames until the next check (0: this one)
+
+    def restorer(self, rgb):
+        """Return the :class:`Restorer` of frame ``rgb``, or None when it is not checked."""
+        if not self.streaming or self._wait <= 0:
+            return Restorer(rgb)
+        self._wait -= 1
+        return None
+
+    def done(self, restorer):
+        """End a frame (its :meth:`restorer`): return how many crops were read restored."""
+        if restorer is None:
+            return 0
+        if not restorer.blurs:
+            self._wait = CHECK_EVERY - 1  # sharp: look again a few frames on
+        return len(restorer.blurs)
+
+    def reset(self):
+        """Check the next frame (a new sequence)."""
+        self._wait = 0
