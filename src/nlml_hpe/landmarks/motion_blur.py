@@ -23,11 +23,11 @@ any colour count alike):
 
 :func:`restore` undoes a :class:`Blur` in a region of the frame.  The landmark
 stage reads a small smeared face's crop from the restored frame and from the
-frame as it is, and keeps the reading of higher presence
-(:class:`Restorer`, ``LandmarkExtractor._read_crops``); detection always sees
-the frame as it is.  Nothing here is learnt: the thresholds were set on real
-photos from the package registries (``tools/registry_faces.py``), never on the
-benchmarks' dev split (docs/robustness.md, round 6).
+frame as it is, and keeps the reading of higher presence (:meth:`Restorer.read`;
+which frames are checked: :class:`BlurChecks`); detection always sees the frame
+as it is.  Nothing here is learnt: the thresholds were set on real photos from
+the package registries (``tools/registry_faces.py``), not on the dev split,
+though two dev checks steered the design (docs/robustness.md, round 6).
 """
 
 from dataclasses import dataclass
