@@ -79,3 +79,44 @@ def test_registry_faces_writes_labels_the_range_benchmark_reads(tmp_path):
     for name in ('package/examples/media/joconde.jpg', 'package/examples/media/audrey_crop.jpg',
                  'package/examples/media/franck.mp4', 'package/docs/cage.jpg'):
         assert not registry_faces.wanted(name, ('examples/media/',))
+
+
+
+def test_registry_free_pieces_leave_out_faces(tmp_path):
+    """tools/registry_faces.py --free-pieces: a photo's pieces skip its face and its margin."""
+    import cv2
+    from importlib import resources
+
+    sys.path.insert(0, str(REPO / 'tools'))
+    try:
+        import registry_faces
+    finally:
+        sys.path.pop(0)
+    from nlml_hpe.bench.clutter import clutter_background, paste_face
+
+    rng = np.random.default_rng(3)
+    room = clutter_background(640, 480, rng)
+    demo = cv2.imread(str(resources.files('nlml_hpe') / 'data' / 'demo' / '000.jpg'))[..., ::-1]
+    h, w = demo.shape[:2]
+    with_face = room.copy()
+    paste_face(with_face, demo, (w * 0.3, h * 0.3, w * 0.7, h * 0.7), 120, 'ellipse', rng)
+
+    def encode(rgb):
+        return cv2.imencode('.png', np.ascontiguousarray(rgb[..., ::-1]))[1].tobytes()
+
+    grid = ((480 - registry_faces.PIECE_PX) // registry_faces.PIECE_STEP + 1) \
+        * ((640 - registry_faces.PIECE_PX) // registry_faces.PIECE_STEP + 1)
+    counts = {}
+    for name, photo in (('room', room), ('face', with_face)):
+        out = tmp_path / name
+        out.mkdir()
+        counts[name] = registry_faces.free_pieces([(f'{name}.png', encode(photo)),
+                                                   ('junk', b'not an image'),
+                                                   ('x/BWPictureHuman.jpg', encode(room))], out)
+        pieces = sorted(out.glob('piece*.png'))
+        assert len(pieces) == counts[name]
+        assert all(cv2.imread(str(p)).shape == (96, 96, 3) for p in pieces)
+    # Every piece of the face-free room, none of the scene named in NOT_SCENES; with a
+    # 120 px face pasted, the pieces within its box and margin are left out.
+    assert counts['room'] == grid
+    assert 0 < counts['face'] <= grid - 4

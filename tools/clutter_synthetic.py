@@ -20,6 +20,11 @@ Face-free photos that are not the dev split (scikit-image's sample photographs):
     unzip -j /tmp/whl/scikit_image-*.whl 'skimage/data/*.png' 'skimage/data/*.jpg' -d /tmp/sk
     rm /tmp/sk/{astronaut,camera,horse,phantom,microaneurysms}.png /tmp/sk/chessboard_*.png
 
+and the surroundings of the people in the registry photos (clothes, hands, furniture,
+badges: the dev textures' kind of clutter), their faces masked::
+
+    PYTHONPATH=src python tools/registry_faces.py /tmp/registry_faces --free-pieces /tmp/registry_pieces
+
 ``--setting`` patches module constants of :mod:`nlml_hpe` where they are
 defined (e.g. ``landmarks.face_checks.CLEAR_VIEWS=4``,
 ``landmarks.detection_plan.CONFIRM_VIEW=3``) for an A/B run.  Prints found

