@@ -84,8 +84,9 @@ def test_registry_faces_writes_labels_the_range_benchmark_reads(tmp_path):
 
 def test_registry_free_pieces_leave_out_faces(tmp_path):
     """tools/registry_faces.py --free-pieces: a photo's pieces skip its face and its margin."""
-    import cv2
     from importlib import resources
+
+    import cv2
 
     sys.path.insert(0, str(REPO / 'tools'))
     try:

@@ -23,7 +23,7 @@ Face-free photos that are not the dev split (scikit-image's sample photographs):
 and the surroundings of the people in the registry photos (clothes, hands, furniture,
 badges: the dev textures' kind of clutter), their faces masked::
 
-    PYTHONPATH=src python tools/registry_faces.py /tmp/registry_faces --free-pieces /tmp/registry_pieces
+    PYTHONPATH=src python tools/registry_faces.py /tmp/registry_faces --free-pieces DIR
 
 ``--setting`` patches module constants of :mod:`nlml_hpe` where they are
 defined (e.g. ``landmarks.face_checks.CLEAR_VIEWS=4``,

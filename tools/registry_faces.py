@@ -32,7 +32,7 @@ false faces of ``tools/clutter_synthetic.py --kinds photo --free-textures DIR
 --empty N``.  Scenes with a face the estimator misses, drawings and diagrams are
 left out by name (:data:`NOT_SCENES`)::
 
-    PYTHONPATH=src python tools/registry_faces.py /tmp/registry_faces --free-pieces /tmp/registry_pieces
+    PYTHONPATH=src python tools/registry_faces.py /tmp/registry_faces --free-pieces DIR
 
 The downloads are cached in ``DIR/_downloads``; the photos stay on this machine
 (their licences vary: never commit them).  Paintings, drawings, masks and an
@@ -192,7 +192,8 @@ def face_mask(estimator, rgb):
     mask = np.zeros((h, w), bool)
     for x0, y0, x1, y1 in boxes:
         m = TEXTURE_MARGIN * (x1 - x0)
-        mask[int(max(y0 - m, 0)):int(min(y1 + m, h)), int(max(x0 - m, 0)):int(min(x1 + m, w))] = True
+        mask[int(max(y0 - m, 0)):int(min(y1 + m, h)),
+             int(max(x0 - m, 0)):int(min(x1 + m, w))] = True
     return mask
 
 
