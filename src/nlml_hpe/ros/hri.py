@@ -11,10 +11,12 @@
 
 A face is listed while its track is confirmed or coasting
 (:func:`nlml_hpe.ros.faces.listed`); its per-face topics are advertised while
-it is listed and withdrawn (publishers destroyed) when it no longer is.  A face
-that ends in a frame is withdrawn on the executor's thread, never the worker's
-(:meth:`HriFaces.publish`): rclpy's executor raises ``InvalidHandle`` if a
-publisher's event handler is destroyed while it builds a wait set.  Per-face
+it is listed and withdrawn (publishers destroyed) when it no longer is.  The
+per-face publishers have no QoS event handlers (:data:`FACE_EVENTS`), so they never
+enter an executor's wait set: the worker thread creates and destroys them while
+any executor spins (a destroyed event handler in a wait set being built raised
+``InvalidHandle`` out of ``rclpy.spin``, or out of a multi-threaded executor's
+spin, and stopped the node).  Per-face
 messages are published for faces measured in this frame only (a coasting
 face's region is a prediction).  Ids are unique across nodes and restarts
 (:class:`nlml_hpe.ros.faces.FaceIds`); the TF frame ``face_<id>`` is
@@ -32,9 +34,9 @@ is left out with a warning.
 """
 
 from dataclasses import dataclass
-import threading
 
 import numpy as np
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Image
 
@@ -55,6 +57,10 @@ except ImportError:  # pragma: no cover - depends on the install
 FACE_SIZE = 128
 QOS = QoSProfile(depth=10)
 TRACKED = '/humans/faces/tracked'
+#: Event callbacks of the per-face publishers: none (rclpy's default would add
+#: incompatible-QoS and -type warnings, each an event handler in the executor's wait set).
+#: /humans/faces/tracked, with the same QoS, keeps the warnings.
+FACE_EVENTS = PublisherEventCallbacks(use_default_callbacks=False)
 
 
 def available():
@@ -139,9 +145,6 @@ class HriFaces:
         self._rows = face_topics()
         self._tracked = None  # LifecyclePublisher, from create() to destroy()
         self._faces = {}  # id -> {topic name: LifecyclePublisher}, while listed
-        self._reaper = None  # GuardCondition destroying _ended: create() .. destroy()
-        self._ended = []  # publishers of faces ended in publish(), until the reaper runs
-        self._ended_lock = threading.Lock()
 
     @property
     def listed(self):
@@ -169,35 +172,27 @@ class HriFaces:
                 'ros4hri: this hri_msgs has no FacialLandmarks (an old local build: re-run '
                 'bootstrap.sh); /humans/faces/<id>/landmarks is not published')
         self._tracked = self._node.create_lifecycle_publisher(IdsList, TRACKED, QOS)
-        self._reaper = self._node.create_guard_condition(self._reap)
 
     def _advertise(self, uid):
         pubs = {}
         for row in self._rows:
             pub = self._node.create_lifecycle_publisher(
-                row.type, f'/humans/faces/{uid}/{row.name}', QOS)
+                row.type, f'/humans/faces/{uid}/{row.name}', QOS, event_callbacks=FACE_EVENTS)
             if self._tracked.is_activated:  # created while active: enable it now
                 pub.on_activate(None)
             pubs[row.name] = pub
         self._faces[uid] = pubs
 
     def _withdraw_face(self, uid):
-        """Stop publishing face ``uid``; its publishers wait for :meth:`_reap`."""
-        with self._ended_lock:
-            self._ended.extend(self._faces.pop(uid).values())
-
-    def _reap(self):
-        """Destroy the withdrawn faces' publishers (the guard condition's callback)."""
-        with self._ended_lock:
-            pubs, self._ended = self._ended, []
-        for pub in pubs:
+        """Stop publishing face ``uid``: destroy its publishers (from any thread)."""
+        for pub in self._faces.pop(uid).values():
             self._node.destroy_lifecycle_publisher(pub)
 
     def publish(self, result):
         """Publish one frame: per-face messages, then the list; withdraw ended faces.
 
-        Called on the node's worker thread: the ended faces' publishers are
-        destroyed by the executor (:meth:`_reap`), their topics go within a spin.
+        Called on the node's worker thread (the per-face publishers are outside
+        every wait set, :data:`FACE_EVENTS`).
         """
         ids = []
         for face in result.faces:
@@ -217,8 +212,6 @@ class HriFaces:
         ended = [u for u in self._faces if u not in ids]
         for uid in ended:
             self._withdraw_face(uid)
-        if ended and self._reaper is not None:
-            self._reaper.trigger()  # _reap runs on the executor's thread
 
     def withdraw(self, header):
         """Publish an empty list (while still active) and withdraw every face (deactivate).
@@ -229,16 +222,11 @@ class HriFaces:
             self._tracked.publish(IdsList(header=header, ids=[]))
         for uid in list(self._faces):
             self._withdraw_face(uid)
-        self._reap()
 
     def destroy(self):
         """Withdraw every face and destroy the list's publisher (cleanup, shutdown)."""
         for uid in list(self._faces):
             self._withdraw_face(uid)
-        self._reap()
-        if self._reaper is not None:
-            self._node.destroy_guard_condition(self._reaper)
-            self._reaper = None
         if self._tracked is not None:
             self._node.destroy_lifecycle_publisher(self._tracked)
             self._tracked = None
