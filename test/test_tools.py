@@ -43,15 +43,21 @@ def test_aflw_diagnostics_ensemble_bias_and_worst_faces(tmp_path):
     assert bad.returncode != 0 and 'different images or detections' in bad.stderr
 
 
-def test_registry_faces_writes_labels_the_range_benchmark_reads(tmp_path):
-    """tools/registry_faces.py: each usable face becomes an AFLW2000-shaped pair."""
-    from importlib import resources
-
+def _registry_faces():
+    """Import tools/registry_faces.py (tools/ is not a package)."""
     sys.path.insert(0, str(REPO / 'tools'))
     try:
         import registry_faces
     finally:
         sys.path.pop(0)
+    return registry_faces
+
+
+def test_registry_faces_writes_labels_the_range_benchmark_reads(tmp_path):
+    """tools/registry_faces.py: each usable face becomes an AFLW2000-shaped pair."""
+    from importlib import resources
+
+    registry_faces = _registry_faces()
     from nlml_hpe.bench.aflw2000 import read_rgb
     from nlml_hpe.bench.range import load_faces
     from nlml_hpe.estimator import HeadPoseEstimator
@@ -81,18 +87,13 @@ def test_registry_faces_writes_labels_the_range_benchmark_reads(tmp_path):
         assert not registry_faces.wanted(name, ('examples/media/',))
 
 
-
 def test_registry_free_pieces_leave_out_faces(tmp_path):
     """tools/registry_faces.py --free-pieces: a photo's pieces skip its face and its margin."""
     from importlib import resources
 
     import cv2
 
-    sys.path.insert(0, str(REPO / 'tools'))
-    try:
-        import registry_faces
-    finally:
-        sys.path.pop(0)
+    registry_faces = _registry_faces()
     from nlml_hpe.bench.clutter import clutter_background, paste_face
 
     rng = np.random.default_rng(3)

@@ -201,6 +201,7 @@ def free_pieces(photos, out):
     """Write the face-free pieces of ``photos`` into ``out`` as PNG; return how many."""
     import cv2
 
+    from nlml_hpe.bench.clutter import FLAT_STD
     from nlml_hpe.estimator import HeadPoseEstimator
 
     n = 0
@@ -220,7 +221,7 @@ def free_pieces(photos, out):
                 for x in range(0, w - PIECE_PX + 1, PIECE_STEP):
                     piece = bgr[y:y + PIECE_PX, x:x + PIECE_PX]
                     # Not near a face, and not flat (a blank wall, a padded border).
-                    if mask[y:y + PIECE_PX, x:x + PIECE_PX].any() or float(piece.std()) < 12.0:
+                    if mask[y:y + PIECE_PX, x:x + PIECE_PX].any() or float(piece.std()) < FLAT_STD:
                         continue
                     cv2.imwrite(str(out / f'piece{n:05d}.png'), piece)
                     n += 1

@@ -44,6 +44,8 @@ JITTER_PX = 24
 CONTEXT = 2.2
 #: ``photo`` backgrounds: patches are cut this far (in label-box widths) from the face.
 TEXTURE_MARGIN = 0.6
+#: ... and a piece whose pixels spread less than this (std) is flat: a blank wall, a border.
+FLAT_STD = 12.0
 
 
 def frame_rng(seed, *keys):
@@ -162,7 +164,7 @@ def photo_textures(images, boxes, min_side=48):
                 for px in range(0, max(sw - min_side, 0) + 1, step):
                     patch = strip[py:py + step, px:px + step]
                     # Not flat (a padded photo's black border, a blank wall).
-                    if min(patch.shape[:2]) >= min_side and float(patch.std()) >= 12.0:
+                    if min(patch.shape[:2]) >= min_side and float(patch.std()) >= FLAT_STD:
                         out.append(np.ascontiguousarray(patch))
     return out
 
