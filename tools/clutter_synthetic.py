@@ -40,7 +40,6 @@ import argparse
 import json
 import sys
 
-import cv2
 import numpy as np
 
 from nlml_hpe.bench.aflw2000 import mae, pick_labelled_face
@@ -50,56 +49,12 @@ from nlml_hpe.bench.clutter import (
     apply_fault,
     frame_rng,
     make_background,
+    paste_cutout,
+    render_faces,
 )
 
 #: Seed of the identities and poses (the identities' stream is the bench wing's own).
 IDENTITY_SEED = 2026
-PAPER = (40.0, 50.0, 30.0)  # max |pitch|, |yaw|, |roll|
-
-
-def render_faces(ict_npz, n, seed=IDENTITY_SEED):
-    """Return ``n`` cut-out heads: ``(rgb, mask, box, pose)``, box of their 468 landmarks.
-
-    Identities come from :func:`nlml_hpe.bench.scenes.held_out_identities` (a
-    stream of their own, none a training identity); neutral expression.
-    """
-    from nlml_hpe.bench.scenes import HeadKit, held_out_identities
-    from nlml_hpe.geometry import euler_to_matrix
-
-    rng = np.random.default_rng(seed)
-    kit = HeadKit(ict_npz)
-    out = []
-    try:
-        for ident in held_out_identities(kit.n_identity_modes, n, seed):
-            verts, points = kit.shape(kit.base(ident), np.zeros(len(kit.source.expression_modes)))
-            pose = rng.uniform(-1, 1, 3) * PAPER
-            rgb, mask, lm = kit.render((480, 480), verts, points, euler_to_matrix(*pose), 60.0,
-                                       480.0, (0.0, 0.0))
-            box = np.array([lm[:, 0].min(), lm[:, 1].min(), lm[:, 0].max(), lm[:, 1].max()])
-            # Skin tone and light vary between people and rooms.
-            tone = np.clip(rng.normal(1.0, 0.15) * rng.uniform(0.9, 1.1, 3), 0.5, 1.3)
-            out.append((np.clip(rgb * tone, 0, 255).astype(np.uint8), mask, box, pose))
-    finally:
-        kit.release()
-    return out
-
-
-def paste_cutout(frame, face, width, rng, jitter=24):
-    """Paste a cut-out head with hard edges, its box ``width`` px wide near the centre."""
-    rgb, mask, box, _ = face
-    x0, y0, x1, y1 = box
-    s = width / (x1 - x0)
-    fh, fw = frame.shape[:2]
-    tx = fw / 2 + rng.uniform(-jitter, jitter)
-    ty = fh / 2 + rng.uniform(-jitter, jitter)
-    small = cv2.resize(rgb, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-    alpha = cv2.resize(mask.astype(np.float32), None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-    cx, cy = (x0 + x1) / 2 * s, (y0 + y1) / 2 * s
-    m = np.array([[1.0, 0.0, tx - cx], [0.0, 1.0, ty - cy]])
-    w = cv2.warpAffine(small, m, (fw, fh))
-    a = cv2.warpAffine(alpha, m, (fw, fh))[..., None]
-    frame[:] = (a * w + (1 - a) * frame).astype(np.uint8)
-    return np.array([tx - cx + x0 * s, ty - cy + y0 * s, tx - cx + x1 * s, ty - cy + y1 * s])
 
 
 def run(estimator, faces, widths, kinds, faults, size, empty, seed, textures=None):
@@ -234,7 +189,7 @@ def main(argv=None):
                                                **options) as est:
             rows = ghost_tracks(est, args.ghosts, size, args.seed, textures)
     else:
-        faces = render_faces(args.ict, args.faces)
+        faces = render_faces(args.ict, args.faces, IDENTITY_SEED)
         with HeadPoseEstimator.from_pretrained(flip_average=False, **options) as est:
             rows = run(est, faces, args.widths, kinds, faults, size, args.empty, args.seed,
                        textures)

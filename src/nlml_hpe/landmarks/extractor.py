@@ -21,7 +21,10 @@ from .face_checks import (
     refuted_by_mirror,
     same_face,
     small_face,
+    to_verify,
+    unverified,
 )
+from .face_verifier import FaceVerifier
 from .landmark_model import LandmarkModel
 from .look import Look
 from .motion_blur import BlurChecks
@@ -142,6 +145,7 @@ class LandmarkExtractor:
         self._busy = threading.Lock()
         self._closed = False
         self._blur_checks = BlurChecks(self.streaming) if c.undo_motion_blur else None
+        self.verifier = None  # the face verifier, loaded when first needed (VERIFIED)
         self._restorer = None  # read_frame: the frame's Restorer (None: not checked)
         #: Counts of the latest :meth:`read_frame`: detector runs, tracked faces, re-read.
         self.last_stats = {}
@@ -210,6 +214,7 @@ class LandmarkExtractor:
                 faces = self._read_new(rgb, self.search(rgb)[:self.max_candidates])
                 runs, tracked = len(set(self.plan.runs(w, h))), 0
             self._refine(rgb, faces, mirror, camera, line_of_sight_deg)
+            self._verify(rgb, faces)
             for face in faces:
                 if needs_own_view(face, self.config) and not self.search.finds_again(
                         rgb, face.detection.box):
@@ -292,6 +297,20 @@ class LandmarkExtractor:
                     face.mirrored, face.mirrored_score = r.mirrored, r.mirrored_score
                 if last and refuted_by_mirror(face, plans[k], self.config):
                     face.landmarks = None
+
+    def _verify(self, rgb, faces):
+        """Drop the new far faces the face verifier scores under :data:`~.face_checks.VERIFIED`.
+
+        A research switch, off by default (:func:`~.face_checks.to_verify`).
+        """
+        check = [f for f in faces if to_verify(f, self.config)]
+        if not check:
+            return
+        if self.verifier is None:
+            self.verifier = FaceVerifier()
+        for face, score in zip(check, self.verifier.scores(rgb, [f.landmarks for f in check])):
+            if unverified(score):
+                face.landmarks = None
 
     def _read_new(self, rgb, found):
         """Read new faces (:class:`~.detection_plan.Found`) from their detector ROIs.

@@ -9,6 +9,8 @@ The rules the landmark stage (:mod:`.extractor`) applies to its readings
   detector runs found it and it reads surely;
 * :func:`needs_own_view`: ... and one that a single detector run found, or one
   found only under the detector's threshold, must be found again in a view of its own;
+* :func:`to_verify`: a research switch, off: a new far face must also look like a face
+  to a network of our own (:class:`~.face_verifier.FaceVerifier`, :data:`VERIFIED`);
 * :func:`keep_faces`: one reading per face, the surest.
 """
 
@@ -51,6 +53,16 @@ UNSURE_DETECTION = 0.6
 #: Video is not changed: a look runs one or two regions a frame (docs/robustness.md).
 CLEAR_VIEWS = 3
 CLEAR_PRESENCE = 0.9
+#: A research switch, off (0.0): with ``confirm_far_faces``, a new face at most
+#: VERIFY_FACE_PX wide (its landmarks' box) that the face verifier
+#: (:class:`~.face_verifier.FaceVerifier`, weights from ``training.face_verifier
+#: --install``) scores under VERIFIED is no face, unless the landmark model reads it at a
+#: presence of at least VERIFY_PRESENCE.  Not on: trained on the faces of four registry
+#: packages, it drops 4-5 % of the AFLW2000 dev faces at every size (docs/robustness.md,
+#: round 8).  A/B: ``tools/clutter_synthetic.py --setting landmarks.face_checks.VERIFIED=0.05``.
+VERIFIED = 0.0
+VERIFY_FACE_PX = 128.0
+VERIFY_PRESENCE = 1.01
 #: :attr:`FaceRead.source` of a face read from its landmarks of the previous frame.
 TRACKED = 'tracked'
 #: ... and of a face a detector found.
@@ -134,6 +146,20 @@ def needs_own_view(face, config):
     if not (config.confirm_far_faces and d.views <= 1):
         return False
     return small_face(d.roi) or (at_most(d.roi, UNSURE_FACE_PX) and d.score < UNSURE_DETECTION)
+
+
+def to_verify(face, config):
+    """Whether a reading is a new far face the face verifier must pass (:data:`VERIFIED`)."""
+    if not (VERIFIED > 0.0 and config.confirm_far_faces and face.source == NEW
+            and face.landmarks is not None and face.score < VERIFY_PRESENCE):
+        return False
+    lo, hi = landmark_extent(face.landmarks[None])
+    return float((hi - lo)[0, 0]) <= VERIFY_FACE_PX
+
+
+def unverified(score):
+    """Whether a face verifier score says a far face is none (:data:`VERIFIED`)."""
+    return score < VERIFIED
 
 
 def keep_faces(faces, max_faces):
