@@ -122,3 +122,24 @@ def test_registry_free_pieces_leave_out_faces(tmp_path):
     # 120 px face pasted, the pieces within its box and margin are left out.
     assert counts['room'] == grid
     assert 0 < counts['face'] <= grid - 4
+
+
+def test_haar_check_sees_a_demo_face_at_the_crops_scale_and_no_face_in_flat_or_noise():
+    from importlib import resources
+    import importlib.util
+
+    from nlml_hpe.bench.aflw2000 import read_rgb
+    from nlml_hpe.estimator import HeadPoseEstimator
+    from nlml_hpe.landmarks.face_verifier import verifier_crops
+
+    spec = importlib.util.spec_from_file_location('haar_check', REPO / 'tools' / 'haar_check.py')
+    haar = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(haar)
+    models = haar.cascades()
+    rgb = read_rgb(resources.files('nlml_hpe') / 'data' / 'demo' / '000.jpg')
+    with HeadPoseEstimator.from_pretrained(flip_average=False) as est:
+        lm = np.asarray(est.estimate(rgb)[0].landmarks)[None]
+    assert haar.haar_face(verifier_crops(rgb, lm)[0], models)  # the 32 px crop the stage keeps
+    rng = np.random.default_rng(0)
+    assert not haar.haar_face(np.full((32, 32, 3), 128, np.uint8), models)
+    assert not haar.haar_face(rng.integers(0, 256, (32, 32, 3), np.uint8), models)
