@@ -124,22 +124,18 @@ def test_registry_free_pieces_leave_out_faces(tmp_path):
     assert 0 < counts['face'] <= grid - 4
 
 
-def test_haar_check_sees_a_demo_face_at_the_crops_scale_and_no_face_in_flat_or_noise():
+def test_haar_verifier_sees_a_demo_face_at_the_crops_scale_and_no_face_in_flat_or_noise():
     from importlib import resources
-    import importlib.util
 
     from nlml_hpe.bench.aflw2000 import read_rgb
     from nlml_hpe.estimator import HeadPoseEstimator
-    from nlml_hpe.landmarks.face_verifier import verifier_crops
+    from nlml_hpe.landmarks.face_verifier import HaarVerifier
 
-    spec = importlib.util.spec_from_file_location('haar_check', REPO / 'tools' / 'haar_check.py')
-    haar = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(haar)
-    models = haar.cascades()
+    haar = HaarVerifier()
     rgb = read_rgb(resources.files('nlml_hpe') / 'data' / 'demo' / '000.jpg')
     with HeadPoseEstimator.from_pretrained(flip_average=False) as est:
         lm = np.asarray(est.estimate(rgb)[0].landmarks)[None]
-    assert haar.haar_face(verifier_crops(rgb, lm)[0], models)  # the 32 px crop the stage keeps
+    assert haar.scores(rgb, lm).tolist() == [1.0]  # on the 32 px crop the verifier sees
     rng = np.random.default_rng(0)
-    assert not haar.haar_face(np.full((32, 32, 3), 128, np.uint8), models)
-    assert not haar.haar_face(rng.integers(0, 256, (32, 32, 3), np.uint8), models)
+    assert not haar.face_at_centre(np.full((32, 32, 3), 128, np.uint8))
+    assert not haar.face_at_centre(rng.integers(0, 256, (32, 32, 3), np.uint8))

@@ -9,43 +9,19 @@ their own.  This tool runs them on the crops that stage collected
 landmark stage read it in synthetic frames; label 1 a real face or render, 0 a
 false face) and counts how many each class has a Haar face at its centre:
 the frontal cascade, and the profile cascade both ways, on the crop upscaled to
-96 px and histogram-equalised.
+96 px and histogram-equalised (:class:`nlml_hpe.landmarks.face_verifier.HaarVerifier`).
 
 Usage::
 
     PYTHONPATH=src:. python -m training.face_verifier OUT --registry DIR --pieces DIR
-    python tools/haar_check.py OUT/crops.npz
+    PYTHONPATH=src python tools/haar_check.py OUT/crops.npz
 """
 
 import argparse
 import json
 import sys
 
-import cv2
 import numpy as np
-
-SIDE = 96
-CASCADES = ('haarcascade_frontalface_alt2.xml', 'haarcascade_profileface.xml')
-
-
-def cascades():
-    """Return the frontal and the profile cascade (:data:`CASCADES`)."""
-    return [cv2.CascadeClassifier(cv2.data.haarcascades + name) for name in CASCADES]
-
-
-def haar_face(crop, models):
-    """Whether a cascade finds a face at the centre of ``crop`` (RGB, any size)."""
-    grey = cv2.cvtColor(cv2.resize(crop, (SIDE, SIDE), interpolation=cv2.INTER_CUBIC),
-                        cv2.COLOR_RGB2GRAY)
-    grey = cv2.equalizeHist(grey)
-    mirrored = np.ascontiguousarray(grey[:, ::-1])
-    views = [(models[0], grey), (models[1], grey), (models[1], mirrored)]
-    for model, img in views:
-        for x, y, w, h in model.detectMultiScale(img, 1.1, 2, minSize=(SIDE // 3, SIDE // 3)):
-            if abs(x + w / 2 - SIDE / 2) < SIDE / 6 and abs(y + h / 2 - SIDE / 2) < SIDE / 6 \
-                    and w > SIDE * 3 / 8:
-                return True
-    return False
 
 
 def main(argv=None):
@@ -54,8 +30,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     d = np.load(args.crops)
     metas = json.loads(str(d['metas']))
-    models = cascades()
-    seen = np.array([haar_face(c, models) for c in d['crops']])
+    from nlml_hpe.landmarks.face_verifier import HaarVerifier
+
+    haar = HaarVerifier()
+    seen = np.array([haar.face_at_centre(c) for c in d['crops']])
     labels, presence = d['labels'], d['presence']
     render = np.array([m['source'] == 'render' for m in metas])
     groups = {

@@ -9,6 +9,7 @@ import numpy as np
 from ..camera import Camera
 from ..images import as_rgb_uint8
 from ..options import EstimatorConfig
+from . import face_checks
 from .detection_plan import DetectionPlan, FaceSearch, SearchSchedule, overlaps
 from .face_checks import (
     NEW,
@@ -24,7 +25,7 @@ from .face_checks import (
     to_verify,
     unverified,
 )
-from .face_verifier import FaceVerifier
+from .face_verifier import FaceVerifier, HaarVerifier
 from .landmark_model import LandmarkModel
 from .look import Look
 from .motion_blur import BlurChecks
@@ -307,7 +308,7 @@ class LandmarkExtractor:
         if not check:
             return
         if self.verifier is None:
-            self.verifier = FaceVerifier()
+            self.verifier = HaarVerifier() if face_checks.VERIFIER == 'haar' else FaceVerifier()
         for face, score in zip(check, self.verifier.scores(rgb, [f.landmarks for f in check])):
             if unverified(score):
                 face.landmarks = None

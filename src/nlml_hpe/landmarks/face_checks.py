@@ -61,6 +61,10 @@ CLEAR_PRESENCE = 0.9
 #: packages, it drops 4-5 % of the AFLW2000 dev faces at every size (docs/robustness.md,
 #: round 8).  A/B: ``tools/clutter_synthetic.py --setting landmarks.face_checks.VERIFIED=0.05``.
 VERIFIED = 0.0
+#: ... by ``'network'`` (:class:`~.face_verifier.FaceVerifier`) or ``'haar'``
+#: (:class:`~.face_verifier.HaarVerifier`, scores 0 or 1: VERIFIED 0.5; it drops 2-6 % of
+#: the dev faces).
+VERIFIER = 'network'
 VERIFY_FACE_PX = 128.0
 VERIFY_PRESENCE = 1.01
 #: :attr:`FaceRead.source` of a face read from its landmarks of the previous frame.
