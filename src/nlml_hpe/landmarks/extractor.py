@@ -147,6 +147,7 @@ class LandmarkExtractor:
         self._closed = False
         self._blur_checks = BlurChecks(self.streaming) if c.undo_motion_blur else None
         self.verifier = None  # the face verifier, loaded when first needed (VERIFIED)
+        self._haar = None  # the Haar waiver's cascades (HAAR_WAIVER)
         self._restorer = None  # read_frame: the frame's Restorer (None: not checked)
         #: Counts of the latest :meth:`read_frame`: detector runs, tracked faces, re-read.
         self.last_stats = {}
@@ -218,7 +219,7 @@ class LandmarkExtractor:
             self._verify(rgb, faces)
             for face in faces:
                 if needs_own_view(face, self.config) and not self.search.finds_again(
-                        rgb, face.detection.box):
+                        rgb, face.detection.box) and not self._waived(rgb, face):
                     face.landmarks = None
             kept = keep_faces(faces, self.config.max_faces)
             twins = [f.mirrored for f in kept]
@@ -296,7 +297,8 @@ class LandmarkExtractor:
                     face.landmarks, face.score, face.plan = r.landmarks, r.score, r.plan
                 if mirrored[k]:
                     face.mirrored, face.mirrored_score = r.mirrored, r.mirrored_score
-                if last and refuted_by_mirror(face, plans[k], self.config):
+                if last and refuted_by_mirror(face, plans[k], self.config) \
+                        and not self._waived(rgb, face):
                     face.landmarks = None
 
     def _verify(self, rgb, faces):
@@ -312,6 +314,14 @@ class LandmarkExtractor:
         for face, score in zip(check, self.verifier.scores(rgb, [f.landmarks for f in check])):
             if unverified(score):
                 face.landmarks = None
+
+    def _waived(self, rgb, face):
+        """Whether a refuted far face is kept: the Haar waiver (research switch, off)."""
+        if not face_checks.HAAR_WAIVER:
+            return False
+        if self._haar is None:
+            self._haar = HaarVerifier()
+        return bool(self._haar.scores(rgb, face.landmarks[None])[0] > 0.5)
 
     def _read_new(self, rgb, found):
         """Read new faces (:class:`~.detection_plan.Found`) from their detector ROIs.

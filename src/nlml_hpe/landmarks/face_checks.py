@@ -67,6 +67,9 @@ VERIFIED = 0.0
 VERIFIER = 'network'
 VERIFY_FACE_PX = 128.0
 VERIFY_PRESENCE = 1.01
+#: A research switch, off: a far face that the mirror or own-view check refutes is kept
+#: if OpenCV's Haar cascades find it (:class:`~.face_verifier.HaarVerifier`).
+HAAR_WAIVER = False
 #: :attr:`FaceRead.source` of a face read from its landmarks of the previous frame.
 TRACKED = 'tracked'
 #: ... and of a face a detector found.
