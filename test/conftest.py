@@ -35,6 +35,25 @@ def spin_while_ok(executor, context, errors=None):
             return
 
 
+def demo_frame(name='000.jpg'):
+    """Return a frame of the shipped demo clip (640x480, one rendered face)."""
+    from importlib import resources
+
+    from nlml_hpe.bench.aflw2000 import read_rgb
+
+    return read_rgb(resources.files('nlml_hpe') / 'data' / 'demo' / name)
+
+
+@pytest.fixture(scope='module')
+def estimator():
+    """Return a one-pass estimator (no flip averaging), shared by a test module."""
+    from nlml_hpe.estimator import HeadPoseEstimator
+
+    est = HeadPoseEstimator.from_pretrained(flip_average=False)
+    yield est
+    est.close()
+
+
 def shared_path(*parts):
     """Return a path under ../shared/data, or skip the test with the reason."""
     path = SHARED_DATA.joinpath(*parts)

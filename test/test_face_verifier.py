@@ -7,13 +7,12 @@ off it is never loaded, and on (``face_checks.VERIFIED``) a new far face it
 refutes is not reported while near and tracked faces are not looked at.
 """
 
-from importlib import resources
-
+from conftest import demo_frame
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from nlml_hpe.bench.aflw2000 import pick_labelled_face, read_rgb
+from nlml_hpe.bench.aflw2000 import pick_labelled_face
 from nlml_hpe.bench.clutter import frame_rng, scene
 from nlml_hpe.estimator import HeadPoseEstimator
 from nlml_hpe.landmarks import face_checks, face_verifier
@@ -35,21 +34,8 @@ def weights(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope='module')
-def estimator():
-    est = HeadPoseEstimator.from_pretrained(flip_average=False)
-    yield est
-    est.close()
-
-
-def demo(name):
-    return read_rgb(resources.files('nlml_hpe') / 'data' / 'demo' / name)
-
-
 def test_numpy_forward_pass_is_the_trained_networks(tmp_path):
     torch = pytest.importorskip('torch')
-    from safetensors.numpy import save_file
-
     from nlml_hpe.landmarks.face_verifier import normalise
     from training.face_verifier import _network
 
@@ -75,7 +61,7 @@ def test_a_broken_or_missing_weights_file_is_a_clear_error(tmp_path):
 
 
 def test_crops_follow_the_landmarks(weights, estimator):
-    rgb = demo('000.jpg')
+    rgb = demo_frame('000.jpg')
     lm = np.asarray(estimator.estimate(rgb)[0].landmarks)[None]
     crops = verifier_crops(rgb, lm)
     assert crops.shape == (1, INPUT_PX, INPUT_PX, 3) and crops.dtype == np.uint8
@@ -88,7 +74,7 @@ def test_crops_follow_the_landmarks(weights, estimator):
 
 def far_frame(estimator):
     """Return a demo face (an ICT-FaceKit render) 40 px wide in a 640x480 clutter frame."""
-    rgb = demo('003.jpg')
+    rgb = demo_frame('003.jpg')
     box = estimator.estimate(rgb)[0].box
     return scene((rgb, box), 640, 480, 40, 'clutter', 'photo', frame_rng(0, 'verifier'))
 
@@ -98,7 +84,7 @@ def test_off_by_default_and_never_loaded(estimator):
     assert face_checks.VERIFIED == 0.0
     with HeadPoseEstimator.from_pretrained(flip_average=False) as est:
         assert pick_labelled_face([p.box for p in est.estimate(frame)], label) is not None
-        assert est.extractor.verifier is None
+        assert est.extractor.opinions.verifier is None
 
 
 def test_on_a_far_face_it_refutes_is_not_reported(estimator, weights, monkeypatch):
@@ -107,7 +93,7 @@ def test_on_a_far_face_it_refutes_is_not_reported(estimator, weights, monkeypatc
     with HeadPoseEstimator.from_pretrained(flip_average=False) as est:
         monkeypatch.setattr(face_checks, 'VERIFIED', 1e-9)  # on, and everything passes
         assert pick_labelled_face([p.box for p in est.estimate(frame)], label) is not None
-        assert est.extractor.verifier is not None
+        assert est.extractor.opinions.verifier is not None
         monkeypatch.setattr(face_checks, 'VERIFIED', 1.01)  # nothing passes
         assert est.estimate(frame) == []
         monkeypatch.setattr(face_checks, 'VERIFY_PRESENCE', 0.0)  # ... sure faces pass
@@ -120,7 +106,7 @@ def test_on_a_far_face_it_refutes_is_not_reported(estimator, weights, monkeypatc
 def test_on_near_faces_and_tracked_faces_are_not_looked_at(weights, monkeypatch):
     monkeypatch.setattr(face_verifier, 'WEIGHTS', weights)
     monkeypatch.setattr(face_checks, 'VERIFIED', 1.01)
-    rgb = demo('000.jpg')  # a near face (over VERIFY_FACE_PX)
+    rgb = demo_frame('000.jpg')  # a near face (over VERIFY_FACE_PX)
     with HeadPoseEstimator.from_pretrained(flip_average=False) as est:
         assert len(est.estimate(rgb)) == 1
     with HeadPoseEstimator.from_pretrained(flip_average=False, streaming=True) as video:
@@ -161,12 +147,12 @@ def test_the_haar_waiver_keeps_only_what_a_cascade_sees(estimator, monkeypatch):
     from nlml_hpe.landmarks.extractor import FaceRead
     from nlml_hpe.landmarks.roi import ReadPlan, Roi
 
-    rgb = demo('000.jpg')
+    rgb = demo_frame('000.jpg')
     lm = np.asarray(estimator.estimate(rgb)[0].landmarks)
     face = FaceRead(ReadPlan.of_roi(Roi.from_landmarks(lm)), face_checks.NEW, lm, 0.9)
     flat = np.full_like(rgb, 128)
     ext = estimator.extractor
-    assert not ext._waived(rgb, face)  # off: nothing is waived
+    assert not ext.opinions.waives(rgb, face)  # off: nothing is waived
     monkeypatch.setattr(face_checks, 'HAAR_WAIVER', True)
-    assert ext._waived(rgb, face)  # a face the cascades see
-    assert not ext._waived(flat, face)  # ... and none where they see nothing
+    assert ext.opinions.waives(rgb, face)  # a face the cascades see
+    assert not ext.opinions.waives(flat, face)  # ... and none where they see nothing

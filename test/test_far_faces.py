@@ -5,31 +5,19 @@ Real models, a shipped demo face (an ICT-FaceKit render), benchmark scenes
 stage missed before small faces got a second look and a presence floor.
 """
 
-from importlib import resources
-
+from conftest import demo_frame
 import numpy as np
 import pytest
 
-from nlml_hpe.bench.aflw2000 import pick_labelled_face, read_rgb
+from nlml_hpe.bench.aflw2000 import pick_labelled_face
 from nlml_hpe.bench.clutter import BACKGROUND_KINDS, frame_rng, scene
 from nlml_hpe.estimator import HeadPoseEstimator
 from nlml_hpe.landmarks import Roi
 
 
-@pytest.fixture(scope='module')
-def estimator():
-    est = HeadPoseEstimator.from_pretrained(flip_average=False)
-    yield est
-    est.close()
-
-
-def demo(name):
-    return read_rgb(resources.files('nlml_hpe') / 'data' / 'demo' / name)
-
-
 @pytest.mark.parametrize('seed', [1, 2, 3])
 def test_a_blurred_40px_face_in_clutter_is_found(estimator, seed):
-    rgb = demo('003.jpg')
+    rgb = demo_frame('003.jpg')
     box = estimator.estimate(rgb)[0].box
     frame, label = scene((rgb, box), 640, 480, 40, 'clutter', 'photo',
                          frame_rng(seed, '003.jpg'), fault='blur')
@@ -42,7 +30,7 @@ def test_a_blurred_40px_face_in_clutter_is_found(estimator, seed):
 
 
 def test_small_faces_are_read_mirrored_too(estimator):
-    rgb = demo('000.jpg')
+    rgb = demo_frame('000.jpg')
     box = estimator.estimate(rgb)[0].box
     frame, _ = scene((rgb, box), 640, 480, 40, 'smooth', 'photo', frame_rng(0))
     reading = estimator.extractor.read_frame(frame)
@@ -76,7 +64,7 @@ def test_presence_floor_only_for_small_strong_detections():
 
 
 def test_search_keeps_the_best_score_of_a_face_over_all_runs(estimator):
-    rgb = demo('000.jpg')
+    rgb = demo_frame('000.jpg')
     box = estimator.estimate(rgb)[0].box
     frame, label = scene((rgb, box), 640, 480, 40, 'clutter', 'photo', frame_rng(4))
     ext = estimator.extractor
@@ -100,7 +88,7 @@ def test_a_small_face_whose_detection_is_turned_far_off_is_read_upright(estimato
     from nlml_hpe.landmarks import extractor as ex_module
     from nlml_hpe.landmarks.face_checks import landmark_boxes
 
-    rgb = demo('003.jpg')
+    rgb = demo_frame('003.jpg')
     box = estimator.estimate(rgb)[0].box
     frame, label = scene((rgb, box), 640, 480, width, 'smooth', 'photo', frame_rng(0))
     ext = estimator.extractor
@@ -161,7 +149,7 @@ def test_confirm_far_faces_drops_a_texture_the_mirror_does_not_read_as_a_face(af
         for frame in frames:
             assert len(off.estimate(frame)) == 1 and on.estimate(frame) == []
         # A real far face still passes.
-        rgb = demo('003.jpg')
+        rgb = demo_frame('003.jpg')
         frame, label = scene((rgb, on.estimate(rgb)[0].box), 640, 480, 40, 'clutter', 'photo',
                              frame_rng(1, '003.jpg'))
         assert pick_labelled_face([p.box for p in on.estimate(frame)], label) is not None
@@ -187,7 +175,7 @@ def test_a_far_face_one_tile_alone_saw_must_be_found_again_in_a_view_of_its_own(
             assert len(off.estimate(frame)) == 1 and on.estimate(frame) == []
             (false,) = [f for f in search(frame) if f.views == 1][:1]
             assert not search.finds_again(frame, false.box)
-        rgb = demo('003.jpg')
+        rgb = demo_frame('003.jpg')
         frame, label = scene((rgb, on.estimate(rgb)[0].box), 640, 480, 40, 'photo', 'photo',
                              frame_rng(1, '003.jpg'), textures)
         (face,) = [f for f in search(frame) if pick_labelled_face([f.box], label) is not None]
@@ -250,7 +238,7 @@ def test_weaker_detections_leave_the_faces_at_the_threshold_as_they_are():
     from nlml_hpe.geometry import box_iou
     from nlml_hpe.landmarks.face_detector import FaceDetector
 
-    rgb = demo('003.jpg')
+    rgb = demo_frame('003.jpg')
     with HeadPoseEstimator.from_pretrained(flip_average=False) as est:
         box = est.estimate(rgb)[0].box
     det = FaceDetector('full', 0.5, 1)
@@ -272,7 +260,7 @@ def test_a_weak_detection_in_clutter_is_no_face(estimator, seed, width):
     """The search takes these frames' weaker small detections; the checks drop them."""
     from nlml_hpe.landmarks.detection_plan import WEAK_MARGIN
 
-    rgb = demo('003.jpg')
+    rgb = demo_frame('003.jpg')
     box = estimator.estimate(rgb)[0].box
     frame, label = scene((rgb, box), 640, 480, width, 'clutter', 'photo',
                          frame_rng(seed, 'weak'))

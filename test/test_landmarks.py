@@ -3,13 +3,13 @@
 from importlib import resources
 import threading
 
+from conftest import demo_frame
 import cv2
 from face_clips import face_sequence
 import numpy as np
 import pytest
 
 from nlml_hpe.bench import speed as speed_benchmark
-from nlml_hpe.bench.aflw2000 import read_rgb
 from nlml_hpe.camera import Camera
 from nlml_hpe.geometry import box_iou
 from nlml_hpe.landmarks import CROP_PX, LandmarkExtractor, LandmarkModel, Roi, roi_transforms
@@ -20,10 +20,6 @@ from nlml_hpe.landmarks.litert import LANDMARK_MODEL, TFLiteModel, model_path
 from nlml_hpe.landmarks.look import Look
 from nlml_hpe.model import ModelFileError
 from nlml_hpe.options import EstimatorConfig
-
-
-def demo_frame(name='000.jpg'):
-    return read_rgb(resources.files('nlml_hpe') / 'data' / 'demo' / name)
 
 
 @pytest.fixture(scope='module')

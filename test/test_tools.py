@@ -124,17 +124,15 @@ def test_registry_free_pieces_leave_out_faces(tmp_path):
     assert 0 < counts['face'] <= grid - 4
 
 
-def test_haar_verifier_sees_a_demo_face_at_the_crops_scale_and_no_face_in_flat_or_noise():
-    from importlib import resources
+def test_haar_verifier_sees_a_demo_face_at_the_crops_scale_and_no_face_in_flat_or_noise(
+        estimator):
+    from conftest import demo_frame
 
-    from nlml_hpe.bench.aflw2000 import read_rgb
-    from nlml_hpe.estimator import HeadPoseEstimator
     from nlml_hpe.landmarks.face_verifier import HaarVerifier
 
     haar = HaarVerifier()
-    rgb = read_rgb(resources.files('nlml_hpe') / 'data' / 'demo' / '000.jpg')
-    with HeadPoseEstimator.from_pretrained(flip_average=False) as est:
-        lm = np.asarray(est.estimate(rgb)[0].landmarks)[None]
+    rgb = demo_frame('000.jpg')
+    lm = np.asarray(estimator.estimate(rgb)[0].landmarks)[None]
     assert haar.scores(rgb, lm).tolist() == [1.0]  # on the 32 px crop the verifier sees
     rng = np.random.default_rng(0)
     assert not haar.face_at_centre(np.full((32, 32, 3), 128, np.uint8))

@@ -103,23 +103,30 @@ def piece_split(directory, train):
 
 
 def _recording_extractor():
-    """Return a landmark stage that records every new face it reads, before any far-face check."""
+    """Return ``(landmark stage, recorder)``: ``recorder.seen`` gets every new face read.
+
+    The stage runs with no presence floor and its far-face checks off.  The recorder
+    takes the place of its second opinions (``SecondOpinions``, off at run time), so
+    it sees each new face after its re-read and before any check, as ``(landmarks,
+    presence)`` copies: a later check may still drop a reading's landmarks.
+    """
     from nlml_hpe.landmarks import LandmarkExtractor
     from nlml_hpe.landmarks.face_checks import NEW
+    from nlml_hpe.landmarks.face_verifier import SecondOpinions
 
-    class Recording(LandmarkExtractor):
+    class Recorder(SecondOpinions):
         def __init__(self):
-            super().__init__(num_threads=1, confirm_far_faces=False, min_tracking_confidence=0.0)
+            super().__init__()
             self.seen = []
 
-        def _verify(self, rgb, faces):
-            # The landmark stage's hook for the verifier (off at run time) sees every new
-        # face that passed the presence floor (0 here) and no far-face check (off).
-        # Copies: a later check may still drop a reading's landmarks.
+        def drop_unverified(self, rgb, faces, config):
             self.seen += [(f.landmarks.copy(), f.score) for f in faces
                           if f.source == NEW and f.landmarks is not None]
 
-    return Recording()
+    extractor = LandmarkExtractor(num_threads=1, confirm_far_faces=False,
+                                  min_tracking_confidence=0.0)
+    extractor.opinions = recorder = Recorder()
+    return extractor, recorder
 
 
 def _frame(rng, textures, faces, renders):
@@ -166,16 +173,16 @@ def _collect_worker(job):
     faces = registry_split(opts['registry'], True)
     textures = piece_split(opts['pieces'], True)
     renders = render_faces(opts['ict'], RENDERS, seed + 100)
-    extractor = _recording_extractor()
+    extractor, recorder = _recording_extractor()
     crops, labels, presence, metas = [], [], [], []
     try:
         for i in range(opts['frames']):
             frame, label, meta = _frame(rng, textures, faces, renders)
-            extractor.seen = []
+            recorder.seen = []
             extractor.read_frame(frame)
-            if not extractor.seen:
+            if not recorder.seen:
                 continue
-            lms = np.stack([lm for lm, _ in extractor.seen])
+            lms = np.stack([lm for lm, _ in recorder.seen])
             iou = (np.zeros(len(lms)) if label is None else
                    box_iou(landmark_boxes(lms), np.asarray(label)[None])[:, 0])
             y = np.where(iou > MATCH_IOU, 1, np.where(
@@ -184,7 +191,7 @@ def _collect_worker(job):
             if keep.any():
                 crops.append(verifier_crops(frame, lms[keep]))
                 labels += y[keep].tolist()
-                presence += [score for (_, score), k in zip(extractor.seen, keep) if k]
+                presence += [score for (_, score), k in zip(recorder.seen, keep) if k]
                 metas += [dict(meta, frame=i, seed=seed)] * int(keep.sum())
     finally:
         extractor.close()
@@ -238,7 +245,7 @@ def augment(crops, rng):
     """
     import cv2
 
-    n, s = len(crops), crops.shape[1]
+    s = crops.shape[1]
     out = np.empty_like(crops)
     for i, c in enumerate(crops):
         img = c[:, ::-1].astype(np.float32) if rng.random() < 0.5 else c.astype(np.float32)
@@ -254,7 +261,7 @@ def augment(crops, rng):
         if rng.random() < 0.3:
             img = img + rng.normal(0, rng.uniform(2, 8), img.shape)
         out[i] = np.clip(img, 0, 255).astype(np.uint8)
-    return out[:n]
+    return out
 
 
 def sample_weights(labels, presence):

@@ -9,7 +9,6 @@ import numpy as np
 from ..camera import Camera
 from ..images import as_rgb_uint8
 from ..options import EstimatorConfig
-from . import face_checks
 from .detection_plan import DetectionPlan, FaceSearch, SearchSchedule, overlaps
 from .face_checks import (
     NEW,
@@ -22,10 +21,8 @@ from .face_checks import (
     refuted_by_mirror,
     same_face,
     small_face,
-    to_verify,
-    unverified,
 )
-from .face_verifier import FaceVerifier, HaarVerifier
+from .face_verifier import SecondOpinions
 from .landmark_model import LandmarkModel
 from .look import Look
 from .motion_blur import BlurChecks
@@ -146,8 +143,7 @@ class LandmarkExtractor:
         self._busy = threading.Lock()
         self._closed = False
         self._blur_checks = BlurChecks(self.streaming) if c.undo_motion_blur else None
-        self.verifier = None  # the face verifier, loaded when first needed (VERIFIED)
-        self._haar = None  # the Haar waiver's cascades (HAAR_WAIVER)
+        self.opinions = SecondOpinions()  # research switches, off (face_checks.VERIFIED, ...)
         self._restorer = None  # read_frame: the frame's Restorer (None: not checked)
         #: Counts of the latest :meth:`read_frame`: detector runs, tracked faces, re-read.
         self.last_stats = {}
@@ -216,10 +212,10 @@ class LandmarkExtractor:
                 faces = self._read_new(rgb, self.search(rgb)[:self.max_candidates])
                 runs, tracked = len(set(self.plan.runs(w, h))), 0
             self._refine(rgb, faces, mirror, camera, line_of_sight_deg)
-            self._verify(rgb, faces)
+            self.opinions.drop_unverified(rgb, faces, self.config)
             for face in faces:
                 if needs_own_view(face, self.config) and not self.search.finds_again(
-                        rgb, face.detection.box) and not self._waived(rgb, face):
+                        rgb, face.detection.box) and not self.opinions.waives(rgb, face):
                     face.landmarks = None
             kept = keep_faces(faces, self.config.max_faces)
             twins = [f.mirrored for f in kept]
@@ -298,30 +294,8 @@ class LandmarkExtractor:
                 if mirrored[k]:
                     face.mirrored, face.mirrored_score = r.mirrored, r.mirrored_score
                 if last and refuted_by_mirror(face, plans[k], self.config) \
-                        and not self._waived(rgb, face):
+                        and not self.opinions.waives(rgb, face):
                     face.landmarks = None
-
-    def _verify(self, rgb, faces):
-        """Drop the new far faces the face verifier scores under :data:`~.face_checks.VERIFIED`.
-
-        A research switch, off by default (:func:`~.face_checks.to_verify`).
-        """
-        check = [f for f in faces if to_verify(f, self.config)]
-        if not check:
-            return
-        if self.verifier is None:
-            self.verifier = HaarVerifier() if face_checks.VERIFIER == 'haar' else FaceVerifier()
-        for face, score in zip(check, self.verifier.scores(rgb, [f.landmarks for f in check])):
-            if unverified(score):
-                face.landmarks = None
-
-    def _waived(self, rgb, face):
-        """Whether a refuted far face is kept: the Haar waiver (research switch, off)."""
-        if not face_checks.HAAR_WAIVER:
-            return False
-        if self._haar is None:
-            self._haar = HaarVerifier()
-        return bool(self._haar.scores(rgb, face.landmarks[None])[0] > 0.5)
 
     def _read_new(self, rgb, found):
         """Read new faces (:class:`~.detection_plan.Found`) from their detector ROIs.

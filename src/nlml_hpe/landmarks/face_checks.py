@@ -160,8 +160,8 @@ def to_verify(face, config):
     if not (VERIFIED > 0.0 and config.confirm_far_faces and face.source == NEW
             and face.landmarks is not None and face.score < VERIFY_PRESENCE):
         return False
-    lo, hi = landmark_extent(face.landmarks[None])
-    return float((hi - lo)[0, 0]) <= VERIFY_FACE_PX
+    x0, _, x1, _ = landmark_boxes(face.landmarks)[0]
+    return float(x1 - x0) <= VERIFY_FACE_PX
 
 
 def unverified(score):

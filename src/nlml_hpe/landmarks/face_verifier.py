@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import face_checks
 from .roi import CROP_PX, Roi
 
 #: The crop is first warped this wide, then area-averaged down to INPUT_PX.
@@ -167,3 +168,37 @@ class HaarVerifier:
                         and w > s * 3 / 8:
                     return True
         return False
+
+
+class SecondOpinions:
+    """The landmark stage's research switches on new far faces; both off by default.
+
+    :meth:`drop_unverified` (``face_checks.VERIFIED``, by ``face_checks.VERIFIER``)
+    and :meth:`waives` (``face_checks.HAAR_WAIVER``).  The network and the cascades
+    load when first needed, the cascades once for both.
+    """
+
+    def __init__(self):
+        self.verifier = None  # FaceVerifier or HaarVerifier, once VERIFIED needs one
+        self._cascades = None
+
+    def _haar(self):
+        if self._cascades is None:
+            self._cascades = HaarVerifier()
+        return self._cascades
+
+    def drop_unverified(self, rgb, faces, config):
+        """Drop the faces to verify (:func:`~.face_checks.to_verify`) that score too low."""
+        check = [f for f in faces if face_checks.to_verify(f, config)]
+        if not check:
+            return
+        if self.verifier is None:
+            self.verifier = self._haar() if face_checks.VERIFIER == 'haar' else FaceVerifier()
+        for face, score in zip(check, self.verifier.scores(rgb, [f.landmarks for f in check])):
+            if face_checks.unverified(score):
+                face.landmarks = None
+
+    def waives(self, rgb, face):
+        """Whether a refuted far face is kept: a Haar cascade finds it (``HAAR_WAIVER``)."""
+        return face_checks.HAAR_WAIVER and self._haar().face_at_centre(
+            verifier_crops(rgb, face.landmarks[None])[0])
