@@ -141,18 +141,3 @@ def test_the_training_stage_fits_weights_the_verifier_runs(tmp_path):
     save_file(weights, str(path))
     scores = FaceVerifier(path).score_crops(crops)
     assert scores.shape == (64,) and np.all((scores >= 0) & (scores <= 1))
-
-
-def test_the_haar_waiver_keeps_only_what_a_cascade_sees(estimator, monkeypatch):
-    from nlml_hpe.landmarks.extractor import FaceRead
-    from nlml_hpe.landmarks.roi import ReadPlan, Roi
-
-    rgb = demo_frame('000.jpg')
-    lm = np.asarray(estimator.estimate(rgb)[0].landmarks)
-    face = FaceRead(ReadPlan.of_roi(Roi.from_landmarks(lm)), face_checks.NEW, lm, 0.9)
-    flat = np.full_like(rgb, 128)
-    ext = estimator.extractor
-    assert not ext.opinions.waives(rgb, face)  # off: nothing is waived
-    monkeypatch.setattr(face_checks, 'HAAR_WAIVER', True)
-    assert ext.opinions.waives(rgb, face)  # a face the cascades see
-    assert not ext.opinions.waives(flat, face)  # ... and none where they see nothing

@@ -251,6 +251,15 @@ class EstimatorConfig(_Table):
         'on it. Renders in real-photo clutter at 1280x720: false faces 17 -> 0.5 per 100 '
         'frames, ghost tracks in video on 8 -> 0 of 30 backgrounds, for 3-6 % fewer 28 px '
         'faces found in a single image (docs/robustness.md).')
+    haar_second_opinion: bool = option(
+        None, "A far face that confirm_far_faces refutes is kept if OpenCV's Haar cascades "
+        'find it at its centre (a 96 px view of its crop; about 4 ms a refuted face). Default: '
+        'on for still images, off in video, where a refuted false face comes back every frame '
+        'until one is let in (photo-clutter backgrounds at 1280x720: ghost tracks on 0 -> 3 '
+        'of 60). Still images: 28-40 px faces found 1-2 % more often in many cells, none '
+        'less (package-registry faces, AFLW2000 dev). Needs the cascade files of '
+        "opencv-python or Debian's opencv-data; without them it is off, with a warning.",
+        node_default=False)
     undo_motion_blur: bool = option(
         True, 'Faces up to 80 px wide: where the frame around one is smeared along a line (a '
         'camera turning during its exposure), the smear is measured there and undone, the '

@@ -13,6 +13,7 @@ from .detection_plan import DetectionPlan, FaceSearch, SearchSchedule, overlaps
 from .face_checks import (
     NEW,
     TRACKED,
+    haar_waiver,
     keep_faces,
     landmark_boxes,
     needs_own_view,
@@ -143,7 +144,7 @@ class LandmarkExtractor:
         self._busy = threading.Lock()
         self._closed = False
         self._blur_checks = BlurChecks(self.streaming) if c.undo_motion_blur else None
-        self.opinions = SecondOpinions()  # research switches, off (face_checks.VERIFIED, ...)
+        self.opinions = SecondOpinions(haar_waiver(c, self.streaming))
         self._restorer = None  # read_frame: the frame's Restorer (None: not checked)
         #: Counts of the latest :meth:`read_frame`: detector runs, tracked faces, re-read.
         self.last_stats = {}

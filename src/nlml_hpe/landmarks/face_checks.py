@@ -9,6 +9,8 @@ The rules the landmark stage (:mod:`.extractor`) applies to its readings
   detector runs found it and it reads surely;
 * :func:`needs_own_view`: ... and one that a single detector run found, or one
   found only under the detector's threshold, must be found again in a view of its own;
+* :func:`haar_waiver`: ``haar_second_opinion``: a far face those checks refute is
+  kept if OpenCV's Haar cascades find it (still images);
 * :func:`to_verify`: a research switch, off: a new far face must also look like a face
   to a network of our own (:class:`~.face_verifier.FaceVerifier`, :data:`VERIFIED`);
 * :func:`keep_faces`: one reading per face, the surest.
@@ -67,9 +69,6 @@ VERIFIED = 0.0
 VERIFIER = 'network'
 VERIFY_FACE_PX = 128.0
 VERIFY_PRESENCE = 1.01
-#: A research switch, off: a far face that the mirror or own-view check refutes is kept
-#: if OpenCV's Haar cascades find it (:class:`~.face_verifier.HaarVerifier`).
-HAAR_WAIVER = False
 #: :attr:`FaceRead.source` of a face read from its landmarks of the previous frame.
 TRACKED = 'tracked'
 #: ... and of a face a detector found.
@@ -153,6 +152,16 @@ def needs_own_view(face, config):
     if not (config.confirm_far_faces and d.views <= 1):
         return False
     return small_face(d.roi) or (at_most(d.roi, UNSURE_FACE_PX) and d.score < UNSURE_DETECTION)
+
+
+def haar_waiver(config, streaming):
+    """Whether refuted far faces get OpenCV's cascades as a second opinion.
+
+    ``config.haar_second_opinion``, by default on for still images only: in video a
+    refuted false face comes back every frame, until one is let in (a ghost track).
+    """
+    on = config.haar_second_opinion
+    return config.confirm_far_faces and ((not streaming) if on is None else on)
 
 
 def to_verify(face, config):

@@ -1,4 +1,4 @@
-"""A second opinion on far faces: a small face / non-face network of our own (research).
+"""Second opinions on far faces: OpenCV's Haar cascades, and a network of our own (research).
 
 The detector and the landmark model both take some far clutter for a face: a
 round badge on a sleeve, poker chips, a knee (``docs/robustness.md``, round 7).
@@ -18,12 +18,15 @@ them to :data:`WEIGHTS`.
 Three 3x3 convolutions with max pooling and two dense layers, about 68k
 weights, run in float32 numpy (no torch): well under a millisecond a face.
 
-:class:`HaarVerifier` gives the same kind of second opinion from OpenCV's Haar
-cascades (``face_checks.VERIFIER = 'haar'``). It is off too: it drops 2-6 % of the
-dev faces.
+:class:`HaarVerifier` gives a second opinion from OpenCV's Haar cascades.  As
+a veto (research, ``face_checks.VERIFIER = 'haar'``) it drops 2-6 % of the dev
+faces.  As a waiver it is on for still images (``haar_second_opinion``,
+:class:`SecondOpinions`): a far face the mirror or own-view check refutes is kept
+if a cascade finds it.
 """
 
 from pathlib import Path
+import warnings
 
 import cv2
 import numpy as np
@@ -131,7 +134,7 @@ HAAR_SIDE = 96
 
 
 class HaarVerifier:
-    """A second opinion from OpenCV's Haar cascades (research; ``face_checks.VERIFIER``).
+    """A second opinion from OpenCV's Haar cascades (``haar_second_opinion``).
 
     Score 1.0 where the frontal cascade, or the profile cascade either way, finds
     a face at the centre of a far face's verifier crop (:func:`verifier_crops`,
@@ -144,7 +147,12 @@ class HaarVerifier:
         for d in filter(None, dirs):
             paths = [Path(d) / name for name in HAAR_CASCADES]
             if all(p.is_file() for p in paths):
-                self._models = [cv2.CascadeClassifier(str(p)) for p in paths]
+                try:  # a file that is no cascade: cv2.error, or a SystemError around it
+                    self._models = [cv2.CascadeClassifier(str(p)) for p in paths]
+                except (cv2.error, SystemError):
+                    self._models = []
+                if not self._models or any(m.empty() for m in self._models):
+                    raise RuntimeError(f'cannot load the Haar cascades {HAAR_CASCADES} in {d}')
                 return
         raise RuntimeError(f'no Haar cascades {HAAR_CASCADES} in cv2.data or {HAAR_DIRS} '
                            '(pip opencv-python, or apt install opencv-data)')
@@ -171,16 +179,25 @@ class HaarVerifier:
 
 
 class SecondOpinions:
-    """The landmark stage's research switches on new far faces; both off by default.
+    """The landmark stage's second opinions on new far faces.
 
-    :meth:`drop_unverified` (``face_checks.VERIFIED``, by ``face_checks.VERIFIER``)
-    and :meth:`waives` (``face_checks.HAAR_WAIVER``).  The network and the cascades
-    load when first needed, the cascades once for both.
+    :meth:`waives` (``haar_second_opinion``, :func:`~.face_checks.haar_waiver`):
+    ``waiver`` on, the cascades load now; without their files it is off, with a
+    warning.  :meth:`drop_unverified` is a research switch, off
+    (``face_checks.VERIFIED``, by ``face_checks.VERIFIER``): the network loads when
+    first needed.
     """
 
-    def __init__(self):
+    def __init__(self, waiver=False):
         self.verifier = None  # FaceVerifier or HaarVerifier, once VERIFIED needs one
         self._cascades = None
+        self.waiver = bool(waiver)
+        if self.waiver:
+            try:
+                self._haar()
+            except RuntimeError as exc:
+                warnings.warn(f'haar_second_opinion is off: {exc}', RuntimeWarning, stacklevel=3)
+                self.waiver = False
 
     def _haar(self):
         if self._cascades is None:
@@ -199,6 +216,6 @@ class SecondOpinions:
                 face.landmarks = None
 
     def waives(self, rgb, face):
-        """Whether a refuted far face is kept: a Haar cascade finds it (``HAAR_WAIVER``)."""
-        return face_checks.HAAR_WAIVER and self._haar().face_at_centre(
+        """Whether a refuted far face is kept: a Haar cascade finds it (``waiver``)."""
+        return self.waiver and self._haar().face_at_centre(
             verifier_crops(rgb, face.landmarks[None])[0])
