@@ -276,6 +276,14 @@ class HeadPoseEstimator:
             self._extractor = LandmarkExtractor(self.config, streaming=self.streaming)
         return self._extractor
 
+    @property
+    def problems(self):
+        """Options asked for that are not in effect, each with the reason (empty: none).
+
+        Each was also warned of (``RuntimeWarning``) when the landmark stage was built.
+        """
+        return list(getattr(self.extractor, 'problems', ()))
+
     def estimate(self, rgb_uint8, camera_matrix=None, *, camera=None):
         """Return an :class:`Estimate`: a list of :class:`FacePose`, largest face first.
 

@@ -159,6 +159,11 @@ class LandmarkExtractor:
         """
         return 2 * self.config.max_faces + 2
 
+    @property
+    def problems(self):
+        """Options asked for that are not in effect, each with the reason (empty: none)."""
+        return [p for p in (self.opinions.problem,) if p]
+
     @contextmanager
     def _one_caller(self, closing=False):
         if not self._busy.acquire(blocking=False):

@@ -85,8 +85,8 @@ def diagnostic_array(name, stamp, active, figures, frame):
     last frame's ``faces``, ``reread`` (faces read on their line of sight),
     ``landmarks_ms``, ``scale`` (decoded at 1/scale), ``size`` (the message's
     image size), ``nonfinite`` (faces dropped), ``camera`` (a valid camera_info
-    of the images' size gives their intrinsics) and ``camera_problem`` (why
-    not).  Every value says what is in effect: counts since the node started,
+    of the images' size gives their intrinsics), ``camera_problem`` (why
+    not) and ``problems`` (options asked for but not in effect, with the reasons).  Every value says what is in effect: counts since the node started,
     ``_p95``/``_max`` over the recent frames (CPU ms).
     """
     status = DiagnosticStatus(name=f'{name}: head pose estimation', hardware_id='camera')
@@ -100,6 +100,9 @@ def diagnostic_array(name, stamp, active, figures, frame):
         status.level = DiagnosticStatus.WARN
         status.message = (f'{frame["faces"]} face(s); {frame["nonfinite"]} dropped: the '
                           'estimator returned non-finite poses')
+    elif frame.get('problems'):
+        status.level = DiagnosticStatus.WARN
+        status.message = f'{frame["faces"]} face(s); {"; ".join(frame["problems"])}'
     else:
         status.level, status.message = DiagnosticStatus.OK, f'{frame["faces"]} face(s)'
     size = frame.get('size')
@@ -130,6 +133,7 @@ def diagnostic_array(name, stamp, active, figures, frame):
         ('errors', figures.get('errors', 0)),
         ('camera_info_valid', frame['camera']),
         ('camera_info_problem', frame['camera_problem']),
+        ('options_not_in_effect', '; '.join(frame.get('problems', ()))),
     ]]
     out = DiagnosticArray(status=[status])
     out.header.stamp = stamp

@@ -107,6 +107,11 @@ def close_estimator(est, given=None):
         release_free_memory()
 
 
+def problems_of(est):
+    """The options ``est`` was asked for that are not in effect, with the reasons."""
+    return list(getattr(est, 'problems', ()) or ()) if est is not None else []
+
+
 def build_estimator(values, given=None):
     """Return ``(estimator, '')``, test-run once, or ``(None, reason)`` when it fails.
 
@@ -133,7 +138,8 @@ class HeadPoseNode(LifecycleNode):
     Read-only attributes: ``estimator`` (None unless configured), ``pump`` (the
     :class:`~nlml_hpe.frame_pump.FramePump`, running while active), ``outputs``
     and ``hri`` (the pose and ROS4HRI outputs, None unless configured),
-    ``face_ids`` (:class:`~nlml_hpe.ros.faces.FaceIds`), ``configure_error``.
+    ``face_ids`` (:class:`~nlml_hpe.ros.faces.FaceIds`), ``configure_error``, ``problems``
+    (options asked for but not in effect, with the reasons: logged, and on /diagnostics).
     """
 
     def __init__(self, node_name='head_pose_node', *, estimator=None, **kwargs):
@@ -144,6 +150,7 @@ class HeadPoseNode(LifecycleNode):
         self._est_lock = threading.Lock()  # held while a frame is processed, and to swap
         self._prepared = None  # estimator built by an accepted change, swapped in after it
         self.configure_error = ''  # why the last configure failed
+        self.problems = []  # options asked for but not in effect (configure .. cleanup)
         self.outputs = None  # Outputs: configure .. cleanup
         self.hri = None  # HriFaces: configure .. cleanup, with ros4hri
         self._diag_pub = self._diag_timer = None  # configure .. cleanup
@@ -228,6 +235,9 @@ class HeadPoseNode(LifecycleNode):
         self.configure_error = ''
         with self._est_lock:
             self.estimator = est
+        self.problems = problems_of(est)
+        for problem in self.problems:
+            self.get_logger().warning(problem)
         self._stream.reset()
         self.outputs = Outputs(self)
         self.outputs.create()
@@ -324,6 +334,7 @@ class HeadPoseNode(LifecycleNode):
         with self._est_lock:
             est, self.estimator = self.estimator, None
         close_estimator(est, self._given_estimator)
+        self.problems = []
         if self.pump is not None:
             self._stream.reset()
             self._input.reset()
@@ -344,6 +355,10 @@ class HeadPoseNode(LifecycleNode):
         if not reason and self.estimator is not None and \
                 any(k in parameters.RELOAD and values[k] != self._values[k] for k in values):
             est, why = build_estimator(dict(self._values, **values))
+            new = [p for p in problems_of(est) if p not in self.problems]
+            if new:  # built, but an option asked for would not be in effect
+                close_estimator(est)
+                est, why = None, '; '.join(new)
             if est is None:
                 changed = ', '.join(sorted(parameters.RELOAD & set(values)))
                 reason = (f'cannot apply {changed}: building the estimator failed ({why}); '
@@ -360,6 +375,7 @@ class HeadPoseNode(LifecycleNode):
         if new is not None:
             with self._est_lock:  # waits for the frame in flight, if any
                 old, self.estimator = self.estimator, new
+            self.problems = problems_of(new)
             self._stream.reset()  # new detector, new tracks
             close_estimator(old, self._given_estimator)
             self.get_logger().info('estimator rebuilt with the new parameters')
@@ -425,7 +441,8 @@ class HeadPoseNode(LifecycleNode):
     def _publish_diagnostics(self):
         self._diag_pub.publish(diagnostic_array(
             self.get_fully_qualified_name(), self.get_clock().now().to_msg(), self.pump.running,
-            self.pump.figures(), dict(self._last_frame, **self._input.camera_state())))
+            self.pump.figures(), dict(self._last_frame, **self._input.camera_state(),
+                                      problems=self.problems)))
 
 
 def main(args=None):
