@@ -86,7 +86,8 @@ def diagnostic_array(name, stamp, active, figures, frame):
     ``landmarks_ms``, ``scale`` (decoded at 1/scale), ``size`` (the message's
     image size), ``nonfinite`` (faces dropped), ``camera`` (a valid camera_info
     of the images' size gives their intrinsics), ``camera_problem`` (why
-    not) and ``problems`` (options asked for but not in effect, with the reasons).  Every value says what is in effect: counts since the node started,
+    not) and ``problems`` (options asked for but not in effect, with the
+    reasons).  Every value says what is in effect: counts since the node started,
     ``_p95``/``_max`` over the recent frames (CPU ms).
     """
     status = DiagnosticStatus(name=f'{name}: head pose estimation', hardware_id='camera')

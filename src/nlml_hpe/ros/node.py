@@ -108,7 +108,7 @@ def close_estimator(est, given=None):
 
 
 def problems_of(est):
-    """The options ``est`` was asked for that are not in effect, with the reasons."""
+    """Return the options ``est`` was asked for that are not in effect, with the reasons."""
     return list(getattr(est, 'problems', ()) or ()) if est is not None else []
 
 
