@@ -81,6 +81,16 @@ def test_registry_faces_writes_labels_the_range_benchmark_reads(tmp_path):
             seen = est.estimate(rgb)[0]
             assert box_iou([seen.box], [box])[0, 0] > 0.5
             np.testing.assert_allclose(seen.angles, pose, atol=0.5)
+    # A face the photo's edge cuts is found, but is no label.
+    import cv2
+
+    rgb = read_rgb(demo / '000.jpg')
+    with HeadPoseEstimator.from_pretrained(flip_average=True) as est:
+        x0, _, x1, _ = est.estimate(rgb)[0].box
+        cut = np.ascontiguousarray(rgb[:, int(x0 + 0.3 * (x1 - x0)):])
+        assert est.estimate(cut), 'the cut face is still found: the rule must drop it'
+    ok, jpg = cv2.imencode('.jpg', cv2.cvtColor(cut, cv2.COLOR_RGB2BGR))
+    assert registry_faces.label([('demo:cut', jpg.tobytes())], tmp_path / 'cut') == []
     assert registry_faces.wanted('package/examples/media/cage.jpg', ('examples/media/',))
     for name in ('package/examples/media/joconde.jpg', 'package/examples/media/audrey_crop.jpg',
                  'package/examples/media/franck.mp4', 'package/docs/cage.jpg'):

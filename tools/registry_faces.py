@@ -8,13 +8,14 @@ photographs that open-source face packages ship on PyPI and npm (the only networ
 these machines have): group photos, portraits and video frames of real people,
 none of them in AFLW2000.
 
-Each face the estimator finds at full size, at least ``--min-px`` wide, becomes one
-labelled image: the whole photo, with a ``.mat`` whose ``pt3d_68`` holds the 68
-ROS4HRI points of its mesh (:data:`nlml_hpe.face_points.MESH_OF_70`) and whose
-``Pose_Para`` holds the estimator's own reading of the full-size face, flip
-averaged.  So the labels are *pseudo-labels*: a benchmark's found rate on this set
-is real, its MAE is the drift from the full-size reading (what a smaller, blurred
-or noisier view of the face costs), not an error against ground truth.
+Each face the estimator finds at full size, at least ``--min-px`` wide and not cut by
+the photo's edge (:func:`inside`), becomes one labelled image: the whole photo, with a
+``.mat`` whose ``pt3d_68`` holds the 68 ROS4HRI points of its mesh
+(:data:`nlml_hpe.face_points.MESH_OF_70`) and whose ``Pose_Para`` holds the estimator's
+own reading of the full-size face, flip averaged. So the labels are *pseudo-labels*: a
+benchmark's found rate on this set is real, its MAE is the drift from the full-size
+reading (what a smaller, blurred or noisier view of the face costs), not an error
+against ground truth.
 
 Usage::
 
@@ -139,6 +140,18 @@ def wanted(name, members):
             and not any(s in stem for s in NOT_PHOTOS) and stem not in DUPLICATES)
 
 
+def inside(points, shape):
+    """Whether a face's points ``(N, 2+)`` lie in an image of ``shape``: a whole face.
+
+    A face the photo's edge cuts is no label: it is not a face at any size (the one
+    registry face missed at 100 px, round 9 of docs/robustness.md, was such a strip of
+    two eyes from an advertisement, whose box ran past the photo).
+    """
+    h, w = shape[:2]
+    x, y = points[:, 0], points[:, 1]
+    return bool((x >= 0).all() and (y >= 0).all() and (x <= w).all() and (y <= h).all())
+
+
 def label(photos, out, min_px=MIN_PX):
     """Write one ``imageNNNNN.jpg`` + ``.mat`` per usable face; return the index."""
     import cv2
@@ -167,6 +180,7 @@ def label(photos, out, min_px=MIN_PX):
                 width = pts[:, 0].max() - pts[:, 0].min()
                 angles = face.angles
                 if (width < min_px or face.score < MIN_SCORE or cover[k].max(initial=0) > NESTED
+                        or not inside(pts, bgr.shape)
                         or not in_protocol(angles, PROTOCOLS['paper'])):
                     continue
                 n = len(index)
