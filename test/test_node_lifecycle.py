@@ -231,18 +231,19 @@ def test_an_option_that_cannot_take_effect_is_logged_shown_and_refused(manager, 
     assert node.set_parameters([Parameter('haar_second_opinion', value=True)])[0].successful
     with pytest.warns(RuntimeWarning, match='haar_second_opinion is off'):
         assert m.transition(Transition.TRANSITION_CONFIGURE)  # the node runs without it
-    assert len(node.problems) == 1 and 'opencv-data' in node.problems[0]
+    assert len(node.estimator.problems) == 1 and 'opencv-data' in node.estimator.problems[0]
     assert m.transition(Transition.TRANSITION_ACTIVATE)
     m.image_pub.publish(_image_msg(_face_rgb(), Time(sec=1)))
     m.wait(lambda: any(s.level == s.WARN for s in statuses), 'a WARN status', timeout=15)
     warned = [s for s in statuses if s.level == s.WARN][-1]
     values = {kv.key: kv.value for kv in warned.values}
     assert 'haar_second_opinion is off' in warned.message
-    assert values['options_not_in_effect'] == node.problems[0]
+    assert values['options_not_in_effect'] == node.estimator.problems[0]
     # Turned off, nothing is missing; asked for again at run time, it is refused.
     assert node.set_parameters([Parameter('haar_second_opinion', value=False)])[0].successful
-    assert node.problems == [] and not node.estimator.extractor.opinions.waiver
+    assert node.estimator.problems == [] and not node.estimator.extractor.opinions.waiver
     with pytest.warns(RuntimeWarning):
         result = node.set_parameters([Parameter('haar_second_opinion', value=True)])[0]
     assert not result.successful and 'haar_second_opinion is off' in result.reason
-    assert node.get_parameter('haar_second_opinion').value is False and node.problems == []
+    assert node.get_parameter('haar_second_opinion').value is False
+    assert node.estimator.problems == []

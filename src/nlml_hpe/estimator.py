@@ -280,9 +280,11 @@ class HeadPoseEstimator:
     def problems(self):
         """Options asked for that are not in effect, each with the reason (empty: none).
 
-        Each was also warned of (``RuntimeWarning``) when the landmark stage was built.
+        Known once the landmark stage is built (by the first estimate, or
+        :attr:`extractor`), and warned of (``RuntimeWarning``) then; empty before
+        and after :meth:`close`.  Reading it builds nothing.
         """
-        return list(getattr(self.extractor, 'problems', ()))
+        return list(getattr(self._extractor, 'problems', ()))
 
     def estimate(self, rgb_uint8, camera_matrix=None, *, camera=None):
         """Return an :class:`Estimate`: a list of :class:`FacePose`, largest face first.

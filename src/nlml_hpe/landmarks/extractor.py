@@ -145,6 +145,7 @@ class LandmarkExtractor:
         self._closed = False
         self._blur_checks = BlurChecks(self.streaming) if c.undo_motion_blur else None
         self.opinions = SecondOpinions(haar_waiver(c, self.streaming))
+        self.problems = self.opinions.problems  # options asked for but not in effect, why
         self._restorer = None  # read_frame: the frame's Restorer (None: not checked)
         #: Counts of the latest :meth:`read_frame`: detector runs, tracked faces, re-read.
         self.last_stats = {}
@@ -158,11 +159,6 @@ class LandmarkExtractor:
         before the largest present faces are kept.
         """
         return 2 * self.config.max_faces + 2
-
-    @property
-    def problems(self):
-        """Options asked for that are not in effect, each with the reason (empty: none)."""
-        return [p for p in (self.opinions.problem,) if p]
 
     @contextmanager
     def _one_caller(self, closing=False):

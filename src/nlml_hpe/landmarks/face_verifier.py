@@ -183,7 +183,7 @@ class SecondOpinions:
 
     :meth:`waives` (``haar_second_opinion``, :func:`~.face_checks.haar_waiver`):
     ``waiver`` on, the cascades load now; without their files it is off, with a
-    warning, and :attr:`problem` says why.  :meth:`drop_unverified` is a research switch, off
+    warning, and :attr:`problems` says why.  :meth:`drop_unverified` is a research switch, off
     (``face_checks.VERIFIED``, by ``face_checks.VERIFIER``): the network loads when
     first needed.
     """
@@ -192,13 +192,13 @@ class SecondOpinions:
         self.verifier = None  # FaceVerifier or HaarVerifier, once VERIFIED needs one
         self._cascades = None
         self.waiver = bool(waiver)
-        self.problem = ''  # why the waiver asked for is off ('' when it is not)
+        self.problems = []  # options asked for but not in effect, each with the reason
         if self.waiver:
             try:
                 self._haar()
             except RuntimeError as exc:
-                self.problem = f'haar_second_opinion is off: {exc}'
-                warnings.warn(self.problem, RuntimeWarning, stacklevel=3)
+                self.problems.append(f'haar_second_opinion is off: {exc}')
+                warnings.warn(self.problems[-1], RuntimeWarning, stacklevel=3)
                 self.waiver = False
 
     def _haar(self):

@@ -109,13 +109,15 @@ def close_estimator(est, given=None):
 
 def problems_of(est):
     """Return the options ``est`` was asked for that are not in effect, with the reasons."""
-    return list(getattr(est, 'problems', ()) or ()) if est is not None else []
+    return list(getattr(est, 'problems', ()))
 
 
-def build_estimator(values, given=None):
+def build_estimator(values, given=None, allowed=None):
     """Return ``(estimator, '')``, test-run once, or ``(None, reason)`` when it fails.
 
     ``given``: use this estimator instead of building one from the parameter ``values``.
+    ``allowed``: it also fails if an option is not in effect (:func:`problems_of`) that
+    is not among these (None: any may be).
     """
     est = given
     try:
@@ -129,7 +131,27 @@ def build_estimator(values, given=None):
     except Exception as exc:  # noqa: BLE001 - any failure is reported, not raised
         close_estimator(est, given)
         return None, f'{type(exc).__name__}: {exc}'
+    new = [] if allowed is None else [p for p in problems_of(est) if p not in allowed]
+    if new:
+        close_estimator(est, given)
+        return None, '; '.join(new)
     return est, ''
+
+
+def rebuild_for(values, changes, allowed):
+    """Build the estimator parameter ``changes`` need: ``(estimator or None, refusal reason)``.
+
+    None and no reason when no change needs one (:data:`~.parameters.RELOAD`); a reason
+    when building it fails, or when it would add an option not in effect (``allowed``).
+    """
+    if not any(k in parameters.RELOAD and changes[k] != values[k] for k in changes):
+        return None, ''
+    est, why = build_estimator(dict(values, **changes), allowed=allowed)
+    if est is not None:
+        return est, ''
+    changed = ', '.join(sorted(parameters.RELOAD & set(changes)))
+    return None, (f'cannot apply {changed}: building the estimator failed ({why}); '
+                  'keeping the running one')
 
 
 class HeadPoseNode(LifecycleNode):
@@ -138,8 +160,7 @@ class HeadPoseNode(LifecycleNode):
     Read-only attributes: ``estimator`` (None unless configured), ``pump`` (the
     :class:`~nlml_hpe.frame_pump.FramePump`, running while active), ``outputs``
     and ``hri`` (the pose and ROS4HRI outputs, None unless configured),
-    ``face_ids`` (:class:`~nlml_hpe.ros.faces.FaceIds`), ``configure_error``, ``problems``
-    (options asked for but not in effect, with the reasons: logged, and on /diagnostics).
+    ``face_ids`` (:class:`~nlml_hpe.ros.faces.FaceIds`), ``configure_error``.
     """
 
     def __init__(self, node_name='head_pose_node', *, estimator=None, **kwargs):
@@ -150,7 +171,6 @@ class HeadPoseNode(LifecycleNode):
         self._est_lock = threading.Lock()  # held while a frame is processed, and to swap
         self._prepared = None  # estimator built by an accepted change, swapped in after it
         self.configure_error = ''  # why the last configure failed
-        self.problems = []  # options asked for but not in effect (configure .. cleanup)
         self.outputs = None  # Outputs: configure .. cleanup
         self.hri = None  # HriFaces: configure .. cleanup, with ros4hri
         self._diag_pub = self._diag_timer = None  # configure .. cleanup
@@ -235,8 +255,7 @@ class HeadPoseNode(LifecycleNode):
         self.configure_error = ''
         with self._est_lock:
             self.estimator = est
-        self.problems = problems_of(est)
-        for problem in self.problems:
+        for problem in problems_of(est):  # options asked for but not in effect
             self.get_logger().warning(problem)
         self._stream.reset()
         self.outputs = Outputs(self)
@@ -334,7 +353,6 @@ class HeadPoseNode(LifecycleNode):
         with self._est_lock:
             est, self.estimator = self.estimator, None
         close_estimator(est, self._given_estimator)
-        self.problems = []
         if self.pump is not None:
             self._stream.reset()
             self._input.reset()
@@ -352,19 +370,11 @@ class HeadPoseNode(LifecycleNode):
         """On-set callback: refuse (with the reason) values that cannot take effect."""
         values = {p.name: p.value for p in params if p.name in parameters.SPECS}
         reason = parameters.problem(values, TF_AVAILABLE)
-        if not reason and self.estimator is not None and \
-                any(k in parameters.RELOAD and values[k] != self._values[k] for k in values):
-            est, why = build_estimator(dict(self._values, **values))
-            new = [p for p in problems_of(est) if p not in self.problems]
-            if new:  # built, but an option asked for would not be in effect
-                close_estimator(est)
-                est, why = None, '; '.join(new)
-            if est is None:
-                changed = ', '.join(sorted(parameters.RELOAD & set(values)))
-                reason = (f'cannot apply {changed}: building the estimator failed ({why}); '
-                          'keeping the running one')
+        if not reason and self.estimator is not None:
+            self._prepared, reason = rebuild_for(self._values, values,
+                                                   problems_of(self.estimator))
+            if reason:
                 self._warn('reload', f'parameter change refused: {reason}')
-            self._prepared = est
         return SetParametersResult(successful=not reason, reason=reason)
 
     def _apply_parameters(self, params):
@@ -375,7 +385,6 @@ class HeadPoseNode(LifecycleNode):
         if new is not None:
             with self._est_lock:  # waits for the frame in flight, if any
                 old, self.estimator = self.estimator, new
-            self.problems = problems_of(new)
             self._stream.reset()  # new detector, new tracks
             close_estimator(old, self._given_estimator)
             self.get_logger().info('estimator rebuilt with the new parameters')
@@ -442,7 +451,7 @@ class HeadPoseNode(LifecycleNode):
         self._diag_pub.publish(diagnostic_array(
             self.get_fully_qualified_name(), self.get_clock().now().to_msg(), self.pump.running,
             self.pump.figures(), dict(self._last_frame, **self._input.camera_state(),
-                                      problems=self.problems)))
+                                      problems=problems_of(self.estimator))))
 
 
 def main(args=None):
